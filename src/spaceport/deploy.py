@@ -1,0 +1,284 @@
+"""Deploy: lock the primary, copy it onto the working copy, re-create the links.
+
+A deploy is resumable: the work marker is written before the first file is copied, and the
+index records each file after its rename, so running the same command again after a crash
+copies only what is missing. Deploying onto a working copy that holds changes not yet saved
+is refused (safety rule 9) unless the user says what to do with them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+
+from .engine import (PRIMARY, WORK, IndexRecorder, Options, file_known, folder_is_empty,
+                     open_primary, open_work, partial_error, remove_leftover_temps, wipe_folder)
+from .errors import RefusedError, UsageError
+from .index import Index, Known
+from .legacy import read_legacy_links
+from .links import Link, read_manifest, resolve_target
+from .lock import DeploymentLock, LockInfo, LockKeeper, read_lock, validate_status_dir
+from .marker import (DEPLOYED, DEPLOYING, MARKER_DIR, Marker, index_path, new_marker, read_marker,
+                     write_marker)
+from .plan import DeployPlan, plan_deploy
+from .save import MANIFEST_STATE, pending_changes, save, scan_work
+from .scan import Entry, Kind, scan_tree
+from .store.base import Store, join, parent_of, temp_name
+from .store.posix import mkdir_mode
+from .transfer import Copier, CopyDone, CopyJob, run_copies
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DeployReport:
+    deployment_id: str = ""
+    resumed_own: bool = False
+    saved_first: bool = False
+    files: int = 0
+    copied: int = 0
+    copied_bytes: int = 0
+    already_current: int = 0
+    removed_from_work: int = 0
+    links: int = 0
+    links_source: str = "none"  # manifest, legacy, none
+    legacy_skipped: list[str] = field(default_factory=list)
+    special: list[str] = field(default_factory=list)
+
+
+def check_paths(primary: str, work: str) -> tuple[str, str]:
+    primary, work = os.path.abspath(primary), os.path.abspath(work)
+    real_p, real_w = os.path.realpath(primary), os.path.realpath(work)
+    for a, b in ((real_p, real_w), (real_w, real_p)):
+        if a == b or a.startswith(b.rstrip("/") + "/"):
+            raise UsageError(f"the primary {primary} and the working copy {work} overlap; "
+                             "give two separate folders.")
+    if os.path.lexists(work) and not os.path.isdir(work):
+        raise UsageError(f"the working copy {work} exists and is not a folder.")
+    return primary, work
+
+
+def deploy(primary_path: str, work_path: str, opts: Options, *, resume: bool = False,
+           discard_local: bool = False, take_over_stale: bool = False,
+           stop: threading.Event | None = None) -> DeployReport:
+    """Deploy ``primary_path`` onto ``work_path``. See the module docstring."""
+    validate_status_dir(opts.status_dir)
+    primary_path, work_path = check_paths(primary_path, work_path)
+    os.makedirs(work_path, exist_ok=True)
+    marker = read_marker(work_path)
+    if marker and os.path.realpath(marker.primary) != os.path.realpath(primary_path) \
+            and not discard_local:
+        raise RefusedError(f"{work_path} is the working copy of another primary "
+                           f"({marker.primary}).",
+                           hint="Nothing was changed. Use another folder, or --discard-local "
+                                "to throw its content away.")
+    token = marker.token if marker else "00000000"
+    with open_primary(primary_path, token, opts) as probe:
+        holder = read_lock(probe, opts.status_dir)
+    own = bool(marker and isinstance(holder, LockInfo)
+               and holder.deployment_id == marker.deployment_id)
+    report = DeployReport(resumed_own=own)
+    pending = None
+    if not own:
+        pending = _check_local_work(work_path, marker, resume, discard_local)
+        if discard_local and marker:
+            marker = None
+        if marker:  # an earlier deployment's copy, all saved (or to be saved first)
+            marker = Marker(new_marker(primary_path, opts.status_dir).deployment_id,
+                            primary_path, opts.status_dir, marker.created)
+        else:
+            marker = new_marker(primary_path, opts.status_dir)
+    report.deployment_id = marker.deployment_id
+    with open_primary(primary_path, marker.token, opts) as primary:
+        lock = DeploymentLock.acquire(
+            primary, opts.status_dir, deployment_id=marker.deployment_id, work=work_path,
+            parameters=opts.parameters(), instance=opts.instance,
+            stale_after=opts.stale_after, take_over_stale=take_over_stale)
+        try:
+            marker.phase = DEPLOYING
+            write_marker(work_path, marker)
+            if pending is not None and pending.pending and resume:
+                save(work_path, opts, lock=lock, conflicts_to_trash=True, task="save unsaved work")
+                report.saved_first = True
+            with LockKeeper(lock, opts.heartbeat_interval):
+                _stage_in(primary, work_path, marker, opts, report, stop or threading.Event())
+            marker.phase = DEPLOYED
+            write_marker(work_path, marker)
+        except BaseException:
+            # The primary was not changed (beyond the lock): give the folder back. A re-run
+            # resumes from what was copied, since the index kept it.
+            try:
+                lock.release()
+            except Exception as exc:  # noqa: BLE001 - the original error matters more
+                log.warning("could not release the lock after a failed deploy: %s", exc)
+            raise
+    return report
+
+
+def _check_local_work(work: str, marker: Marker | None, resume: bool, discard: bool):
+    """Safety rule 9: never silently discard changes not yet saved to the primary."""
+    if marker is None:
+        if folder_is_empty(work):
+            return None
+        if discard:
+            wipe_folder(work)
+            return None
+        raise RefusedError(f"{work} is not empty and is not a spaceport working copy.",
+                           hint="Nothing was changed. Deploy into an empty folder, or use "
+                                "--discard-local to delete what is in it.")
+    plan = pending_changes(work, marker)
+    if discard:
+        wipe_folder(work)
+        return None
+    if plan.pending and not resume:
+        s = plan.summary()
+        raise RefusedError(
+            f"{work} holds changes that were never saved to the primary: "
+            f"{s['files_to_upload']} file(s) to upload ({s['bytes_to_upload']} bytes), "
+            f"{s['entries_to_delete']} deletion(s), links changed: {s['links_changed']}.",
+            hint="Nothing was changed. Use --resume to save them first and then deploy, or "
+                 "--discard-local to throw them away.")
+    return plan
+
+
+def _stage_in(primary: Store, work_path: str, marker: Marker, opts: Options,
+              report: DeployReport, stop: threading.Event) -> None:
+    index = Index(index_path(work_path))
+    try:
+        with open_work(work_path, marker.token) as work:
+            remove_leftover_temps(index, work, WORK)
+            remove_leftover_temps(index, primary, PRIMARY)
+            pscan = scan_tree(primary, skip_top={opts.status_dir, MARKER_DIR}, jobs=opts.jobs)
+            if primary.exists(MARKER_DIR):
+                log.warning("the primary holds a folder named %s; it is not deployed (the "
+                            "name is reserved for spaceport's work marker)", MARKER_DIR)
+            report.special = pscan.special
+            wscan = scan_work(work, marker)
+            known = index.load()
+            plan = plan_deploy(pscan, wscan, known)
+            links, source, skipped = _links_to_restore(primary, opts)
+            report.links_source, report.legacy_skipped = source, skipped
+            run = _StageIn(primary, work, index, marker, opts, report, stop)
+            run.execute(plan, wscan.entries, links, known)
+            index.set_meta(MANIFEST_STATE, "ok" if source == "manifest" else source)
+    finally:
+        index.close()
+
+
+def _links_to_restore(primary: Store, opts: Options) -> tuple[list[Link], str, list[str]]:
+    links = read_manifest(primary, opts.status_dir)
+    if links is not None:
+        return links, "manifest", []
+    legacy = read_legacy_links(primary, opts.status_dir, opts.legacy_root)
+    if legacy is not None:
+        return legacy.links, "legacy", legacy.skipped
+    return [], "none", []
+
+
+class _StageIn:
+    def __init__(self, primary, work, index, marker, opts, report, stop):
+        self.primary, self.work, self.index = primary, work, index
+        self.marker, self.opts, self.report, self.stop = marker, opts, report, stop
+        self.recorder = IndexRecorder(index, WORK)
+        self.failed: list[tuple[str, BaseException]] = []
+
+    def execute(self, plan: DeployPlan, here: dict[str, Entry], links: list[Link],
+                known: dict[str, Known]) -> None:
+        try:
+            self._remove_stale(plan)
+            for entry in plan.mkdirs:
+                self.work.makedirs(entry.path, entry.mode | 0o700)
+            self._download(plan)
+            for entry, old in plan.current:
+                self.recorder.done(old)
+            self.report.already_current = len(plan.current)
+            self.report.files = len(plan.current) + len(plan.downloads)
+            self._restore_links(links, here)
+            created = {e.path for e in plan.mkdirs}
+            for entry in sorted(plan.dirs, key=lambda e: -e.path.count("/")):
+                mode_now = mkdir_mode(entry.mode) if entry.path in created else here[entry.path].mode
+                if mode_now != entry.mode:
+                    self.work.chmod(entry.path, entry.mode)
+                self.recorder.done(Known(entry, None, None))
+            self._forget_others(plan, links, known)
+        finally:
+            self.recorder.flush()
+        if self.failed:
+            raise partial_error("deploy", self.failed, "Nothing on the primary was changed; "
+                                "run the same command again to resume.")
+
+    def _remove_stale(self, plan: DeployPlan) -> None:
+        """Work entries the primary no longer has (the folder was changed meanwhile)."""
+        for entry in plan.removals:
+            try:
+                if entry.kind is Kind.DIR:
+                    self.work.walk_remove(entry.path)
+                else:
+                    self.work.unlink(entry.path)
+            except FileNotFoundError:
+                pass
+            self.recorder.forget(entry.path)
+            self.report.removed_from_work += 1
+
+    def _download(self, plan: DeployPlan) -> None:
+        tracker = self.opts.tracker
+        jobs = [CopyJob(e.path, e.size, temp_name(self.marker.token)) for e in plan.downloads]
+        tracker.start("deploy", files=len(jobs), nbytes=plan.download_bytes)
+        self.index.add_inflight(WORK, [(j.path, join(parent_of(j.path), j.tmp)) for j in jobs])
+        copier = Copier(self.primary, self.work, tracker=tracker, task="deploy",
+                        retry=self.opts.retry, stop=self.stop)
+
+        def on_done(done: CopyDone) -> None:
+            tmp = join(parent_of(done.job.path), done.job.tmp)
+            if done.error is not None:
+                self.failed.append((done.job.path, done.error))
+                log.error("could not copy %s: %s", done.job.path, done.error)
+                self.recorder.done(tmp=tmp)
+                return
+            self.report.copied += 1
+            self.report.copied_bytes += done.src_st.st_size
+            self.recorder.done(file_known(done.src_st, done.dst_st, done.job.path,
+                                          work_is_src=False), tmp=tmp)
+
+        try:
+            run_copies(copier, jobs, self.opts.jobs, on_done)
+        finally:
+            tracker.finish("deploy")
+        for _, exc in self.failed:
+            if isinstance(exc, BaseException) and not isinstance(exc, OSError):
+                raise exc  # interrupted: stop here, the index has what landed
+
+    def _restore_links(self, links: list[Link], here: dict[str, Entry]) -> None:
+        root = self.work.root
+        for link in links:
+            target = resolve_target(link, root, self.opts.rebase)
+            current = here.get(link.path)
+            if current is not None and current.kind is Kind.LINK and current.target == target:
+                pass
+            elif current is not None and current.kind is not Kind.LINK:
+                log.warning("not restoring link %s: a %s of that name exists", link.path,
+                            current.kind.name.lower())
+                continue
+            else:
+                if current is not None:
+                    self.work.unlink(link.path)
+                self.work.makedirs(parent_of(link.path))
+                self.work.symlink(target, link.path)
+            self.recorder.done(Known(Entry(link.path, Kind.LINK, target=target), None, None))
+            self.report.links += 1
+        wanted = {link.path for link in links}
+        for path, entry in here.items():
+            if entry.kind is Kind.LINK and path not in wanted:
+                self.work.unlink(path)  # a link that was removed in the saved project
+                self.recorder.forget(path)
+
+    def _forget_others(self, plan: DeployPlan, links: list[Link], known: dict[str, Known]) -> None:
+        """Index rows for anything not on the primary now are dropped: the index must
+        describe exactly what both sides hold after a deploy."""
+        present = {e.path for e in plan.dirs} | {e.path for e in plan.downloads} \
+            | {e.path for e, _ in plan.current} | {link.path for link in links}
+        for path in known:
+            if path not in present:
+                self.recorder.forget(path)

@@ -1,0 +1,151 @@
+"""The state index: what spaceport knows is on the primary, kept in the work marker folder.
+
+A SQLite file (``<work>/.spaceport/index.sqlite``) with one row per path that is known to be
+equal on both sides: the work file's size, mtime, mode and inode (to see what changed in the
+working copy without touching the primary) and the primary's size and mtime as written (to
+see what changed on the primary at the next deploy). A row is written only after the file's
+rename into place succeeded, so a killed run never claims what did not land.
+
+Temporaries being written are recorded first (``inflight``), so the next run removes the
+leftovers of a killed one without listing the primary.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from dataclasses import dataclass
+from typing import Iterable
+
+from .errors import FormatError
+from .scan import Entry, Kind
+
+INDEX_FORMAT = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS entries (
+    path BLOB PRIMARY KEY, kind INTEGER NOT NULL, size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL, mode INTEGER NOT NULL, ino INTEGER NOT NULL, target BLOB,
+    psize INTEGER, pmtime_ns INTEGER
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS inflight (
+    side TEXT NOT NULL, path BLOB NOT NULL, tmp BLOB NOT NULL, PRIMARY KEY (side, tmp)
+) WITHOUT ROWID;
+"""
+
+
+@dataclass(slots=True)
+class Known:
+    """An index row: the work entry as saved, plus the primary's size and mtime."""
+
+    entry: Entry
+    psize: int | None
+    pmtime_ns: int | None
+
+
+def _b(path: str) -> bytes:
+    return os.fsencode(path)
+
+
+def _s(blob: bytes) -> str:
+    return os.fsdecode(bytes(blob))
+
+
+class Index:
+    """One SQLite file. Used from one thread (the engine's coordinator)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        try:
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(_SCHEMA)
+            version = self.get_meta("index_format")
+        except sqlite3.DatabaseError as exc:
+            raise FormatError(
+                f"the state index {path} is damaged ({exc}).",
+                hint="Nothing was changed. Run 'spaceport verify WORK' to compare work and "
+                     "primary, or deploy again with --discard-local to rebuild it.") from exc
+        if version is None:
+            self.set_meta("index_format", str(INDEX_FORMAT))
+        elif int(version) > INDEX_FORMAT:
+            raise FormatError(f"the state index {path} was written by a newer spaceport "
+                              f"(format {version}).", hint="Upgrade spaceport.")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- meta ------------------------------------------------------------------------
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        if value is None:
+            self.db.execute("DELETE FROM meta WHERE key=?", (key,))
+        else:
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    # -- entries ---------------------------------------------------------------------
+    def load(self) -> dict[str, Known]:
+        rows = self.db.execute("SELECT path, kind, size, mtime_ns, mode, ino, target, psize, "
+                               "pmtime_ns FROM entries")
+        known = {}
+        for path, kind, size, mtime_ns, mode, ino, target, psize, pmtime_ns in rows:
+            p = _s(path)
+            known[p] = Known(Entry(p, Kind(kind), size, mtime_ns, mode, ino,
+                                   _s(target) if target is not None else None), psize, pmtime_ns)
+        return known
+
+    def count(self) -> int:
+        return self.db.execute("SELECT count(*) FROM entries").fetchone()[0]
+
+    def record(self, done: Iterable[Known], *, forget: Iterable[str] = (),
+               finished_tmps: Iterable[tuple[str, str]] = ()) -> None:
+        """In one transaction: store rows, forget paths, drop finished temporaries."""
+        with self._tx():
+            self.db.executemany(
+                "INSERT OR REPLACE INTO entries VALUES (?,?,?,?,?,?,?,?,?)",
+                [(_b(k.entry.path), int(k.entry.kind), k.entry.size, k.entry.mtime_ns,
+                  k.entry.mode, k.entry.ino,
+                  _b(k.entry.target) if k.entry.target is not None else None,
+                  k.psize, k.pmtime_ns) for k in done])
+            self.db.executemany("DELETE FROM entries WHERE path=?", [(_b(p),) for p in forget])
+            self.db.executemany("DELETE FROM inflight WHERE side=? AND tmp=?",
+                                [(side, _b(tmp)) for side, tmp in finished_tmps])
+
+    def clear(self) -> None:
+        with self._tx():
+            self.db.execute("DELETE FROM entries")
+            self.db.execute("DELETE FROM inflight")
+
+    # -- temporaries in flight ---------------------------------------------------------
+    def add_inflight(self, side: str, pairs: Iterable[tuple[str, str]]) -> None:
+        with self._tx():
+            self.db.executemany("INSERT OR REPLACE INTO inflight VALUES (?,?,?)",
+                                [(side, _b(path), _b(tmp)) for path, tmp in pairs])
+
+    def inflight(self, side: str) -> list[str]:
+        rows = self.db.execute("SELECT tmp FROM inflight WHERE side=?", (side,))
+        return [_s(r[0]) for r in rows]
+
+    def drop_inflight(self, side: str, tmps: Iterable[str]) -> None:
+        with self._tx():
+            self.db.executemany("DELETE FROM inflight WHERE side=? AND tmp=?",
+                                [(side, _b(t)) for t in tmps])
+
+    def _tx(self):
+        return _Transaction(self.db)
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, *_):
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")

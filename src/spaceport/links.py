@@ -1,0 +1,158 @@
+"""The link manifest: symbolic links kept in a file, because OneData cannot hold them.
+
+``<primary>/<status>/links.jsonl`` is one JSON object per line. The first line is a header
+(format version, the work root the links were captured under, how many links follow), so a
+truncated manifest is detected instead of silently restoring half the links. Each link is::
+
+    {"path": "run 1/in.mrc", "target": "../data/in.mrc"}
+    {"path": "run 1/abs", "target": "data/x", "anchor": "root"}   # was /old/work/data/x
+    {"path_b64": "...", "target_b64": "..."}                      # names not valid UTF-8
+
+JSON escapes quotes, newlines, tabs and backslashes; names that are not valid UTF-8 are
+stored as base64 of their bytes, so any name a POSIX filesystem allows round-trips byte for
+byte. Absolute targets inside the work root are stored relative to it (``anchor: root``) and
+re-created under whatever root the next deployment uses.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from dataclasses import dataclass
+
+from .errors import FormatError, UsageError
+from .lock import iso, utcnow
+from .store.base import Store, join
+
+MANIFEST_NAME = "links.jsonl"
+MANIFEST_FORMAT = 1
+MANIFEST_TYPE = "spaceport-links"
+
+
+@dataclass(frozen=True, order=True)
+class Link:
+    """One symbolic link: where it is (relative to the root) and what it points to."""
+
+    path: str
+    target: str
+    anchored: bool = False  # target is relative to the deployment root, not verbatim
+
+
+def capture(path: str, target: str, roots: list[str]) -> Link:
+    """Record a link found at ``path``; anchor absolute targets inside any of ``roots``."""
+    if target.startswith("/"):
+        for root in roots:
+            root = root.rstrip("/")
+            if not root:
+                continue
+            if target == root or target == root + "/":
+                return Link(path, "", anchored=True)
+            if target.startswith(root + "/"):
+                return Link(path, target[len(root) + 1:], anchored=True)
+    return Link(path, target)
+
+
+def parse_rebase(specs: tuple[str, ...] | list[str]) -> list[tuple[str, str]]:
+    """``OLD=NEW`` prefix rewrites for absolute targets outside the tree."""
+    rules = []
+    for spec in specs:
+        old, sep, new = spec.partition("=")
+        if not sep or not old.startswith("/") or not new.startswith("/"):
+            raise UsageError(f"--rebase {spec!r}: expected OLD=NEW with two absolute paths, "
+                             "e.g. --rebase /mnt/old-data=/mnt/data")
+        rules.append((old.rstrip("/") or "/", new.rstrip("/") or "/"))
+    return rules
+
+
+def resolve_target(link: Link, root: str, rebase: list[tuple[str, str]] = ()) -> str:
+    """The target to create for ``link`` under the deployment root ``root``."""
+    if link.anchored:
+        return join(root.rstrip("/"), link.target) if link.target else root
+    target = link.target
+    for old, new in rebase:
+        if target == old or target.startswith(old + "/"):
+            return new + target[len(old):]
+    return target
+
+
+def _encode(key: str, value: str) -> dict:
+    try:
+        value.encode("utf-8")
+        return {key: value}
+    except UnicodeEncodeError:  # surrogate escapes: bytes that are not UTF-8
+        return {f"{key}_b64": base64.b64encode(os.fsencode(value)).decode("ascii")}
+
+
+def _decode(obj: dict, key: str) -> str:
+    if key in obj:
+        value = obj[key]
+        if not isinstance(value, str):
+            raise ValueError(f"{key} is not a string")
+        return value
+    return os.fsdecode(base64.b64decode(obj[f"{key}_b64"], validate=True))
+
+
+def encode_manifest(links: list[Link], root: str) -> bytes:
+    """The manifest bytes for ``links``, sorted so equal sets give equal files."""
+    links = sorted(links)
+    header = {"format": MANIFEST_FORMAT, "type": MANIFEST_TYPE, "links": len(links),
+              **_encode("root", root), "written": iso(utcnow())}
+    lines = [json.dumps(header, ensure_ascii=False)]
+    for link in links:
+        obj = {**_encode("path", link.path), **_encode("target", link.target)}
+        if link.anchored:
+            obj["anchor"] = "root"
+        lines.append(json.dumps(obj, ensure_ascii=False))
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def decode_manifest(raw: bytes, where: str = MANIFEST_NAME) -> list[Link]:
+    """Parse manifest bytes; FormatError with the line number for anything wrong."""
+    # Split on \n only: JSON escapes it inside strings, and str.splitlines() would also
+    # split on U+2028 and friends, which may appear raw in names.
+    lines = [line for line in raw.split(b"\n") if line.strip()]
+    if not lines:
+        raise FormatError(f"{where} is empty (expected at least a header line).",
+                          hint="The manifest is damaged; see 'spaceport verify'.")
+    try:
+        header = json.loads(lines[0])
+    except ValueError as exc:
+        raise FormatError(f"{where}: line 1 is not a manifest header ({exc}).") from exc
+    if not isinstance(header, dict) or header.get("type") != MANIFEST_TYPE:
+        raise FormatError(f"{where}: line 1 is not a spaceport link manifest header.")
+    version = int(header.get("format", 0))
+    if version > MANIFEST_FORMAT:
+        raise FormatError(f"{where} was written by a newer spaceport (format {version}; this "
+                          f"version reads up to {MANIFEST_FORMAT}).", hint="Upgrade spaceport.")
+    links = []
+    for number, line in enumerate(lines[1:], start=2):
+        try:
+            obj = json.loads(line)
+            links.append(Link(_decode(obj, "path"), _decode(obj, "target"),
+                              anchored=obj.get("anchor") == "root"))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise FormatError(f"{where}: line {number} is damaged ({exc}).",
+                              hint="Nothing was restored from it. The working copy still has "
+                                   "its links; a save rewrites the manifest.") from exc
+    if len(links) != header.get("links"):
+        raise FormatError(f"{where} is truncated: the header announces {header.get('links')} "
+                          f"links, {len(links)} are there.",
+                          hint="Nothing was restored from it. If a working copy with the links "
+                               "still exists, a save from it rewrites the manifest.")
+    return links
+
+
+def write_manifest(store: Store, status_dir: str, links: list[Link], root: str) -> None:
+    """Atomically replace the manifest (temporary file, then rename)."""
+    store.write_bytes_atomic(join(status_dir, MANIFEST_NAME), encode_manifest(links, root))
+
+
+def read_manifest(store: Store, status_dir: str) -> list[Link] | None:
+    """The manifest's links, or None if there is no manifest."""
+    rel = join(status_dir, MANIFEST_NAME)
+    try:
+        raw = store.read_bytes(rel)
+    except FileNotFoundError:
+        return None
+    return decode_manifest(raw, os.path.join(store.root, rel))

@@ -1,0 +1,105 @@
+"""The work marker: ``<work>/.spaceport/`` ties a working copy to its deployment.
+
+It holds the deployment id, the primary it came from, the state index and the logs. It is
+never saved to the primary. A save refuses to run without it: a missing marker means the
+working volume is not mounted or is the wrong one, and saving an empty folder "back" is how
+rsync --delete wiped projects before.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import asdict, dataclass
+
+from .errors import FormatError, RefusedError
+from .lock import iso, utcnow
+
+MARKER_DIR = ".spaceport"
+MARKER_FILE = "deployment.json"
+INDEX_FILE = "index.sqlite"
+MARKER_FORMAT = 1
+
+# Phases of a deployment as the work marker knows them.
+DEPLOYING = "deploying"
+DEPLOYED = "deployed"
+UNDEPLOYED = "undeployed"
+
+
+def new_deployment_id() -> str:
+    return secrets.token_hex(16)
+
+
+@dataclass
+class Marker:
+    deployment_id: str
+    primary: str
+    status_dir: str
+    created: str
+    phase: str = DEPLOYING
+    format: int = MARKER_FORMAT
+
+    @property
+    def token(self) -> str:
+        """Short form of the id carried by temporary file names."""
+        return self.deployment_id[:8]
+
+
+def marker_dir(work: str) -> str:
+    return os.path.join(work, MARKER_DIR)
+
+
+def index_path(work: str) -> str:
+    return os.path.join(marker_dir(work), INDEX_FILE)
+
+
+def read_marker(work: str) -> Marker | None:
+    path = os.path.join(marker_dir(work), MARKER_FILE)
+    try:
+        with open(path, "rb") as f:
+            data = json.loads(f.read().decode("utf-8", "surrogateescape"))
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        raise FormatError(f"the work marker {path} is damaged ({exc}).",
+                          hint="Nothing was changed. If this working copy is still deployed, "
+                               "restore the marker from the lock file's deployment_id.") from exc
+    if int(data.get("format", 0)) > MARKER_FORMAT:
+        raise FormatError(f"the work marker {path} was written by a newer spaceport.",
+                          hint="Upgrade spaceport.")
+    known = Marker.__dataclass_fields__
+    try:
+        return Marker(**{k: v for k, v in data.items() if k in known})
+    except TypeError as exc:
+        raise FormatError(f"the work marker {path} is incomplete ({exc}).") from exc
+
+
+def write_marker(work: str, marker: Marker) -> None:
+    """Write the marker atomically (temporary file, fsync, rename)."""
+    folder = marker_dir(work)
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, MARKER_FILE)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(json.dumps(asdict(marker), indent=2, ensure_ascii=False)
+                .encode("utf-8", "surrogateescape"))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def new_marker(primary: str, status_dir: str) -> Marker:
+    return Marker(new_deployment_id(), primary, status_dir, iso(utcnow()))
+
+
+def require_marker(work: str) -> Marker:
+    """The marker, or a refusal (exit 5) that explains the missing-volume danger."""
+    marker = read_marker(work)
+    if marker is None:
+        raise RefusedError(
+            f"{work} is not a spaceport working copy (no {MARKER_DIR}/{MARKER_FILE}).",
+            hint="Refusing to save: an unmounted or wrong volume looks exactly like this, and "
+                 "saving it would delete the project on the primary. Nothing was changed. "
+                 "Check the working volume is mounted, or deploy first.")
+    return marker

@@ -1,0 +1,141 @@
+"""What a save or a deploy has to do, computed from scans and the state index.
+
+A save compares the working copy with the index only (never the primary): new and changed
+files are uploaded, entries the index knows that are gone from work are deleted — and only
+those (safety rule 4: what spaceport never saw, it never deletes). A deploy compares the
+primary with the working copy and the index, so a re-run copies only what is missing or
+changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .index import Known
+from .links import Link, capture
+from .scan import Entry, Kind, ScanResult
+
+
+def parents_first(paths) -> list:
+    return sorted(paths, key=lambda e: (e.path.count("/"), e.path))
+
+
+def children_first(paths) -> list:
+    return sorted(paths, key=lambda e: (-e.path.count("/"), e.path))
+
+
+@dataclass
+class SavePlan:
+    mkdirs: list[Entry] = field(default_factory=list)  # new directories
+    chmods: list[Entry] = field(default_factory=list)  # directories whose mode changed
+    uploads: list[Entry] = field(default_factory=list)  # new or changed files
+    replaced: list[Known] = field(default_factory=list)  # known entries whose kind changed
+    deletes: list[Known] = field(default_factory=list)  # known entries gone from work
+    links: list[Entry] = field(default_factory=list)  # all links now in work
+    links_changed: bool = False
+    unchanged: int = 0
+    kept_unknown: list[str] = field(default_factory=list)  # under unreadable dirs
+
+    @property
+    def upload_bytes(self) -> int:
+        return sum(e.size for e in self.uploads)
+
+    @property
+    def deleted_files(self) -> int:
+        return sum(1 for k in self.deletes + self.replaced if k.entry.kind is Kind.FILE)
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.mkdirs or self.chmods or self.uploads or self.replaced or self.deletes
+                    or self.links_changed)
+
+    def summary(self) -> dict:
+        return {"new_dirs": len(self.mkdirs), "files_to_upload": len(self.uploads),
+                "bytes_to_upload": self.upload_bytes, "files_to_delete": self.deleted_files,
+                "entries_to_delete": len(self.deletes) + len(self.replaced),
+                "links": len(self.links), "links_changed": self.links_changed,
+                "unchanged": self.unchanged}
+
+
+def plan_save(scan: ScanResult, known: dict[str, Known]) -> SavePlan:
+    plan = SavePlan()
+    for path, entry in scan.entries.items():
+        old = known.get(path)
+        if entry.kind is Kind.LINK:
+            plan.links.append(entry)
+            if old is None or old.entry.sig() != entry.sig():
+                plan.links_changed = True
+            if old is not None and old.entry.kind is not Kind.LINK:
+                plan.replaced.append(old)
+            elif old is not None:
+                plan.unchanged += 1
+            continue
+        if old is not None and old.entry.kind is not entry.kind:
+            plan.replaced.append(old)  # e.g. a file became a directory: trash the old one
+            old = None
+        if old is not None and old.entry.sig() == entry.sig():
+            plan.unchanged += 1
+        elif entry.kind is Kind.FILE:
+            plan.uploads.append(entry)
+        elif old is None:
+            plan.mkdirs.append(entry)
+        else:
+            plan.chmods.append(entry)
+    for path, old in known.items():
+        if path in scan.entries:
+            continue
+        if scan.under_unreadable(path):
+            plan.kept_unknown.append(path)  # cannot tell if it is gone: keep it
+            continue
+        if old.entry.kind is Kind.LINK:
+            plan.links_changed = True
+        else:
+            plan.deletes.append(old)
+    plan.mkdirs = parents_first(plan.mkdirs)
+    plan.deletes = [known[e.path] for e in children_first([k.entry for k in plan.deletes])]
+    return plan
+
+
+def links_for_manifest(entries: list[Entry], roots: list[str]) -> list[Link]:
+    return [capture(e.path, e.target or "", roots) for e in entries]
+
+
+@dataclass
+class DeployPlan:
+    mkdirs: list[Entry] = field(default_factory=list)  # directories to create in work
+    downloads: list[Entry] = field(default_factory=list)  # primary files to copy to work
+    current: list[tuple[Entry, Known]] = field(default_factory=list)  # already in place
+    removals: list[Entry] = field(default_factory=list)  # work entries gone from primary
+    dirs: list[Entry] = field(default_factory=list)  # every primary directory
+
+    @property
+    def download_bytes(self) -> int:
+        return sum(e.size for e in self.downloads)
+
+
+def plan_deploy(primary: ScanResult, work: ScanResult, known: dict[str, Known]) -> DeployPlan:
+    plan = DeployPlan()
+    for path, entry in primary.entries.items():
+        here = work.entries.get(path)
+        if entry.kind is Kind.DIR:
+            plan.dirs.append(entry)
+            if here is None or here.kind is not Kind.DIR:
+                plan.mkdirs.append(entry)
+            continue
+        if entry.kind is not Kind.FILE:
+            continue  # a primary cannot hold links; never copy one from there
+        old = known.get(path)
+        if (old is not None and here is not None and old.entry.sig() == here.sig()
+                and (old.psize, old.pmtime_ns) == (entry.size, entry.mtime_ns)):
+            plan.current.append((entry, old))
+        else:
+            plan.downloads.append(entry)
+    for path, here in work.entries.items():
+        source = primary.entries.get(path)
+        if here.kind is Kind.LINK:
+            continue  # links come from the manifest, handled by the caller
+        if source is None or source.kind is not here.kind:
+            plan.removals.append(here)
+    plan.mkdirs = parents_first(plan.mkdirs)
+    plan.removals = children_first(plan.removals)
+    return plan

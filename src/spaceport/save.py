@@ -1,0 +1,332 @@
+"""Save: bring the primary up to date with the working copy, touching only what changed.
+
+Order matters for safety: new directories, then uploads, then deletions (skipped if any
+upload failed, as rclone does), then the link manifest, last. A save with nothing changed
+reads the lock, rewrites its heartbeat, and makes no per-file call on the primary.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from .engine import (PRIMARY, IndexRecorder, Options, file_known, open_primary, open_work,
+                     partial_error, remove_leftover_temps)
+from .errors import LockLostError, RefusedError
+from .index import Index, Known
+from .links import MANIFEST_NAME, write_manifest
+from .lock import DeploymentLock, LockInfo, LockKeeper, iso, read_lock, utcnow
+from .marker import DEPLOYING, MARKER_DIR, UNDEPLOYED, Marker, index_path, require_marker
+from .plan import SavePlan, links_for_manifest, plan_save
+from .retry import is_unavailable, retry_call, unavailable
+from .scan import Kind, ScanResult, scan_tree
+from .store.base import Store, join, parent_of, temp_name
+from .store.posix import mkdir_mode
+from .transfer import Copier, CopyDone, CopyJob, run_copies
+from .trash import TrashBin, purge
+
+log = logging.getLogger(__name__)
+
+JOURNAL_NAME = "journal.jsonl"
+MANIFEST_STATE = "manifest_state"  # index meta: "ok" once the manifest matches the index
+
+
+@dataclass
+class SaveReport:
+    plan: dict = field(default_factory=dict)
+    dry_run: bool = False
+    uploaded: int = 0
+    uploaded_bytes: int = 0
+    dirs_created: int = 0
+    deleted: int = 0
+    kept_dirs: list[str] = field(default_factory=list)  # not removed: hold unknown files
+    trash_batch: str | None = None
+    manifest_written: bool = False
+    links: int = 0
+    deletes_skipped: bool = False
+    special: list[str] = field(default_factory=list)
+    purged: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def scan_work(work: Store, marker: Marker) -> ScanResult:
+    scan = scan_tree(work, skip_top={MARKER_DIR}, temp_token=marker.token)
+    for tmp in scan.temps:  # our own leftovers from a killed deploy
+        try:
+            work.unlink(tmp)
+        except FileNotFoundError:
+            pass
+    return scan
+
+
+def adopt_lock(primary: Store, marker: Marker) -> DeploymentLock:
+    """The lock on the primary, if it belongs to this working copy; else exit 4."""
+    holder = read_lock(primary, marker.status_dir)
+    if isinstance(holder, LockInfo) and holder.deployment_id == marker.deployment_id:
+        return DeploymentLock(primary, marker.status_dir, holder)
+    what = holder.describe() if holder else "there is no lock at all"
+    hint = ("Nothing was written to the primary; the working copy is untouched.")
+    if holder is None:
+        hint += (" If the primary is a OneData mount, check that it is mounted: an unmounted "
+                 "mount point looks exactly like this.")
+    raise LockLostError(f"this working copy's deployment does not hold the lock on "
+                        f"{primary.root}: {what}.", hint=hint)
+
+
+def pending_changes(work_path: str, marker: Marker) -> SavePlan:
+    """What a save would do now (used by status and the unsaved-work check of deploy)."""
+    index = Index(index_path(work_path))
+    try:
+        with open_work(work_path, marker.token) as work:
+            return plan_save(scan_work(work, marker), index.load())
+    finally:
+        index.close()
+
+
+def guard_mass_delete(plan: SavePlan, known_files: int, opts: Options, allow: bool) -> None:
+    share = plan.deleted_files / known_files if known_files else 0.0
+    if not allow and plan.deleted_files and share > opts.mass_delete_threshold:
+        raise RefusedError(
+            f"this save would delete {plan.deleted_files} of the {known_files} files on the "
+            f"primary ({share:.0%}, more than the {opts.mass_delete_threshold:.0%} allowed).",
+            hint="Nothing was changed. If the working copy is wrong (an empty or unmounted "
+                 "volume), fix that. If you really deleted them, save with "
+                 "--allow-mass-delete.")
+
+
+def save(work_path: str, opts: Options, *, dry_run: bool = False,
+         allow_mass_delete: bool = False, lock: DeploymentLock | None = None,
+         conflicts_to_trash: bool = False, task: str = "save") -> SaveReport:
+    """Save the working copy at ``work_path`` to its primary. See the module docstring."""
+    started = time.monotonic()
+    work_path = os.path.abspath(work_path)
+    marker = require_marker(work_path)
+    if marker.phase == DEPLOYING and lock is None:
+        raise RefusedError(f"the deployment into {work_path} did not finish.",
+                           hint="Nothing was saved. Run the same deploy command again to "
+                                "complete it, then save.")
+    if marker.phase == UNDEPLOYED:
+        raise LockLostError(f"{work_path} was undeployed; it no longer holds the lock.",
+                            hint="Deploy it again to work on it.")
+    index = Index(index_path(work_path))
+    try:
+        with open_primary(marker.primary, marker.token, opts) as primary, \
+                open_work(work_path, marker.token) as work:
+            lock = lock or adopt_lock(primary, marker)
+            lock.verify()  # fencing before anything is written
+            remove_leftover_temps(index, primary, PRIMARY)
+            scan = scan_work(work, marker)
+            known = index.load()
+            plan = plan_save(scan, known)
+            known_files = sum(1 for k in known.values() if k.entry.kind is Kind.FILE)
+            guard_mass_delete(plan, known_files, opts, allow_mass_delete)
+            report = SaveReport(plan=plan.summary(), dry_run=dry_run, special=scan.special,
+                                links=len(plan.links))
+            if dry_run:
+                return report
+            run = _SaveRun(primary, work, index, lock, marker, opts, report, task)
+            with LockKeeper(lock, opts.heartbeat_interval) as keeper:
+                run.keeper = keeper
+                run.execute(plan, conflicts_to_trash)
+            report.seconds = time.monotonic() - started
+            run.finish()
+            return report
+    finally:
+        index.close()
+
+
+class _SaveRun:
+    """One save being carried out; split in steps so each stays readable."""
+
+    def __init__(self, primary, work, index, lock, marker, opts, report, task):
+        self.primary, self.work, self.index = primary, work, index
+        self.lock, self.marker, self.opts, self.report = lock, marker, opts, report
+        self.task = task
+        self.keeper: LockKeeper | None = None
+        self.now = utcnow()
+        self._trash: TrashBin | None = None
+        self.recorder = IndexRecorder(index, PRIMARY)
+        self.failed: list[tuple[str, BaseException]] = []
+
+    def retry(self, fn, *args, what: str):
+        return retry_call(self.opts.retry, fn, *args, what=what)
+
+    @property
+    def trash(self) -> TrashBin:
+        if self._trash is None:
+            self._trash = TrashBin(self.primary, self.marker.status_dir, self.now)
+            self.report.trash_batch = self._trash.name
+        return self._trash
+
+    def check(self) -> None:
+        if self.keeper:
+            self.keeper.check()
+
+    def execute(self, plan: SavePlan, conflicts_to_trash: bool) -> None:
+        try:
+            for old in plan.replaced:
+                self._remove(old)
+            self._make_dirs(plan)
+            self._upload(plan, conflicts_to_trash)
+            self._set_dir_modes(plan)
+            if self.failed:
+                self.report.deletes_skipped = bool(plan.deletes)
+            else:
+                for old in plan.deletes:
+                    self._remove(old)
+            self._write_links(plan)
+        finally:
+            self.recorder.flush()
+
+    def _remove(self, old: Known) -> None:
+        """Take a known entry off the primary: files to the trash, empty dirs removed."""
+        self.check()
+        path, kind = old.entry.path, old.entry.kind
+        try:
+            if kind is Kind.FILE:
+                self.retry(self.trash.move, path, what=f"move {path} to trash")
+                self.report.deleted += 1
+            elif kind is Kind.DIR:
+                self.retry(self.primary.rmdir, path, what=f"remove folder {path}")
+        except FileNotFoundError:
+            pass  # already gone (a parent moved with it, or someone removed it)
+        except OSError as exc:
+            if kind is not Kind.DIR or exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            # It holds files spaceport never saw (safety rule 4): leave it where it is.
+            self.report.kept_dirs.append(path)
+        self.recorder.forget(path)
+
+    def _make_dirs(self, plan: SavePlan) -> None:
+        for entry in plan.mkdirs:
+            self.check()
+            try:
+                # Owner-writable until the files are in; the exact mode is set afterwards.
+                self.retry(self.primary.mkdir, entry.path, entry.mode | 0o700,
+                           what=f"create folder {entry.path}")
+            except FileExistsError:
+                pass
+            self.report.dirs_created += 1
+            self.recorder.done(Known(entry, None, None))
+
+    def _set_dir_modes(self, plan: SavePlan) -> None:
+        for entry in [e for e in plan.mkdirs if mkdir_mode(e.mode) != e.mode] + plan.chmods:
+            self.check()
+            self.retry(self.primary.chmod, entry.path, entry.mode, what=f"chmod {entry.path}")
+            self.recorder.done(Known(entry, None, None))
+
+    def _upload(self, plan: SavePlan, conflicts_to_trash: bool) -> None:
+        if not plan.uploads:
+            return
+        jobs = [CopyJob(e.path, e.size, temp_name(self.marker.token)) for e in plan.uploads]
+        self.index.add_inflight(PRIMARY, [(j.path, join(parent_of(j.path), j.tmp)) for j in jobs])
+        known = self.index.load() if conflicts_to_trash else {}
+        tracker = self.opts.tracker
+        tracker.start(self.task, files=len(jobs), nbytes=plan.upload_bytes)
+        copier = Copier(self.work, self.primary, tracker=tracker, task=self.task,
+                        retry=self.opts.retry, stop=threading.Event(), check=self.check)
+
+        def before(job: CopyJob) -> None:
+            self._trash_conflict(job.path, known.get(job.path))
+
+        def on_done(done: CopyDone) -> None:
+            tmp = join(parent_of(done.job.path), done.job.tmp)
+            if done.error is not None:
+                self.failed.append((done.job.path, done.error))
+                log.error("could not save %s: %s", done.job.path, done.error)
+                self.recorder.done(tmp=tmp)
+                return
+            self.report.uploaded += 1
+            self.report.uploaded_bytes += done.src_st.st_size
+            if done.unstable:  # leave it unrecorded so the next save uploads it again
+                log.warning("%s kept changing while saved; it is saved again next time",
+                            done.job.path)
+                self.recorder.done(tmp=tmp)
+            else:
+                self.recorder.done(file_known(done.src_st, done.dst_st, done.job.path,
+                                              work_is_src=True), tmp=tmp)
+
+        try:
+            if conflicts_to_trash:
+                for job in jobs:
+                    before(job)
+            run_copies(copier, jobs, self.opts.jobs, on_done)
+        finally:
+            tracker.finish(self.task)
+        self._raise_if_fatal()
+
+    def _trash_conflict(self, path: str, old: Known | None) -> None:
+        """On --resume: a primary file changed by someone else goes to the trash first."""
+        try:
+            st = self.primary.lstat(path)
+        except FileNotFoundError:
+            return
+        if old is None or (st.st_size, st.st_mtime_ns) != (old.psize, old.pmtime_ns):
+            log.warning("%s changed on the primary since this copy was saved; the primary's "
+                        "version is kept in the trash (%s)", path, self.trash.name)
+            self.trash.move(path)
+
+    def _raise_if_fatal(self) -> None:
+        """Lock lost or storage gone: stop now, nothing further is written."""
+        for _, exc in self.failed:
+            if isinstance(exc, LockLostError):
+                raise exc
+        for _, exc in self.failed:
+            if is_unavailable(exc):
+                raise unavailable(exc, self.primary.root)
+
+    def _write_links(self, plan: SavePlan) -> None:
+        if not plan.links_changed and self.index.get_meta(MANIFEST_STATE) == "ok":
+            return
+        self.recorder.flush()
+        self.lock.verify()  # the manifest is the last write: fence right before it
+        roots = [self.work.root, os.path.realpath(self.work.root)]
+        self.retry(write_manifest, self.primary, self.marker.status_dir,
+                   links_for_manifest(plan.links, roots), self.work.root,
+                   what=f"write {MANIFEST_NAME}")
+        for entry in plan.links:
+            self.recorder.done(Known(entry, None, None))
+        self.recorder.flush()
+        self.index.set_meta(MANIFEST_STATE, "ok")
+        self.report.manifest_written = True
+
+    def finish(self) -> None:
+        """Record the save (index, lock, journal), purge old trash, report failures."""
+        if self.failed:
+            raise partial_error("save", self.failed,
+                                "Everything else was saved. The lock and the working copy "
+                                "are kept.")
+        stamp = iso(self.now)
+        self.index.set_meta("last_save", stamp)
+        self.lock.heartbeat(last_save=stamp)
+        self._journal(stamp)
+        try:
+            retention = timedelta(days=self.opts.trash_retention_days)
+            self.report.purged = purge(self.primary, self.marker.status_dir,
+                                       older_than=retention)
+        except OSError as exc:
+            log.warning("could not purge old trash: %s", exc)
+
+    def _journal(self, stamp: str) -> None:
+        r = self.report
+        line = {"time": stamp, "deployment_id": self.marker.deployment_id,
+                "host": self.lock.info.host, "instance": self.lock.info.instance,
+                "uploaded": r.uploaded, "bytes": r.uploaded_bytes, "deleted": r.deleted,
+                "trash": r.trash_batch, "seconds": round(r.seconds, 3)}
+        if not (r.uploaded or r.deleted or r.dirs_created or r.manifest_written):
+            return  # keep the journal to saves that changed something
+        try:
+            self.primary.append_bytes(join(self.marker.status_dir, JOURNAL_NAME),
+                                      (json.dumps(line) + "\n").encode())
+        except OSError as exc:
+            log.warning("could not append to the save journal: %s", exc)
+

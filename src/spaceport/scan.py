@@ -1,0 +1,138 @@
+"""Walking a tree into entries: files, directories and symbolic links.
+
+Links are never followed. Special files (fifos, sockets, devices) cannot be stored on the
+primary and are skipped with a warning. Our own leftover temporaries are reported so the
+caller removes them. On a slow mount every directory listing is a round trip, so the walk
+lists several directories at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import stat as stat_mod
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from .store.base import Store, is_our_temp, join
+
+log = logging.getLogger(__name__)
+
+
+class Kind(IntEnum):
+    FILE = 1
+    DIR = 2
+    LINK = 3
+
+
+@dataclass(slots=True)
+class Entry:
+    """One thing in a tree, as much as a save needs to know to tell if it changed."""
+
+    path: str
+    kind: Kind
+    size: int = 0
+    mtime_ns: int = 0
+    mode: int = 0
+    ino: int = 0
+    target: str | None = None
+
+    def sig(self) -> tuple:
+        """What must be equal for the entry to count as unchanged."""
+        if self.kind is Kind.FILE:
+            return (Kind.FILE, self.size, self.mtime_ns, self.mode, self.ino)
+        if self.kind is Kind.DIR:
+            return (Kind.DIR, self.mode)
+        return (Kind.LINK, self.target)
+
+
+@dataclass
+class ScanResult:
+    entries: dict[str, Entry] = field(default_factory=dict)
+    special: list[str] = field(default_factory=list)  # skipped fifos, sockets, devices
+    temps: list[str] = field(default_factory=list)  # our own leftover temporaries
+    unreadable: dict[str, OSError] = field(default_factory=dict)  # dirs we could not list
+
+    @property
+    def files(self) -> int:
+        return sum(1 for e in self.entries.values() if e.kind is Kind.FILE)
+
+    @property
+    def bytes(self) -> int:
+        return sum(e.size for e in self.entries.values() if e.kind is Kind.FILE)
+
+    def under_unreadable(self, path: str) -> bool:
+        """True if ``path`` lies in a directory we could not list (its state is unknown)."""
+        return any(path == d or path.startswith(d + "/") for d in self.unreadable)
+
+
+def _entry(store: Store, path: str, st) -> Entry | None:
+    mode = st.st_mode
+    if stat_mod.S_ISREG(mode):
+        return Entry(path, Kind.FILE, st.st_size, st.st_mtime_ns, stat_mod.S_IMODE(mode), st.st_ino)
+    if stat_mod.S_ISDIR(mode):
+        return Entry(path, Kind.DIR, mode=stat_mod.S_IMODE(mode))
+    if stat_mod.S_ISLNK(mode):
+        return Entry(path, Kind.LINK, target=store.readlink(path))
+    return None
+
+
+def _list_one(store: Store, rel: str, skip_top: frozenset[str], temp_token: str | None):
+    entries, subdirs, special, temps = [], [], [], []
+    for item in store.listdir(rel):
+        path = join(rel, item.name)
+        if not rel and item.name in skip_top:
+            continue
+        if temp_token and is_our_temp(item.name, temp_token):
+            temps.append(path)
+            continue
+        entry = _entry(store, path, item.st)
+        if entry is None:
+            special.append(path)
+            continue
+        entries.append(entry)
+        if entry.kind is Kind.DIR:
+            subdirs.append(path)
+    return entries, subdirs, special, temps
+
+
+def scan_tree(store: Store, *, skip_top: set[str] | frozenset[str] = frozenset(),
+              temp_token: str | None = None, jobs: int = 1) -> ScanResult:
+    """Walk ``store`` from its root; ``skip_top`` names are ignored at the top level only."""
+    result = ScanResult()
+    skip = frozenset(skip_top)
+
+    def absorb(rel: str, outcome) -> list[str]:
+        entries, subdirs, special, temps = outcome
+        for entry in entries:
+            result.entries[entry.path] = entry
+        result.special.extend(special)
+        result.temps.extend(temps)
+        return subdirs
+
+    def list_or_note(rel: str):
+        try:
+            return _list_one(store, rel, skip, temp_token)
+        except (PermissionError, NotADirectoryError, FileNotFoundError) as exc:
+            result.unreadable[rel] = exc
+            return [], [], [], []
+
+    if jobs <= 1:
+        stack = [""]
+        while stack:
+            rel = stack.pop()
+            stack.extend(absorb(rel, list_or_note(rel)))
+    else:
+        with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="scan") as pool:
+            pending: dict[Future, str] = {pool.submit(list_or_note, ""): ""}
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    rel = pending.pop(future)
+                    for sub in absorb(rel, future.result()):
+                        pending[pool.submit(list_or_note, sub)] = sub
+    for path in result.special:
+        log.warning("skipping %s: special files (fifo, socket, device) cannot be saved", path)
+    for rel, exc in result.unreadable.items():
+        log.warning("cannot list %s: %s; nothing below it is saved or deleted", rel or ".", exc)
+    return result

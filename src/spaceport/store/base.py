@@ -1,0 +1,225 @@
+"""The storage core: a small set of operations every backend provides.
+
+Modelled on borgstore's and fsspec's abstract bases: a handful of primitives (stat, list,
+open for reading, write a temporary and commit it by rename, mkdir, rename, remove) and slow
+but correct helpers built on them. A backend *declares* what it can do (``Capabilities``)
+instead of being probed later, so the engine can plan around a primary that cannot hold
+symbolic links or silently ignores ``chmod``.
+
+Paths given to a store are relative to its root, use ``/`` as separator, and are ``str``
+with surrogate escapes, so any byte string a POSIX filesystem allows round-trips.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import secrets
+import stat as stat_mod
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Iterator
+
+# Errors that a network filesystem (OneData over FUSE) may return transiently.
+RETRYABLE_ERRNOS = frozenset(
+    {errno.EIO, errno.ENOTCONN, errno.ETIMEDOUT, errno.ESTALE, errno.EAGAIN,
+     errno.ECONNRESET, errno.ECONNABORTED, errno.EHOSTUNREACH, errno.ENETUNREACH,
+     errno.EINTR}
+)
+# Errors meaning the whole storage is gone, not one file.
+UNAVAILABLE_ERRNOS = frozenset({errno.ENOTCONN, errno.ESHUTDOWN, errno.ENODEV})
+# Errors that will not go away by retrying: report at once.
+PERMANENT_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG,
+     errno.ENAMETOOLONG}
+)
+
+TEMP_PREFIX = ".spaceport-tmp-"
+_TEMP_RE = re.compile(r"^\.spaceport-tmp-([0-9a-f]{8})-[0-9a-f]{12}$")
+
+
+def temp_name(token: str) -> str:
+    """A temporary file name carrying ``token`` (derived from the deployment id).
+
+    Only names with our own token are ever treated as leftovers, so a user file that merely
+    looks like a spaceport temporary is kept like any other file.
+    """
+    return f"{TEMP_PREFIX}{token}-{secrets.token_hex(6)}"
+
+
+def is_our_temp(name: str, token: str) -> bool:
+    m = _TEMP_RE.match(name)
+    return bool(m) and m.group(1) == token
+
+
+def is_retryable(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in RETRYABLE_ERRNOS
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do, declared up front (rclone's ``fs.Features``)."""
+
+    symlinks: bool  # can hold symbolic links
+    reliable_chmod: bool  # chmod works (OneData: may fail or be ignored)
+    reliable_mtime: bool  # setting mtimes works (OneData: may fail or be ignored)
+    atomic_rename: bool = True
+    parallel_ops: int = 8  # concurrency that pays off on this backend
+
+
+@dataclass(frozen=True, slots=True)
+class DirItem:
+    """One name in a directory listing, with its lstat (links are never followed)."""
+
+    name: str
+    st: os.stat_result
+
+    @property
+    def is_dir(self) -> bool:
+        return stat_mod.S_ISDIR(self.st.st_mode)
+
+
+class Store(ABC):
+    """A folder tree on some storage, addressed by relative paths."""
+
+    root: str
+    capabilities: Capabilities
+
+    # -- core primitives -------------------------------------------------------------
+    @abstractmethod
+    def lstat(self, rel: str) -> os.stat_result: ...
+
+    @abstractmethod
+    def listdir(self, rel: str) -> list[DirItem]: ...
+
+    @abstractmethod
+    def readlink(self, rel: str) -> str: ...
+
+    @abstractmethod
+    def open_read(self, rel: str) -> int:
+        """Open a file for reading; returns a file descriptor the caller closes."""
+
+    @abstractmethod
+    def create_temp(self, rel: str, name: str | None = None) -> tuple[int, str]:
+        """Create an exclusive temporary beside ``rel``; returns (fd, temp path).
+
+        ``name`` is a temporary name chosen (and recorded) by the caller beforehand.
+        """
+
+    @abstractmethod
+    def commit_temp(self, fd: int, tmp: str, rel: str, *, mode: int | None,
+                    mtime_ns: int | None) -> os.stat_result:
+        """Finish a temporary: set mode and mtime through the fd, close it, rename it to rel.
+
+        Returns the stat of the written file as seen through the descriptor, so callers
+        need not stat it again. On any failure the temporary is removed.
+        """
+
+    @abstractmethod
+    def discard_temp(self, fd: int | None, tmp: str) -> None: ...
+
+    @abstractmethod
+    def create_exclusive(self, rel: str, data: bytes) -> None:
+        """Create ``rel`` holding ``data``; FileExistsError if it exists (lock files)."""
+
+    @abstractmethod
+    def mkdir(self, rel: str, mode: int = 0o777) -> None: ...
+
+    @abstractmethod
+    def append_bytes(self, rel: str, data: bytes) -> None:
+        """Append a short record to ``rel`` (created if missing): the save journal."""
+
+    @abstractmethod
+    def rename(self, src: str, dst: str) -> None: ...
+
+    @abstractmethod
+    def unlink(self, rel: str) -> None: ...
+
+    @abstractmethod
+    def rmdir(self, rel: str) -> None: ...
+
+    @abstractmethod
+    def symlink(self, target: str, rel: str) -> None: ...
+
+    @abstractmethod
+    def chmod(self, rel: str, mode: int) -> None: ...
+
+    @abstractmethod
+    def set_mtime(self, rel: str, mtime_ns: int) -> None: ...
+
+    # -- helpers built on the primitives ---------------------------------------------
+    def exists(self, rel: str) -> bool:
+        try:
+            self.lstat(rel)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def makedirs(self, rel: str, mode: int = 0o777) -> None:
+        """Create ``rel`` and missing parents; an existing directory is fine."""
+        if rel in ("", "."):
+            return
+        try:
+            self.mkdir(rel, mode)
+        except FileExistsError:
+            if not stat_mod.S_ISDIR(self.lstat(rel).st_mode):
+                raise
+        except FileNotFoundError:
+            self.makedirs(parent_of(rel), mode)
+            try:
+                self.mkdir(rel, mode)
+            except FileExistsError:
+                pass
+
+    def read_bytes(self, rel: str) -> bytes:
+        fd = self.open_read(rel)
+        try:
+            chunks = []
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+
+    def write_bytes_atomic(self, rel: str, data: bytes, mode: int = 0o644) -> None:
+        """Write ``data`` under a temporary name and rename it into place."""
+        fd, tmp = self.create_temp(rel)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        except BaseException:
+            self.discard_temp(fd, tmp)
+            raise
+        self.commit_temp(fd, tmp, rel, mode=mode, mtime_ns=None)
+
+    def walk_remove(self, rel: str) -> None:
+        """Remove a tree bottom-up (used for purging trash and local work folders)."""
+        st = self.lstat(rel)
+        if not stat_mod.S_ISDIR(st.st_mode):
+            self.unlink(rel)
+            return
+        for item in self.listdir(rel):
+            self.walk_remove(join(rel, item.name))
+        self.rmdir(rel)
+
+    def iter_tree(self, rel: str = "") -> Iterator[tuple[str, os.stat_result]]:
+        """Every path below ``rel`` (depth first, parents first), never following links."""
+        for item in self.listdir(rel):
+            path = join(rel, item.name)
+            yield path, item.st
+            if item.is_dir:
+                yield from self.iter_tree(path)
+
+
+def join(parent: str, name: str) -> str:
+    return f"{parent}/{name}" if parent else name
+
+
+def parent_of(rel: str) -> str:
+    return rel.rpartition("/")[0]
+
+
+def base_of(rel: str) -> str:
+    return rel.rpartition("/")[2]

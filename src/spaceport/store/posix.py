@@ -1,0 +1,192 @@
+"""A POSIX folder as a store: a plain directory, or a OneData space mounted over FUSE.
+
+Every operation is made relative to a directory descriptor opened once on the root. If the
+mount vanishes under a running command (a lazy unmount, a crashed oneclient), the descriptor
+still points into the old filesystem: calls fail with ENOTCONN instead of quietly writing
+into the bare mount-point directory, which is what path-based tools do.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+
+from .base import Capabilities, DirItem, Store, join, parent_of, temp_name
+
+log = logging.getLogger(__name__)
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def mkdir_mode(mode: int) -> int:
+    """The mode ``mkdir(path, mode | 0o700)`` really gives, after the umask."""
+    return (mode | 0o700) & ~_UMASK & 0o7777
+
+# Capabilities of a OneData mount (and how spaceport treats any primary): no links, and
+# chmod or mtimes may fail or be ignored. Work folders are ordinary local filesystems.
+PRIMARY_CAPABILITIES = Capabilities(symlinks=False, reliable_chmod=False, reliable_mtime=False)
+WORK_CAPABILITIES = Capabilities(symlinks=True, reliable_chmod=True, reliable_mtime=True)
+
+
+class PosixStore(Store):
+    """A store rooted at a directory of the local VFS."""
+
+    def __init__(self, root: str, capabilities: Capabilities, *, temp_token: str,
+                 fsync: bool = False):
+        self.root = os.path.abspath(root)
+        self.capabilities = capabilities
+        self.temp_token = temp_token
+        self.fsync = fsync
+        self._fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> "PosixStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"PosixStore({self.root!r})"
+
+    def abspath(self, rel: str) -> str:
+        return join(self.root, rel) if rel else self.root
+
+    def root_device(self) -> int:
+        return os.fstat(self._fd).st_dev
+
+    # -- reading ---------------------------------------------------------------------
+    def lstat(self, rel: str) -> os.stat_result:
+        return os.stat(rel or ".", dir_fd=self._fd, follow_symlinks=False)
+
+    def listdir(self, rel: str) -> list[DirItem]:
+        dfd = os.open(rel or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW,
+                      dir_fd=self._fd)
+        try:
+            # scandir over a descriptor makes each entry's stat an fstatat() on it: no
+            # path resolution from the root for every file.
+            with os.scandir(dfd) as it:
+                return [DirItem(e.name, e.stat(follow_symlinks=False)) for e in it]
+        finally:
+            os.close(dfd)
+
+    def readlink(self, rel: str) -> str:
+        return os.readlink(rel, dir_fd=self._fd)
+
+    def open_read(self, rel: str) -> int:
+        return os.open(rel, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=self._fd)
+
+    # -- writing ---------------------------------------------------------------------
+    def create_temp(self, rel: str, name: str | None = None) -> tuple[int, str]:
+        tmp = join(parent_of(rel), name or temp_name(self.temp_token))
+        # Owner-writable while we write; the final mode is applied in commit_temp only
+        # when the create mode (after umask) is not already right.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644,
+                     dir_fd=self._fd)
+        return fd, tmp
+
+    def commit_temp(self, fd: int, tmp: str, rel: str, *, mode: int | None,
+                    mtime_ns: int | None) -> os.stat_result:
+        try:
+            if mode is not None and (mode & 0o7777) != (0o644 & ~_UMASK):
+                self._tolerant(os.chmod, fd, mode & 0o7777, what="chmod",
+                               reliable=self.capabilities.reliable_chmod)
+            if mtime_ns is not None:
+                self._tolerant(os.utime, fd, ns=(mtime_ns, mtime_ns), what="set mtime",
+                               reliable=self.capabilities.reliable_mtime)
+            if self.fsync:
+                os.fsync(fd)
+            st = os.fstat(fd)
+        except BaseException:
+            self.discard_temp(fd, tmp)
+            raise
+        try:
+            os.close(fd)
+        except BaseException:
+            self.discard_temp(None, tmp)
+            raise
+        try:
+            os.rename(tmp, rel, src_dir_fd=self._fd, dst_dir_fd=self._fd)
+        except BaseException:
+            self.discard_temp(None, tmp)
+            raise
+        return st
+
+    def discard_temp(self, fd: int | None, tmp: str) -> None:
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        try:
+            os.unlink(tmp, dir_fd=self._fd)
+        except OSError:
+            # The next run removes leftovers; the original error is what matters here.
+            pass
+
+    def create_exclusive(self, rel: str, data: bytes) -> None:
+        fd = os.open(rel, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644,
+                     dir_fd=self._fd)
+        try:
+            os.write(fd, data)  # one small write: readers never see half a record
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def mkdir(self, rel: str, mode: int = 0o777) -> None:
+        os.mkdir(rel, mode, dir_fd=self._fd)
+
+    def append_bytes(self, rel: str, data: bytes) -> None:
+        fd = os.open(rel, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644,
+                     dir_fd=self._fd)
+        try:
+            os.write(fd, data)  # one write of a short line: O_APPEND keeps lines whole
+        finally:
+            os.close(fd)
+
+    def rename(self, src: str, dst: str) -> None:
+        os.rename(src, dst, src_dir_fd=self._fd, dst_dir_fd=self._fd)
+
+    def unlink(self, rel: str) -> None:
+        os.unlink(rel, dir_fd=self._fd)
+
+    def rmdir(self, rel: str) -> None:
+        os.rmdir(rel, dir_fd=self._fd)
+
+    def symlink(self, target: str, rel: str) -> None:
+        if not self.capabilities.symlinks:
+            # Never even try on the primary: OneData cannot hold links (DESIGN.md).
+            raise OSError(errno.EPERM, "this store cannot hold symbolic links", rel)
+        os.symlink(target, rel, dir_fd=self._fd)
+
+    def chmod(self, rel: str, mode: int) -> None:
+        self._tolerant(os.chmod, rel, mode & 0o7777, dir_fd=self._fd, follow_symlinks=False,
+                       what="chmod", reliable=self.capabilities.reliable_chmod)
+
+    def set_mtime(self, rel: str, mtime_ns: int) -> None:
+        self._tolerant(os.utime, rel, ns=(mtime_ns, mtime_ns), dir_fd=self._fd,
+                       follow_symlinks=False, what="set mtime",
+                       reliable=self.capabilities.reliable_mtime)
+
+    def _tolerant(self, fn, *args, what: str, reliable: bool, **kwargs) -> None:
+        """Run a metadata call that OneData may refuse; refusals are not errors there."""
+        try:
+            fn(*args, **kwargs)
+        except OSError as exc:
+            if reliable or exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP,
+                                             errno.ENOSYS, errno.EINVAL, errno.EACCES):
+                raise
+            log.debug("%s not supported on %s: %s", what, self.root, exc)
+
+    def __del__(self) -> None:  # pragma: no cover - safety net for forgotten close()
+        try:
+            self.close()
+        except Exception:
+            pass
+
