@@ -75,12 +75,20 @@ class Tracker:
 
 
 class RichTracker(Tracker):
-    """A tracker that also shows rich progress bars (on stderr)."""
+    """A tracker that also shows rich progress bars (on stderr).
+
+    A live display is started when a task starts and stopped when no task is running, so
+    other output (a status, a message) never fights with the bars.
+    """
 
     def __init__(self, console: Console | None = None):
         super().__init__()
         self.console = console or Console(stderr=True)
-        self.progress = Progress(
+        self.progress: Progress | None = None
+        self._ids: dict[str, TaskID] = {}
+
+    def _new_progress(self) -> Progress:
+        return Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             DownloadColumn(),
@@ -88,30 +96,33 @@ class RichTracker(Tracker):
             TransferSpeedColumn(),
             TimeRemainingColumn(),
             console=self.console,
-            transient=False,
         )
-        self._ids: dict[str, TaskID] = {}
-        self.progress.start()
-
-    def _files_text(self, task: TaskState) -> str:
-        return f"{task.files_done}/{task.files_total}"
 
     def start(self, name: str, *, files: int, nbytes: int) -> None:
         super().start(name, files=files, nbytes=nbytes)
-        self._ids[name] = self.progress.add_task(name, total=max(nbytes, 1),
-                                                 files=f"0/{files}")
+        if self.progress is None:
+            self.progress = self._new_progress()
+            self.progress.start()
+            self._ids = {}
+        self._ids[name] = self.progress.add_task(name, total=max(nbytes, 1), files=f"0/{files}")
 
     def advance(self, name: str, *, files: int = 0, nbytes: int = 0) -> None:
         super().advance(name, files=files, nbytes=nbytes)
         task = self.tasks.get(name)
-        if name in self._ids and task:
-            self.progress.update(self._ids[name], advance=nbytes, files=self._files_text(task))
+        if self.progress is not None and name in self._ids and task:
+            self.progress.update(self._ids[name], advance=nbytes,
+                                 files=f"{task.files_done}/{task.files_total}")
 
     def finish(self, name: str) -> None:
         super().finish(name)
-        if name in self._ids:
-            task = self.progress.tasks[self._ids[name]]
-            self.progress.update(self._ids[name], completed=task.total)
+        if self.progress is None or name not in self._ids:
+            return
+        task_id = self._ids.pop(name)
+        self.progress.update(task_id, completed=self.progress.tasks[task_id].total)
+        if not self._ids:
+            self.close()
 
     def close(self) -> None:
-        self.progress.stop()
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None

@@ -46,7 +46,7 @@ def retry_call(policy: RetryPolicy, fn: Callable[..., T], *args, what: str = "",
 
     retryer = tenacity.Retrying(
         stop=tenacity.stop_after_attempt(max(1, policy.attempts)),
-        wait=tenacity.wait_exponential_jitter(initial=policy.initial_delay,
+        wait=tenacity.wait_exponential_jitter(multiplier=policy.initial_delay,
                                               max=policy.max_delay, jitter=policy.initial_delay),
         retry=tenacity.retry_if_exception(is_retryable),
         before_sleep=log_retry,

@@ -173,8 +173,7 @@ class _SaveRun:
 
     def execute(self, plan: SavePlan, conflicts_to_trash: bool) -> None:
         try:
-            for old in plan.replaced:
-                self._remove(old)
+            self._clear_replaced(plan)
             self._make_dirs(plan)
             self._upload(plan, conflicts_to_trash)
             self._set_dir_modes(plan)
@@ -187,7 +186,21 @@ class _SaveRun:
         finally:
             self.recorder.flush()
 
-    def _remove(self, old: Known) -> None:
+    def _clear_replaced(self, plan: SavePlan) -> None:
+        """Make way for entries whose kind changed (a folder became a file, or back)."""
+        for old in plan.replaced:
+            if old.entry.kind is Kind.DIR:
+                prefix = old.entry.path + "/"
+                inside = [k for k in plan.deletes if k.entry.path.startswith(prefix)]
+                plan.deletes = [k for k in plan.deletes if not k.entry.path.startswith(prefix)]
+                for child in inside:
+                    self._remove(child)
+                # What is left inside was never seen by spaceport: keep it, in the trash.
+                self._remove(old, stuck_dir_to_trash=True)
+            else:
+                self._remove(old)
+
+    def _remove(self, old: Known, stuck_dir_to_trash: bool = False) -> None:
         """Take a known entry off the primary: files to the trash, empty dirs removed."""
         self.check()
         path, kind = old.entry.path, old.entry.kind
@@ -202,8 +215,13 @@ class _SaveRun:
         except OSError as exc:
             if kind is not Kind.DIR or exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                 raise
-            # It holds files spaceport never saw (safety rule 4): leave it where it is.
-            self.report.kept_dirs.append(path)
+            if stuck_dir_to_trash:
+                log.warning("folder %s holds files spaceport never saw; it is replaced, so it "
+                            "is kept in the trash (%s)", path, self.trash.name)
+                self.retry(self.trash.move, path, what=f"move {path} to trash")
+            else:
+                # It holds files spaceport never saw (safety rule 4): leave it where it is.
+                self.report.kept_dirs.append(path)
         self.recorder.forget(path)
 
     def _make_dirs(self, plan: SavePlan) -> None:

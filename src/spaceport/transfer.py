@@ -39,6 +39,7 @@ class CopyJob:
     path: str
     size: int  # expected size, for progress only
     tmp: str  # temporary name, recorded in the index before the copy starts
+    src: str | None = None  # source path when it differs (restoring from the trash)
 
 
 @dataclass(slots=True)
@@ -88,7 +89,7 @@ class Copier:
 
     def _copy_once(self, job: CopyJob) -> CopyDone:
         moved = [0]  # bytes this attempt reported to the tracker, taken back on failure
-        sfd = self.src.open_read(job.path)
+        sfd = self.src.open_read(job.src or job.path)
         try:
             before = os.fstat(sfd)
             fd, tmp = self.dst.create_temp(job.path, job.tmp)

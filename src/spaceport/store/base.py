@@ -213,8 +213,9 @@ class Store(ABC):
                 yield from self.iter_tree(path)
 
 
-def join(parent: str, name: str) -> str:
-    return f"{parent}/{name}" if parent else name
+def join(*parts: str) -> str:
+    """Join relative path parts with "/", skipping empty ones (the root is "")."""
+    return "/".join(p for p in parts if p)
 
 
 def parent_of(rel: str) -> str:

@@ -1,0 +1,215 @@
+"""Looking without touching: ``status`` of a working copy or a primary, and ``verify``.
+
+Status reads the lock and the index; the pending changes come from a scan of the working
+copy alone. Verify is the one command that reads the whole primary, on purpose: it answers
+"is everything really there?" (sizes, and contents with --checksum).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+
+from .engine import Options, open_primary, open_work
+from .errors import FormatError, SpaceportError
+from .index import Index
+from .legacy import LINKLIST_NAME, SYMLINK_DUMP_NAME
+from .links import read_manifest, resolve_target
+from .lock import LegacyLock, LockInfo, UnreadableLock, human_age, read_lock
+from .marker import MARKER_DIR, index_path, read_marker, require_marker
+from .save import JOURNAL_NAME, pending_changes
+from .scan import Kind, scan_tree
+from .store.base import Store, join
+from .trash import list_batches
+
+
+def lock_facts(holder) -> dict | None:
+    if holder is None:
+        return None
+    if isinstance(holder, LockInfo):
+        return {"kind": "spaceport", "deployment_id": holder.deployment_id,
+                "host": holder.host, "instance": holder.instance, "pid": holder.pid,
+                "user": holder.user, "work": holder.work, "created": holder.created,
+                "heartbeat": holder.heartbeat,
+                "heartbeat_age_seconds": round(holder.heartbeat_age(), 1),
+                "stale": holder.stale_reason(), "last_save": holder.last_save,
+                "description": holder.describe()}
+    if isinstance(holder, LegacyLock):
+        return {"kind": "legacy", "file": holder.file, "host": holder.host,
+                "dir": holder.directory, "date": holder.date, "description": holder.describe()}
+    assert isinstance(holder, UnreadableLock)
+    return {"kind": "unreadable", "file": holder.file, "error": holder.error,
+            "description": holder.describe()}
+
+
+def work_status(work_path: str, opts: Options) -> dict:
+    work_path = os.path.abspath(work_path)
+    marker = read_marker(work_path)
+    if marker is None:
+        return {"work": work_path, "deployed": False,
+                "message": "not a spaceport working copy (no work marker)"}
+    facts: dict = {"work": work_path, "primary": marker.primary, "phase": marker.phase,
+                   "deployment_id": marker.deployment_id, "status_dir": marker.status_dir}
+    index = Index(index_path(work_path))
+    try:
+        facts["last_save"] = index.get_meta("last_save")
+        facts["known_entries"] = index.count()
+    finally:
+        index.close()
+    try:
+        with open_primary(marker.primary, marker.token, opts) as primary:
+            holder = read_lock(primary, marker.status_dir)
+        facts["lock"] = lock_facts(holder)
+        facts["lock_is_ours"] = isinstance(holder, LockInfo) and \
+            holder.deployment_id == marker.deployment_id
+    except (SpaceportError, OSError) as exc:
+        facts["lock"] = None
+        facts["lock_error"] = str(exc)
+        facts["lock_is_ours"] = None
+    facts["pending"] = pending_changes(work_path, marker).summary()
+    return facts
+
+
+def primary_status(primary_path: str, opts: Options) -> dict:
+    status_dir = opts.status_dir
+    facts: dict = {"primary": os.path.abspath(primary_path), "status_dir": status_dir}
+    with open_primary(primary_path, "00000000", opts) as primary:
+        facts["lock"] = lock_facts(read_lock(primary, status_dir))
+        try:
+            links = read_manifest(primary, status_dir)
+            facts["manifest_links"] = None if links is None else len(links)
+        except FormatError as exc:
+            facts["manifest_error"] = exc.message
+        facts["legacy_link_lists"] = [rel for rel in (join(status_dir, LINKLIST_NAME),
+                                                      SYMLINK_DUMP_NAME) if primary.exists(rel)]
+        facts["recent_saves"] = _journal_tail(primary, join(status_dir, JOURNAL_NAME))
+        facts["trash"] = [{"batch": b.name, "files": b.files, "bytes": b.bytes}
+                          for b in list_batches(primary, status_dir)]
+    return facts
+
+
+def _journal_tail(store: Store, rel: str, count: int = 5) -> list[dict]:
+    try:
+        lines = store.read_bytes(rel).splitlines()[-count:]
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in lines:
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue  # a torn last line from a crash; the rest is still worth showing
+    return out
+
+
+def format_status(facts: dict) -> str:
+    """The status as lines a person reads."""
+    lines = []
+    if "work" in facts:
+        lines.append(f"working copy  {facts['work']}")
+        if not facts.get("deployed", True):
+            return "\n".join(lines + [f"              {facts['message']}"])
+        lines += [f"primary       {facts['primary']}",
+                  f"phase         {facts['phase']}  (deployment {facts['deployment_id'][:8]})",
+                  f"last save     {facts.get('last_save') or 'never'}"]
+    else:
+        lines.append(f"primary       {facts['primary']}")
+    lock = facts.get("lock")
+    if lock is None:
+        lines.append(f"lock          {facts.get('lock_error') or 'none (not deployed)'}")
+    else:
+        lines.append(f"lock          {lock['description']}")
+        if lock.get("stale"):
+            lines.append(f"              looks STALE: {lock['stale']}")
+        if "lock_is_ours" in facts:
+            lines.append(f"              {'held by this working copy' if facts['lock_is_ours'] else 'NOT held by this working copy'}")
+    pending = facts.get("pending")
+    if pending is not None:
+        if pending["files_to_upload"] or pending["entries_to_delete"] or pending["links_changed"] or pending["new_dirs"]:
+            lines.append(f"unsaved       {pending['files_to_upload']} file(s) to upload "
+                         f"({human_size(pending['bytes_to_upload'])}), {pending['entries_to_delete']} "
+                         f"deletion(s), {pending['new_dirs']} new folder(s)"
+                         + (", links changed" if pending["links_changed"] else ""))
+        else:
+            lines.append("unsaved       nothing: the primary is up to date")
+    if "recent_saves" in facts:
+        lines.append(f"manifest      {facts.get('manifest_links', 'none') if facts.get('manifest_links') is not None else 'none'} link(s)"
+                     + (f"  ({facts['manifest_error']})" if facts.get("manifest_error") else ""))
+        if facts["legacy_link_lists"]:
+            lines.append(f"legacy lists  {', '.join(facts['legacy_link_lists'])}")
+        for save in facts["recent_saves"]:
+            lines.append(f"saved         {save.get('time')}  {save.get('uploaded')} file(s), "
+                         f"{human_size(save.get('bytes') or 0)}, {save.get('deleted')} deleted "
+                         f"({save.get('instance')})")
+        for batch in facts["trash"]:
+            lines.append(f"trash         {batch['batch']}  {batch['files']} file(s), {human_size(batch['bytes'])}")
+    return "\n".join(lines)
+
+
+def human_size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+@dataclass
+class VerifyReport:
+    checked_files: int = 0
+    checked_links: int = 0
+    differences: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.differences
+
+
+def _digest(store: Store, rel: str) -> str:
+    fd = store.open_read(rel)
+    try:
+        h = hashlib.sha256()
+        while chunk := os.read(fd, 1 << 20):
+            h.update(chunk)
+        return h.hexdigest()
+    finally:
+        os.close(fd)
+
+
+def verify(work_path: str, opts: Options, *, checksum: bool = False) -> VerifyReport:
+    """Compare the working copy with the primary, file by file, and the links."""
+    work_path = os.path.abspath(work_path)
+    marker = require_marker(work_path)
+    report = VerifyReport()
+    with open_primary(marker.primary, marker.token, opts) as primary, \
+            open_work(work_path, marker.token) as work:
+        pscan = scan_tree(primary, skip_top={marker.status_dir, MARKER_DIR}, jobs=opts.jobs)
+        wscan = scan_tree(work, skip_top={MARKER_DIR}, temp_token=marker.token)
+        diff = report.differences
+        for path, w in sorted(wscan.entries.items()):
+            p = pscan.entries.get(path)
+            if w.kind is Kind.LINK:
+                continue
+            if p is None:
+                diff.append(f"only in work: {path}")
+            elif p.kind is not w.kind:
+                diff.append(f"different kind: {path}")
+            elif w.kind is Kind.FILE:
+                report.checked_files += 1
+                if p.size != w.size:
+                    diff.append(f"size differs: {path} (work {w.size}, primary {p.size})")
+                elif checksum and _digest(primary, path) != _digest(work, path):
+                    diff.append(f"content differs: {path}")
+        for path in sorted(set(pscan.entries) - set(wscan.entries)):
+            diff.append(f"only on primary: {path}")
+        links = read_manifest(primary, marker.status_dir) or []
+        wanted = {l.path: resolve_target(l, work_path, opts.rebase) for l in links}
+        have = {e.path: e.target for e in wscan.entries.values() if e.kind is Kind.LINK}
+        report.checked_links = len(have)
+        for path in sorted(set(wanted) | set(have)):
+            if wanted.get(path) != have.get(path):
+                diff.append(f"link differs: {path} (work {have.get(path)!r}, manifest "
+                            f"{wanted.get(path)!r})")
+    return report

@@ -1,0 +1,1 @@
+"""Test and benchmark helpers: a OneData-like FUSE filesystem (:mod:`.onedatafs`)."""

@@ -1,0 +1,182 @@
+"""``spaceport trash list|restore|purge``: the deleted files a save kept on the primary."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from datetime import timedelta
+
+import click
+from rich.table import Table
+
+from .cli import cli, common_options, env_option, err, make_options, out
+from .engine import open_primary, open_work
+from .errors import LockedError, UsageError
+from .lock import read_lock
+from .marker import require_marker
+from .progress import Tracker
+from .status import human_size
+from .store.base import join, parent_of, temp_name
+from .transfer import Copier, CopyJob, run_copies
+from .trash import TRASH_DIR, batch_files, list_batches, purge
+
+
+def _where(work: str | None, primary: str | None, status_dir: str):
+    """(primary path, status folder, work path or None) from --work or --primary."""
+    if bool(work) == bool(primary):
+        raise click.UsageError("give either --work WORK or --primary PRIMARY.")
+    if work:
+        marker = require_marker(os.path.abspath(work))
+        return marker.primary, marker.status_dir, os.path.abspath(work), marker.token
+    return primary, status_dir, None, "00000000"
+
+
+def target_options(fn):
+    fn = env_option("--primary", type=click.Path(file_okay=False),
+                    help="The primary folder whose trash to use.")(fn)
+    fn = env_option("--work", type=click.Path(file_okay=False),
+                    help="A working copy: its primary's trash is used, and restores go into "
+                         "the working copy (the next save uploads them).")(fn)
+    return fn
+
+
+@cli.group()
+def trash():
+    """Files deleted by saves, kept on the primary in <status>/trash/<save-time>/.
+
+    Each save that deletes files moves them there (a cheap rename) instead of removing them.
+    Batches older than the retention period (7 days by default) are purged by later saves.
+    """
+
+
+@trash.command("list")
+@target_options
+@env_option("--batch", help="List the files of this batch instead of the batches.")
+@common_options
+@click.pass_context
+def trash_list(ctx, work, primary, batch, **_):
+    """List trash batches (time, files, size), or the files of one batch."""
+    opts = make_options(ctx.params, tracker=Tracker())
+    primary, status_dir, _, token = _where(work, primary, opts.status_dir)
+    with open_primary(primary, token, opts) as store:
+        if batch:
+            try:
+                files = batch_files(store, status_dir, batch)
+            except FileNotFoundError:
+                raise UsageError(f"there is no trash batch {batch!r}; see 'spaceport trash list'.")
+            for path, size in sorted(files):
+                out.print(f"{human_size(size):>10}  {path}", markup=False)
+            return
+        batches = list_batches(store, status_dir)
+    if not batches:
+        out.print("the trash is empty")
+        return
+    table = Table("batch", "deleted at (UTC)", "files", "size")
+    for b in batches:
+        table.add_row(b.name, b.time.strftime("%Y-%m-%d %H:%M:%S") if b.time else "?",
+                      str(b.files), human_size(b.bytes))
+    out.print(table)
+
+
+@trash.command("restore")
+@click.argument("batch")
+@click.argument("paths", nargs=-1)
+@target_options
+@env_option("--overwrite", is_flag=True, help="Replace files that exist at the same path.")
+@common_options
+@click.pass_context
+def trash_restore(ctx, batch, paths, work, primary, overwrite, **_):
+    """Bring files of BATCH back (all of them, or the PATHS given, files or folders).
+
+    With --work they are copied into the working copy, and the next save uploads them. With
+    --primary they are moved back into the primary folder; that is refused while the primary
+    is deployed (restore into its working copy instead).
+    """
+    opts = make_options(ctx.params)
+    primary_path, status_dir, work_path, token = _where(work, primary, opts.status_dir)
+    try:
+        with open_primary(primary_path, token, opts) as store:
+            try:
+                files = batch_files(store, status_dir, batch)
+            except FileNotFoundError:
+                raise UsageError(f"there is no trash batch {batch!r}; see 'spaceport trash list'.")
+            chosen = [(p, s) for p, s in files
+                      if not paths or any(p == q.strip("/") or p.startswith(q.strip("/") + "/")
+                                          for q in paths)]
+            if not chosen:
+                raise UsageError("nothing in that batch matches the paths given.")
+            src_root = join(status_dir, TRASH_DIR, batch)
+            if work_path:
+                done, skipped = _restore_into_work(store, work_path, token, src_root, chosen,
+                                                   overwrite, opts)
+            else:
+                holder = read_lock(store, status_dir)
+                if holder is not None:
+                    raise LockedError(f"{primary_path} is deployed ({holder.describe()}).",
+                                      hint="Restore into its working copy instead: --work WORK.")
+                done, skipped = _restore_into_primary(store, src_root, chosen, overwrite)
+    finally:
+        opts.tracker.close()
+    out.print(f"restored {done} file(s) from {batch}"
+              + (f"; {skipped} skipped because they exist (use --overwrite)" if skipped else ""))
+
+
+def _restore_into_work(store, work_path, token, src_root, chosen, overwrite, opts):
+    with open_work(work_path, token) as work:
+        todo = [(p, s) for p, s in chosen if overwrite or not work.exists(p)]
+        for path, _ in todo:
+            work.makedirs(parent_of(path))
+        jobs = [CopyJob(p, s, temp_name(token), src=join(src_root, p)) for p, s in todo]
+        opts.tracker.start("restore", files=len(jobs), nbytes=sum(s for _, s in todo))
+        copier = Copier(store, work, tracker=opts.tracker, task="restore", retry=opts.retry,
+                        stop=threading.Event())
+        failed = []
+        run_copies(copier, jobs, opts.jobs,
+                   lambda d: failed.append(d) if d.error is not None else None)
+        for d in failed:
+            err.print(f"[red]could not restore[/] {d.job.path}: {d.error}")
+        if failed:
+            sys.exit(1)
+    return len(todo), len(chosen) - len(todo)
+
+
+def _restore_into_primary(store, src_root, chosen, overwrite):
+    done = skipped = 0
+    for path, _ in chosen:
+        if store.exists(path) and not overwrite:
+            skipped += 1
+            continue
+        store.makedirs(parent_of(path))
+        store.rename(join(src_root, path), path)
+        done += 1
+    return done, skipped
+
+
+@trash.command("purge")
+@target_options
+@env_option("--older-than", type=click.FloatRange(0), metavar="DAYS",
+            help="Purge batches older than DAYS (default: the retention period, 7).")
+@env_option("--batch", "batches", multiple=True, help="Purge this batch (repeatable).")
+@env_option("--all", "purge_all", is_flag=True, help="Purge every batch.")
+@env_option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@common_options
+@click.pass_context
+def trash_purge(ctx, work, primary, older_than, batches, purge_all, yes, **_):
+    """Delete trash batches for good."""
+    opts = make_options(ctx.params, tracker=Tracker())
+    primary_path, status_dir, _, token = _where(work, primary, opts.status_dir)
+    if (purge_all or batches) and not yes:
+        if not sys.stdin.isatty():
+            raise UsageError("purging named or all batches needs confirmation; add --yes.")
+        click.confirm("Delete these trash batches for good?", abort=True)
+    with open_primary(primary_path, token, opts) as store:
+        if purge_all:
+            names = [b.name for b in list_batches(store, status_dir, sizes=False)]
+            removed = purge(store, status_dir, older_than=None, names=names)
+        elif batches:
+            removed = purge(store, status_dir, older_than=None, names=list(batches))
+        else:
+            days = older_than if older_than is not None else opts.trash_retention_days
+            removed = purge(store, status_dir, older_than=timedelta(days=days))
+    out.print(f"purged {len(removed)} batch(es)" + (": " + ", ".join(removed) if removed else ""))

@@ -1,0 +1,38 @@
+"""Undeploy: final save, release the lock, clean the working copy.
+
+If the final save fails, the lock and the working copy are kept and the error propagates
+(safety rule 10): the next attempt, or a person, can still bring the work home.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from .engine import Options, open_primary, wipe_folder
+from .marker import UNDEPLOYED, require_marker, write_marker
+from .save import SaveReport, adopt_lock, save
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class UndeployReport:
+    save: SaveReport
+    work_removed: bool
+
+
+def undeploy(work_path: str, opts: Options, *, keep_work: bool = False,
+             allow_mass_delete: bool = False) -> UndeployReport:
+    work_path = os.path.abspath(work_path)
+    marker = require_marker(work_path)
+    report = save(work_path, opts, allow_mass_delete=allow_mass_delete, task="final save")
+    with open_primary(marker.primary, marker.token, opts) as primary:
+        adopt_lock(primary, marker).release()
+    marker.phase = UNDEPLOYED
+    # Kept copies keep their marker: a later deploy sees an all-saved copy and reuses it.
+    write_marker(work_path, marker)
+    if not keep_work:
+        wipe_folder(work_path)
+    return UndeployReport(report, work_removed=not keep_work)

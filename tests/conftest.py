@@ -1,0 +1,97 @@
+"""Shared fixtures: real trees in temporary folders, real processes, snapshots to compare."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import pytest
+
+from spaceport.engine import Options
+from spaceport.lock import DEFAULT_STATUS_DIR
+from spaceport.marker import MARKER_DIR
+from spaceport.retry import RetryPolicy
+
+SKIP_TOP = {os.fsencode(MARKER_DIR), os.fsencode(DEFAULT_STATUS_DIR)}
+
+
+def snapshot(root: str, *, skip_top=SKIP_TOP, mtimes: bool = True) -> dict:
+    """Everything under ``root`` that a round trip must keep, keyed by relative bytes path.
+
+    Absolute link targets into ``root`` are written relative to a <ROOT> placeholder, so
+    trees deployed at different paths compare equal when their links followed the tree.
+    """
+    root_b = os.fsencode(os.path.abspath(root))
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root_b):
+        rel_dir = os.path.relpath(dirpath, root_b)
+        if rel_dir == b".":
+            dirnames[:] = [d for d in dirnames if d not in skip_top]
+            filenames = [f for f in filenames if f not in skip_top]
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            rel = os.path.normpath(os.path.join(rel_dir, name))
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                target = os.readlink(path)
+                if target == root_b or target.startswith(root_b + b"/"):
+                    target = b"<ROOT>" + target[len(root_b):]
+                out[rel] = ("link", target)
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = ("dir", stat.S_IMODE(st.st_mode))
+            elif stat.S_ISREG(st.st_mode):
+                with open(path, "rb") as f:
+                    digest = hashlib.sha256(f.read()).hexdigest()
+                out[rel] = ("file", digest, stat.S_IMODE(st.st_mode),
+                            st.st_mtime_ns if mtimes else None)
+            else:
+                out[rel] = ("special", stat.S_IFMT(st.st_mode))
+    return out
+
+
+def write(root: str, rel: str | bytes, data: bytes = b"x", mode: int | None = None,
+          mtime_ns: int | None = None) -> str:
+    path = os.path.join(os.fsencode(root), os.fsencode(rel))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+    if mode is not None:
+        os.chmod(path, mode)
+    if mtime_ns is not None:
+        os.utime(path, ns=(mtime_ns, mtime_ns))
+    return os.fsdecode(path)
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: str | None = None,
+            timeout: float = 120) -> Result:
+    """Run ``python -m spaceport`` as a real process; returns code, stdout, stderr."""
+    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "spaceport", *args], capture_output=True,
+                          env=full_env, cwd=cwd, timeout=timeout, stdin=subprocess.DEVNULL)
+    return Result(proc.returncode, proc.stdout.decode(errors="replace"),
+                  proc.stderr.decode(errors="replace"))
+
+
+@pytest.fixture
+def opts() -> Options:
+    """Fast options for API-level tests: few retries with short delays."""
+    return Options(jobs=4, retry=RetryPolicy(attempts=2, initial_delay=0.01, max_delay=0.05))
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    """A primary and a work path (work not yet created)."""
+    primary = tmp_path / "primary"
+    primary.mkdir()
+    return str(primary), str(tmp_path / "work")

@@ -1,0 +1,465 @@
+"""Tests of the OneData-like FUSE filesystem used by spaceport's tests and benchmarks."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from spaceport.testing.onedatafs import (
+    OPS,
+    FaultRule,
+    OneDataFS,
+    errno_value,
+    fuse_available,
+    metadata_calls,
+    renameat2,
+)
+
+RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
+
+
+# --------------------------------------------------------------------------- fixtures
+def require_fuse() -> None:
+    ok, why = fuse_available()
+    if not ok:
+        pytest.skip(why)
+
+
+@pytest.fixture
+def make_fs(tmp_path):
+    """Factory: make_fs(**options) -> a started OneDataFS on fresh folders.
+    Every filesystem it started is stopped afterwards, whatever the test did."""
+    require_fuse()
+    started: list[OneDataFS] = []
+
+    def make(**options) -> OneDataFS:
+        n = len(started)
+        backing, mnt = tmp_path / f"backing{n}", tmp_path / f"mnt{n}"
+        backing.mkdir()
+        mnt.mkdir()
+        fs = OneDataFS(backing, mnt, **options)
+        started.append(fs)
+        return fs.start()
+
+    try:
+        yield make
+    finally:
+        for fs in started:
+            fs.stop()
+
+
+@pytest.fixture
+def odfs(make_fs) -> OneDataFS:
+    return make_fs()
+
+
+def mnt(fs: OneDataFS) -> Path:
+    return Path(fs.mountpoint)
+
+
+def back(fs: OneDataFS) -> Path:
+    return Path(fs.backing)
+
+
+def eventually(check, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def expect_errno(code: int, fn, *args) -> None:
+    with pytest.raises(OSError) as info:
+        fn(*args)
+    assert info.value.errno == code, info.value
+
+
+# --------------------------------------------------------------------------- pure logic
+def test_fault_rule_after_and_times():
+    rule = FaultRule(op="write", path="/run1/*.mrc", errno="ENOSPC", after=1, times=2).validate()
+    assert rule.errno == errno.ENOSPC
+    assert not rule.hit("read", ("/run1/a.mrc",))
+    assert not rule.hit("write", ("/run2/a.mrc",))
+    hits = [rule.hit("write", ("/run1/a.mrc",)) for _ in range(5)]
+    assert hits == [False, True, True, False, False]
+    assert (rule.seen, rule.fired) == (5, 2)
+    assert FaultRule(op="re*").validate().hit("rename", ("/a", "/b"))
+
+
+def test_fault_rule_validation():
+    with pytest.raises(ValueError):
+        FaultRule(errno="ENOTANERRNO").validate()
+    with pytest.raises(ValueError):
+        FaultRule(op="wirte").validate()
+    with pytest.raises(ValueError):
+        FaultRule(after=-1).validate()
+    assert errno_value("enotconn") == errno.ENOTCONN
+    assert errno_value(errno.EIO) == errno.EIO
+
+
+def test_metadata_calls_excludes_data_io():
+    counts = dict.fromkeys(OPS, 0) | {"read": 7, "write": 5, "getattr": 3, "rename": 1}
+    assert metadata_calls(counts) == 4
+
+
+def test_fuse_available_shape():
+    ok, why = fuse_available()
+    assert isinstance(ok, bool) and (why == "") == ok
+
+
+# --------------------------------------------------------------------------- passthrough
+@pytest.mark.fuse
+def test_passthrough_file_and_directory_ops(odfs):
+    m, b = mnt(odfs), back(odfs)
+    (m / "a.txt").write_bytes(b"hello")
+    assert (b / "a.txt").read_bytes() == b"hello"
+    fd = os.open(m / "mode.bin", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    os.close(fd)
+    assert (b / "mode.bin").stat().st_mode & 0o777 == 0o640 & ~_umask()
+    expect_errno(errno.EEXIST, os.open, m / "mode.bin", os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    (m / "d" / "sub").mkdir(parents=True)
+    os.rename(m / "a.txt", m / "d" / "sub" / "b.txt")
+    assert sorted(os.listdir(m)) == ["d", "mode.bin"]
+    assert (b / "d" / "sub" / "b.txt").read_bytes() == b"hello"
+    with open(m / "d" / "sub" / "b.txt", "r+b") as f:
+        f.truncate(2)
+    assert (m / "d" / "sub" / "b.txt").stat().st_size == 2
+    expect_errno(errno.ENOTEMPTY, os.rmdir, m / "d" / "sub")
+    os.unlink(m / "d" / "sub" / "b.txt")
+    os.rmdir(m / "d" / "sub")
+    assert not (b / "d" / "sub").exists() and os.listdir(b / "d") == []
+    assert os.statvfs(m).f_bsize > 0
+
+
+def _umask() -> int:
+    old = os.umask(0)
+    os.umask(old)
+    return old
+
+
+@pytest.mark.fuse
+def test_rename_replaces_atomically_and_honours_noreplace(odfs):
+    m, b = mnt(odfs), back(odfs)
+    (m / "new").write_bytes(b"new")
+    (m / "old").write_bytes(b"old")
+    os.rename(m / "new", m / "old")
+    assert (b / "old").read_bytes() == b"new" and not (b / "new").exists()
+    (m / "tmp").write_bytes(b"tmp")
+    expect_errno(errno.EEXIST, renameat2, str(m / "tmp"), str(m / "old"), RENAME_NOREPLACE)
+    renameat2(str(m / "tmp"), str(m / "fresh"), RENAME_NOREPLACE)
+    assert (b / "fresh").read_bytes() == b"tmp"
+    expect_errno(errno.EINVAL, renameat2, str(m / "fresh"), str(m / "old"), RENAME_EXCHANGE)
+
+
+@pytest.mark.fuse
+def test_big_file_roundtrip(odfs):
+    m, b = mnt(odfs), back(odfs)
+    data = os.urandom(50 * 1024 * 1024)
+    with open(m / "big.bin", "wb") as f:
+        for i in range(0, len(data), 1 << 20):
+            f.write(data[i:i + (1 << 20)])
+    expect = hashlib.sha256(data).hexdigest()
+    assert hashlib.sha256((b / "big.bin").read_bytes()).hexdigest() == expect
+    h = hashlib.sha256()
+    with open(m / "big.bin", "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    assert h.hexdigest() == expect
+
+
+@pytest.mark.fuse
+def test_unlinked_open_file_stays_readable_and_hidden(odfs):
+    m = mnt(odfs)
+    (m / "f").write_bytes(b"still here")
+    with open(m / "f", "rb") as f:
+        os.unlink(m / "f")
+        # hard_remove: no ".fuse_hidden*" stand-in appears in the listing or the backing.
+        assert os.listdir(m) == [] and os.listdir(back(odfs)) == []
+        assert f.read() == b"still here"
+        # fstat() sends a GETATTR without a file handle, which libfuse's path-based API
+        # cannot resolve for a removed name: ESTALE (observed with libfuse 3.14).
+        try:
+            assert os.fstat(f.fileno()).st_size == 10
+        except OSError as exc:
+            assert exc.errno == errno.ESTALE
+
+
+@pytest.mark.fuse
+def test_parallel_writers(odfs):
+    m, b = mnt(odfs), back(odfs)
+    chunk, nchunks = 64 * 1024, 32
+    size = chunk * nchunks
+    with open(m / "shared.bin", "wb") as f:
+        f.truncate(8 * size)
+
+    def own_file(i: int) -> None:
+        with open(m / f"own{i}.bin", "wb") as f:
+            for _ in range(nchunks):
+                f.write(bytes([i]) * chunk)
+
+    def shared_region(i: int) -> None:
+        fd = os.open(m / "shared.bin", os.O_WRONLY)
+        try:
+            for k in range(nchunks):
+                os.pwrite(fd, bytes([100 + i]) * chunk, i * size + k * chunk)
+        finally:
+            os.close(fd)
+
+    threads = [threading.Thread(target=fn, args=(i,)) for i in range(8)
+               for fn in (own_file, shared_region)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    shared = (b / "shared.bin").read_bytes()
+    for i in range(8):
+        assert (m / f"own{i}.bin").read_bytes() == bytes([i]) * size
+        assert shared[i * size:(i + 1) * size] == bytes([100 + i]) * size
+
+
+# --------------------------------------------------------------------------- OneData quirks
+@pytest.mark.fuse
+def test_links_chown_and_special_files_are_refused(odfs):
+    m = mnt(odfs)
+    (m / "target").write_bytes(b"x")
+    expect_errno(errno.EPERM, os.symlink, "target", m / "sym")
+    expect_errno(errno.EPERM, os.link, m / "target", m / "hard")
+    expect_errno(errno.EPERM, os.chown, m / "target", 1000, 1000)
+    expect_errno(errno.EPERM, os.mkfifo, m / "fifo")
+    expect_errno(errno.EINVAL, os.readlink, m / "target")
+    assert sorted(os.listdir(m)) == ["target"]
+    counts = odfs.counts()
+    assert counts["symlink"] == 1 and counts["link"] == 1 and counts["chown"] == 1
+
+
+@pytest.mark.fuse
+def test_chmod_and_utimens_pass_through_by_default(odfs):
+    m, b = mnt(odfs), back(odfs)
+    (m / "f").write_bytes(b"x")
+    os.chmod(m / "f", 0o600)
+    os.utime(m / "f", ns=(1_000_000_000, 2_000_000_123))
+    st = (b / "f").stat()
+    assert st.st_mode & 0o777 == 0o600
+    assert st.st_mtime_ns == 2_000_000_123 and st.st_atime_ns == 1_000_000_000
+    # touch -m sets the mtime and leaves the atime alone (UTIME_OMIT reaches utimens).
+    subprocess.run(["touch", "-m", "-d", "@100", str(m / "f")], check=True)
+    st = (b / "f").stat()
+    assert st.st_mtime_ns == 100 * 10**9 and st.st_atime_ns == 1_000_000_000
+    subprocess.run(["touch", str(m / "f")], check=True)  # UTIME_NOW
+    assert abs((b / "f").stat().st_mtime - time.time()) < 60
+
+
+@pytest.mark.fuse
+def test_chmod_and_utimens_noop(make_fs):
+    fs = make_fs(chmod_noop=True, utimens_noop=True)
+    m, b = mnt(fs), back(fs)
+    (m / "f").write_bytes(b"x")
+    before = (b / "f").stat()
+    os.chmod(m / "f", 0o600)  # succeeds, as on a OneData space that ignores it
+    os.utime(m / "f", (1, 1))
+    after = (b / "f").stat()
+    assert after.st_mode == before.st_mode and after.st_mtime_ns == before.st_mtime_ns
+    assert fs.counts()["chmod"] == 1 and fs.counts()["utimens"] == 1
+
+
+@pytest.mark.fuse
+def test_utime_through_fd_reaches_utimens(odfs):
+    m, b = mnt(odfs), back(odfs)
+    fd = os.open(m / "f", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        odfs.reset_counts()
+        os.utime(fd, ns=(5 * 10**9, 6 * 10**9))  # futimens: a SETATTR that libfuse maps to utimens
+        assert odfs.counts()["utimens"] == 1
+    finally:
+        os.close(fd)
+    assert (b / "f").stat().st_mtime_ns == 6 * 10**9
+
+
+# --------------------------------------------------------------------------- counts and delays
+@pytest.mark.fuse
+def test_counts_per_operation_and_reset(odfs):
+    m = mnt(odfs)
+    odfs.reset_counts()
+    assert set(odfs.counts()) == set(OPS) and not any(odfs.counts().values())
+    os.mkdir(m / "d")
+    fd = os.open(m / "d" / "f", os.O_WRONLY | os.O_CREAT, 0o644)
+    for _ in range(3):
+        os.write(fd, b"x" * 100)
+    os.close(fd)
+    os.rename(m / "d" / "f", m / "d" / "g")
+    with open(m / "d" / "g", "rb") as f:
+        assert f.read() == b"x" * 300
+    counts = odfs.counts()
+    assert counts["mkdir"] == 1 and counts["create"] == 1 and counts["write"] == 3
+    assert counts["rename"] == 1 and counts["open"] == 1 and counts["read"] >= 1
+    assert counts["flush"] >= 2  # close() waits for FLUSH...
+    # ...but not for RELEASE, which the kernel sends asynchronously after close returns.
+    assert eventually(lambda: odfs.counts()["release"] == 2)
+    assert metadata_calls(counts) == sum(counts.values()) - counts["read"] - counts["write"]
+    odfs.reset_counts()
+    assert not any(odfs.counts().values())
+
+
+@pytest.mark.fuse
+def test_meta_delay_is_reported_applied_and_overlaps(make_fs):
+    fs = make_fs(meta_delay_ms=150, io_delay_ms=7.5)
+    cfg = fs.config()
+    assert cfg["meta_delay_ms"] == 150 and cfg["io_delay_ms"] == 7.5 and cfg["pid"] == fs.pid
+    m = mnt(fs)
+    start = time.monotonic()
+    for _ in range(3):
+        os.statvfs(m)  # statfs is never cached by the kernel: one call each
+    assert time.monotonic() - start >= 0.45  # a lower bound: sleep never returns early
+    # Calls from 8 threads overlap (serially they would take 1.2 s); generous bound.
+    threads = [threading.Thread(target=os.statvfs, args=(m,)) for _ in range(8)]
+    start = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert time.monotonic() - start < 0.9
+    fs.set_delays(meta_delay_ms=0)
+    assert fs.config()["meta_delay_ms"] == 0 and fs.config()["io_delay_ms"] == 7.5
+
+
+# --------------------------------------------------------------------------- fault injection
+@pytest.mark.fuse
+def test_eio_once_then_success(odfs):
+    m, b = mnt(odfs), back(odfs)
+    odfs.inject(op="write", path="/f.bin", errno="EIO", times=1)
+    fd = os.open(m / "f.bin", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        expect_errno(errno.EIO, os.write, fd, b"a" * 10)
+        assert os.write(fd, b"a" * 10) == 10
+    finally:
+        os.close(fd)
+    assert (b / "f.bin").read_bytes() == b"a" * 10
+    odfs.inject(op="rename", errno="EIO", times=1)
+    expect_errno(errno.EIO, os.rename, m / "f.bin", m / "g.bin")
+    os.rename(m / "f.bin", m / "g.bin")
+    assert [(r["op"], r["fired"]) for r in odfs.faults()] == [("write", 1), ("rename", 1)]
+
+
+@pytest.mark.fuse
+def test_enospc_from_third_write_on(odfs):
+    m = mnt(odfs)
+    odfs.inject(op="write", errno="ENOSPC", after=2)
+    fd = os.open(m / "f.bin", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"1" * 4096)
+        os.write(fd, b"2" * 4096)
+        expect_errno(errno.ENOSPC, os.write, fd, b"3" * 4096)
+        expect_errno(errno.ENOSPC, os.write, fd, b"4" * 4096)
+    finally:
+        os.close(fd)
+    assert (back(odfs) / "f.bin").stat().st_size == 8192
+    [rule] = odfs.faults()
+    assert (rule["seen"], rule["fired"], rule["errno"]) == (4, 2, errno.ENOSPC)
+
+
+@pytest.mark.fuse
+def test_enotconn_on_path_glob_and_clear(odfs):
+    m, b = mnt(odfs), back(odfs)
+    for run in ("run1", "run2"):
+        (b / run).mkdir()
+        (b / run / "a.mrc").write_bytes(b"data")
+    odfs.inject(path="/run1/*.mrc", errno="ENOTCONN")
+    expect_errno(errno.ENOTCONN, (m / "run1" / "a.mrc").read_bytes)
+    expect_errno(errno.ENOTCONN, open, m / "run1" / "new.mrc", "wb")
+    assert (m / "run2" / "a.mrc").read_bytes() == b"data"
+    assert os.listdir(m / "run1") == ["a.mrc"]  # the folder itself does not match
+    odfs.inject(op="*", path="*", errno="EIO")  # the whole mount fails...
+    expect_errno(errno.EIO, os.statvfs, m)
+    assert odfs.counts()["statfs"] >= 1  # ...but control does not go through it
+    odfs.clear_faults()
+    assert odfs.faults() == []
+    assert (m / "run1" / "a.mrc").read_bytes() == b"data"
+
+
+@pytest.mark.fuse
+def test_inject_rejects_bad_rules(odfs):
+    with pytest.raises(ValueError):
+        odfs.inject(errno="EWHATEVER")
+    with pytest.raises(ValueError):
+        odfs.inject(op="frobnicate")
+    assert odfs.faults() == []
+
+
+# --------------------------------------------------------------------------- lifecycle
+@pytest.mark.fuse
+def test_lazy_unmount_keeps_open_files_working(odfs):
+    """Observed on Linux 6.x / libfuse 3.14: `fusermount3 -u -z` detaches the mount at
+    once (the mountpoint is a plain empty folder again) but files opened before keep
+    working, reads and writes alike, because the process still serves the detached
+    mount; it exits by itself when the last of them is closed."""
+    m, b = mnt(odfs), back(odfs)
+    (m / "r.bin").write_bytes(b"r" * 100_000)
+    reader = open(m / "r.bin", "rb")
+    writer = open(m / "w.bin", "wb", buffering=0)
+    odfs.lazy_unmount()
+    try:
+        assert not os.path.ismount(m) and os.listdir(m) == []
+        assert reader.read() == b"r" * 100_000
+        writer.write(b"late")
+        assert (b / "w.bin").read_bytes() == b"late"
+        assert odfs.running
+    finally:
+        reader.close()
+        writer.close()
+    assert eventually(lambda: not odfs.running)
+    odfs.stop()
+
+
+@pytest.mark.fuse
+def test_crash_gives_enotconn_and_stop_cleans_up(make_fs):
+    fs = make_fs(attr_timeout=0)  # else the kernel may answer a stat from its cache
+    m = mnt(fs)
+    (m / "f").write_bytes(b"x")
+    f = open(m / "f", "rb")
+    fs.crash()
+    expect_errno(errno.ENOTCONN, os.stat, m)
+    expect_errno(errno.ENOTCONN, f.read)
+    expect_errno(errno.ENOTCONN, f.close)  # flush fails, the descriptor is closed anyway
+    fs.stop()
+    assert not os.path.ismount(m) and os.listdir(m) == []
+
+
+@pytest.mark.fuse
+def test_stop_is_idempotent_and_context_manager(tmp_path):
+    require_fuse()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "m").mkdir()
+    fs = OneDataFS(tmp_path / "b", tmp_path / "m")
+    fs.stop()  # never started: nothing to do
+    with fs:
+        assert os.path.ismount(tmp_path / "m") and fs.running
+        control_dir = fs.control_dir
+    assert not os.path.ismount(tmp_path / "m") and not fs.running
+    assert not os.path.exists(control_dir)
+    fs.stop()
+    fs.stop()
+    with pytest.raises(RuntimeError):
+        fs.counts()
+
+
+@pytest.mark.fuse
+def test_start_failure_reports_process_output(tmp_path, monkeypatch):
+    require_fuse()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "m").mkdir()
+    fs = OneDataFS(tmp_path / "b", tmp_path / "m")
+    original = OneDataFS._command
+    monkeypatch.setattr(OneDataFS, "_command", lambda self: [*original(self), "--no-such-option"])
+    with pytest.raises(RuntimeError, match="no-such-option"):
+        fs.start()
+    assert not fs.running and not os.path.ismount(tmp_path / "m")
+    fs.stop()
