@@ -200,7 +200,9 @@ def test_final_stage_carries_only_the_venv(stages):
     assert shlex.split(copy) == ["--from=build", "${VENV}", "${VENV}"]
     # nothing installed in the final stage: no package manager, no pip, no compiler
     for run in final.all("RUN"):
-        assert not re.search(r"\b(apt-get|apt|apk|dnf|yum|pip|gcc|cc|make|build-essential)\b", run), run
+        assert not re.search(
+            r"\b(apt-get|apt|apk|dnf|yum|pip|gcc|cc|make|build-essential)\b", run
+        ), run
 
 
 def test_runs_as_a_non_root_user(stages):
@@ -280,8 +282,14 @@ def test_dockerignore_sends_only_what_the_build_needs(stages):
     for sources, _ in copy_sources(build):
         for source in sources:
             assert not ignored(source, patterns), source
-    for heavy in (".git/HEAD", "tests/test_helm_chart.py", ".venv/bin/python", "benchmarks/out/x",
-                  "src/spaceport/__pycache__/cli.cpython-312.pyc", "deploy/helm/spaceport/values.yaml"):
+    for heavy in (
+        ".git/HEAD",
+        "tests/test_helm_chart.py",
+        ".venv/bin/python",
+        "benchmarks/out/x",
+        "src/spaceport/__pycache__/cli.cpython-312.pyc",
+        "deploy/helm/spaceport/values.yaml",
+    ):
         assert ignored(heavy, patterns), heavy
     assert not ignored("src/spaceport/cli.py", patterns)
 
@@ -316,7 +324,9 @@ def test_build_stage_installs_a_working_spaceport(stages, tmp_path):
     workdir.mkdir()
     patterns = dockerignore_patterns()
     for sources, destination in copy_sources(build):
-        assert not destination.startswith("/"), f"COPY to {destination}: keep it relative to WORKDIR"
+        assert not destination.startswith("/"), (
+            f"COPY to {destination}: keep it relative to WORKDIR"
+        )
         copy_context(sources, destination, workdir, patterns)
 
     # `python` in the RUN steps is the image's interpreter; here it is this one.
@@ -324,30 +334,55 @@ def test_build_stage_installs_a_working_spaceport(stages, tmp_path):
     bin_dir.mkdir()
     (bin_dir / "python").symlink_to(sys.executable)
     run_env = {
-        **os.environ, **variables, **env,
+        **os.environ,
+        **variables,
+        **env,
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     run_env.pop("PYTHONPATH", None)
     for run in runs:
-        result = subprocess.run(["/bin/sh", "-c", run], cwd=workdir, env=run_env,
-                                capture_output=True, text=True, timeout=600)
+        result = subprocess.run(
+            ["/bin/sh", "-c", run],
+            cwd=workdir,
+            env=run_env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert result.returncode == 0, f"RUN {run}\n{result.stdout}\n{result.stderr}"
 
     # What the final stage gets: the venv alone, run from elsewhere with a bare environment.
     shutil.rmtree(workdir)
-    final_env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path),
-                 "SPACEPORT_LISTEN": "0.0.0.0:8000"}
-    result = subprocess.run(["spaceport", "--help"], cwd=tmp_path, env=final_env,
-                            capture_output=True, text=True, timeout=120)
+    final_env = {
+        "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "SPACEPORT_LISTEN": "0.0.0.0:8000",
+    }
+    result = subprocess.run(
+        ["spaceport", "--help"],
+        cwd=tmp_path,
+        env=final_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "Usage" in result.stdout
     where = subprocess.run(
         [str(venv / "bin" / "python"), "-c", "import spaceport; print(spaceport.__file__)"],
-        cwd=tmp_path, env=final_env, capture_output=True, text=True, timeout=60,
+        cwd=tmp_path,
+        env=final_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert where.stdout.strip().startswith(str(venv)), where.stdout + where.stderr
     # and no installer came along
     assert not (venv / "bin" / "pip").exists()
-    no_pip = subprocess.run([str(venv / "bin" / "python"), "-c", "import pip"],
-                            env=final_env, capture_output=True, timeout=60)
+    no_pip = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import pip"],
+        env=final_env,
+        capture_output=True,
+        timeout=60,
+    )
     assert no_pip.returncode != 0

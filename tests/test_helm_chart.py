@@ -26,7 +26,8 @@ helm = pytest.importorskip(
     "helm_python", reason="helm-python-sdk is not installed (pip install helm-python-sdk)"
 )
 kubernetes_validate = pytest.importorskip(
-    "kubernetes_validate", reason="kubernetes-validate is not installed (pip install kubernetes-validate)"
+    "kubernetes_validate",
+    reason="kubernetes-validate is not installed (pip install kubernetes-validate)",
 )
 from kubernetes_validate import utils as kv_utils  # noqa: E402
 
@@ -122,10 +123,7 @@ class Rendered:
         }
         self.notes = next((t for n, t in manifests.items() if n.endswith("NOTES.txt")), "")
         self.objects = [
-            doc
-            for text in self.manifests.values()
-            for doc in yaml.safe_load_all(text)
-            if doc
+            doc for text in self.manifests.values() for doc in yaml.safe_load_all(text) if doc
         ]
 
     def of_kind(self, kind: str) -> list[dict]:
@@ -201,8 +199,13 @@ def test_chart_requires_native_sidecars():
 def test_every_object_validates_against_kubernetes_schema(rendered, kube_version):
     kinds = sorted(o["kind"] for o in rendered.objects)
     assert kinds == [
-        "Deployment", "Ingress", "PersistentVolumeClaim", "PersistentVolumeClaim",
-        "Secret", "Service", "Service",
+        "Deployment",
+        "Ingress",
+        "PersistentVolumeClaim",
+        "PersistentVolumeClaim",
+        "Secret",
+        "Service",
+        "Service",
     ]
     for obj in rendered.objects:
         # strict: an unknown field (a typo, or a field this Kubernetes does not have) fails
@@ -233,30 +236,71 @@ def test_defaults_alone_are_refused_naming_what_is_missing(chart):
     with pytest.raises(helm.HelmValuesError) as refused:
         chart.render({}, name=RELEASE, namespace=NAMESPACE)
     message = str(refused.value)
-    for field in ("/onedata/source/token", "/onedata/project/spaceId", "/vnc/password", "/ingress/host"):
+    for field in (
+        "/onedata/source/token",
+        "/onedata/project/spaceId",
+        "/vnc/password",
+        "/ingress/host",
+    ):
         assert field in message
 
 
 # case: (mode, override, the field the refusal must name)
 BAD_VALUES = {
-    "oneclient without the source token": ("oneclient", {"onedata": {"source": {"token": ""}}}, "/onedata/source/token"),
-    "oneclient without the project space id": ("oneclient", {"onedata": {"project": {"spaceId": ""}}}, "/onedata/project/spaceId"),
+    "oneclient without the source token": (
+        "oneclient",
+        {"onedata": {"source": {"token": ""}}},
+        "/onedata/source/token",
+    ),
+    "oneclient without the project space id": (
+        "oneclient",
+        {"onedata": {"project": {"spaceId": ""}}},
+        "/onedata/project/spaceId",
+    ),
     "oneclient without the host": ("oneclient", {"onedata": {"host": ""}}, "/onedata/host"),
-    "a token with a space in it": ("oneclient", {"onedata": {"project": {"token": "abc def"}}}, "/onedata/project/token"),
-    "a space id that is not an id": ("oneclient", {"onedata": {"source": {"spaceId": "x; rm -rf /"}}}, "/onedata/source/spaceId"),
-    "pvc without the project claim": ("pvc", {"onedata": {"project": {"claimName": ""}}}, "/onedata/project/claimName"),
+    "a token with a space in it": (
+        "oneclient",
+        {"onedata": {"project": {"token": "abc def"}}},
+        "/onedata/project/token",
+    ),
+    "a space id that is not an id": (
+        "oneclient",
+        {"onedata": {"source": {"spaceId": "x; rm -rf /"}}},
+        "/onedata/source/spaceId",
+    ),
+    "pvc without the project claim": (
+        "pvc",
+        {"onedata": {"project": {"claimName": ""}}},
+        "/onedata/project/claimName",
+    ),
     "unknown mode": ("pvc", {"onedata": {"mode": "nfs"}}, "/onedata/mode"),
     "zero interval": ("oneclient", {"spaceport": {"interval": 0}}, "/spaceport/interval"),
     "negative interval": ("pvc", {"spaceport": {"interval": -5}}, "/spaceport/interval"),
     "interval as text": ("pvc", {"spaceport": {"interval": "300"}}, "/spaceport/interval"),
-    "zero final-save deadline": ("pvc", {"spaceport": {"finalSaveDeadline": 0}}, "/spaceport/finalSaveDeadline"),
+    "zero final-save deadline": (
+        "pvc",
+        {"spaceport": {"finalSaveDeadline": 0}},
+        "/spaceport/finalSaveDeadline",
+    ),
     "short VNC password": ("oneclient", {"vnc": {"password": "1234567"}}, "/vnc/password"),
-    "path escaping the space": ("oneclient", {"onedata": {"project": {"path": "a/../../etc"}}}, "/onedata/project/path"),
+    "path escaping the space": (
+        "oneclient",
+        {"onedata": {"project": {"path": "a/../../etc"}}},
+        "/onedata/project/path",
+    ),
     "absolute path": ("pvc", {"onedata": {"source": {"path": "/etc"}}}, "/onedata/source/path"),
     "ingress without host": ("pvc", {"ingress": {"host": ""}}, "/ingress/host"),
     "misspelt key": ("oneclient", {"onedata": {"sorce": {"spaceId": "x"}}}, "sorce"),
-    "image tag read by YAML as a number": ("oneclient", {"desktop": {"image": {"tag": 21.02}}}, "/desktop/image/tag"),
-    "volume size that is not a quantity": ("pvc", {"workVolumes": {"project": {"size": "lots"}}}, "/workVolumes/project/size"),
+    "image tag read by YAML as a number": (
+        "oneclient",
+        {"desktop": {"image": {"tag": 21.02}}},
+        "/desktop/image/tag",
+    ),
+    "volume size that is not a quantity": (
+        "pvc",
+        {"workVolumes": {"project": {"size": "lots"}}},
+        "/workVolumes/project/size",
+    ),
     "root as the work user": ("pvc", {"workUser": {"uid": 0}}, "/workUser/uid"),
 }
 
@@ -283,7 +327,11 @@ def test_pvc_mode_needs_no_tokens(chart):
 def test_sidecars_start_in_order_before_the_desktop(rendered, mode):
     pod = rendered.pod
     init_names = [c["name"] for c in pod["initContainers"]]
-    expected = ["oneclient-source", "oneclient-project", "spaceport"] if mode == "oneclient" else ["spaceport"]
+    expected = (
+        ["oneclient-source", "oneclient-project", "spaceport"]
+        if mode == "oneclient"
+        else ["spaceport"]
+    )
     # spaceport last: it needs the mounts; each sidecar starts after the previous one's
     # startupProbe passed, and the regular containers after all of them.
     assert init_names == expected
@@ -352,7 +400,9 @@ def test_grace_period_is_final_save_deadline_plus_margin(chart, mode, deadline, 
 
 def test_default_final_save_deadline_is_600_seconds(chart):
     rendered = render(chart, pvc_values())
-    assert env_of(rendered.container("spaceport"))["SPACEPORT_FINAL_SAVE_DEADLINE"]["value"] == "600"
+    assert (
+        env_of(rendered.container("spaceport"))["SPACEPORT_FINAL_SAVE_DEADLINE"]["value"] == "600"
+    )
     assert rendered.pod["terminationGracePeriodSeconds"] == 600 + 90
 
 
@@ -372,7 +422,9 @@ def test_no_secret_value_is_spelled_out_outside_the_secret(rendered):
             continue
         for label, value in SECRETS.items():
             assert value not in text, f"{label} appears in {name}"
-            assert base64.b64encode(value.encode()).decode() not in text, f"{label} (base64) in {name}"
+            assert base64.b64encode(value.encode()).decode() not in text, (
+                f"{label} (base64) in {name}"
+            )
 
 
 def test_secret_holds_what_the_form_gave(rendered, mode):
@@ -454,9 +506,12 @@ def test_spaceport_reads_the_source_read_only(rendered, mode):
     volumes = {v["name"]: v for v in rendered.pod["volumes"]}
     if mode == "pvc":
         assert volumes["onedata-source"]["persistentVolumeClaim"] == {
-            "claimName": "onedata-raw-movies", "readOnly": True,
+            "claimName": "onedata-raw-movies",
+            "readOnly": True,
         }
-        assert volumes["onedata-project"]["persistentVolumeClaim"] == {"claimName": "onedata-projects"}
+        assert volumes["onedata-project"]["persistentVolumeClaim"] == {
+            "claimName": "onedata-projects"
+        }
     else:
         # the FUSE mount itself is read-only, whatever propagates into the volume
         args = " ".join(rendered.container("oneclient-source")["args"])
@@ -485,8 +540,14 @@ def test_spaceport_paths(chart, mode):
     values = VALUES[mode]()
     env = env_of(render(chart, values).container("spaceport"))
     if mode == "oneclient":
-        project_id, source_id = values["onedata"]["project"]["spaceId"], values["onedata"]["source"]["spaceId"]
-        assert env["SPACEPORT_PRIMARY"]["value"] == f"/onedata/project/oneclient/{project_id}/projects/2024-ribosome"
+        project_id, source_id = (
+            values["onedata"]["project"]["spaceId"],
+            values["onedata"]["source"]["spaceId"],
+        )
+        assert (
+            env["SPACEPORT_PRIMARY"]["value"]
+            == f"/onedata/project/oneclient/{project_id}/projects/2024-ribosome"
+        )
         assert env["SPACEPORT_SOURCE"]["value"] == f"/onedata/source/oneclient/{source_id}"
     else:
         assert env["SPACEPORT_PRIMARY"]["value"] == "/onedata/project/ribosome"
@@ -501,8 +562,19 @@ def test_spaceport_paths(chart, mode):
 def test_spaceport_options_are_the_daemons(rendered):
     # `spaceport run` reads SPACEPORT_<OPTION>; a misspelt name would be silently ignored.
     options = {
-        "primary", "work", "source", "source-work", "interval", "listen", "ready-file",
-        "final-save-deadline", "keep-work", "token-file", "log-format", "instance", "status-dir",
+        "primary",
+        "work",
+        "source",
+        "source-work",
+        "interval",
+        "listen",
+        "ready-file",
+        "final-save-deadline",
+        "keep-work",
+        "token-file",
+        "log-format",
+        "instance",
+        "status-dir",
     }
     known = {"SPACEPORT_" + o.upper().replace("-", "_") for o in options}
     assert set(env_of(rendered.container("spaceport"))) <= known
@@ -515,7 +587,10 @@ def test_optional_spaceport_settings(chart):
     env = env_of(render(chart, pvc_values()).container("spaceport"))
     assert env["SPACEPORT_KEEP_WORK"]["value"] == "true"
     assert "SPACEPORT_STATUS_DIR" not in env
-    values = merged(pvc_values(), {"spaceport": {"keepWork": False, "statusDir": ".status", "logFormat": "json"}})
+    values = merged(
+        pvc_values(),
+        {"spaceport": {"keepWork": False, "statusDir": ".status", "logFormat": "json"}},
+    )
     env = env_of(render(chart, values).container("spaceport"))
     assert "SPACEPORT_KEEP_WORK" not in env
     assert env["SPACEPORT_STATUS_DIR"]["value"] == ".status"
@@ -531,15 +606,23 @@ def test_working_volumes(chart):
     assert project["spec"]["resources"]["requests"]["storage"] == "200Gi"
     assert project["spec"]["storageClassName"] == "zfs-csi"
     volumes = {v["name"]: v for v in rendered.pod["volumes"]}
-    assert volumes["work-source"]["persistentVolumeClaim"]["claimName"] == "scipion-spaceport-source"
-    assert volumes["work-project"]["persistentVolumeClaim"]["claimName"] == "scipion-spaceport-project"
+    assert (
+        volumes["work-source"]["persistentVolumeClaim"]["claimName"] == "scipion-spaceport-source"
+    )
+    assert (
+        volumes["work-project"]["persistentVolumeClaim"]["claimName"] == "scipion-spaceport-project"
+    )
     for claim in claims.values():
         assert "annotations" not in claim["metadata"]
     # an empty storageClass means the cluster's default: the field must be absent, not ""
-    rendered = render(chart, merged(pvc_values(), {"workVolumes": {"project": {"keepOnUninstall": True}}}))
+    rendered = render(
+        chart, merged(pvc_values(), {"workVolumes": {"project": {"keepOnUninstall": True}}})
+    )
     claims = {c["metadata"]["name"]: c for c in rendered.of_kind("PersistentVolumeClaim")}
     assert all("storageClassName" not in c["spec"] for c in claims.values())
-    assert claims["scipion-spaceport-project"]["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    assert claims["scipion-spaceport-project"]["metadata"]["annotations"] == {
+        "helm.sh/resource-policy": "keep"
+    }
 
 
 # --- security contexts -------------------------------------------------------------------
@@ -578,7 +661,10 @@ def test_spaceport_and_desktop_share_the_work_user(chart):
 
 def test_services_reach_the_desktop_and_the_progress_page(rendered):
     services = {s["metadata"]["name"]: s["spec"] for s in rendered.of_kind("Service")}
-    desktop, progress = services["scipion-spaceport-desktop"], services["scipion-spaceport-progress"]
+    desktop, progress = (
+        services["scipion-spaceport-desktop"],
+        services["scipion-spaceport-progress"],
+    )
     labels = rendered.one("Deployment")["spec"]["template"]["metadata"]["labels"]
     for spec in (desktop, progress):
         assert spec["selector"].items() <= labels.items()
@@ -604,14 +690,22 @@ def test_ingress_hosts(chart):
     spec, hosts = rules(
         merged(
             pvc_values(),
-            {"ingress": {"progressHost": "progress.example.org", "className": "nginx",
-                         "tls": {"enabled": True, "secretName": "scipion-cert"}}},
+            {
+                "ingress": {
+                    "progressHost": "progress.example.org",
+                    "className": "nginx",
+                    "tls": {"enabled": True, "secretName": "scipion-cert"},
+                }
+            },
         )
     )
     assert hosts["progress.example.org"] == "scipion-spaceport-progress"
     assert spec["ingressClassName"] == "nginx"
     assert spec["tls"] == [
-        {"hosts": ["scipion.handl-ns.dyn.cloud.e-infra.cz", "progress.example.org"], "secretName": "scipion-cert"}
+        {
+            "hosts": ["scipion.handl-ns.dyn.cloud.e-infra.cz", "progress.example.org"],
+            "secretName": "scipion-cert",
+        }
     ]
     no_ingress = render(chart, merged(pvc_values(), {"ingress": {"enabled": False, "host": ""}}))
     assert no_ingress.of_kind("Ingress") == []
@@ -648,10 +742,19 @@ def test_every_value_is_in_the_schema_and_documented():
         assert f"`{path}`" in readme, f"{path} is not documented in the chart README"
     # the settings the issue asks the form for are all there
     for required in (
-        "onedata.host", "onedata.source.spaceId", "onedata.source.token", "onedata.project.spaceId",
-        "onedata.project.token", "vnc.password", "spaceport.interval", "spaceport.finalSaveDeadline",
-        "workVolumes.source.storageClass", "workVolumes.source.size", "workVolumes.project.storageClass",
-        "workVolumes.project.size", "ingress.host",
+        "onedata.host",
+        "onedata.source.spaceId",
+        "onedata.source.token",
+        "onedata.project.spaceId",
+        "onedata.project.token",
+        "vnc.password",
+        "spaceport.interval",
+        "spaceport.finalSaveDeadline",
+        "workVolumes.source.storageClass",
+        "workVolumes.source.size",
+        "workVolumes.project.storageClass",
+        "workVolumes.project.size",
+        "ingress.host",
     ):
         assert required in paths
 

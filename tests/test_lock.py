@@ -86,7 +86,7 @@ def write_old_lock(tmp_path, **changes):
 
 
 def test_stale_lock_is_reported_and_can_be_taken_over(store, tmp_path):
-    take(store)
+    take(store, live=True)
     write_old_lock(tmp_path, heartbeat="2020-01-01T00:00:00+00:00", host="elsewhere")
     with pytest.raises(LockedError, match="stale"):
         take(store, dep="b" * 32)
@@ -96,8 +96,17 @@ def test_stale_lock_is_reported_and_can_be_taken_over(store, tmp_path):
     lock.release()
 
 
-def test_lock_of_a_dead_process_on_this_host_is_stale(store, tmp_path):
+def test_command_line_deployments_never_look_stale(store, tmp_path):
     take(store)
+    write_old_lock(tmp_path, heartbeat="2020-01-01T00:00:00+00:00", pid=2**22 + 1)
+    holder = read_lock(store, S)
+    assert holder.stale_reason() is None and "command-line deployment" in holder.describe()
+    with pytest.raises(LockedError):
+        take(store, dep="b" * 32, take_over_stale=True)
+
+
+def test_lock_of_a_dead_process_on_this_host_is_stale(store, tmp_path):
+    take(store, live=True)
     proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True)
     write_old_lock(tmp_path, pid=int(proc.stdout))

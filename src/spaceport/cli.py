@@ -342,6 +342,12 @@ def _mib(n: int) -> str:
     return f"{n / 1048576:.1f} MiB"
 
 
+def _interrupted() -> int:
+    err.print("[red]interrupted[/]: what was copied is recorded; run the same command again "
+              "to continue.")
+    return EXIT_INTERRUPTED
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (callable from tests)."""
     from . import trash_cli, demo  # noqa: F401 - they register their commands
@@ -349,7 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cli.main(args=argv, prog_name="spaceport", standalone_mode=False)
         return 0
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__context__, KeyboardInterrupt):  # click wraps Ctrl-C / SIGTERM
+            return _interrupted()
         err.print("aborted; nothing was changed.")
         return 1
     except click.exceptions.Exit as exc:
@@ -358,9 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         exc.show()
         return exc.exit_code if exc.exit_code else EXIT_USAGE
     except (KeyboardInterrupt, Interrupted):
-        err.print("[red]interrupted[/]: what was copied is recorded; run the same command "
-                  "again to continue.")
-        return EXIT_INTERRUPTED
+        return _interrupted()
     except SpaceportError as exc:
         err.print("[red]error:[/] " + escape(exc.message))
         if exc.hint:

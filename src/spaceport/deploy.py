@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from .engine import (PRIMARY, WORK, IndexRecorder, Options, file_known, folder_is_empty,
                      open_primary, open_work, partial_error, remove_leftover_temps, wipe_folder)
-from .errors import RefusedError, UsageError
+from .errors import Interrupted, RefusedError, UsageError
 from .index import Index, Known
 from .legacy import read_legacy_links
 from .links import Link, read_manifest, resolve_target
@@ -95,7 +95,8 @@ def deploy(primary_path: str, work_path: str, opts: Options, *, resume: bool = F
         lock = DeploymentLock.acquire(
             primary, opts.status_dir, deployment_id=marker.deployment_id, work=work_path,
             parameters=opts.parameters(), instance=opts.instance,
-            stale_after=opts.stale_after, take_over_stale=take_over_stale)
+            stale_after=opts.stale_after, live=opts.live_lock,
+            take_over_stale=take_over_stale)
         try:
             marker.phase = DEPLOYING
             write_marker(work_path, marker)
@@ -234,7 +235,8 @@ class _StageIn:
             tmp = join(parent_of(done.job.path), done.job.tmp)
             if done.error is not None:
                 self.failed.append((done.job.path, done.error))
-                log.error("could not copy %s: %s", done.job.path, done.error)
+                if not isinstance(done.error, Interrupted):
+                    log.error("could not copy %s: %s", done.job.path, done.error)
                 self.recorder.done(tmp=tmp)
                 return
             self.report.copied += 1

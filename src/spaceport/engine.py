@@ -41,6 +41,7 @@ class Options:
     fsync: bool = True  # fsync files on the primary before their rename
     instance: str | None = None
     stale_after: int = DEFAULT_STALE_AFTER
+    live_lock: bool = False  # a long-running process keeps the lock (the daemon)
     heartbeat_interval: float | None = None
     mass_delete_threshold: float = 0.5
     trash_retention_days: float = DEFAULT_RETENTION_DAYS

@@ -95,6 +95,10 @@ class LockInfo:
     parameters: dict = field(default_factory=dict)
     tool_version: str = __version__
     last_save: str | None = None
+    # True when a long-running process (the daemon) keeps the lock and beats its heartbeat.
+    # A deployment made from the command line lives on between commands with no process
+    # behind it: neither a silent heartbeat nor a gone pid means it is abandoned.
+    live: bool = False
     format: int = LOCK_FORMAT
 
     def to_json(self) -> bytes:
@@ -119,6 +123,8 @@ class LockInfo:
 
     def stale_reason(self, now: datetime | None = None) -> str | None:
         """Why this lock looks abandoned, or None if its holder may be alive."""
+        if not self.live:
+            return None
         age = self.heartbeat_age(now)
         if age > self.stale_after:
             return f"no heartbeat for {human_age(age)} (stale after {self.stale_after} s)"
@@ -128,8 +134,10 @@ class LockInfo:
 
     def describe(self) -> str:
         age = human_age(self.heartbeat_age())
+        kind = "" if self.live else " (a command-line deployment: it beats only while a " \
+                                    "spaceport command runs)"
         return (f"host {self.host}, instance {self.instance}, pid {self.pid}, user {self.user}, "
-                f"since {self.created}, last heartbeat {age} ago, working copy {self.work}")
+                f"since {self.created}, last heartbeat {age} ago{kind}, working copy {self.work}")
 
 
 @dataclass
@@ -234,7 +242,7 @@ class DeploymentLock:
     @classmethod
     def acquire(cls, store: Store, status_dir: str, *, deployment_id: str, work: str,
                 parameters: dict | None = None, instance: str | None = None,
-                stale_after: int = DEFAULT_STALE_AFTER,
+                stale_after: int = DEFAULT_STALE_AFTER, live: bool = False,
                 take_over_stale: bool = False) -> "DeploymentLock":
         """Take the lock for ``deployment_id``, or resume it if it is already ours."""
         store.makedirs(status_dir)
@@ -242,7 +250,8 @@ class DeploymentLock:
         info = LockInfo(deployment_id=deployment_id, host=socket.gethostname(),
                         instance=instance or default_instance(), pid=os.getpid(),
                         user=current_user(), primary=store.root, work=work, created=now,
-                        heartbeat=now, stale_after=stale_after, parameters=parameters or {})
+                        heartbeat=now, stale_after=stale_after, parameters=parameters or {},
+                        live=live)
         holder = read_lock(store, status_dir)
         if isinstance(holder, LockInfo) and holder.deployment_id == deployment_id:
             info.created = holder.created  # resuming our own deployment (restart, re-run)

@@ -18,7 +18,7 @@ from datetime import timedelta
 
 from .engine import (PRIMARY, IndexRecorder, Options, file_known, open_primary, open_work,
                      partial_error, remove_leftover_temps)
-from .errors import LockLostError, RefusedError
+from .errors import Interrupted, LockLostError, RefusedError
 from .index import Index, Known
 from .links import MANIFEST_NAME, write_manifest
 from .lock import DeploymentLock, LockInfo, LockKeeper, iso, read_lock, utcnow
@@ -260,7 +260,8 @@ class _SaveRun:
             tmp = join(parent_of(done.job.path), done.job.tmp)
             if done.error is not None:
                 self.failed.append((done.job.path, done.error))
-                log.error("could not save %s: %s", done.job.path, done.error)
+                if not isinstance(done.error, Interrupted):
+                    log.error("could not save %s: %s", done.job.path, done.error)
                 self.recorder.done(tmp=tmp)
                 return
             self.report.uploaded += 1
