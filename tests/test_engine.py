@@ -235,3 +235,20 @@ def test_read_only_directories_round_trip(dirs, opts):
     deploy(primary, work, opts)
     assert stat.S_IMODE(os.stat(os.path.join(work, "locked")).st_mode) == 0o555
     assert snapshot(primary) == snapshot(work)
+
+
+def test_restart_of_a_finished_deployment_keeps_edits_made_after_the_last_save(dirs, opts):
+    """A daemon killed after stage-in and started again resumes its lock: it must not copy
+    the primary over edits the user made since the last autosave."""
+    primary, work = dirs
+    project(primary)
+    first = deploy(primary, work, opts)
+    write(work, "run0/file0.dat", b"edited after the last save")
+    os.unlink(os.path.join(work, "run1/file1.dat"))
+    again = deploy(primary, work, opts)
+    assert again.resumed_own and again.deployment_id == first.deployment_id
+    assert again.copied == 0
+    assert open(os.path.join(work, "run0/file0.dat"), "rb").read() == b"edited after the last save"
+    assert not os.path.exists(os.path.join(work, "run1/file1.dat"))
+    save(work, opts)
+    assert snapshot(primary) == snapshot(work)

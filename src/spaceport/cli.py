@@ -26,7 +26,7 @@ from .legacy import DEFAULT_LEGACY_ROOT
 from .links import parse_rebase
 from .lock import DEFAULT_STATUS_DIR, LockInfo, force_unlock, read_lock, validate_status_dir
 from .progress import RichTracker, Tracker
-from .retry import RetryPolicy
+from .retry import RetryPolicy, is_unavailable, unavailable
 
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
@@ -374,4 +374,15 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
+    except OSError as exc:
+        where = exc.filename or "the storage"
+        if is_unavailable(exc):
+            error = unavailable(exc, where)
+            err.print("[red]error:[/] " + escape(error.message))
+            err.print(error.hint, markup=False)
+            return error.exit_code
+        err.print("[red]error:[/] " + escape(f"{exc.strerror or exc} ({where})"))
+        err.print("The command stopped there. What was written before is complete and "
+                  "recorded; run the same command again once the cause is fixed.", markup=False)
+        return 1
 

@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from .engine import (PRIMARY, WORK, IndexRecorder, Options, file_known, folder_is_empty,
                      open_primary, open_work, partial_error, remove_leftover_temps, wipe_folder)
 from .errors import Interrupted, RefusedError, UsageError
-from .index import Index, Known
+from .index import Index, IndexDamagedError, Known
 from .legacy import read_legacy_links
 from .links import Link, read_manifest, resolve_target
-from .lock import DeploymentLock, LockInfo, LockKeeper, read_lock, validate_status_dir
+from .lock import (DeploymentLock, LockInfo, LockKeeper, read_lock, utcnow,
+                   validate_status_dir)
 from .marker import (DEPLOYED, DEPLOYING, MARKER_DIR, Marker, index_path, new_marker, read_marker,
                      write_marker)
-from .plan import DeployPlan, plan_deploy
+from .plan import DeployPlan, SavePlan, plan_deploy
 from .save import MANIFEST_STATE, pending_changes, save, scan_work
 from .scan import Entry, Kind, scan_tree
 from .store.base import Store, join, parent_of, temp_name
@@ -97,6 +98,11 @@ def deploy(primary_path: str, work_path: str, opts: Options, *, resume: bool = F
             parameters=opts.parameters(), instance=opts.instance,
             stale_after=opts.stale_after, live=opts.live_lock,
             take_over_stale=take_over_stale)
+        if own and marker.phase == DEPLOYED:
+            # Our own finished deployment restarting (a daemon killed and started again):
+            # the working copy is the truth and may hold edits made after the last save.
+            # Copying from the primary now would overwrite them; there is nothing to fetch.
+            return report
         try:
             marker.phase = DEPLOYING
             write_marker(work_path, marker)
@@ -129,10 +135,19 @@ def _check_local_work(work: str, marker: Marker | None, resume: bool, discard: b
         raise RefusedError(f"{work} is not empty and is not a spaceport working copy.",
                            hint="Nothing was changed. Deploy into an empty folder, or use "
                                 "--discard-local to delete what is in it.")
-    plan = pending_changes(work, marker)
     if discard:
         wipe_folder(work)
         return None
+    try:
+        plan = pending_changes(work, marker)
+    except IndexDamagedError as exc:
+        if resume:
+            return SavePlan(links_changed=True)  # unknown: the save first rebuilds the index
+        raise RefusedError(f"{work} may hold changes never saved, and its state index is "
+                           f"damaged ({exc.message}).",
+                           hint="Nothing was changed. Use --resume to save the working copy "
+                                "first (the index is rebuilt by comparing both sides), or "
+                                "--discard-local to throw it away.") from exc
     if plan.pending and not resume:
         s = plan.summary()
         raise RefusedError(
@@ -146,7 +161,13 @@ def _check_local_work(work: str, marker: Marker | None, resume: bool, discard: b
 
 def _stage_in(primary: Store, work_path: str, marker: Marker, opts: Options,
               report: DeployReport, stop: threading.Event) -> None:
-    index = Index(index_path(work_path))
+    try:
+        index = Index(index_path(work_path))
+    except IndexDamagedError as exc:
+        # Nobody worked on a copy that is still being staged in: start the index afresh.
+        Index.set_aside(index_path(work_path), utcnow().strftime("%Y%m%dT%H%M%SZ"))
+        log.warning("%s; starting it afresh (the stage-in compares again)", exc.message)
+        index = Index(index_path(work_path))
     try:
         with open_work(work_path, marker.token) as work:
             remove_leftover_temps(index, work, WORK)
@@ -162,6 +183,7 @@ def _stage_in(primary: Store, work_path: str, marker: Marker, opts: Options,
             links, source, skipped = _links_to_restore(primary, opts)
             report.links_source, report.legacy_skipped = source, skipped
             run = _StageIn(primary, work, index, marker, opts, report, stop)
+            run.failed.extend((path or ".", exc) for path, exc in pscan.unreadable.items())
             run.execute(plan, wscan.entries, links, known)
             index.set_meta(MANIFEST_STATE, "ok" if source == "manifest" else source)
     finally:

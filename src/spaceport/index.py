@@ -35,6 +35,10 @@ CREATE TABLE IF NOT EXISTS inflight (
 """
 
 
+class IndexDamagedError(FormatError):
+    """The index file cannot be read (truncated, overwritten): it can be rebuilt."""
+
+
 @dataclass(slots=True)
 class Known:
     """An index row: the work entry as saved, plus the primary's size and mtime."""
@@ -64,10 +68,11 @@ class Index:
             self.db.executescript(_SCHEMA)
             version = self.get_meta("index_format")
         except sqlite3.DatabaseError as exc:
-            raise FormatError(
+            raise IndexDamagedError(
                 f"the state index {path} is damaged ({exc}).",
-                hint="Nothing was changed. Run 'spaceport verify WORK' to compare work and "
-                     "primary, or deploy again with --discard-local to rebuild it.") from exc
+                hint="Nothing was changed. A save rebuilds it safely by comparing the working "
+                     "copy with the primary (spaceport save WORK); a deploy onto this copy "
+                     "needs --resume for that.") from exc
         if version is None:
             self.set_meta("index_format", str(INDEX_FORMAT))
         elif int(version) > INDEX_FORMAT:
@@ -76,6 +81,15 @@ class Index:
 
     def close(self) -> None:
         self.db.close()
+
+    @staticmethod
+    def set_aside(path: str, stamp: str) -> str:
+        """Move a damaged index (and its WAL files) out of the way; returns the new name."""
+        aside = f"{path}.damaged-{stamp}"
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.replace(path + suffix, aside + suffix)
+        return aside
 
     # -- meta ------------------------------------------------------------------------
     def get_meta(self, key: str, default: str | None = None) -> str | None:

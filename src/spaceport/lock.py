@@ -23,8 +23,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
 from . import __version__
-from .errors import FormatError, LockedError, LockLostError, UsageError
-from .store.base import Store, join
+from .errors import (FormatError, LockedError, LockLostError, StorageUnavailableError,
+                     UsageError)
+from .store.base import DetachedError, Store, join
 
 log = logging.getLogger(__name__)
 
@@ -284,6 +285,7 @@ class DeploymentLock:
 
     def verify(self) -> LockInfo:
         """Fencing: raise LockLostError unless the lock on the primary is still ours."""
+        self.store.check_attached()
         try:
             holder = read_lock(self.store, self.status_dir)
         except FormatError as exc:
@@ -341,7 +343,7 @@ class LockKeeper:
     def __init__(self, lock: DeploymentLock, interval: float | None = None):
         self.lock = lock
         self.interval = interval if interval is not None else max(1.0, lock.info.stale_after / 4)
-        self.lost: LockLostError | None = None
+        self.lost: LockLostError | StorageUnavailableError | None = None
         self.last_error: Exception | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lock-heartbeat", daemon=True)
@@ -370,4 +372,12 @@ class LockKeeper:
             except OSError as exc:
                 self.last_error = exc
                 log.warning("lock heartbeat failed (%s); will retry", exc)
+                if isinstance(exc, DetachedError):
+                    # The path leads elsewhere now: nothing written through the old
+                    # descriptor would be seen. Stop the writers (exit 6 for them).
+                    self.lost = StorageUnavailableError(
+                        f"the primary {self.lock.store.root} was unmounted during the work.",
+                        hint="Nothing more was written. The working copy and the lock are "
+                             "kept; mount the primary again and rerun the command.")
+                    return
 

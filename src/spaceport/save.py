@@ -18,8 +18,8 @@ from datetime import timedelta
 
 from .engine import (PRIMARY, IndexRecorder, Options, file_known, open_primary, open_work,
                      partial_error, remove_leftover_temps)
-from .errors import Interrupted, LockLostError, RefusedError
-from .index import Index, Known
+from .errors import Interrupted, LockLostError, RefusedError, StorageUnavailableError
+from .index import Index, IndexDamagedError, Known
 from .links import MANIFEST_NAME, write_manifest
 from .lock import DeploymentLock, LockInfo, LockKeeper, iso, read_lock, utcnow
 from .marker import DEPLOYING, MARKER_DIR, UNDEPLOYED, Marker, index_path, require_marker
@@ -59,7 +59,12 @@ class SaveReport:
 
 
 def scan_work(work: Store, marker: Marker) -> ScanResult:
-    scan = scan_tree(work, skip_top={MARKER_DIR}, temp_token=marker.token)
+    # The status folder's name is reserved at the top: a folder of that name in the working
+    # copy would otherwise be saved into the primary's status folder, over the lock.
+    scan = scan_tree(work, skip_top={MARKER_DIR, marker.status_dir}, temp_token=marker.token)
+    if work.exists(marker.status_dir):
+        log.warning("%s in the working copy is not saved: that name is reserved for the "
+                    "primary's status folder", marker.status_dir)
     for tmp in scan.temps:  # our own leftovers from a killed deploy
         try:
             work.unlink(tmp)
@@ -92,6 +97,37 @@ def pending_changes(work_path: str, marker: Marker) -> SavePlan:
         index.close()
 
 
+def open_or_rebuild_index(work_path: str, marker: Marker, primary: Store, work: Store,
+                          opts: Options) -> Index:
+    """The state index; a damaged one is set aside and rebuilt by comparing both sides.
+
+    The rebuild trusts only what it can see: a work file counts as saved when the primary
+    holds one of the same size and mtime; anything else is uploaded again, and files on the
+    primary that the new index does not know are never deleted. Nothing can be lost, at
+    the price of one full read of the primary's metadata.
+    """
+    path = index_path(work_path)
+    try:
+        return Index(path)
+    except IndexDamagedError as exc:
+        aside = Index.set_aside(path, utcnow().strftime("%Y%m%dT%H%M%SZ"))
+        log.warning("%s; it was moved to %s and is rebuilt from the working copy and the "
+                    "primary", exc.message, aside)
+    index = Index(path)
+    pscan = scan_tree(primary, skip_top={marker.status_dir, MARKER_DIR}, jobs=opts.jobs)
+    rows = []
+    for rel, entry in scan_work(work, marker).entries.items():
+        there = pscan.entries.get(rel)
+        if there is None or there.kind is not entry.kind or entry.kind is Kind.LINK:
+            continue
+        if entry.kind is Kind.DIR:
+            rows.append(Known(entry, None, None))
+        elif (there.size, there.mtime_ns) == (entry.size, entry.mtime_ns):
+            rows.append(Known(entry, there.size, there.mtime_ns))
+    index.record(rows)
+    return index
+
+
 def guard_mass_delete(plan: SavePlan, known_files: int, opts: Options, allow: bool) -> None:
     share = plan.deleted_files / known_files if known_files else 0.0
     if not allow and plan.deleted_files and share > opts.mass_delete_threshold:
@@ -117,12 +153,12 @@ def save(work_path: str, opts: Options, *, dry_run: bool = False,
     if marker.phase == UNDEPLOYED:
         raise LockLostError(f"{work_path} was undeployed; it no longer holds the lock.",
                             hint="Deploy it again to work on it.")
-    index = Index(index_path(work_path))
-    try:
-        with open_primary(marker.primary, marker.token, opts) as primary, \
-                open_work(work_path, marker.token) as work:
-            lock = lock or adopt_lock(primary, marker)
-            lock.verify()  # fencing before anything is written
+    with open_primary(marker.primary, marker.token, opts) as primary, \
+            open_work(work_path, marker.token) as work:
+        lock = lock or adopt_lock(primary, marker)
+        lock.verify()  # fencing before anything is written
+        index = open_or_rebuild_index(work_path, marker, primary, work, opts)
+        try:
             remove_leftover_temps(index, primary, PRIMARY)
             scan = scan_work(work, marker)
             known = index.load()
@@ -138,10 +174,12 @@ def save(work_path: str, opts: Options, *, dry_run: bool = False,
                 run.keeper = keeper
                 run.execute(plan, conflicts_to_trash)
             report.seconds = time.monotonic() - started
+            # Folders that could not be listed were neither saved nor deleted: say so.
+            run.failed.extend((path or ".", exc) for path, exc in scan.unreadable.items())
             run.finish()
             return report
-    finally:
-        index.close()
+        finally:
+            index.close()
 
 
 class _SaveRun:
@@ -297,7 +335,7 @@ class _SaveRun:
     def _raise_if_fatal(self) -> None:
         """Lock lost or storage gone: stop now, nothing further is written."""
         for _, exc in self.failed:
-            if isinstance(exc, LockLostError):
+            if isinstance(exc, (LockLostError, StorageUnavailableError)):
                 raise exc
         for _, exc in self.failed:
             if is_unavailable(exc):

@@ -14,7 +14,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from .store.base import Store, is_our_temp, join
+from .store.base import Store, is_our_temp, is_retryable, join
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +113,10 @@ def scan_tree(store: Store, *, skip_top: set[str] | frozenset[str] = frozenset()
     def list_or_note(rel: str):
         try:
             return _list_one(store, rel, skip, temp_token)
-        except (PermissionError, NotADirectoryError, FileNotFoundError) as exc:
-            result.unreadable[rel] = exc
+        except OSError as exc:
+            if is_retryable(exc):
+                raise  # the storage stumbled: that is not a property of this folder
+            result.unreadable[rel] = exc  # EACCES, ENAMETOOLONG, ELOOP...: report it
             return [], [], [], []
 
     if jobs <= 1:

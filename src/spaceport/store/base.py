@@ -53,6 +53,13 @@ def is_our_temp(name: str, token: str) -> bool:
     return bool(m) and m.group(1) == token
 
 
+class DetachedError(OSError):
+    """The store's root path no longer leads to the folder in use (a mount vanished)."""
+
+    def __init__(self, message: str, root: str):
+        super().__init__(errno.ENOTCONN, message, root)
+
+
 def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in RETRYABLE_ERRNOS
 
@@ -147,6 +154,12 @@ class Store(ABC):
 
     @abstractmethod
     def set_mtime(self, rel: str, mtime_ns: int) -> None: ...
+
+    def check_attached(self) -> None:
+        """Raise ENOTCONN if the store's root is no longer reachable as it was opened.
+
+        Backends without such a notion accept the default: always attached.
+        """
 
     # -- helpers built on the primitives ---------------------------------------------
     def exists(self, rel: str) -> bool:

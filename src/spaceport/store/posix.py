@@ -12,7 +12,8 @@ import errno
 import logging
 import os
 
-from .base import Capabilities, DirItem, Store, join, parent_of, temp_name
+from .base import (Capabilities, DetachedError, DirItem, Store, join, parent_of,
+                   temp_name)
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,21 @@ class PosixStore(Store):
     def abspath(self, rel: str) -> str:
         return join(self.root, rel) if rel else self.root
 
-    def root_device(self) -> int:
-        return os.fstat(self._fd).st_dev
+    def check_attached(self) -> None:
+        """Raise ENOTCONN if the root path no longer leads to the folder we opened.
+
+        After a lazy unmount the descriptor still reaches the detached filesystem while the
+        path shows the bare mount point: writing on would land out of everybody's sight.
+        """
+        try:
+            by_path = os.stat(self.root)
+        except OSError as exc:
+            raise DetachedError(f"the folder is not reachable ({exc.strerror})",
+                                self.root) from exc
+        by_fd = os.fstat(self._fd)
+        if (by_path.st_dev, by_path.st_ino) != (by_fd.st_dev, by_fd.st_ino):
+            raise DetachedError("the mount vanished: the path no longer leads to the folder "
+                                "in use", self.root)
 
     # -- reading ---------------------------------------------------------------------
     def lstat(self, rel: str) -> os.stat_result:
