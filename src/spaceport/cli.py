@@ -28,8 +28,10 @@ from .lock import DEFAULT_STATUS_DIR, LockInfo, force_unlock, read_lock, validat
 from .progress import RichTracker, Tracker
 from .retry import RetryPolicy, is_unavailable, unavailable
 
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+# soft_wrap: long messages are one line each; the terminal wraps them, log collectors and
+# tests that read them are not given line breaks in the middle of a path.
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
 log = logging.getLogger("spaceport")
 
 

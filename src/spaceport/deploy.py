@@ -259,7 +259,8 @@ class _StageIn:
                 self.failed.append((done.job.path, done.error))
                 if not isinstance(done.error, Interrupted):
                     log.error("could not copy %s: %s", done.job.path, done.error)
-                self.recorder.done(tmp=tmp)
+                # The temporary's record stays: if its removal failed too (the storage
+                # went away), the next run removes it.
                 return
             self.report.copied += 1
             self.report.copied_bytes += done.src_st.st_size

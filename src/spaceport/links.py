@@ -114,7 +114,8 @@ def decode_manifest(raw: bytes, where: str = MANIFEST_NAME) -> list[Link]:
     lines = [line for line in raw.split(b"\n") if line.strip()]
     if not lines:
         raise FormatError(f"{where} is empty (expected at least a header line).",
-                          hint="The manifest is damaged; see 'spaceport verify'.")
+                          hint="Nothing was restored from it. If a working copy with the links "
+                               "still exists, a save from it rewrites the manifest.")
     try:
         header = json.loads(lines[0])
     except ValueError as exc:

@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -26,7 +27,7 @@ from .marker import DEPLOYING, MARKER_DIR, UNDEPLOYED, Marker, index_path, requi
 from .plan import SavePlan, links_for_manifest, plan_save
 from .retry import is_unavailable, retry_call, unavailable
 from .scan import Kind, ScanResult, scan_tree
-from .store.base import Store, join, parent_of, temp_name
+from .store.base import DetachedError, Store, join, parent_of, temp_name
 from .store.posix import mkdir_mode
 from .transfer import Copier, CopyDone, CopyJob, run_copies
 from .trash import TrashBin, purge
@@ -34,6 +35,7 @@ from .trash import TrashBin, purge
 log = logging.getLogger(__name__)
 
 JOURNAL_NAME = "journal.jsonl"
+ATTACH_CHECK_SECONDS = 1.0
 MANIFEST_STATE = "manifest_state"  # index meta: "ok" once the manifest matches the index
 
 
@@ -141,8 +143,11 @@ def guard_mass_delete(plan: SavePlan, known_files: int, opts: Options, allow: bo
 
 def save(work_path: str, opts: Options, *, dry_run: bool = False,
          allow_mass_delete: bool = False, lock: DeploymentLock | None = None,
-         conflicts_to_trash: bool = False, task: str = "save") -> SaveReport:
-    """Save the working copy at ``work_path`` to its primary. See the module docstring."""
+         conflicts_to_trash: bool = False, task: str = "save",
+         stop: threading.Event | None = None) -> SaveReport:
+    """Save the working copy at ``work_path`` to its primary. See the module docstring.
+
+    ``stop.set()`` stops the running uploads within one chunk (the daemon's SIGTERM)."""
     started = time.monotonic()
     work_path = os.path.abspath(work_path)
     marker = require_marker(work_path)
@@ -170,6 +175,7 @@ def save(work_path: str, opts: Options, *, dry_run: bool = False,
             if dry_run:
                 return report
             run = _SaveRun(primary, work, index, lock, marker, opts, report, task)
+            run.stop = stop or threading.Event()
             with LockKeeper(lock, opts.heartbeat_interval) as keeper:
                 run.keeper = keeper
                 run.execute(plan, conflicts_to_trash)
@@ -189,11 +195,14 @@ class _SaveRun:
         self.primary, self.work, self.index = primary, work, index
         self.lock, self.marker, self.opts, self.report = lock, marker, opts, report
         self.task = task
+        self.stop = threading.Event()
         self.keeper: LockKeeper | None = None
         self.now = utcnow()
         self._trash: TrashBin | None = None
         self.recorder = IndexRecorder(index, PRIMARY)
         self.failed: list[tuple[str, BaseException]] = []
+        self._attached_at = time.monotonic()
+        self._detached: StorageUnavailableError | None = None
 
     def retry(self, fn, *args, what: str):
         return retry_call(self.opts.retry, fn, *args, what=what)
@@ -206,8 +215,21 @@ class _SaveRun:
         return self._trash
 
     def check(self) -> None:
+        """Before each write: the lock is still ours and the mount still attached."""
         if self.keeper:
             self.keeper.check()
+        if self._detached is not None:
+            raise self._detached
+        now = time.monotonic()
+        if now - self._attached_at >= ATTACH_CHECK_SECONDS:
+            # One stat of the primary's root, at most once a second (and the kernel caches
+            # it): a lazy unmount stops the writers within a second, not at the end.
+            self._attached_at = now
+            try:
+                self.primary.check_attached()
+            except DetachedError as exc:
+                self._detached = unavailable(exc, self.primary.root)
+                raise self._detached from exc
 
     def execute(self, plan: SavePlan, conflicts_to_trash: bool) -> None:
         try:
@@ -216,9 +238,12 @@ class _SaveRun:
             self._upload(plan, conflicts_to_trash)
             self._set_dir_modes(plan)
             if self.failed:
+                # As rclone does: no deletions, and no manifest (it comes last, after all
+                # data), while anything failed. The next save does both.
                 self.report.deletes_skipped = bool(plan.deletes)
-            else:
-                for old in plan.deletes:
+                return
+            for old in plan.deletes:
+                with self.entry_step(old.entry.path):
                     self._remove(old)
             self._write_links(plan)
         finally:
@@ -232,11 +257,14 @@ class _SaveRun:
                 inside = [k for k in plan.deletes if k.entry.path.startswith(prefix)]
                 plan.deletes = [k for k in plan.deletes if not k.entry.path.startswith(prefix)]
                 for child in inside:
-                    self._remove(child)
+                    with self.entry_step(child.entry.path):
+                        self._remove(child)
                 # What is left inside was never seen by spaceport: keep it, in the trash.
-                self._remove(old, stuck_dir_to_trash=True)
+                with self.entry_step(old.entry.path):
+                    self._remove(old, stuck_dir_to_trash=True)
             else:
-                self._remove(old)
+                with self.entry_step(old.entry.path):
+                    self._remove(old)
 
     def _remove(self, old: Known, stuck_dir_to_trash: bool = False) -> None:
         """Take a known entry off the primary: files to the trash, empty dirs removed."""
@@ -262,23 +290,38 @@ class _SaveRun:
                 self.report.kept_dirs.append(path)
         self.recorder.forget(path)
 
+    @contextmanager
+    def entry_step(self, path: str):
+        """One entry's step: its failure is reported by name and the save goes on; only a
+        storage that is gone (or a lost lock) stops everything."""
+        try:
+            yield
+        except OSError as exc:
+            if is_unavailable(exc):
+                raise
+            self.failed.append((path, exc))
+            log.error("could not save %s: %s", path, exc)
+
     def _make_dirs(self, plan: SavePlan) -> None:
         for entry in plan.mkdirs:
             self.check()
-            try:
-                # Owner-writable until the files are in; the exact mode is set afterwards.
-                self.retry(self.primary.mkdir, entry.path, entry.mode | 0o700,
-                           what=f"create folder {entry.path}")
-            except FileExistsError:
-                pass
-            self.report.dirs_created += 1
-            self.recorder.done(Known(entry, None, None))
+            with self.entry_step(entry.path):
+                try:
+                    # Owner-writable until the files are in; the exact mode is set after.
+                    self.retry(self.primary.mkdir, entry.path, entry.mode | 0o700,
+                               what=f"create folder {entry.path}")
+                except FileExistsError:
+                    pass
+                self.report.dirs_created += 1
+                self.recorder.done(Known(entry, None, None))
 
     def _set_dir_modes(self, plan: SavePlan) -> None:
         for entry in [e for e in plan.mkdirs if mkdir_mode(e.mode) != e.mode] + plan.chmods:
             self.check()
-            self.retry(self.primary.chmod, entry.path, entry.mode, what=f"chmod {entry.path}")
-            self.recorder.done(Known(entry, None, None))
+            with self.entry_step(entry.path):
+                self.retry(self.primary.chmod, entry.path, entry.mode,
+                           what=f"chmod {entry.path}")
+                self.recorder.done(Known(entry, None, None))
 
     def _upload(self, plan: SavePlan, conflicts_to_trash: bool) -> None:
         if not plan.uploads:
@@ -289,7 +332,7 @@ class _SaveRun:
         tracker = self.opts.tracker
         tracker.start(self.task, files=len(jobs), nbytes=plan.upload_bytes)
         copier = Copier(self.work, self.primary, tracker=tracker, task=self.task,
-                        retry=self.opts.retry, stop=threading.Event(), check=self.check)
+                        retry=self.opts.retry, stop=self.stop, check=self.check)
 
         def before(job: CopyJob) -> None:
             self._trash_conflict(job.path, known.get(job.path))
@@ -300,7 +343,8 @@ class _SaveRun:
                 self.failed.append((done.job.path, done.error))
                 if not isinstance(done.error, Interrupted):
                     log.error("could not save %s: %s", done.job.path, done.error)
-                self.recorder.done(tmp=tmp)
+                # The temporary's record stays: if its removal failed too (the storage
+                # went away), the next run removes it.
                 return
             self.report.uploaded += 1
             self.report.uploaded_bytes += done.src_st.st_size

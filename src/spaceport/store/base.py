@@ -28,7 +28,9 @@ RETRYABLE_ERRNOS = frozenset(
      errno.EINTR}
 )
 # Errors meaning the whole storage is gone, not one file.
-UNAVAILABLE_ERRNOS = frozenset({errno.ENOTCONN, errno.ESHUTDOWN, errno.ENODEV})
+# (ECONNABORTED: what a FUSE mount answers to calls in flight when its server dies.)
+UNAVAILABLE_ERRNOS = frozenset({errno.ENOTCONN, errno.ESHUTDOWN, errno.ENODEV,
+                                errno.ECONNABORTED})
 # Errors that will not go away by retrying: report at once.
 PERMANENT_ERRNOS = frozenset(
     {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG,
