@@ -63,12 +63,12 @@ def plan_save(scan: ScanResult, known: dict[str, Known]) -> SavePlan:
         old = known.get(path)
         if entry.kind is Kind.LINK:
             plan.links.append(entry)
-            if old is None or old.entry.sig() != entry.sig():
-                plan.links_changed = True
             if old is not None and old.entry.kind is not Kind.LINK:
-                plan.replaced.append(old)
-            elif old is not None:
+                plan.replaced.append(old)  # a file or folder became a link
+            if old is not None and old.entry.sig() == entry.sig():
                 plan.unchanged += 1
+            else:
+                plan.links_changed = True
             continue
         if old is not None and old.entry.kind is not entry.kind:
             plan.replaced.append(old)  # e.g. a file became a directory: trash the old one
