@@ -11,7 +11,6 @@ import os
 import shutil
 import stat as stat_mod
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .errors import PartialSaveError, StorageUnavailableError, UsageError
@@ -172,11 +171,3 @@ def partial_error(verb: str, failed: list[tuple[str, BaseException]], kept: str)
         f"{verb} incomplete: {headline}; {len(failed)} file(s) failed:\n{names}{more}\n{kept}",
         [(p, str(e)) for p, e in failed], hint=hint)
 
-
-@contextmanager
-def closing_all(*things):
-    try:
-        yield things
-    finally:
-        for thing in things:
-            thing.close()

@@ -31,11 +31,6 @@ RETRYABLE_ERRNOS = frozenset(
 # (ECONNABORTED: what a FUSE mount answers to calls in flight when its server dies.)
 UNAVAILABLE_ERRNOS = frozenset({errno.ENOTCONN, errno.ESHUTDOWN, errno.ENODEV,
                                 errno.ECONNABORTED})
-# Errors that will not go away by retrying: report at once.
-PERMANENT_ERRNOS = frozenset(
-    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG,
-     errno.ENAMETOOLONG}
-)
 
 TEMP_PREFIX = ".spaceport-tmp-"
 _TEMP_RE = re.compile(r"^\.spaceport-tmp-([0-9a-f]{8})-[0-9a-f]{12}$")
@@ -236,6 +231,3 @@ def join(*parts: str) -> str:
 def parent_of(rel: str) -> str:
     return rel.rpartition("/")[0]
 
-
-def base_of(rel: str) -> str:
-    return rel.rpartition("/")[2]
