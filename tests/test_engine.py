@@ -252,3 +252,60 @@ def test_restart_of_a_finished_deployment_keeps_edits_made_after_the_last_save(d
     assert not os.path.exists(os.path.join(work, "run1/file1.dat"))
     save(work, opts)
     assert snapshot(primary) == snapshot(work)
+
+
+def test_a_stopped_stage_in_is_not_called_finished_and_reruns(dirs, opts):
+    """The daemon's SIGTERM during stage-in: the deploy stops, releases the lock, and the
+    same deploy run again completes (the folders it made are known, not 'unsaved work')."""
+    import threading
+
+    from spaceport.errors import Interrupted
+
+    primary, work = dirs
+    project(primary)
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(Interrupted):
+        deploy(primary, work, opts, stop=stop)
+    assert not os.path.exists(os.path.join(primary, S, "lock"))
+    deploy(primary, work, opts)
+    assert snapshot(primary) == snapshot(work)
+
+
+def test_stop_during_stage_in_after_folders_were_made(dirs, opts, monkeypatch):
+    import threading
+
+    from spaceport import deploy as deploy_module
+    from spaceport.errors import Interrupted
+
+    primary, work = dirs
+    project(primary)
+    stop = threading.Event()
+    real_download = deploy_module._StageIn._download
+
+    def download_then_stop(self, plan):  # the signal arrives during the copies
+        stop.set()
+        real_download(self, plan)
+    monkeypatch.setattr(deploy_module._StageIn, "_download", download_then_stop)
+    with pytest.raises(Interrupted):
+        deploy(primary, work, opts, stop=stop)
+    monkeypatch.undo()
+    assert os.path.isdir(os.path.join(work, "run0"))  # folders were made
+    deploy(primary, work, opts)
+    assert snapshot(primary) == snapshot(work)
+
+
+def test_lost_and_found_of_a_fresh_volume_is_not_the_project(tmp_path, opts):
+    import subprocess
+    primary, work = str(tmp_path / "p"), str(tmp_path / "w")
+    project(primary)
+    os.makedirs(work)
+    if subprocess.run(["mount", "-t", "tmpfs", "tmpfs", work], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        os.mkdir(os.path.join(work, "lost+found"), 0o700)
+        deploy(primary, work, opts)  # not refused as "not empty"
+        assert save(work, opts).plan["new_dirs"] == 0  # and never uploaded
+        assert not os.path.exists(os.path.join(primary, "lost+found"))
+    finally:
+        subprocess.run(["umount", "-l", work])

@@ -94,10 +94,10 @@ def test_a_file_changing_during_its_copy_is_flagged_unstable(tmp_path):
     class Appending(PosixStore):
         # Fake timing: the application appends right after the copy took its first stat,
         # which a real writer does at random moments.
-        def create_temp(self, rel, name=None):
+        def create_temp(self, rel, name=None, mode=None):
             with open(tmp_path / "src" / "f", "ab") as f:
                 f.write(b"more")
-            return super().create_temp(rel, name)
+            return super().create_temp(rel, name, mode)
 
     src = PosixStore(str(tmp_path / "src"), WORK_CAPABILITIES, temp_token="11111111")
     dst = Appending(str(tmp_path / "dst"), PRIMARY_CAPABILITIES, temp_token="11111111")

@@ -352,7 +352,7 @@ def _interrupted() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (callable from tests)."""
-    from . import trash_cli, demo  # noqa: F401 - they register their commands
+    from . import trash_cli, demo, daemon_cli  # noqa: F401 - they register their commands
 
     try:
         cli.main(args=argv, prog_name="spaceport", standalone_mode=False)

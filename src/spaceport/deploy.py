@@ -14,7 +14,8 @@ import threading
 from dataclasses import dataclass, field
 
 from .engine import (PRIMARY, WORK, IndexRecorder, Options, file_known, folder_is_empty,
-                     open_primary, open_work, partial_error, remove_leftover_temps, wipe_folder)
+                     open_primary, open_work, partial_error, remove_leftover_temps,
+                     separate_folders, wipe_folder)
 from .errors import Interrupted, RefusedError, UsageError
 from .index import Index, IndexDamagedError, Known
 from .legacy import read_legacy_links
@@ -49,24 +50,13 @@ class DeployReport:
     special: list[str] = field(default_factory=list)
 
 
-def check_paths(primary: str, work: str) -> tuple[str, str]:
-    primary, work = os.path.abspath(primary), os.path.abspath(work)
-    real_p, real_w = os.path.realpath(primary), os.path.realpath(work)
-    for a, b in ((real_p, real_w), (real_w, real_p)):
-        if a == b or a.startswith(b.rstrip("/") + "/"):
-            raise UsageError(f"the primary {primary} and the working copy {work} overlap; "
-                             "give two separate folders.")
-    if os.path.lexists(work) and not os.path.isdir(work):
-        raise UsageError(f"the working copy {work} exists and is not a folder.")
-    return primary, work
-
-
 def deploy(primary_path: str, work_path: str, opts: Options, *, resume: bool = False,
            discard_local: bool = False, take_over_stale: bool = False,
            stop: threading.Event | None = None) -> DeployReport:
     """Deploy ``primary_path`` onto ``work_path``. See the module docstring."""
     validate_status_dir(opts.status_dir)
-    primary_path, work_path = check_paths(primary_path, work_path)
+    primary_path, work_path = separate_folders(primary_path, work_path,
+                                               ("primary", "working copy"))
     os.makedirs(work_path, exist_ok=True)
     marker = read_marker(work_path)
     if marker and os.path.realpath(marker.primary) != os.path.realpath(primary_path) \
@@ -172,7 +162,8 @@ def _stage_in(primary: Store, work_path: str, marker: Marker, opts: Options,
         with open_work(work_path, marker.token) as work:
             remove_leftover_temps(index, work, WORK)
             remove_leftover_temps(index, primary, PRIMARY)
-            pscan = scan_tree(primary, skip_top={opts.status_dir, MARKER_DIR}, jobs=opts.jobs)
+            pscan = scan_tree(primary, skip_top={opts.status_dir, MARKER_DIR}, jobs=opts.jobs,
+                              stop=stop)
             if primary.exists(MARKER_DIR):
                 log.warning("the primary holds a folder named %s; it is not deployed (the "
                             "name is reserved for spaceport's work marker)", MARKER_DIR)
@@ -213,7 +204,13 @@ class _StageIn:
             self._remove_stale(plan)
             for entry in plan.mkdirs:
                 self.work.makedirs(entry.path, entry.mode | 0o700)
+                # Known at once, with the mode it has now: an interrupted stage-in leaves
+                # nothing the index does not know, so a re-run sees no "unsaved work".
+                now = Entry(entry.path, Kind.DIR, mode=mkdir_mode(entry.mode))
+                self.recorder.done(Known(now, None, None))
             self._download(plan)
+            if self.stop.is_set():
+                raise Interrupted("the deploy was stopped; run it again to resume")
             for entry, old in plan.current:
                 self.recorder.done(old)
             self.report.already_current = len(plan.current)
@@ -251,7 +248,7 @@ class _StageIn:
         tracker.start("deploy", files=len(jobs), nbytes=plan.download_bytes)
         self.index.add_inflight(WORK, [(j.path, join(parent_of(j.path), j.tmp)) for j in jobs])
         copier = Copier(self.primary, self.work, tracker=tracker, task="deploy",
-                        retry=self.opts.retry, stop=self.stop)
+                        retry=self.opts.retry, stop=self.stop, stable_source=True)
 
         def on_done(done: CopyDone) -> None:
             tmp = join(parent_of(done.job.path), done.job.tmp)

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from .errors import FormatError
-from .scan import Entry, Kind
+from .scan import Entry, Kind, paused_gc, signature
 
 INDEX_FORMAT = 1
 
@@ -52,8 +53,27 @@ def _b(path: str) -> bytes:
     return os.fsencode(path)
 
 
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+_KINDS = {int(kind): kind for kind in Kind}
+
+
 def _s(blob: bytes) -> str:
-    return os.fsdecode(bytes(blob))
+    # os.fsdecode(), without its Python-level checks: it runs once per row of the index.
+    return blob.decode(_FS_ENCODING, _FS_ERRORS)
+
+
+def _t(target: bytes | None) -> str | None:
+    return None if target is None else _s(target)
+
+
+def _kind(value: int) -> Kind:
+    return _KINDS.get(value) or Kind(value)  # Kind(): the error for a value it does not know
+
+
+def row_known(row: tuple) -> Known:
+    """The :class:`Known` for a tuple of :meth:`Index.rows`."""
+    path, kind, size, mtime_ns, mode, ino, target, psize, pmtime_ns = row
+    return Known(Entry(path, kind, size, mtime_ns, mode, ino, target), psize, pmtime_ns)
 
 
 class Index:
@@ -104,17 +124,56 @@ class Index:
 
     # -- entries ---------------------------------------------------------------------
     def load(self) -> dict[str, Known]:
-        rows = self.db.execute("SELECT path, kind, size, mtime_ns, mode, ino, target, psize, "
-                               "pmtime_ns FROM entries")
-        known = {}
-        for path, kind, size, mtime_ns, mode, ino, target, psize, pmtime_ns in rows:
-            p = _s(path)
-            known[p] = Known(Entry(p, Kind(kind), size, mtime_ns, mode, ino,
-                                   _s(target) if target is not None else None), psize, pmtime_ns)
-        return known
+        with paused_gc():
+            return {row[0]: row_known(row) for row in self.rows()}
 
-    def count(self) -> int:
-        return self.db.execute("SELECT count(*) FROM entries").fetchone()[0]
+    def rows(self) -> Iterator[tuple]:
+        """Every row as a tuple (path, kind, size, mtime_ns, mode, ino, target, psize,
+        pmtime_ns), streamed: a caller that compares them one by one (a save) never holds
+        the whole index in memory. :func:`row_known` makes one into a :class:`Known`."""
+        for path, kind, size, mtime_ns, mode, ino, target, psize, pmtime_ns in self.db.execute(
+                "SELECT path, kind, size, mtime_ns, mode, ino, target, psize, pmtime_ns "
+                "FROM entries"):
+            yield (_s(path), _kind(kind), size, mtime_ns, mode, ino,
+                   None if target is None else _s(target), psize, pmtime_ns)
+
+    def diff(self, entries: dict[str, Entry]) -> tuple[dict[str, Known], set[str]]:
+        """Compare the index with a scan: (the rows that differ from ``entries`` or are not
+        in it, as Known; the paths whose entry equals its row, as ``Entry.sig`` compares).
+
+        One pass over the table without an object per row: a save with nothing changed of
+        10^6 files holds no copy of the index. Files, nearly every row, are compared field
+        by field here; other kinds through :func:`~spaceport.scan.signature`.
+        """
+        differ: dict[str, Known] = {}
+        same: set[str] = set()
+        get, add, file = entries.get, same.add, int(Kind.FILE)
+        with paused_gc():
+            for path, kind, size, mtime_ns, mode, ino, target, psize, pmtime_ns in \
+                    self.db.execute("SELECT path, kind, size, mtime_ns, mode, ino, target, "
+                                    "psize, pmtime_ns FROM entries"):
+                path = path.decode(_FS_ENCODING, _FS_ERRORS)
+                entry = get(path)
+                if entry is not None and entry.kind == kind:
+                    if kind == file:
+                        if (entry.size == size and entry.mtime_ns == mtime_ns
+                                and entry.mode == mode and entry.ino == ino):
+                            add(entry.path)  # the scan's string: the row's is let go at once
+                            continue
+                    elif entry.sig() == signature(_kind(kind), size, mtime_ns, mode, ino,
+                                                  _t(target)):
+                        add(entry.path)
+                        continue
+                differ[path] = Known(Entry(path, _kind(kind), size, mtime_ns, mode, ino,
+                                           _t(target)), psize, pmtime_ns)
+        return differ, same
+
+    def count(self, kind: Kind | None = None) -> int:
+        """How many rows (of one kind, if given)."""
+        if kind is None:
+            return self.db.execute("SELECT count(*) FROM entries").fetchone()[0]
+        return self.db.execute("SELECT count(*) FROM entries WHERE kind=?",
+                               (int(kind),)).fetchone()[0]
 
     def record(self, done: Iterable[Known], *, forget: Iterable[str] = (),
                finished_tmps: Iterable[tuple[str, str]] = ()) -> None:

@@ -129,7 +129,7 @@ class LockInfo:
         age = self.heartbeat_age(now)
         if age > self.stale_after:
             return f"no heartbeat for {human_age(age)} (stale after {self.stale_after} s)"
-        if self.host == socket.gethostname() and not _pid_alive(self.pid):
+        if self.host == socket.gethostname() and not pid_alive(self.pid):
             return f"its process {self.pid} on this host is gone"
         return None
 
@@ -170,7 +170,7 @@ class UnreadableLock:
 AnyLock = LockInfo | LegacyLock | UnreadableLock
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -9,9 +9,10 @@ changed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .index import Known
+from .index import Index, Known
 from .links import Link, capture
 from .scan import Entry, Kind, ScanResult
 
@@ -22,6 +23,15 @@ def parents_first(paths) -> list:
 
 def children_first(paths) -> list:
     return sorted(paths, key=lambda e: (-e.path.count("/"), e.path))
+
+
+def by_depth(items, path_of, *, deepest_first: bool = False) -> list[list]:
+    """``items`` in groups of equal depth, shallowest first (or deepest): the members of a
+    group can be created (or removed) at the same time."""
+    levels: dict[int, list] = {}
+    for item in items:
+        levels.setdefault(path_of(item).count("/"), []).append(item)
+    return [levels[d] for d in sorted(levels, reverse=deepest_first)]
 
 
 @dataclass
@@ -57,9 +67,20 @@ class SavePlan:
                 "unchanged": self.unchanged}
 
 
-def plan_save(scan: ScanResult, known: dict[str, Known]) -> SavePlan:
+def plan_save(scan: ScanResult, known: Mapping[str, Known] | Index) -> SavePlan:
+    """What a save must do. ``known`` is the index or what its ``load()`` returns; given the
+    index, its rows are streamed and only those that differ from the scan become objects,
+    so a save with nothing changed never holds a copy of the index (10^6 rows)."""
+    same: set[str] = set()
+    if isinstance(known, Index):
+        known, same = known.diff(scan.entries)
     plan = SavePlan()
     for path, entry in scan.entries.items():
+        if path in same:
+            plan.unchanged += 1
+            if entry.kind is Kind.LINK:
+                plan.links.append(entry)
+            continue
         old = known.get(path)
         if entry.kind is Kind.LINK:
             plan.links.append(entry)

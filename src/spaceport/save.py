@@ -18,18 +18,18 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from .engine import (PRIMARY, IndexRecorder, Options, file_known, open_primary, open_work,
-                     partial_error, remove_leftover_temps)
+                     partial_error, remove_leftover_temps, volume_artifacts)
 from .errors import Interrupted, LockLostError, RefusedError, StorageUnavailableError
 from .index import Index, IndexDamagedError, Known
 from .links import MANIFEST_NAME, write_manifest
 from .lock import DeploymentLock, LockInfo, LockKeeper, iso, read_lock, utcnow
 from .marker import DEPLOYING, MARKER_DIR, UNDEPLOYED, Marker, index_path, require_marker
-from .plan import SavePlan, links_for_manifest, plan_save
+from .plan import SavePlan, by_depth, links_for_manifest, plan_save
 from .retry import is_unavailable, retry_call, unavailable
-from .scan import Kind, ScanResult, scan_tree
+from .scan import Entry, Kind, ScanResult, scan_tree
 from .store.base import DetachedError, Store, join, parent_of, temp_name
 from .store.posix import mkdir_mode
-from .transfer import Copier, CopyDone, CopyJob, run_copies
+from .transfer import Copier, CopyDone, CopyJob, interleave_folders, run_copies, run_parallel
 from .trash import TrashBin, purge
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,8 @@ class SaveReport:
 def scan_work(work: Store, marker: Marker) -> ScanResult:
     # The status folder's name is reserved at the top: a folder of that name in the working
     # copy would otherwise be saved into the primary's status folder, over the lock.
-    scan = scan_tree(work, skip_top={MARKER_DIR, marker.status_dir}, temp_token=marker.token)
+    scan = scan_tree(work, skip_top={MARKER_DIR, marker.status_dir} | volume_artifacts(work.root),
+                     temp_token=marker.token)
     if work.exists(marker.status_dir):
         log.warning("%s in the working copy is not saved: that name is reserved for the "
                     "primary's status folder", marker.status_dir)
@@ -94,7 +95,7 @@ def pending_changes(work_path: str, marker: Marker) -> SavePlan:
     index = Index(index_path(work_path))
     try:
         with open_work(work_path, marker.token) as work:
-            return plan_save(scan_work(work, marker), index.load())
+            return plan_save(scan_work(work, marker), index)
     finally:
         index.close()
 
@@ -166,9 +167,8 @@ def save(work_path: str, opts: Options, *, dry_run: bool = False,
         try:
             remove_leftover_temps(index, primary, PRIMARY)
             scan = scan_work(work, marker)
-            known = index.load()
-            plan = plan_save(scan, known)
-            known_files = sum(1 for k in known.values() if k.entry.kind is Kind.FILE)
+            plan = plan_save(scan, index)  # streams the index: no copy of it in memory
+            known_files = index.count(Kind.FILE)
             guard_mass_delete(plan, known_files, opts, allow_mass_delete)
             report = SaveReport(plan=plan.summary(), dry_run=dry_run, special=scan.special,
                                 links=len(plan.links))
@@ -242,9 +242,7 @@ class _SaveRun:
                 # data), while anything failed. The next save does both.
                 self.report.deletes_skipped = bool(plan.deletes)
                 return
-            for old in plan.deletes:
-                with self.entry_step(old.entry.path):
-                    self._remove(old)
+            self._remove_all(plan.deletes)
             self._write_links(plan)
         finally:
             self.recorder.flush()
@@ -268,13 +266,17 @@ class _SaveRun:
 
     def _remove(self, old: Known, stuck_dir_to_trash: bool = False) -> None:
         """Take a known entry off the primary: files to the trash, empty dirs removed."""
+        self._removed(old, self._take_off(old, stuck_dir_to_trash))
+
+    def _take_off(self, old: Known, stuck_dir_to_trash: bool = False) -> str:
+        """The storage part of _remove, safe in a worker thread; says what happened."""
         self.check()
         path, kind = old.entry.path, old.entry.kind
         try:
             if kind is Kind.FILE:
                 self.retry(self.trash.move, path, what=f"move {path} to trash")
-                self.report.deleted += 1
-            elif kind is Kind.DIR:
+                return "moved"
+            if kind is Kind.DIR:
                 self.retry(self.primary.rmdir, path, what=f"remove folder {path}")
         except FileNotFoundError:
             pass  # already gone (a parent moved with it, or someone removed it)
@@ -286,9 +288,35 @@ class _SaveRun:
                             "is kept in the trash (%s)", path, self.trash.name)
                 self.retry(self.trash.move, path, what=f"move {path} to trash")
             else:
-                # It holds files spaceport never saw (safety rule 4): leave it where it is.
-                self.report.kept_dirs.append(path)
-        self.recorder.forget(path)
+                return "kept"  # it holds files spaceport never saw (safety rule 4)
+        return "removed"
+
+    def _removed(self, old: Known, outcome: str) -> None:
+        """The bookkeeping part of _remove, in the coordinating thread."""
+        if outcome == "moved":
+            self.report.deleted += 1
+        elif outcome == "kept":
+            self.report.kept_dirs.append(old.entry.path)  # left where it is
+        self.recorder.forget(old.entry.path)
+
+    def _remove_all(self, deletes: list[Known]) -> None:
+        """Deletions, several at a time (each rename or rmdir is a round trip on OneData):
+        first the files to the trash, then the folders, deepest first, a level at a time."""
+        files = [k for k in deletes if k.entry.kind is not Kind.DIR]
+        if files:
+            self.trash  # noqa: B018 - the batch is named once, before the workers start
+
+        def done(old: Known, outcome: str | None, error: Exception | None) -> None:
+            with self.entry_step(old.entry.path):
+                if error is not None:
+                    raise error
+                self._removed(old, outcome)
+
+        dirs = [k for k in deletes if k.entry.kind is Kind.DIR]
+        path_of = lambda k: k.entry.path  # noqa: E731
+        for group in [interleave_folders(files, path_of)] + by_depth(dirs, path_of,
+                                                                     deepest_first=True):
+            run_parallel(self._take_off, group, self.opts.jobs, done, name="trash")
 
     @contextmanager
     def entry_step(self, path: str):
@@ -303,17 +331,25 @@ class _SaveRun:
             log.error("could not save %s: %s", path, exc)
 
     def _make_dirs(self, plan: SavePlan) -> None:
-        for entry in plan.mkdirs:
+        def make(entry: Entry) -> None:
             self.check()
+            try:
+                # Owner-writable until the files are in; the exact mode is set after.
+                self.retry(self.primary.mkdir, entry.path, entry.mode | 0o700,
+                           what=f"create folder {entry.path}")
+            except FileExistsError:
+                pass
+
+        def made(entry: Entry, _, error: Exception | None) -> None:
             with self.entry_step(entry.path):
-                try:
-                    # Owner-writable until the files are in; the exact mode is set after.
-                    self.retry(self.primary.mkdir, entry.path, entry.mode | 0o700,
-                               what=f"create folder {entry.path}")
-                except FileExistsError:
-                    pass
+                if error is not None:
+                    raise error
                 self.report.dirs_created += 1
                 self.recorder.done(Known(entry, None, None))
+
+        # A level of the tree at a time, its folders in parallel: each mkdir is a round trip.
+        for level in by_depth(plan.mkdirs, lambda e: e.path):
+            run_parallel(make, level, self.opts.jobs, made, name="mkdir")
 
     def _set_dir_modes(self, plan: SavePlan) -> None:
         for entry in [e for e in plan.mkdirs if mkdir_mode(e.mode) != e.mode] + plan.chmods:

@@ -19,7 +19,7 @@ import secrets
 import stat as stat_mod
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 # Errors that a network filesystem (OneData over FUSE) may return transiently.
 RETRYABLE_ERRNOS = frozenset(
@@ -72,9 +72,11 @@ class Capabilities:
     parallel_ops: int = 8  # concurrency that pays off on this backend
 
 
-@dataclass(frozen=True, slots=True)
-class DirItem:
-    """One name in a directory listing, with its lstat (links are never followed)."""
+class DirItem(NamedTuple):
+    """One name in a directory listing, with its lstat (links are never followed).
+
+    A named tuple: a listing of a 10^5-file folder makes one per file, and a tuple is made
+    several times faster than a frozen dataclass."""
 
     name: str
     st: os.stat_result
@@ -105,10 +107,12 @@ class Store(ABC):
         """Open a file for reading; returns a file descriptor the caller closes."""
 
     @abstractmethod
-    def create_temp(self, rel: str, name: str | None = None) -> tuple[int, str]:
+    def create_temp(self, rel: str, name: str | None = None,
+                    mode: int | None = None) -> tuple[int, str]:
         """Create an exclusive temporary beside ``rel``; returns (fd, temp path).
 
-        ``name`` is a temporary name chosen (and recorded) by the caller beforehand.
+        ``name`` is a temporary name chosen (and recorded) by the caller beforehand;
+        ``mode`` the final mode, if known: creating with it saves a chmod in commit_temp.
         """
 
     @abstractmethod

@@ -40,6 +40,7 @@ class PosixStore(Store):
         self.capabilities = capabilities
         self.temp_token = temp_token
         self.fsync = fsync
+        self._temp_modes: dict[int, int] = {}  # fd of a temporary -> mode it was created with
         self._fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
     def close(self) -> None:
@@ -97,18 +98,22 @@ class PosixStore(Store):
         return os.open(rel, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=self._fd)
 
     # -- writing ---------------------------------------------------------------------
-    def create_temp(self, rel: str, name: str | None = None) -> tuple[int, str]:
+    def create_temp(self, rel: str, name: str | None = None,
+                    mode: int | None = None) -> tuple[int, str]:
         tmp = join(parent_of(rel), name or temp_name(self.temp_token))
-        # Owner-writable while we write; the final mode is applied in commit_temp only
-        # when the create mode (after umask) is not already right.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644,
+        # Created with the final mode where the umask allows it (owner-writable while we
+        # write), so commit_temp needs no chmod, a round trip per file on the primary.
+        create = 0o644 if mode is None else (mode & 0o777) | 0o600
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, create,
                      dir_fd=self._fd)
+        self._temp_modes[fd] = create & ~_UMASK
         return fd, tmp
 
     def commit_temp(self, fd: int, tmp: str, rel: str, *, mode: int | None,
                     mtime_ns: int | None) -> os.stat_result:
+        created = self._temp_modes.pop(fd, 0o644 & ~_UMASK)
         try:
-            if mode is not None and (mode & 0o7777) != (0o644 & ~_UMASK):
+            if mode is not None and (mode & 0o7777) != created:
                 self._tolerant(os.chmod, fd, mode & 0o7777, what="chmod",
                                reliable=self.capabilities.reliable_chmod)
             if mtime_ns is not None:
@@ -134,6 +139,7 @@ class PosixStore(Store):
 
     def discard_temp(self, fd: int | None, tmp: str) -> None:
         if fd is not None:
+            self._temp_modes.pop(fd, None)
             try:
                 os.close(fd)
             except OSError:

@@ -1,0 +1,366 @@
+"""``spaceport run`` (the daemon), ``spaceport clone`` and ``spaceport wait``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timezone
+
+import click
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
+
+from .cli import (cli, common_options, env_option, err, jobs_option, make_options, out,
+                  stopping_on_sigterm)
+from .daemon_state import (FAILED, LOCK_LOST, READY_PHASES, RELEASED, STOPPED, DaemonTracker,
+                           RateLimit, human_bytes, progress_text)
+from .errors import UsageError
+from .lock import DEFAULT_STATUS_DIR
+from .progress import RichTracker, Tracker
+
+log = logging.getLogger("spaceport")
+
+DEAD_PHASES = frozenset({FAILED, LOCK_LOST, RELEASED, STOPPED})
+
+
+def parse_rate(text: str | None) -> float | None:
+    """'50M' -> 52428800 bytes per second (K, M, G, T: powers of 1024); None: no limit."""
+    if not text:
+        return None
+    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([KMGT]?)(?:I?B)?(?:/S)?\s*", text.upper())
+    if not m:
+        raise UsageError(f"--bwlimit {text!r}: give bytes per second, e.g. 50M or 1.5G")
+    value = float(m.group(1)) * 1024 ** " KMGT".index(m.group(2) or " ")
+    if value <= 0:
+        raise UsageError("--bwlimit must be more than 0")
+    return value
+
+
+def read_token(token: str | None, token_file: str | None) -> str | None:
+    if token and token_file:
+        raise UsageError("give --token or --token-file, not both.")
+    if token_file:
+        try:
+            with open(token_file) as f:
+                token = f.read().strip()
+        except OSError as exc:
+            raise UsageError(f"cannot read the token file {token_file}: {exc.strerror}.") \
+                from None
+        if not token:
+            raise UsageError(f"the token file {token_file} is empty.")
+    return token or None
+
+
+# -- logs ----------------------------------------------------------------------------
+class _Redacting(logging.Formatter):
+    """Never let a secret reach the log, whatever code logged it."""
+
+    def __init__(self, secrets: list[str], **kwargs):
+        super().__init__(**kwargs)
+        self.secrets = [s for s in secrets if s]
+
+    def redact(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+class TextFormatter(_Redacting):
+    """One line per event, for people reading ``kubectl logs``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = datetime.fromtimestamp(record.created, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        text = f"{stamp} {record.levelname:<7} {record.getMessage()}"
+        if record.exc_info:
+            text += " | " + self.formatException(record.exc_info)
+        return self.redact(" | ".join(line for line in text.splitlines() if line.strip()))
+
+
+class JsonFormatter(_Redacting):
+    """One JSON object per line, for log collectors; structured fields ride along."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data = {"time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
+                "level": record.levelname.lower(), "logger": record.name,
+                "message": record.getMessage()}
+        for key, value in (getattr(record, "fields", None) or {}).items():
+            data.setdefault(key, value)  # the line's own time, level and message win
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return self.redact(json.dumps(data, default=str, ensure_ascii=False))
+
+
+def setup_daemon_logging(fmt: str, verbose: int, secrets: list[str]) -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(secrets) if fmt == "json" else TextFormatter(secrets))
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+# -- run -----------------------------------------------------------------------------
+def daemon_options(fn):
+    for decorator in reversed([
+        env_option("--primary", required=True, type=click.Path(file_okay=False),
+                   help="The project folder on primary storage (a OneData mount)."),
+        env_option("--work", required=True, type=click.Path(file_okay=False),
+                   help="The working copy the application uses."),
+        env_option("--source", type=click.Path(file_okay=False),
+                   help="Raw data to clone one way, read-only, onto --source-work."),
+        env_option("--source-work", type=click.Path(file_okay=False),
+                   help="Where the source is cloned (with --source)."),
+        env_option("--interval", type=click.FloatRange(min=0.1), default=300.0,
+                   show_default=True, help="Seconds between autosaves."),
+        env_option("--listen", default="127.0.0.1:8000", show_default=True,
+                   help="HOST:PORT of the progress page, /status, /metrics and probes. Port "
+                        "0 picks a free port (see --port-file)."),
+        env_option("--port-file", type=click.Path(dir_okay=False),
+                   help="Write the port actually listened on into this file, as soon as the "
+                        "server is up."),
+        env_option("--ready-file", type=click.Path(dir_okay=False),
+                   help="Written (JSON) when stage-in is done; removed when staging out."),
+        env_option("--final-save-deadline", type=click.FloatRange(min=1), default=600.0,
+                   show_default=True, help="Seconds the final save may take, retries "
+                                           "included, after SIGTERM."),
+        env_option("--keep-work", is_flag=True,
+                   help="Keep the working copies after the final save."),
+        env_option("--token", help="Token for POST /save and /clone. Prefer --token-file or "
+                                   "SPACEPORT_TOKEN: a command line is visible to all users."),
+        env_option("--token-file", type=click.Path(dir_okay=False),
+                   help="Read the token from this file (a mounted Kubernetes Secret)."),
+        env_option("--instance", help="Name of this instance (pod or VM) for the lock."),
+        env_option("--stale-after", type=click.IntRange(2), default=600, show_default=True,
+                   help="Seconds without heartbeat after which the lock looks abandoned; "
+                        "the heartbeat beats every quarter of it."),
+        env_option("--take-over-stale", is_flag=True,
+                   help="Take over a lock whose holder looks dead."),
+        env_option("--bwlimit", metavar="RATE",
+                   help="Limit copies to RATE bytes per second (e.g. 50M), to spare a shared "
+                        "provider. Lifted for the final save."),
+        env_option("--linger", type=click.FloatRange(0), default=0.0, show_default=True,
+                   help="After a failure, keep serving the page this many seconds so people "
+                        "and 'spaceport wait' see why."),
+        env_option("--log-format", type=click.Choice(["text", "json"]), default="text",
+                   show_default=True, help="One line per event: text for people, json for "
+                                           "log collectors."),
+        env_option("--status-dir", default=DEFAULT_STATUS_DIR, show_default=True,
+                   help="Name of the status folder inside the primary."),
+        env_option("--retries", default=5, show_default=True, type=click.IntRange(1, 100),
+                   help="Attempts for a storage call that fails transiently."),
+        env_option("--retry-delay", default=0.5, show_default=True, type=click.FloatRange(0),
+                   help="First backoff delay in seconds."),
+        env_option("-v", "--verbose", count=True, help="Debug log output."),
+        jobs_option,
+    ]):
+        fn = decorator(fn)
+    return fn
+
+
+@cli.command()
+@daemon_options
+@click.pass_context
+def run(ctx, **p):
+    """The daemon for containers and VMs: lock, stage in, autosave, save back on SIGTERM.
+
+    \b
+    Phases: locking -> staging-in (source clone and project restore in parallel) -> ready
+    (--ready-file written, /readyz 200) -> running (autosave every --interval, lock
+    heartbeat) -> staging-out (on SIGTERM/SIGINT: final save with retries within
+    --final-save-deadline) -> released (lock removed, work cleaned unless --keep-work).
+
+    \b
+    HTTP on --listen: /  progress page, /status JSON, /metrics Prometheus, /healthz, /readyz,
+    POST /save and POST /clone with 'Authorization: Bearer TOKEN'.
+    Every option can be set as SPACEPORT_<OPTION>, e.g. SPACEPORT_PRIMARY.
+
+    Exit codes: 0 released (or stopped before ready), 1 error (a failed final save keeps the
+    lock and the working copy), 3 locked by another deployment, 4 lock lost, 5 refused for
+    safety, 6 primary unavailable.
+    """
+    from .daemon import Daemon, DaemonConfig, check_layout, remove_file, write_file_atomic
+    from .web import WebServer
+
+    if bool(p["source"]) != bool(p["source_work"]):
+        raise click.UsageError("give --source and --source-work together.")
+    token = read_token(p["token"], p["token_file"])
+    tracker = DaemonTracker(bwlimit=parse_rate(p["bwlimit"]))
+    opts = make_options(ctx.params, tracker=tracker)
+    setup_daemon_logging(p["log_format"], p["verbose"], [token] if token else [])
+    opts.live_lock = True
+    opts.heartbeat_interval = max(0.5, opts.stale_after / 4)
+    paths = {k: p[k] and os.path.abspath(p[k]) for k in ("primary", "work", "source",
+                                                        "source_work", "ready_file")}
+    cfg = DaemonConfig(primary=paths["primary"], work=paths["work"], source=paths["source"],
+                       source_work=paths["source_work"], interval=p["interval"],
+                       final_save_deadline=p["final_save_deadline"], keep_work=p["keep_work"],
+                       take_over_stale=p["take_over_stale"], ready_file=paths["ready_file"],
+                       linger=p["linger"])
+    check_layout(cfg)
+    daemon = Daemon(cfg, opts, tracker)
+    server = WebServer(daemon, p["listen"], token)
+    daemon.state.url = server.url
+    server.start()
+    if p["port_file"]:
+        write_file_atomic(p["port_file"], f"{server.port}\n")
+    log.info("progress page on %s (listening on %s)", server.url, p["listen"],
+             extra={"fields": {"event": "listening", "port": server.port}})
+    try:
+        code = daemon.run()
+    finally:
+        server.stop()
+        remove_file(p["port_file"])
+    log.info("exit %d", code, extra={"fields": {"event": "exit", "exit_code": code}})
+    raise SystemExit(code)  # cli.main() turns it into the process's exit code
+
+
+# -- clone ---------------------------------------------------------------------------
+class _LimitedRich(RichTracker):
+    def __init__(self, limit: RateLimit, **kwargs):
+        super().__init__(**kwargs)
+        self.limit = limit
+
+    def advance(self, name, *, files=0, nbytes=0):
+        super().advance(name, files=files, nbytes=nbytes)
+        self.limit.take(nbytes)
+
+
+class _Limited(Tracker):
+    def __init__(self, limit: RateLimit):
+        super().__init__()
+        self.limit = limit
+
+    def advance(self, name, *, files=0, nbytes=0):
+        super().advance(name, files=files, nbytes=nbytes)
+        self.limit.take(nbytes)
+
+
+@cli.command("clone")
+@click.argument("source", envvar="SPACEPORT_SOURCE", type=click.Path(file_okay=False))
+@click.argument("dest", envvar="SPACEPORT_SOURCE_WORK", type=click.Path(file_okay=False))
+@jobs_option
+@common_options
+@env_option("--bwlimit", metavar="RATE", help="Limit copies to RATE bytes per second (50M).")
+@env_option("--allow-mass-delete", is_flag=True,
+            help="Allow a clone that removes more than half of the copy's files (the source "
+                 "really lost them, it is not just unmounted).")
+@click.pass_context
+def clone_command(ctx, source, dest, bwlimit, allow_mass_delete, **_):
+    """Make DEST a one-way, read-only copy of SOURCE (e.g. raw data on OneData).
+
+    A re-run copies only new and changed files (size or mtime differ) and removes what
+    vanished from SOURCE. Files and folders of DEST get no write bits. Symbolic links and
+    special files in SOURCE are skipped with a warning. DEST must be empty or an earlier
+    clone (it holds .spaceport/clone.json).
+    """
+    from .clone import clone
+
+    limit = RateLimit(parse_rate(bwlimit))
+    show = ctx.params.get("progress")
+    tracker = _LimitedRich(limit, console=err) if (err.is_terminal if show is None else show) \
+        else _Limited(limit)
+    opts = make_options(ctx.params, tracker=tracker)
+    with stopping_on_sigterm():
+        try:
+            report = clone(source, dest, opts, allow_mass_delete=allow_mass_delete)
+        finally:
+            tracker.close()
+    out.print(f"cloned {source} -> {dest}: {report.files} files ({report.copied} copied, "
+              f"{human_bytes(report.copied_bytes)}; {report.current} already current), "
+              f"{report.removed} removed, in {report.seconds:.2f} s", markup=False)
+    if report.links_skipped:
+        err.print(f"[yellow]note:[/] {len(report.links_skipped)} symbolic link(s) skipped")
+
+
+# -- wait ----------------------------------------------------------------------------
+@cli.command()
+@env_option("--url", default="http://127.0.0.1:8000", show_default=True,
+            help="Base URL of the daemon (its --listen address).")
+@env_option("--timeout", type=click.FloatRange(0), default=0.0, show_default=True,
+            help="Give up after this many seconds (0: never).")
+@env_option("--poll", type=click.FloatRange(0.05), default=1.0, show_default=True,
+            help="Seconds between two questions to the daemon.")
+@env_option("--gone-after", type=click.FloatRange(0), default=30.0, show_default=True,
+            help="Fail if the daemon, once seen, stops answering for this long.")
+@click.pass_context
+def wait(ctx, url, timeout, poll, gone_after):
+    """Block, with a live progress bar, until the daemon at URL is ready (exit 0).
+
+    Exits 1 if the daemon fails, stops, loses its lock, or is gone; while nothing answers
+    yet (the daemon is starting), it keeps waiting up to --timeout. What a desktop start
+    script runs instead of polling.
+    """
+    raise SystemExit(Waiter(url.rstrip("/"), timeout, poll, gone_after).run())
+
+
+class Waiter:
+    def __init__(self, url: str, timeout: float, poll: float, gone_after: float):
+        self.url, self.timeout, self.poll, self.gone_after = url, timeout, poll, gone_after
+        self.progress = Progress(TextColumn("[bold]{task.description:<16}"), BarColumn(),
+                                 TextColumn("{task.percentage:>3.0f}%"),
+                                 TextColumn("{task.fields[detail]}"), console=err,
+                                 transient=False)
+        self.bars: dict[str, TaskID] = {}
+        self.phase: str | None = None
+
+    def run(self) -> int:
+        start = time.monotonic()
+        last_answer: float | None = None
+        with self.progress:
+            while True:
+                now = time.monotonic()
+                status = self._ask()
+                if status is not None:
+                    last_answer = now
+                    code = self._show(status)
+                    if code is not None:
+                        return code
+                elif last_answer is not None and now - last_answer > self.gone_after:
+                    return self._fail(f"the daemon at {self.url} stopped answering; see its log")
+                if self.timeout and now - start > self.timeout:
+                    return self._fail(f"not ready after {self.timeout:g} s"
+                                      + (f" (phase {self.phase})" if self.phase else
+                                         f"; nothing answers at {self.url}"))
+                time.sleep(self.poll)
+
+    def _ask(self) -> dict | None:
+        try:
+            with urllib.request.urlopen(self.url + "/status", timeout=10) as resp:
+                return json.loads(resp.read())
+        except (urllib.error.URLError, OSError, ValueError):
+            return None  # not up yet, restarting, or busy: ask again
+
+    def _show(self, status: dict) -> int | None:
+        phase = status.get("phase")
+        if phase != self.phase:
+            self.phase = phase
+            self.progress.console.print(f"spaceport: {phase}" + (
+                f" — {status['message']}" if status.get("message") else ""), markup=False)
+        for task in status.get("tasks", []):
+            self._bar(task)
+        if phase in READY_PHASES:
+            self.progress.console.print("ready", markup=False)
+            return 0
+        if phase in DEAD_PHASES:
+            reason = status.get("health_reason") or status.get("message") or phase
+            return self._fail(f"the daemon did not get ready: {phase} ({reason})")
+        return None
+
+    def _bar(self, task: dict) -> None:
+        name = task["name"]
+        total = max(task["bytes_total"], 1)
+        done = total if task["finished"] else task["bytes_done"]
+        detail = progress_text(task).removeprefix(name + " ")
+        if name not in self.bars:
+            self.bars[name] = self.progress.add_task(name, total=total, detail=detail)
+        self.progress.update(self.bars[name], total=total, completed=done, detail=detail)
+
+    def _fail(self, message: str) -> int:
+        self.progress.console.print(f"error: {message}", markup=False, style="red")
+        return 1
