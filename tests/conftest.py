@@ -95,3 +95,20 @@ def dirs(tmp_path):
     primary = tmp_path / "primary"
     primary.mkdir()
     return str(primary), str(tmp_path / "work")
+
+
+@pytest.fixture
+def daemons(tmp_path):
+    """Start real ``spaceport run`` processes; each is stopped at the end of the test."""
+    from daemon_helpers import DaemonProcess
+
+    started = []
+
+    def start(*args, **kwargs):
+        daemon = DaemonProcess(tmp_path, *args, **kwargs)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.stop()

@@ -19,25 +19,12 @@ from spaceport.marker import read_marker
 from spaceport.testing.onedatafs import OneDataFS, fuse_available
 
 from conftest import run_cli, snapshot, write
-from daemon_helpers import DaemonProcess, make_tree, read_lock_file
+from daemon_helpers import make_tree, read_lock_file
 
 TOKEN = "tok-5f1d2c9e-daemon-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CHART = Path(__file__).resolve().parents[1] / "deploy/helm/spaceport/templates/deployment.yaml"
 
-
-@pytest.fixture
-def daemons(tmp_path):
-    started: list[DaemonProcess] = []
-
-    def start(*args, **kwargs) -> DaemonProcess:
-        daemon = DaemonProcess(tmp_path, *args, **kwargs)
-        started.append(daemon)
-        return daemon
-
-    yield start
-    for daemon in started:
-        daemon.stop()
 
 
 @pytest.fixture

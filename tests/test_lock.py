@@ -10,7 +10,7 @@ import time
 import pytest
 
 from spaceport.errors import FormatError, LockedError, LockLostError
-from spaceport.lock import (DEFAULT_STATUS_DIR, DeploymentLock, LegacyLock, LockInfo,
+from spaceport.lock import (DEFAULT_STATUS_DIR, DeploymentLock, LegacyLock,
                             LockKeeper, UnreadableLock, force_unlock, read_lock)
 from spaceport.store import PRIMARY_CAPABILITIES, PosixStore
 

@@ -22,24 +22,11 @@ from spaceport.errors import UsageError
 from spaceport.web import parse_listen, render_page
 
 from conftest import run_cli
-from daemon_helpers import DaemonProcess, make_tree
+from daemon_helpers import make_tree
 
 TOKEN = "tok-9a7c3e-web-tests-secret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
-
-@pytest.fixture
-def daemons(tmp_path):
-    started: list[DaemonProcess] = []
-
-    def start(*args, **kwargs) -> DaemonProcess:
-        daemon = DaemonProcess(tmp_path, *args, **kwargs)
-        started.append(daemon)
-        return daemon
-
-    yield start
-    for daemon in started:
-        daemon.stop()
 
 
 @pytest.fixture

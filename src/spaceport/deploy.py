@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from .engine import (PRIMARY, WORK, IndexRecorder, Options, file_known, folder_is_empty,
                      open_primary, open_work, partial_error, remove_leftover_temps,
                      separate_folders, wipe_folder)
-from .errors import Interrupted, RefusedError, UsageError
+from .errors import Interrupted, RefusedError
 from .index import Index, IndexDamagedError, Known
 from .legacy import read_legacy_links
 from .links import Link, read_manifest, resolve_target

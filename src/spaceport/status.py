@@ -17,7 +17,7 @@ from .errors import FormatError, SpaceportError
 from .index import Index
 from .legacy import LINKLIST_NAME, SYMLINK_DUMP_NAME
 from .links import read_manifest, resolve_target
-from .lock import LegacyLock, LockInfo, UnreadableLock, human_age, read_lock
+from .lock import LegacyLock, LockInfo, UnreadableLock, read_lock
 from .marker import MARKER_DIR, index_path, read_marker, require_marker
 from .save import JOURNAL_NAME, pending_changes
 from .scan import Kind, scan_tree
