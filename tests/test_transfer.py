@@ -1,15 +1,22 @@
 """The transfer engine: exact copies, same result with any parallelism, isolated failures."""
 
 import os
+import shutil
 import threading
+import time
 
 import pytest
 
+from spaceport.deploy import deploy
+from spaceport.engine import Options
+from spaceport.errors import Interrupted
+from spaceport.lock import DEFAULT_STATUS_DIR
 from spaceport.progress import Tracker
 from spaceport.retry import RetryPolicy
+from spaceport.save import save
 from spaceport.store import PRIMARY_CAPABILITIES, WORK_CAPABILITIES, PosixStore
 from spaceport.store.base import temp_name
-from spaceport.transfer import Copier, CopyJob, run_copies
+from spaceport.transfer import Copier, CopyJob, run_copies, run_parallel
 
 from conftest import snapshot, write
 
@@ -107,3 +114,92 @@ def test_a_file_changing_during_its_copy_is_flagged_unstable(tmp_path):
                     retry=RetryPolicy.none())
     done = copier.copy(CopyJob("f", 1000, temp_name("11111111")))
     assert done.error is None and done.unstable
+
+
+def test_a_stopped_run_says_so_and_leaves_only_whole_files(tmp_path):
+    make_source(tmp_path / "src", count=200)
+    (tmp_path / "dst").mkdir()
+    src = PosixStore(str(tmp_path / "src"), WORK_CAPABILITIES, temp_token="11111111")
+    dst = PosixStore(str(tmp_path / "dst"), PRIMARY_CAPABILITIES, temp_token="11111111")
+    names = sorted(os.path.relpath(os.path.join(d, f), tmp_path / "src")
+                   for d, _, fs in os.walk(tmp_path / "src") for f in fs)
+    for name in names:
+        dst.makedirs(os.path.dirname(name))
+    tracker, stop, results = Tracker(), threading.Event(), []
+    tracker.start("t", files=len(names), nbytes=0)
+    copier = Copier(src, dst, tracker=tracker, task="t", stop=stop, retry=RetryPolicy.none())
+
+    def on_done(done):
+        results.append(done)
+        if len(results) == 20:
+            stop.set()  # as the daemon does on SIGTERM
+
+    run_copies(copier, [CopyJob(n, 0, temp_name("11111111")) for n in names], 4, on_done)
+    landed = [r for r in results if r.error is None]
+    assert 20 <= len(landed) < len(names)
+    assert any(isinstance(r.error, Interrupted) for r in results)  # the caller learns it
+    src_snap, dst_snap = snapshot(tmp_path / "src"), snapshot(tmp_path / "dst")
+    files = {k: v for k, v in dst_snap.items() if v[0] == "file"}
+    assert {os.fsencode(r.job.path) for r in landed} == set(files)
+    assert all(src_snap[k] == v for k, v in files.items())  # whole files, no temporaries
+
+
+def test_run_parallel_hands_every_outcome_to_the_calling_thread(tmp_path):
+    caller, seen = threading.get_ident(), {}
+
+    def fn(n):
+        if n % 10 == 3:
+            raise OSError(5, "injected", str(n))
+        return n * 2
+
+    def on_done(n, result, error):
+        assert threading.get_ident() == caller
+        seen[n] = error.errno if error else result
+
+    run_parallel(fn, range(100), 8, on_done)
+    assert seen == {n: 5 if n % 10 == 3 else n * 2 for n in range(100)}
+
+
+def test_run_parallel_stops_when_the_caller_gives_up():
+    started = []
+
+    def round_trip(n):
+        started.append(n)
+        time.sleep(0.002)
+
+    def on_done(n, result, error):
+        if n == 5:
+            raise RuntimeError("lock lost")
+
+    with pytest.raises(RuntimeError, match="lock lost"):
+        run_parallel(round_trip, range(10_000), 4, on_done)
+    assert len(started) < 100  # soon after the error, no new call starts
+
+
+def test_folders_and_deletions_in_parallel_give_the_serial_result(tmp_path):
+    """Folders are made a level at a time and deletions run several at once: the primary,
+    the trash and the index end as with one job, folders holding unknown files kept."""
+    outcomes = []
+    for jobs in (1, 8):
+        primary, work = tmp_path / f"p{jobs}", tmp_path / f"w{jobs}"
+        primary.mkdir()
+        opts = Options(jobs=jobs, retry=RetryPolicy(attempts=1))
+        deploy(str(primary), str(work), opts)
+        for i in range(120):
+            write(work, f"r{i % 4}/a{i % 3}/b{i % 5}/f{i}", b"x" * i)
+        first = save(str(work), opts)
+        write(primary, "r2/a0/b0/unknown", b"someone else's")
+        for i in range(0, 120, 3):
+            os.unlink(work / f"r{i % 4}/a{i % 3}/b{i % 5}/f{i}")
+        shutil.rmtree(work / "r2")
+        second = save(str(work), opts, allow_mass_delete=True)
+        trash = primary / DEFAULT_STATUS_DIR / "trash"
+        left = snapshot(primary, mtimes=False)
+        outcomes.append((first.dirs_created, second.deleted, sorted(second.kept_dirs), left,
+                         sorted(str(p.relative_to(next(trash.iterdir())))
+                                for p in trash.rglob("*") if p.is_file())))
+        kept = {b"r2", b"r2/a0", b"r2/a0/b0", b"r2/a0/b0/unknown"}
+        assert {k: v for k, v in left.items() if k not in kept} == snapshot(work, mtimes=False)
+        assert sorted(second.kept_dirs) == ["r2", "r2/a0", "r2/a0/b0"]
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][0] == 4 + 4 * 3 + 4 * 3 * 5  # r*, r*/a*, r*/a*/b*

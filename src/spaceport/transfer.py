@@ -9,6 +9,12 @@ with ``copy_file_range`` where the kernel allows it (no copy through user space)
 A file that fails is retried with backoff if the error is transient; one that keeps failing
 is reported by name while the other workers go on. A storage that is gone (ENOTCONN) stops
 everything at once: there is no point in trying a thousand more files.
+
+On a FUSE mount the cost is round trips, and the kernel holds a folder's lock through the
+round trips of a create or a rename in it: jobs are ordered so that the workers write into
+different folders (:func:`spread_over_folders`). Per file on the destination: create the
+temporary (with its final mode), write, set the mtime through the descriptor, fsync if
+asked, one rename; the stat returned comes from the descriptor (the kernel has it cached).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import queue
 import threading
 from dataclasses import dataclass, replace
 from operator import attrgetter, itemgetter
-from typing import Callable, Iterable, Sequence, TypeVar
+from typing import Callable, Iterable, Sequence, Sized, TypeVar
 
 from .errors import Interrupted
 from .progress import Tracker
@@ -32,7 +38,7 @@ log = logging.getLogger(__name__)
 # Bytes per copy_file_range/sendfile call (the kernel moves them, no buffer of ours): on
 # one local disk 64 MiB calls copy a 1 GiB file 20-40 % faster than 8 MiB calls.
 CHUNK = 64 << 20
-BUFFER = 8 << 20  # bytes per pread/pwrite when the kernel cannot copy: one buffer per worker
+BUFFER = 4 << 20  # bytes per pread/pwrite when the kernel cannot copy: one buffer per worker
 _FALLBACK_ERRNOS = {errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF,
                     errno.ENOTSUP}
 BIG_FILE = 64 << 20  # copied first: a big file started last would end the run alone
@@ -45,7 +51,7 @@ R = TypeVar("R")
 @dataclass(slots=True)
 class CopyJob:
     path: str
-    size: int  # expected size, for progress only
+    size: int  # expected size: for progress, and big files are started first
     tmp: str  # temporary name, recorded in the index before the copy starts
     src: str | None = None  # source path when it differs (restoring from the trash)
 
@@ -243,13 +249,17 @@ def run_parallel(fn: Callable[[T], R], items: Iterable[T], workers: int,
     what ``fn`` raised, or None). If ``on_done`` raises, no further call starts; the calls
     under way end and are handed to ``on_done`` as well, then the exception propagates.
     """
+    stop = threading.Event()
+
     def call(item: T) -> tuple[T, R | None, Exception | None]:
+        if stop.is_set():
+            return item, None, Interrupted("stopped before it was done")
         try:
             return item, fn(item), None
         except Exception as exc:  # noqa: BLE001 - handed to on_done with its item
             return item, None, exc
 
-    _run_pool(items, workers, call, lambda result: on_done(*result), threading.Event(), name)
+    _run_pool(items, workers, call, lambda result: on_done(*result), stop, name)
 
 
 def _run_pool(items: Iterable, workers: int, call: Callable, deliver: Callable,
@@ -259,21 +269,27 @@ def _run_pool(items: Iterable, workers: int, call: Callable, deliver: Callable,
 
     Workers take the next item themselves and hand results back through a queue: no future
     per item, nothing waits on a set of futures (with 10^5 small files that bookkeeping
-    costs as much CPU as the copies). On any exception in this thread (KeyboardInterrupt
-    included) ``stop`` is set, the calls under way end and their results are delivered,
-    then the exception propagates.
+    costs as much CPU as the copies). Once ``stop`` is set, each worker hands over one more
+    item (``call`` reports it as not done) and ends, so the caller learns the run was cut.
+    On any exception in this thread (KeyboardInterrupt included) ``stop`` is set, the calls
+    under way end and their results are delivered, then the exception propagates.
     """
+    if isinstance(items, Sized):
+        workers = min(workers, len(items))  # a folder level of 3 needs 3 threads, not 32
     source, take = iter(items), threading.Lock()
     results: queue.SimpleQueue = queue.SimpleQueue()
 
     def work() -> None:
         try:
-            while not stop.is_set():
+            while True:
                 with take:
                     item = next(source, _WORKER_DONE)
                 if item is _WORKER_DONE:
                     return
-                results.put(call(item))
+                stopped = stop.is_set()
+                results.put(call(item))  # after a stop, call() reports the item as not done
+                if stopped:
+                    return  # one such report per worker tells the caller the run was cut
         except BaseException as exc:  # noqa: BLE001 - a bug: calls return their errors
             stop.set()
             results.put(_Failure(exc))

@@ -1,0 +1,1 @@
+"""Reproducible comparisons of spaceport with rclone and rsync: ``python -m benchmarks.run``."""
