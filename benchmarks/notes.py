@@ -66,20 +66,28 @@ on; `spaceport save --no-fsync` is there for whoever prefers the 10 %.
   kernel: for every tool, first saves and stage-ins end up bound by CPU, not by the delay.
   With a real oneclient (native code) and real network delays, parallelism pays more, and
   spaceport's lead on first saves grows (see the 5 ms row above).
-- This machine's disk is an ext4 without a journal. There, creating a file shortly after
-  others were deleted makes the kernel scan for recently deleted inodes (about 150 µs per
-  file created instead of 20 µs). The benchmark therefore deletes nothing until it ends,
-  so that no tool pays for another's clean-up; every tool still pays for the files it
-  replaces itself.
+- This machine's disk is an ext4 without a journal. There, the kernel checks candidate
+  inodes for recent deletion when a file is created (`recently_deleted()`, a third of the
+  client's CPU in a stage-in under `perf`): creating files shortly after others were
+  deleted costs up to 150 µs each instead of 20 µs. The benchmark therefore deletes
+  nothing until it ends, so that no tool pays for another's clean-up; every tool still
+  pays for the files it replaces itself.
+- Other work on the machine shows: the same no-change save of 200,000 files took from
+  1.85 s to 2.6 s in consecutive runs while other test suites ran.
 - Stage-in: each file read from the primary costs, at the least, a lookup, an open, a flush
   and a release (plus its share of the listing). spaceport makes about 5.1 calls per file,
   rclone 6.1; both are bound by the FUSE server's CPU at 1 ms, so the lead is modest.
-- Scale: the no-change save is one `fstatat` per entry like `find`, plus the Python objects
-  for 200,000 entries and the comparison with 200,000 index rows (SQLite alone needs
-  0.4 s to hand them over). Interpreter start-up is included in the process time.
-- Big file: spaceport and `cp` use the same kernel path (`copy_file_range`), so the
-  differences are the disk's; with fsync the time is mostly the disk writing 1 GiB, which
-  varies from run to run by ±30 % here.
+- Scale (a target at its edge: 4.9 × and 5.6 × `find` in two runs): the no-change save
+  is one `fstatat` per entry like `find` (0.85 s with the Python objects for 212,000
+  entries), then the comparison with 212,000 index rows (0.6 s, of which SQLite needs
+  0.37 s just to hand the rows over), plus 0.3 s of interpreter start-up and exit. What
+  would take it well under: per-folder digests in the index (as git's index keeps for
+  trees), so that a save reads the rows of changed folders only; it touches the index
+  format and the safety of every save, so it is left for its own change.
+- Big file: spaceport and `cp` use the same kernel path (`copy_file_range`, 64 MiB per
+  call), so the differences are the disk's: with fsync the time is mostly the disk
+  writing 1 GiB (0.5 s ± 0.15 s here). Two runs gave 0.85 × and 1.01 × `cp` + fsync, and
+  1.24 × and 0.89 × plain `cp` with `--no-fsync`.
 
 ## How the tools handle symbolic links
 

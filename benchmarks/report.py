@@ -13,7 +13,23 @@ from .tools import FLAGS, find_rclone, find_rsync, version_of
 NOCHANGE_CALLS_MAX = 50  # "a few tens at most"
 
 
-def machine() -> dict:
+def filesystem_of(path: str) -> str:
+    """'ext4 (rw,relatime,...)' for the mount holding ``path``, from /proc/self/mounts."""
+    best, found = "", "?"
+    path = os.path.realpath(path)
+    try:
+        with open("/proc/self/mounts") as f:
+            for line in f:
+                _, point, fstype, options = line.split()[:4]
+                if (path == point or path.startswith(point.rstrip("/") + "/")) \
+                        and len(point) >= len(best):
+                    best, found = point, f"{fstype} ({options})"
+    except OSError:
+        pass
+    return found
+
+
+def machine(workdir: str = "/var/tmp") -> dict:
     cpu = "?"
     try:
         with open("/proc/cpuinfo") as f:
@@ -31,7 +47,8 @@ def machine() -> dict:
         except Exception as exc:  # noqa: BLE001 - a missing tool is reported, not fatal
             return f"missing ({exc})"
     return {"cpu": f"{cpu}, {os.cpu_count()} cores", "memory": f"{mem:.0f} GiB",
-            "kernel": platform.release(), "python": platform.python_version(),
+            "kernel": platform.release(), "disk": filesystem_of(workdir),
+            "python": platform.python_version(),
             "rclone": tool(find_rclone, ["version"]), "rsync": tool(find_rsync, ["--version"]),
             "spaceport": commit}
 

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             scale_res = scale(workdir, scale_files, 3, say)
         if "bigfile" in parts and "spaceport" in tools_wanted:
             say(f"== big file: {big_mib} MiB on local disk")
-            big_res = bigfile(workdir, big_mib << 20, 3, say)
+            big_res = bigfile(workdir, big_mib << 20, 5, say)
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                                      for k, r in results.items()},
                        "scale": scale_res, "bigfile": big_res}, f, indent=1)
     if out:
-        text = markdown(argv, started, minutes, machine(), results,
+        text = markdown(argv, started, minutes, machine(os.path.dirname(workdir)), results,
                         [t.name for t in tools], scale_res, big_res, NOTES)
         with open(out, "w") as f:
             f.write(text)
