@@ -134,11 +134,14 @@ def targets(results: dict[str, Results], scale: dict | None, big: dict | None) -
 def markdown(argv: list[str], started: datetime, minutes: float, info: dict,
              results: dict[str, Results], tools: list[str], scale: dict | None,
              big: dict | None, notes: str) -> str:
+    shown = _measuring_args(argv)
     out = ["# Benchmarks", "",
-           f"Written by `python -m benchmarks.run{' ' + ' '.join(argv) if argv else ''}` on "
+           f"Written by `python -m benchmarks.run{' ' + ' '.join(shown) if shown else ''}` on "
            f"{started.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC (the run took "
            f"{minutes:.0f} min). Run the same command from a fresh clone to refresh this "
-           "file; the text around the tables lives in `benchmarks/report.py`.", "",
+           "file. The text around the tables lives in `benchmarks/report.py` and "
+           "`benchmarks/notes.py`; `--json FILE` keeps every number and `--render FILE` "
+           "writes this file again from them.", "",
            "## Machine", ""]
     out += [f"- {k}: {v}" for k, v in info.items()]
     out += ["", "## Method", "", METHOD, "", "| tool | save | stage-in |", "|---|---|---|"]
@@ -170,6 +173,19 @@ def markdown(argv: list[str], started: datetime, minutes: float, info: dict,
     out += [f"| {t} | {m} | {v} |" for t, m, v in targets(results, scale, big)]
     out += ["", notes.strip(), ""]
     return "\n".join(out)
+
+
+def _measuring_args(argv: list[str]) -> list[str]:
+    """The command line without the options that only say where results go."""
+    shown, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--json", "--out", "--workdir"):
+            skip = True
+        elif not arg.startswith(("--json=", "--out=", "--workdir=")) and arg != "--keep":
+            shown.append(arg)
+    return shown
 
 
 METHOD = """\

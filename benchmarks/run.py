@@ -16,6 +16,7 @@ import signal
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from datetime import datetime, timezone
 
 if __package__ in (None, ""):  # python benchmarks/run.py
@@ -24,7 +25,7 @@ if __package__ in (None, ""):  # python benchmarks/run.py
 
 from spaceport.testing.onedatafs import fuse_available  # noqa: E402
 
-from .measure import Runner, Scenario  # noqa: E402
+from .measure import Results, Runner, Sample, Scenario  # noqa: E402
 from .notes import NOTES  # noqa: E402
 from .report import machine, markdown, scenario_tables, targets  # noqa: E402
 from .scale import bigfile, scale  # noqa: E402
@@ -57,7 +58,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the work folder and logs")
     p.add_argument("--out", help="markdown file to write (default: docs/BENCHMARKS.md for "
                                  "the full run, none for --quick)")
-    p.add_argument("--json", help="also write the raw numbers to this file")
+    p.add_argument("--json", help="also write every number measured to this file")
+    p.add_argument("--render", metavar="JSON",
+                   help="measure nothing: write the report again from a --json file (after "
+                        "editing benchmarks/notes.py, say)")
     return p.parse_args(argv)
 
 
@@ -68,21 +72,12 @@ def _interrupt(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse(argv)
+    if args.render:
+        with open(args.render) as f:
+            run = load_run(json.load(f))
+        write_outputs(run, args.out or os.path.join(REPO, "docs", "BENCHMARKS.md"), None)
+        return 0
     parts = set(args.only.split(","))
-    tools_wanted = args.tools.split(",")
-    scenarios = dict(QUICK if args.quick else FULL)
-    if args.reps:
-        for sc in scenarios.values():
-            every_rep_fresh = sc.first_reps == sc.reps
-            sc.reps = args.reps
-            sc.first_reps = args.reps if every_rep_fresh else min(sc.first_reps, args.reps)
-    if args.delay_ms is not None:
-        for sc in scenarios.values():
-            sc.delay_ms = args.delay_ms
-    scale_files = args.scale_files or (20000 if args.quick else 200_000)
-    big_mib = args.big_mib or (256 if args.quick else 1024)
-    out = args.out or (None if args.quick else os.path.join(REPO, "docs", "BENCHMARKS.md"))
-
     if parts & {"A", "B"}:
         ok, why = fuse_available()
         if not ok:
@@ -91,52 +86,96 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir or tempfile.mkdtemp(prefix="spaceport-bench-", dir="/var/tmp")
     os.makedirs(os.path.join(workdir, "logs"), exist_ok=True)
     try:
-        tools = make_tools(tools_wanted, os.path.join(workdir, "logs"), args.jobs,
+        tools = make_tools(args.tools.split(","), os.path.join(workdir, "logs"), args.jobs,
                            fsync=not args.no_fsync)
     except ToolMissing as exc:
         print(exc, file=sys.stderr)
         return 1
-
     # SIGTERM unwinds like Ctrl-C, so the mount is always taken down.
     signal.signal(signal.SIGTERM, _interrupt)
-    started, t0 = datetime.now(timezone.utc), time.monotonic()
-    say = lambda msg: print(msg, flush=True)  # noqa: E731
-    results, scale_res, big_res = {}, None, None
     try:
-        runner = Runner(workdir, tools, say)
-        for key, sc in scenarios.items():
-            if key in parts:
-                say(f"== scenario {key}: {sc.title}, {sc.reps} repetition(s)")
-                results[key] = runner.run(sc)
-                say(scenario_tables(results[key], [t.name for t in tools]))
-        if "scale" in parts and "spaceport" in tools_wanted:
-            say(f"== scale: {scale_files:,} files on local disk")
-            scale_res = scale(workdir, scale_files, 3, say)
-        if "bigfile" in parts and "spaceport" in tools_wanted:
-            say(f"== big file: {big_mib} MiB on local disk")
-            big_res = bigfile(workdir, big_mib << 20, 5, say)
+        run = measure(args, argv, parts, tools, workdir)
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
-            say(f"kept {workdir}")
-    minutes = (time.monotonic() - t0) / 60
+            print(f"kept {workdir}")
+    out = args.out or (None if args.quick else os.path.join(REPO, "docs", "BENCHMARKS.md"))
+    write_outputs(run, out, args.json)
+    return 0
+
+
+def measure(args, argv: list[str], parts: set[str], tools, workdir: str) -> dict:
+    """Run the chosen parts; everything the report needs, as a dict (also saved as JSON)."""
+    scenarios = dict(QUICK if args.quick else FULL)
+    for sc in scenarios.values():
+        if args.reps:
+            every_rep_fresh = sc.first_reps == sc.reps
+            sc.reps = args.reps
+            sc.first_reps = args.reps if every_rep_fresh else min(sc.first_reps, args.reps)
+        if args.delay_ms is not None:
+            sc.delay_ms = args.delay_ms
+    names = [t.name for t in tools]
+    started, t0 = datetime.now(timezone.utc), time.monotonic()
+    run: dict = {"argv": argv, "started": started.isoformat(), "tools": names,
+                 "machine": machine(os.path.dirname(workdir)), "results": {},
+                 "scale": None, "bigfile": None}
+    runner = Runner(workdir, tools, say)
+    for key, sc in scenarios.items():
+        if key in parts:
+            say(f"== scenario {key}: {sc.title}, {sc.reps} repetition(s)")
+            run["results"][key] = runner.run(sc)
+            say(scenario_tables(run["results"][key], names))
+    if "scale" in parts and "spaceport" in names:
+        files = args.scale_files or (20000 if args.quick else 200_000)
+        say(f"== scale: {files:,} files on local disk")
+        run["scale"] = scale(workdir, files, 3, say)
+    if "bigfile" in parts and "spaceport" in names:
+        mib = args.big_mib or (256 if args.quick else 1024)
+        say(f"== big file: {mib} MiB on local disk")
+        run["bigfile"] = bigfile(workdir, mib << 20, 5, say)
+    run["minutes"] = (time.monotonic() - t0) / 60
+    return run
+
+
+def write_outputs(run: dict, out: str | None, json_path: str | None) -> None:
     say("== targets")
-    for target, measured, verdict in targets(results, scale_res, big_res):
+    for target, measured, verdict in targets(run["results"], run["scale"], run["bigfile"]):
         say(f"  {verdict:13s} {target}: {measured}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"scenarios": {k: {f"{op}/{tool}": [s.__dict__ for s in v]
-                                         for (op, tool), v in r.samples.items()}
-                                     for k, r in results.items()},
-                       "scale": scale_res, "bigfile": big_res}, f, indent=1)
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(dump_run(run), f, indent=1)
     if out:
-        text = markdown(argv, started, minutes, machine(os.path.dirname(workdir)), results,
-                        [t.name for t in tools], scale_res, big_res, NOTES)
+        text = markdown(run["argv"], datetime.fromisoformat(run["started"]), run["minutes"],
+                        run["machine"], run["results"], run["tools"], run["scale"],
+                        run["bigfile"], NOTES)
         with open(out, "w") as f:
             f.write(text)
         say(f"wrote {out}")
-    return 0
+
+
+def dump_run(run: dict) -> dict:
+    return {**run, "results": {k: {"scenario": asdict(r.scenario), "tree": r.tree,
+                                   "problems": r.problems,
+                                   "samples": [{"op": op, "tool": tool,
+                                                "runs": [asdict(s) for s in v]}
+                                               for (op, tool), v in r.samples.items()]}
+                               for k, r in run["results"].items()}}
+
+
+def load_run(data: dict) -> dict:
+    results = {}
+    for key, r in data["results"].items():
+        res = Results(Scenario(**r["scenario"]), tree=r["tree"], problems=r["problems"])
+        for item in r["samples"]:
+            for s in item["runs"]:
+                res.add(item["op"], item["tool"], Sample(**s))
+        results[key] = res
+    return {**data, "results": results}
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
 
 
 if __name__ == "__main__":
