@@ -135,6 +135,19 @@ def read_lock_file(primary: str) -> LockInfo | None:
         return None
 
 
+def read_heartbeat_file(primary: str) -> dict | None:
+    """The heartbeat file of the deployment that holds the lock (format 2)."""
+    info = read_lock_file(primary)
+    if info is None:
+        return None
+    path = os.path.join(primary, DEFAULT_STATUS_DIR, f"heartbeat.{info.deployment_id}")
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read())
+    except FileNotFoundError:
+        return None
+
+
 def make_tree(root: str, files: int, size: int, prefix: str = "f") -> None:
     os.makedirs(root, exist_ok=True)
     for i in range(files):

@@ -24,7 +24,8 @@ from .errors import (EXIT_INTERRUPTED, EXIT_USAGE, Interrupted, LockedError, Spa
 from .engine import DEFAULT_JOBS, Options, open_primary
 from .legacy import DEFAULT_LEGACY_ROOT
 from .links import parse_rebase
-from .lock import DEFAULT_STATUS_DIR, LockInfo, force_unlock, read_lock, validate_status_dir
+from .lock import (DEFAULT_STATUS_DIR, LockInfo, force_unlock, read_lock, set_aside,
+                   validate_status_dir, watch_stale)
 from .progress import RichTracker, Tracker
 from .retry import RetryPolicy, is_unavailable, unavailable
 
@@ -303,18 +304,28 @@ def unlock(ctx, primary, force, yes, **_):
         if holder is None:
             out.print(f"{primary} is not locked.")
             return
-        stale = holder.stale_reason() if isinstance(holder, LockInfo) else None
+        out.print(f"lock held by {holder.describe()}", markup=False)
+        stale = None if force else watch_with_bar(store, opts.status_dir, holder)
         if not force and not stale:
             raise LockedError(f"{primary} is held by {holder.describe()}.",
-                              hint="It does not look stale. If you are sure that deployment is "
-                                   "gone, run again with --force.")
-        out.print(f"lock held by {holder.describe()}" + (f"\nlooks stale: {stale}" if stale else ""))
+                              hint="It is not stale: its heartbeat changed while watched, or "
+                                   "it was deployed from the command line (such a lock never "
+                                   "goes stale). If you are sure that deployment is gone, run "
+                                   "again with --force.")
+        if stale:
+            out.print(f"stale: {stale}", markup=False)
         if not yes:
             if not sys.stdin.isatty():
                 raise UsageError("refusing to remove the lock without confirmation; "
                                  "add --yes to confirm non-interactively.")
             click.confirm("Remove this lock? Any deployment still using it will be stopped "
                           "at its next save", abort=True)
+        if stale and isinstance(holder, LockInfo):
+            if set_aside(store, opts.status_dir, holder.deployment_id) is None:
+                raise LockedError(f"the lock of {primary} changed while it was watched; it "
+                                  "was left in place.", hint="Run unlock again to look anew.")
+            out.print(f"unlocked {primary}")
+            return
         force_unlock(store, opts.status_dir)
     out.print(f"unlocked {primary}")
 
@@ -338,6 +349,21 @@ def verify(ctx, work, checksum, **_):
               + ("identical" if report.ok else f"{len(report.differences)} difference(s)"))
     if not report.ok:
         sys.exit(1)
+
+
+def watch_with_bar(store, status_dir: str, holder) -> str | None:
+    """watch_stale with a progress bar: how long it watches, and how far it is."""
+    if not (isinstance(holder, LockInfo) and holder.live):
+        return None
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("watching its heartbeat"), BarColumn(), TimeRemainingColumn(),
+                  console=err, transient=True) as bar:
+        task = bar.add_task("watch", total=holder.stale_after)
+        err.print(f"watching the holder's heartbeat for up to {holder.stale_after} s: a lock is "
+                  "stale only if its heartbeat stops changing", markup=False)
+        return watch_stale(store, status_dir, holder,
+                           on_tick=lambda done, total: bar.update(task, completed=done))
 
 
 def _mib(n: int) -> str:

@@ -32,10 +32,12 @@ from .engine import Options, open_primary, wipe_folder
 from .errors import (EXIT_INTERRUPTED, EXIT_LOCK_LOST, Interrupted, LockedError, LockLostError,
                      PartialSaveError, SpaceportError, StorageUnavailableError,
                      UsageError)
-from .lock import DeploymentLock, LockInfo, locked_error, pid_alive, read_lock
-from .marker import DEPLOYED, UNDEPLOYED, Marker, read_marker, require_marker, write_marker
+from .lock import DeploymentLock, LockInfo, WorkCopy, locked_error, read_lock
+from .marker import (DEPLOYED, UNDEPLOYED, Marker, read_marker, require_marker, work_id,
+                     write_marker)
 from .retry import RetryPolicy, is_unavailable
 from .save import save
+from .worklock import DAEMON_COMMAND, hold_work
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +103,10 @@ class Daemon:
         remove_file(self.cfg.ready_file)
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
-            code = self._life()
+            # The working copy is ours for the whole life: a command beside the daemon, or a
+            # second daemon, is refused instead of becoming a second writer.
+            with hold_work(self.cfg.work, DAEMON_COMMAND, wait=0):
+                code = self._life()
         except SpaceportError as exc:
             code = self._failed(exc, exc.exit_code)
         except Exception as exc:  # noqa: BLE001 - reported with its traceback
@@ -186,16 +191,9 @@ class Daemon:
             return
         if isinstance(holder, LockInfo) and marker is not None \
                 and holder.deployment_id == marker.deployment_id:
-            if holder.live and holder.host == socket.gethostname() \
-                    and holder.pid != os.getpid() and pid_alive(holder.pid):
-                # Two daemons on one working copy would both save it. (Our own pid in the
-                # lock is a restarted container's: pid namespaces reuse numbers.)
-                raise LockedError(f"this deployment of {self.cfg.primary} is run by another "
-                                  f"live process on this host (pid {holder.pid}).",
-                                  hint="Nothing was changed. Stop that process first.")
-            return
-        if self.cfg.take_over_stale and isinstance(holder, LockInfo) and holder.stale_reason():
-            return
+            return  # our own deployment; a second daemon on this copy waits for the busy lock
+        if self.cfg.take_over_stale:
+            return  # deploy() watches the holder's heartbeat and takes over only if stale
         raise locked_error(holder, self.cfg.primary)
 
     def _restore_project(self) -> None:
@@ -226,7 +224,7 @@ class Daemon:
         and may hold unsaved work: the first autosave runs right after stage-in."""
         with open_primary(self.cfg.primary, marker.token, self.opts) as store:
             DeploymentLock.acquire(store, marker.status_dir, deployment_id=marker.deployment_id,
-                                   work=os.path.abspath(self.cfg.work),
+                                   work=WorkCopy.here(self.cfg.work, work_id(self.cfg.work)),
                                    parameters=self.opts.parameters(), instance=self.opts.instance,
                                    stale_after=self.opts.stale_after, live=True)
         self._took_lock(marker, resumed=True)

@@ -10,26 +10,29 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .engine import (PRIMARY, WORK, IndexRecorder, Options, file_known, folder_is_empty,
                      open_primary, open_work, partial_error, remove_leftover_temps,
                      separate_folders, wipe_folder)
-from .errors import Interrupted, RefusedError
+from .errors import FormatError, Interrupted, RefusedError
 from .index import Index, IndexDamagedError, Known
 from .legacy import read_legacy_links
 from .links import Link, read_manifest, resolve_target
-from .lock import (DeploymentLock, LockInfo, LockKeeper, read_lock, utcnow,
-                   validate_status_dir)
-from .marker import (DEPLOYED, DEPLOYING, MARKER_DIR, Marker, index_path, new_marker, read_marker,
-                     write_marker)
+from .lock import (DeploymentLock, LockKeeper, WorkCopy, held_error, lock_id, read_lock,
+                   utcnow, validate_status_dir)
+from .marker import (DEPLOYED, DEPLOYING, MARKER_DIR, Marker, index_path, marker_dir,
+                     new_marker, read_marker, remove_marker_file, work_id, write_marker)
 from .plan import DeployPlan, SavePlan, plan_deploy
 from .save import MANIFEST_STATE, pending_changes, save, scan_work
 from .scan import Entry, Kind, scan_tree
 from .store.base import Store, join, parent_of, temp_name
 from .store.posix import mkdir_mode
 from .transfer import Copier, CopyDone, CopyJob, run_copies
+from .worklock import hold_work
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +60,72 @@ def deploy(primary_path: str, work_path: str, opts: Options, *, resume: bool = F
     validate_status_dir(opts.status_dir)
     primary_path, work_path = separate_folders(primary_path, work_path,
                                                ("primary", "working copy"))
+    if not os.path.exists(work_path):
+        # Refuse a held primary before creating anything: a refused deploy leaves no folder.
+        with open_primary(primary_path, "00000000", opts) as probe:
+            holder = read_lock(probe, opts.status_dir)
+            if holder is not None and not take_over_stale:
+                raise held_error(probe, opts.status_dir, holder)
+    with _claimed(work_path), hold_work(work_path, "deploy", wait=opts.busy_wait,
+                                        say=opts.say):
+        return _deploy_held(primary_path, work_path, opts, resume, discard_local,
+                            take_over_stale, stop or threading.Event())
+
+
+@contextmanager
+def _claimed(work_path: str):
+    """Create WORK if needed; if the deploy fails before it holds the lock, take away what
+    was created here (the folder, the marker folder), so a refusal leaves nothing behind."""
+    made_work = not os.path.exists(work_path)
+    made_marker = not os.path.exists(marker_dir(work_path))
     os.makedirs(work_path, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        if made_marker and read_marker_quietly(work_path) is None:
+            shutil.rmtree(marker_dir(work_path), ignore_errors=True)
+            if made_work:
+                try:
+                    os.rmdir(work_path)
+                except OSError:
+                    pass
+        raise
+
+
+def read_marker_quietly(work_path: str) -> Marker | None:
+    try:
+        return read_marker(work_path)
+    except FormatError:
+        return None
+
+
+def _take_lock(primary, work_path: str, marker: Marker, previous: Marker | None,
+               here: WorkCopy, opts: Options, take_over_stale: bool) -> DeploymentLock:
+    """Write the new deployment's marker, then take the lock. The marker comes first so
+    that a deploy killed right after the lock was published finds its own lock when run
+    again; if the lock is refused, the marker is put back as it was."""
+    fresh = previous is None or previous.deployment_id != marker.deployment_id
+    if fresh:
+        marker.phase = DEPLOYING
+        write_marker(work_path, marker)
+    try:
+        return DeploymentLock.acquire(
+            primary, opts.status_dir, deployment_id=marker.deployment_id, work=here,
+            parameters=opts.parameters(), instance=opts.instance,
+            stale_after=opts.stale_after, live=opts.live_lock,
+            take_over_stale=take_over_stale, on_watch=opts.on_watch)
+    except BaseException:
+        if fresh:
+            if previous is not None:
+                write_marker(work_path, previous)
+            else:
+                remove_marker_file(work_path)
+        raise
+
+
+def _deploy_held(primary_path: str, work_path: str, opts: Options, resume: bool,
+                 discard_local: bool, take_over_stale: bool,
+                 stop: threading.Event) -> DeployReport:
     marker = read_marker(work_path)
     if marker and os.path.realpath(marker.primary) != os.path.realpath(primary_path) \
             and not discard_local:
@@ -68,9 +136,13 @@ def deploy(primary_path: str, work_path: str, opts: Options, *, resume: bool = F
     token = marker.token if marker else "00000000"
     with open_primary(primary_path, token, opts) as probe:
         holder = read_lock(probe, opts.status_dir)
-    own = bool(marker and isinstance(holder, LockInfo)
-               and holder.deployment_id == marker.deployment_id)
+    here = WorkCopy.here(work_path, work_id(work_path))
+    own = bool(marker and lock_id(holder) == marker.deployment_id)
+    if own:
+        if not holder.names(here):  # a copy of the working copy: never a second writer
+            DeploymentLock.resume(probe, opts.status_dir, holder, here)  # raises, naming both
     report = DeployReport(resumed_own=own)
+    previous = marker
     pending = None
     if not own:
         pending = _check_local_work(work_path, marker, resume, discard_local)
@@ -83,11 +155,7 @@ def deploy(primary_path: str, work_path: str, opts: Options, *, resume: bool = F
             marker = new_marker(primary_path, opts.status_dir)
     report.deployment_id = marker.deployment_id
     with open_primary(primary_path, marker.token, opts) as primary:
-        lock = DeploymentLock.acquire(
-            primary, opts.status_dir, deployment_id=marker.deployment_id, work=work_path,
-            parameters=opts.parameters(), instance=opts.instance,
-            stale_after=opts.stale_after, live=opts.live_lock,
-            take_over_stale=take_over_stale)
+        lock = _take_lock(primary, work_path, marker, previous, here, opts, take_over_stale)
         if own and marker.phase == DEPLOYED:
             # Our own finished deployment restarting (a daemon killed and started again):
             # the working copy is the truth and may hold edits made after the last save.
@@ -100,7 +168,7 @@ def deploy(primary_path: str, work_path: str, opts: Options, *, resume: bool = F
                 save(work_path, opts, lock=lock, conflicts_to_trash=True, task="save unsaved work")
                 report.saved_first = True
             with LockKeeper(lock, opts.heartbeat_interval):
-                _stage_in(primary, work_path, marker, opts, report, stop or threading.Event())
+                _stage_in(primary, work_path, marker, opts, report, stop)
             marker.phase = DEPLOYED
             write_marker(work_path, marker)
         except BaseException:

@@ -12,6 +12,7 @@ import shutil
 import stat as stat_mod
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from .errors import PartialSaveError, StorageUnavailableError, UsageError
 from .index import Index, Known
@@ -23,6 +24,7 @@ from .retry import RetryPolicy, retry_call, unavailable
 from .scan import Entry, Kind
 from .store import PRIMARY_CAPABILITIES, WORK_CAPABILITIES, PosixStore
 from .trash import DEFAULT_RETENTION_DAYS
+from .worklock import DEFAULT_WAIT
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,9 @@ class Options:
     legacy_root: str = DEFAULT_LEGACY_ROOT
     rebase: list[tuple[str, str]] = field(default_factory=list)
     tracker: Tracker = field(default_factory=Tracker)
+    busy_wait: float = DEFAULT_WAIT  # seconds to wait for another command on the working copy
+    say: Callable[[str], None] | None = None  # a line for the person at the terminal
+    on_watch: Callable[[float, float], None] | None = None  # progress of a stale-lock watch
 
     def parameters(self) -> dict:
         """What goes into the lock file for a person to read."""

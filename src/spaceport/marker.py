@@ -50,6 +50,15 @@ def marker_dir(work: str) -> str:
     return os.path.join(work, MARKER_DIR)
 
 
+def work_id(work: str) -> str | None:
+    """The identity of this working copy's marker folder (its inode): the lock records it,
+    and a copy (``cp -a``) of the working copy gets another one."""
+    try:
+        return str(os.stat(marker_dir(work)).st_ino)
+    except FileNotFoundError:
+        return None
+
+
 def index_path(work: str) -> str:
     return os.path.join(marker_dir(work), INDEX_FILE)
 
@@ -87,6 +96,13 @@ def write_marker(work: str, marker: Marker) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def remove_marker_file(work: str) -> None:
+    try:
+        os.unlink(os.path.join(marker_dir(work), MARKER_FILE))
+    except FileNotFoundError:
+        pass
 
 
 def new_marker(primary: str, status_dir: str) -> Marker:

@@ -22,8 +22,11 @@ from .engine import (PRIMARY, IndexRecorder, Options, file_known, open_primary, 
 from .errors import Interrupted, LockLostError, RefusedError, StorageUnavailableError
 from .index import Index, IndexDamagedError, Known
 from .links import MANIFEST_NAME, write_manifest
-from .lock import DeploymentLock, LockInfo, LockKeeper, iso, read_lock, utcnow
-from .marker import DEPLOYING, MARKER_DIR, UNDEPLOYED, Marker, index_path, require_marker
+from .fence import Fence
+from .lock import (DeploymentLock, LockKeeper, WorkCopy, iso, lock_id, read_lock,
+                   utcnow)
+from .marker import (DEPLOYING, MARKER_DIR, UNDEPLOYED, Marker, index_path, require_marker,
+                     work_id)
 from .plan import SavePlan, by_depth, links_for_manifest, plan_save
 from .retry import is_unavailable, retry_call, unavailable
 from .scan import Entry, Kind, ScanResult, scan_tree
@@ -31,6 +34,7 @@ from .store.base import DetachedError, Store, join, parent_of, temp_name
 from .store.posix import mkdir_mode
 from .transfer import Copier, CopyDone, CopyJob, interleave_folders, run_copies, run_parallel
 from .trash import TrashBin, purge
+from .worklock import hold_work
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +80,14 @@ def scan_work(work: Store, marker: Marker) -> ScanResult:
     return scan
 
 
-def adopt_lock(primary: Store, marker: Marker) -> DeploymentLock:
-    """The lock on the primary, if it belongs to this working copy; else exit 4."""
+def adopt_lock(primary: Store, marker: Marker, work_path: str) -> DeploymentLock:
+    """The lock on the primary, if it belongs to this very working copy; else exit 4.
+
+    (A running daemon's working copy is refused earlier, by its busy lock: see worklock.)"""
     holder = read_lock(primary, marker.status_dir)
-    if isinstance(holder, LockInfo) and holder.deployment_id == marker.deployment_id:
-        return DeploymentLock(primary, marker.status_dir, holder)
+    if lock_id(holder) == marker.deployment_id:
+        return DeploymentLock.resume(primary, marker.status_dir, holder,
+                                     WorkCopy.here(work_path, work_id(work_path)))
     what = holder.describe() if holder else "there is no lock at all"
     hint = ("Nothing was written to the primary; the working copy is untouched.")
     if holder is None:
@@ -131,6 +138,23 @@ def open_or_rebuild_index(work_path: str, marker: Marker, primary: Store, work: 
     return index
 
 
+def lost_during_save(exc: LockLostError, fence: Fence) -> LockLostError:
+    """The lock-lost error of a save, naming what may have landed after the loss."""
+    written = fence.after_loss
+    if not written:
+        return LockLostError(exc.message, hint="Nothing more was written to the primary. "
+                                               "Your working copy is untouched. Find out who "
+                                               "unlocked or took the folder before saving again.")
+    names = "\n".join(f"  {w}" for w in written[:50])
+    more = f"\n  … and {len(written) - 50} more" if len(written) > 50 else ""
+    return LockLostError(
+        f"{exc.message}\n{len(written)} write(s) landed on the primary after the last check "
+        f"that found the lock ours (at most one per worker), and may have gone to the new "
+        f"holder's project:\n{names}{more}",
+        hint="Nothing else was written. Your working copy is untouched; tell the new holder "
+             "which files above to check.")
+
+
 def guard_mass_delete(plan: SavePlan, known_files: int, opts: Options, allow: bool) -> None:
     share = plan.deleted_files / known_files if known_files else 0.0
     if not allow and plan.deleted_files and share > opts.mass_delete_threshold:
@@ -149,8 +173,17 @@ def save(work_path: str, opts: Options, *, dry_run: bool = False,
     """Save the working copy at ``work_path`` to its primary. See the module docstring.
 
     ``stop.set()`` stops the running uploads within one chunk (the daemon's SIGTERM)."""
-    started = time.monotonic()
     work_path = os.path.abspath(work_path)
+    require_marker(work_path)  # before the busy lock, which would create the marker folder
+    with hold_work(work_path, task, wait=opts.busy_wait, say=opts.say):
+        return _save_held(work_path, opts, dry_run, allow_mass_delete, lock,
+                          conflicts_to_trash, task, stop)
+
+
+def _save_held(work_path: str, opts: Options, dry_run: bool, allow_mass_delete: bool,
+               lock: DeploymentLock | None, conflicts_to_trash: bool, task: str,
+               stop: threading.Event | None) -> SaveReport:
+    started = time.monotonic()
     marker = require_marker(work_path)
     if marker.phase == DEPLOYING and lock is None:
         raise RefusedError(f"the deployment into {work_path} did not finish.",
@@ -161,7 +194,7 @@ def save(work_path: str, opts: Options, *, dry_run: bool = False,
                             hint="Deploy it again to work on it.")
     with open_primary(marker.primary, marker.token, opts) as primary, \
             open_work(work_path, marker.token) as work:
-        lock = lock or adopt_lock(primary, marker)
+        lock = lock or adopt_lock(primary, marker, work_path)
         lock.verify()  # fencing before anything is written
         index = open_or_rebuild_index(work_path, marker, primary, work, opts)
         try:
@@ -176,9 +209,12 @@ def save(work_path: str, opts: Options, *, dry_run: bool = False,
                 return report
             run = _SaveRun(primary, work, index, lock, marker, opts, report, task)
             run.stop = stop or threading.Event()
-            with LockKeeper(lock, opts.heartbeat_interval) as keeper:
+            with LockKeeper(lock, opts.heartbeat_interval, fence=run.fence) as keeper:
                 run.keeper = keeper
-                run.execute(plan, conflicts_to_trash)
+                try:
+                    run.execute(plan, conflicts_to_trash)
+                except LockLostError as exc:
+                    raise lost_during_save(exc, run.fence) from exc
             report.seconds = time.monotonic() - started
             # Folders that could not be listed were neither saved nor deleted: say so.
             run.failed.extend((path or ".", exc) for path, exc in scan.unreadable.items())
@@ -200,6 +236,7 @@ class _SaveRun:
         self.now = utcnow()
         self._trash: TrashBin | None = None
         self.recorder = IndexRecorder(index, PRIMARY)
+        self.fence = Fence(lock.verify)  # gates every commit on the primary
         self.failed: list[tuple[str, BaseException]] = []
         self._attached_at = time.monotonic()
         self._detached: StorageUnavailableError | None = None
@@ -274,10 +311,12 @@ class _SaveRun:
         path, kind = old.entry.path, old.entry.kind
         try:
             if kind is Kind.FILE:
-                self.retry(self.trash.move, path, what=f"move {path} to trash")
+                self.fence.commit(f"{path} (moved to the trash)", lambda: self.retry(
+                    self.trash.move, path, what=f"move {path} to trash"))
                 return "moved"
             if kind is Kind.DIR:
-                self.retry(self.primary.rmdir, path, what=f"remove folder {path}")
+                self.fence.commit(f"{path}/ (removed)", lambda: self.retry(
+                    self.primary.rmdir, path, what=f"remove folder {path}"))
         except FileNotFoundError:
             pass  # already gone (a parent moved with it, or someone removed it)
         except OSError as exc:
@@ -286,7 +325,8 @@ class _SaveRun:
             if stuck_dir_to_trash:
                 log.warning("folder %s holds files spaceport never saw; it is replaced, so it "
                             "is kept in the trash (%s)", path, self.trash.name)
-                self.retry(self.trash.move, path, what=f"move {path} to trash")
+                self.fence.commit(f"{path}/ (moved to the trash)", lambda: self.retry(
+                    self.trash.move, path, what=f"move {path} to trash"))
             else:
                 return "kept"  # it holds files spaceport never saw (safety rule 4)
         return "removed"
@@ -335,8 +375,9 @@ class _SaveRun:
             self.check()
             try:
                 # Owner-writable until the files are in; the exact mode is set after.
-                self.retry(self.primary.mkdir, entry.path, entry.mode | 0o700,
-                           what=f"create folder {entry.path}")
+                self.fence.commit(f"{entry.path}/ (created)", lambda: self.retry(
+                    self.primary.mkdir, entry.path, entry.mode | 0o700,
+                    what=f"create folder {entry.path}"))
             except FileExistsError:
                 pass
 
@@ -355,8 +396,8 @@ class _SaveRun:
         for entry in [e for e in plan.mkdirs if mkdir_mode(e.mode) != e.mode] + plan.chmods:
             self.check()
             with self.entry_step(entry.path):
-                self.retry(self.primary.chmod, entry.path, entry.mode,
-                           what=f"chmod {entry.path}")
+                self.fence.commit(f"{entry.path}/ (mode set)", lambda: self.retry(
+                    self.primary.chmod, entry.path, entry.mode, what=f"chmod {entry.path}"))
                 self.recorder.done(Known(entry, None, None))
 
     def _upload(self, plan: SavePlan, conflicts_to_trash: bool) -> None:
@@ -368,7 +409,8 @@ class _SaveRun:
         tracker = self.opts.tracker
         tracker.start(self.task, files=len(jobs), nbytes=plan.upload_bytes)
         copier = Copier(self.work, self.primary, tracker=tracker, task=self.task,
-                        retry=self.opts.retry, stop=self.stop, check=self.check)
+                        retry=self.opts.retry, stop=self.stop, check=self.check,
+                        fence=self.fence)
 
         def before(job: CopyJob) -> None:
             self._trash_conflict(job.path, known.get(job.path))
@@ -425,11 +467,11 @@ class _SaveRun:
         if not plan.links_changed and self.index.get_meta(MANIFEST_STATE) == "ok":
             return
         self.recorder.flush()
-        self.lock.verify()  # the manifest is the last write: fence right before it
         roots = [self.work.root, os.path.realpath(self.work.root)]
-        self.retry(write_manifest, self.primary, self.marker.status_dir,
-                   links_for_manifest(plan.links, roots), self.work.root,
-                   what=f"write {MANIFEST_NAME}")
+        self.fence.commit(MANIFEST_NAME, lambda: self.retry(
+            write_manifest, self.primary, self.marker.status_dir,
+            links_for_manifest(plan.links, roots), self.work.root,
+            what=f"write {MANIFEST_NAME}"))
         for entry in plan.links:
             self.recorder.done(Known(entry, None, None))
         self.recorder.flush()
@@ -462,8 +504,8 @@ class _SaveRun:
         if not (r.uploaded or r.deleted or r.dirs_created or r.manifest_written):
             return  # keep the journal to saves that changed something
         try:
-            self.primary.append_bytes(join(self.marker.status_dir, JOURNAL_NAME),
-                                      (json.dumps(line) + "\n").encode())
+            self.fence.commit(JOURNAL_NAME, lambda: self.primary.append_bytes(
+                join(self.marker.status_dir, JOURNAL_NAME), (json.dumps(line) + "\n").encode()))
         except OSError as exc:
             log.warning("could not append to the save journal: %s", exc)
 

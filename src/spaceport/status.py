@@ -17,7 +17,8 @@ from .errors import FormatError, SpaceportError
 from .index import Index
 from .legacy import LINKLIST_NAME, SYMLINK_DUMP_NAME
 from .links import read_manifest, resolve_target
-from .lock import LegacyLock, LockInfo, UnreadableLock, read_lock
+from .lock import (LegacyLock, LockInfo, UnreadableLock, provably_gone, read_heartbeat,
+                   read_lock)
 from .marker import MARKER_DIR, index_path, read_marker, require_marker
 from .save import JOURNAL_NAME, pending_changes
 from .scan import Kind, scan_tree
@@ -25,17 +26,23 @@ from .store.base import Store, join
 from .trash import list_batches
 
 
-def lock_facts(holder) -> dict | None:
+def lock_facts(holder, store: Store, status_dir: str) -> dict | None:
+    """What a person or a script should know of a lock. Whether it is stale is not judged
+    here: that takes watching its heartbeat (``spaceport unlock`` does), except when its
+    process is provably gone on this very machine."""
     if holder is None:
         return None
     if isinstance(holder, LockInfo):
-        return {"kind": "spaceport", "deployment_id": holder.deployment_id,
-                "host": holder.host, "instance": holder.instance, "pid": holder.pid,
+        beat = read_heartbeat(store, status_dir, holder.deployment_id)
+        return {"kind": "spaceport", "format": holder.format,
+                "deployment_id": holder.deployment_id, "host": holder.host,
+                "instance": holder.instance, "pid": beat.pid if beat else holder.pid,
                 "user": holder.user, "work": holder.work, "created": holder.created,
-                "heartbeat": holder.heartbeat,
-                "heartbeat_age_seconds": round(holder.heartbeat_age(), 1),
-                "stale": holder.stale_reason(), "last_save": holder.last_save,
-                "description": holder.describe()}
+                "live": holder.live,
+                "heartbeat": beat.time if beat else holder.heartbeat,
+                "stale": provably_gone(store, status_dir, holder),
+                "last_save": beat.last_save if beat else holder.last_save,
+                "description": holder.describe(beat)}
     if isinstance(holder, LegacyLock):
         return {"kind": "legacy", "file": holder.file, "host": holder.host,
                 "dir": holder.directory, "date": holder.date, "description": holder.describe()}
@@ -61,7 +68,7 @@ def work_status(work_path: str, opts: Options) -> dict:
     try:
         with open_primary(marker.primary, marker.token, opts) as primary:
             holder = read_lock(primary, marker.status_dir)
-        facts["lock"] = lock_facts(holder)
+            facts["lock"] = lock_facts(holder, primary, marker.status_dir)
         facts["lock_is_ours"] = isinstance(holder, LockInfo) and \
             holder.deployment_id == marker.deployment_id
     except (SpaceportError, OSError) as exc:
@@ -76,7 +83,7 @@ def primary_status(primary_path: str, opts: Options) -> dict:
     status_dir = opts.status_dir
     facts: dict = {"primary": os.path.abspath(primary_path), "status_dir": status_dir}
     with open_primary(primary_path, "00000000", opts) as primary:
-        facts["lock"] = lock_facts(read_lock(primary, status_dir))
+        facts["lock"] = lock_facts(read_lock(primary, status_dir), primary, status_dir)
         try:
             links = read_manifest(primary, status_dir)
             facts["manifest_links"] = None if links is None else len(links)

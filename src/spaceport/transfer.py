@@ -70,7 +70,8 @@ class Copier:
 
     def __init__(self, src: Store, dst: Store, *, tracker: Tracker, task: str,
                  retry: RetryPolicy, stop: threading.Event,
-                 check: Callable[[], None] = lambda: None, stable_source: bool = False):
+                 check: Callable[[], None] = lambda: None, stable_source: bool = False,
+                 fence: Fence | None = None):
         self.src, self.dst = src, dst
         # A source nobody writes while we copy (the primary, under our lock) is not stat'ed
         # again after the copy: on FUSE that costs a round trip per file, as reading marks
@@ -79,7 +80,8 @@ class Copier:
         self.tracker, self.task = tracker, task
         self.retry = retry
         self.stop = stop
-        self.check = check  # fencing: raises if the lock was lost
+        self.check = check  # raises if the lock was lost (cheap, between chunks)
+        self.fence = fence  # gates each rename into place on the destination
         self._use_cfr = True
         self._use_sendfile = True
 
@@ -126,7 +128,9 @@ class Copier:
             try:
                 copied = self._copy_data(sfd, fd, before.st_size, moved)
                 after = before if self.stable_source else os.fstat(sfd)
-                self.check()  # last fencing point before the file becomes visible
+                self.check()
+                if self.fence is not None:
+                    self.fence.before_commit()  # the file becomes visible next
             except BaseException:
                 self.dst.discard_temp(fd, tmp)
                 self.tracker.advance(self.task, nbytes=-moved[0])
@@ -139,6 +143,8 @@ class Copier:
             except BaseException:
                 self.tracker.advance(self.task, nbytes=-moved[0])
                 raise
+            if self.fence is not None:
+                self.fence.committed(job.path)
         finally:
             os.close(sfd)
         return CopyDone(job, before, dst_st, unstable=unstable)

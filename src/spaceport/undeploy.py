@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from .engine import Options, open_primary, wipe_folder
 from .marker import UNDEPLOYED, require_marker, write_marker
 from .save import SaveReport, adopt_lock, save
+from .worklock import hold_work
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +27,17 @@ class UndeployReport:
 def undeploy(work_path: str, opts: Options, *, keep_work: bool = False,
              allow_mass_delete: bool = False) -> UndeployReport:
     work_path = os.path.abspath(work_path)
+    require_marker(work_path)
+    with hold_work(work_path, "undeploy", wait=opts.busy_wait, say=opts.say):
+        return _undeploy_held(work_path, opts, keep_work, allow_mass_delete)
+
+
+def _undeploy_held(work_path: str, opts: Options, keep_work: bool,
+                   allow_mass_delete: bool) -> UndeployReport:
     marker = require_marker(work_path)
     report = save(work_path, opts, allow_mass_delete=allow_mass_delete, task="final save")
     with open_primary(marker.primary, marker.token, opts) as primary:
-        adopt_lock(primary, marker).release()
+        adopt_lock(primary, marker, work_path).release()
     marker.phase = UNDEPLOYED
     # Kept copies keep their marker: a later deploy sees an all-saved copy and reuses it.
     write_marker(work_path, marker)

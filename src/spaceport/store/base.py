@@ -142,6 +142,11 @@ class Store(ABC):
     def rename(self, src: str, dst: str) -> None: ...
 
     @abstractmethod
+    def rename_noreplace(self, src: str, dst: str) -> None:
+        """rename(src, dst) that fails with FileExistsError if dst exists (the lock is
+        published this way); OSError EINVAL/ENOSYS where the storage cannot do it."""
+
+    @abstractmethod
     def unlink(self, rel: str) -> None: ...
 
     @abstractmethod

@@ -8,6 +8,7 @@ into the bare mount-point directory, which is what path-based tools do.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
 import os
@@ -30,6 +31,24 @@ def mkdir_mode(mode: int) -> int:
 # chmod or mtimes may fail or be ignored. Work folders are ordinary local filesystems.
 PRIMARY_CAPABILITIES = Capabilities(symlinks=False, reliable_chmod=False, reliable_mtime=False)
 WORK_CAPABILITIES = Capabilities(symlinks=True, reliable_chmod=True, reliable_mtime=True)
+
+
+RENAME_NOREPLACE = 1  # <linux/fs.h>
+_libc = ctypes.CDLL(None, use_errno=True)
+_renameat2 = getattr(_libc, "renameat2", None)
+
+
+def renameat2(src_dir_fd: int, src: str, dst_dir_fd: int, dst: str, flags: int) -> None:
+    """Linux renameat2(2); os.rename has no flags. ENOSYS where libc lacks it."""
+    if _renameat2 is None:
+        raise OSError(errno.ENOSYS, "renameat2 is not available", src)
+    if _renameat2(src_dir_fd, os.fsencode(src), dst_dir_fd, os.fsencode(dst), flags) != 0:
+        code = ctypes.get_errno()
+        if code == errno.EEXIST:
+            raise FileExistsError(code, os.strerror(code), dst)
+        if code == errno.ENOENT:
+            raise FileNotFoundError(code, os.strerror(code), src)
+        raise OSError(code, os.strerror(code), src)
 
 
 class PosixStore(Store):
@@ -175,6 +194,9 @@ class PosixStore(Store):
 
     def rename(self, src: str, dst: str) -> None:
         os.rename(src, dst, src_dir_fd=self._fd, dst_dir_fd=self._fd)
+
+    def rename_noreplace(self, src: str, dst: str) -> None:
+        renameat2(self._fd, src, self._fd, dst, RENAME_NOREPLACE)
 
     def unlink(self, rel: str) -> None:
         os.unlink(rel, dir_fd=self._fd)
