@@ -6,18 +6,17 @@ import json
 import logging
 import os
 import re
-import sys
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime, timezone
 
 import click
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
 from .cli import (cli, common_options, env_option, err, jobs_option, make_options, out,
                   stopping_on_sigterm)
-from .daemon_state import (FAILED, LOCK_LOST, READY_PHASES, RELEASED, STOPPED, DaemonTracker,
+from .daemon.logs import setup_daemon_logging
+from .daemon.state import (FAILED, LOCK_LOST, READY_PHASES, RELEASED, STOPPED, DaemonTracker,
                            RateLimit, human_bytes, progress_text)
 from .errors import UsageError
 from .lock import DEFAULT_STATUS_DIR
@@ -54,55 +53,6 @@ def read_token(token: str | None, token_file: str | None) -> str | None:
         if not token:
             raise UsageError(f"the token file {token_file} is empty.")
     return token or None
-
-
-# -- logs ----------------------------------------------------------------------------
-class _Redacting(logging.Formatter):
-    """Never let a secret reach the log, whatever code logged it."""
-
-    def __init__(self, secrets: list[str], **kwargs):
-        super().__init__(**kwargs)
-        self.secrets = [s for s in secrets if s]
-
-    def redact(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
-
-
-class TextFormatter(_Redacting):
-    """One line per event, for people reading ``kubectl logs``."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        stamp = datetime.fromtimestamp(record.created, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        text = f"{stamp} {record.levelname:<7} {record.getMessage()}"
-        if record.exc_info:
-            text += " | " + self.formatException(record.exc_info)
-        return self.redact(" | ".join(line for line in text.splitlines() if line.strip()))
-
-
-class JsonFormatter(_Redacting):
-    """One JSON object per line, for log collectors; structured fields ride along."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        data = {"time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
-                "level": record.levelname.lower(), "logger": record.name,
-                "message": record.getMessage()}
-        for key, value in (getattr(record, "fields", None) or {}).items():
-            data.setdefault(key, value)  # the line's own time, level and message win
-        if record.exc_info:
-            data["exception"] = self.formatException(record.exc_info)
-        return self.redact(json.dumps(data, default=str, ensure_ascii=False))
-
-
-def setup_daemon_logging(fmt: str, verbose: int, secrets: list[str]) -> None:
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter(secrets) if fmt == "json" else TextFormatter(secrets))
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 # -- run -----------------------------------------------------------------------------
@@ -184,8 +134,9 @@ def run(ctx, **p):
     lock and the working copy), 3 locked by another deployment, 4 lock lost, 5 refused for
     safety, 6 primary unavailable.
     """
-    from .daemon import Daemon, DaemonConfig, check_layout, remove_file, write_file_atomic
-    from .web import WebServer
+    from .daemon.config import DaemonConfig, check_layout, remove_file, write_file_atomic
+    from .daemon.lifecycle import Daemon
+    from .daemon.web import WebServer
 
     if bool(p["source"]) != bool(p["source_work"]):
         raise click.UsageError("give --source and --source-work together.")
