@@ -306,7 +306,8 @@ def entry_point_module() -> str | None:
 
 def test_build_stage_installs_a_working_spaceport(stages, tmp_path):
     module = entry_point_module()
-    if module and not (ROOT / "src" / Path(*module.split("."))).with_suffix(".py").exists():
+    source = ROOT / "src" / Path(*module.split(".")) if module else None
+    if module and not (source.with_suffix(".py").exists() or (source / "__init__.py").exists()):
         pytest.skip(f"the entry point's module {module} is not in the source tree yet")
     build, _ = stages
     args = build.args()

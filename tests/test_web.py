@@ -16,10 +16,10 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from spaceport.daemon import DaemonConfig
-from spaceport.daemon_state import DaemonTracker, RateLimit, State
+from spaceport.daemon.config import DaemonConfig
+from spaceport.daemon.state import DaemonTracker, RateLimit, State
+from spaceport.daemon.web import parse_listen, render_page
 from spaceport.errors import UsageError
-from spaceport.web import parse_listen, render_page
 
 from conftest import run_cli
 from daemon_helpers import make_tree

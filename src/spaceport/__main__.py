@@ -2,6 +2,6 @@
 
 import sys
 
-from .cli import main
+from . import cli
 
-sys.exit(main())
+sys.exit(cli.main())

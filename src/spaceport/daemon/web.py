@@ -26,11 +26,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
                                     SummaryMetricFamily)
 
-from .daemon_state import PHASES, DaemonTracker, State, human_bytes
-from .errors import SpaceportError, UsageError
-from .lock import human_age
+from ..errors import SpaceportError, UsageError
+from ..lock import human_age
+from .state import PHASES, DaemonTracker, State, human_bytes
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("spaceport.web")  # its name from before the package
 
 REFRESH_SECONDS = 2
 

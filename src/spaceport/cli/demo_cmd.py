@@ -17,12 +17,12 @@ import click
 from rich.panel import Panel
 from rich.rule import Rule
 
-from .cli import cli, env_option, err, make_options, out
-from .deploy import deploy
-from .errors import LockedError
-from .save import save
-from .status import format_status, verify, work_status
-from .undeploy import undeploy
+from ..deploy import deploy
+from ..errors import LockedError
+from ..save import save
+from ..status import format_status, verify, work_status
+from ..undeploy import undeploy
+from .options import env_option, err, make_options, out
 
 ODD_NAMES = ["name with spaces.txt", 'quote"d.txt', "tab\there.txt", "new\nline.txt",
              "back\\slash.txt", " leading space.txt", "ünïcödé.txt",
@@ -78,7 +78,7 @@ def scipion_works(work: str) -> None:
     os.unlink(os.path.join(work, "Runs", "000098_ProtCTFFind", "run.db"))
 
 
-@cli.command()
+@click.command()
 @env_option("--dir", "folder", type=click.Path(file_okay=False),
             help="Where to create the demo (default: a new temporary folder).")
 @env_option("--micrograph-mb", type=click.FloatRange(0.01, 512), default=1.0,

@@ -1,4 +1,4 @@
-"""The daemon, ``spaceport run``: one deployment's whole life, in a container or on a VM.
+"""The daemon's life, ``spaceport run``: one deployment, in a container or on a VM.
 
 Phases (DESIGN.md): locking -> staging-in (source clone and project restore in parallel) ->
 ready (ready file, /readyz 200) -> running (autosave every interval, lock heartbeat) ->
@@ -21,59 +21,31 @@ import signal
 import socket
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-from .clone import clone, wipe_clone
-from .daemon_state import (FAILED, LOCK_LOST, LOCKING, READY, RELEASED, RUNNING, STAGING_IN,
-                           STAGING_OUT, STOPPED, DaemonTracker, State, Worker, describe,
-                           human_bytes)
-from .deploy import deploy
-from .engine import Options, open_primary, wipe_folder
-from .errors import (EXIT_INTERRUPTED, EXIT_LOCK_LOST, Interrupted, LockedError, LockLostError,
-                     PartialSaveError, SpaceportError, StorageUnavailableError,
-                     UsageError)
-from .lock import DeploymentLock, LockInfo, WorkCopy, locked_error, read_lock
-from .marker import (DEPLOYED, UNDEPLOYED, Marker, read_marker, require_marker, work_id,
-                     write_marker)
-from .retry import RetryPolicy, is_unavailable
-from .save import save
-from .worklock import DAEMON_COMMAND, hold_work
+from ..clone import clone, wipe_clone
+from ..deploy import deploy
+from ..engine import Options, open_primary, wipe_folder
+from ..errors import (EXIT_INTERRUPTED, EXIT_LOCK_LOST, Interrupted, LockedError, LockLostError,
+                      PartialSaveError, SpaceportError, StorageUnavailableError)
+from ..lock import DeploymentLock, LockInfo, WorkCopy, locked_error, read_lock
+from ..marker import (DEPLOYED, UNDEPLOYED, Marker, read_marker, require_marker, work_id,
+                      write_marker)
+from ..retry import RetryPolicy, is_unavailable
+from ..save import save
+from ..worklock import DAEMON_COMMAND, hold_work
+from .config import DaemonConfig, remove_file, write_file_atomic
+from .heartbeat import Heartbeat
+from .logs import fields
+from .state import (FAILED, LOCK_LOST, LOCKING, READY, RELEASED, RUNNING, STAGING_IN,
+                    STAGING_OUT, STOPPED, DaemonTracker, State, Worker, describe, human_bytes)
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("spaceport.daemon")  # its name from before the package
 
 POLL = 0.1  # seconds between two looks of the main loop at signals and workers
 PROGRESS_LOG_SECONDS = 30.0  # a progress line in the log during long copies
 FINAL_RETRY_FIRST, FINAL_RETRY_MAX = 1.0, 30.0  # backoff between final-save attempts
 ABORT_GRACE = 15.0  # after the deadline, how long a stopped final save may take to return
-
-
-@dataclass
-class DaemonConfig:
-    primary: str
-    work: str
-    source: str | None = None
-    source_work: str | None = None
-    interval: float = 300.0
-    final_save_deadline: float = 600.0
-    keep_work: bool = False
-    take_over_stale: bool = False
-    ready_file: str | None = None
-    linger: float = 0.0  # keep serving the page this long after a failure
-
-
-def check_layout(cfg: DaemonConfig) -> None:
-    """The four folders must be apart: a clone into the project's working copy would
-    delete the project from it."""
-    named = [(n, os.path.realpath(p)) for n, p in (("--primary", cfg.primary),
-             ("--work", cfg.work), ("--source", cfg.source), ("--source-work", cfg.source_work))
-             if p]
-    for i, (name_a, a) in enumerate(named):
-        for name_b, b in named[i + 1:]:
-            if {name_a, name_b} == {"--primary", "--source"}:
-                continue  # reading both from one space is fine
-            if a == b or a.startswith(b.rstrip("/") + "/") or b.startswith(a.rstrip("/") + "/"):
-                raise UsageError(f"{name_a} {a} and {name_b} {b} overlap; give separate "
-                                 "folders.")
 
 
 class Daemon:
@@ -505,59 +477,6 @@ class Daemon:
             log.info("%s", line, extra=fields(event="progress"))
 
 
-class Heartbeat:
-    """The daemon's lock heartbeat, from the moment it holds the lock to the release.
-
-    Each beat opens the primary afresh: after a oneclient restart the old descriptor points
-    into a dead mount. A beat that cannot reach the lock is a problem to report and retry
-    (the lock is never given up silently); a lock held by someone else is fencing.
-    """
-
-    def __init__(self, daemon: Daemon):
-        self.daemon = daemon
-        self.interval = daemon.opts.heartbeat_interval or max(1.0, daemon.opts.stale_after / 4)
-        self.released = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="daemon-heartbeat", daemon=True)
-        self._quick = replace(daemon.opts, retry=RetryPolicy.none())  # the next beat retries
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, *, released: bool = False, join: bool = True) -> None:
-        self.released = self.released or released
-        self._stop.set()
-        if join and self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            if self.daemon.primary_busy.acquire(blocking=False):
-                try:
-                    self.beat()
-                finally:
-                    self.daemon.primary_busy.release()
-
-    def beat(self) -> None:
-        d, marker = self.daemon, self.daemon.marker
-        try:
-            with open_primary(d.cfg.primary, marker.token, self._quick) as store:
-                holder = read_lock(store, marker.status_dir)
-                if isinstance(holder, LockInfo) and holder.deployment_id == marker.deployment_id:
-                    DeploymentLock(store, marker.status_dir, holder).heartbeat()
-                    d.state.solved("lock")
-                elif holder is None:
-                    d.state.problem("lock", "the lock file is missing on the primary (not "
-                                            "mounted, or removed); nothing is written until "
-                                            "it is back")
-                else:
-                    d.lose_lock(holder.describe())
-        except LockLostError as exc:  # replaced between the read and the write
-            d.state.problem("lock", exc)
-        except (OSError, SpaceportError) as exc:
-            d.state.problem("lock", f"lock heartbeat failed: {describe(exc)}")
-
-
 def retry_final(exc: BaseException) -> bool:
     """Worth another final-save attempt: the storage may come back; safety refusals not."""
     return isinstance(exc, (StorageUnavailableError, PartialSaveError, LockLostError, OSError))
@@ -567,21 +486,3 @@ def same_path(a: str, b: str) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)
 
 
-def fields(**kw) -> dict:
-    """``extra=`` for a log call: structured fields for --log-format json."""
-    return {"fields": kw}
-
-
-def write_file_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def remove_file(path: str | None) -> None:
-    if path:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass

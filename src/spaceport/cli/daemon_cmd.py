@@ -1,44 +1,27 @@
-"""``spaceport run`` (the daemon), ``spaceport clone`` and ``spaceport wait``."""
+"""``spaceport run`` (the daemon) and ``spaceport wait`` (block until it is ready)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
-import re
-import sys
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime, timezone
 
 import click
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
-from .cli import (cli, common_options, env_option, err, jobs_option, make_options, out,
-                  stopping_on_sigterm)
-from .daemon_state import (FAILED, LOCK_LOST, READY_PHASES, RELEASED, STOPPED, DaemonTracker,
-                           RateLimit, human_bytes, progress_text)
-from .errors import UsageError
-from .lock import DEFAULT_STATUS_DIR
-from .progress import RichTracker, Tracker
+from ..daemon.logs import setup_daemon_logging
+from ..daemon.state import (FAILED, LOCK_LOST, READY_PHASES, RELEASED, STOPPED,
+                            DaemonTracker, progress_text)
+from ..errors import UsageError
+from ..lock import DEFAULT_STATUS_DIR
+from .options import env_option, err, jobs_option, make_options, parse_rate
 
 log = logging.getLogger("spaceport")
 
 DEAD_PHASES = frozenset({FAILED, LOCK_LOST, RELEASED, STOPPED})
-
-
-def parse_rate(text: str | None) -> float | None:
-    """'50M' -> 52428800 bytes per second (K, M, G, T: powers of 1024); None: no limit."""
-    if not text:
-        return None
-    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([KMGT]?)(?:I?B)?(?:/S)?\s*", text.upper())
-    if not m:
-        raise UsageError(f"--bwlimit {text!r}: give bytes per second, e.g. 50M or 1.5G")
-    value = float(m.group(1)) * 1024 ** " KMGT".index(m.group(2) or " ")
-    if value <= 0:
-        raise UsageError("--bwlimit must be more than 0")
-    return value
 
 
 def read_token(token: str | None, token_file: str | None) -> str | None:
@@ -54,55 +37,6 @@ def read_token(token: str | None, token_file: str | None) -> str | None:
         if not token:
             raise UsageError(f"the token file {token_file} is empty.")
     return token or None
-
-
-# -- logs ----------------------------------------------------------------------------
-class _Redacting(logging.Formatter):
-    """Never let a secret reach the log, whatever code logged it."""
-
-    def __init__(self, secrets: list[str], **kwargs):
-        super().__init__(**kwargs)
-        self.secrets = [s for s in secrets if s]
-
-    def redact(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
-
-
-class TextFormatter(_Redacting):
-    """One line per event, for people reading ``kubectl logs``."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        stamp = datetime.fromtimestamp(record.created, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        text = f"{stamp} {record.levelname:<7} {record.getMessage()}"
-        if record.exc_info:
-            text += " | " + self.formatException(record.exc_info)
-        return self.redact(" | ".join(line for line in text.splitlines() if line.strip()))
-
-
-class JsonFormatter(_Redacting):
-    """One JSON object per line, for log collectors; structured fields ride along."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        data = {"time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
-                "level": record.levelname.lower(), "logger": record.name,
-                "message": record.getMessage()}
-        for key, value in (getattr(record, "fields", None) or {}).items():
-            data.setdefault(key, value)  # the line's own time, level and message win
-        if record.exc_info:
-            data["exception"] = self.formatException(record.exc_info)
-        return self.redact(json.dumps(data, default=str, ensure_ascii=False))
-
-
-def setup_daemon_logging(fmt: str, verbose: int, secrets: list[str]) -> None:
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter(secrets) if fmt == "json" else TextFormatter(secrets))
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 # -- run -----------------------------------------------------------------------------
@@ -163,7 +97,7 @@ def daemon_options(fn):
     return fn
 
 
-@cli.command()
+@click.command()
 @daemon_options
 @click.pass_context
 def run(ctx, **p):
@@ -184,8 +118,9 @@ def run(ctx, **p):
     lock and the working copy), 3 locked by another deployment, 4 lock lost, 5 refused for
     safety, 6 primary unavailable.
     """
-    from .daemon import Daemon, DaemonConfig, check_layout, remove_file, write_file_atomic
-    from .web import WebServer
+    from ..daemon.config import DaemonConfig, check_layout, remove_file, write_file_atomic
+    from ..daemon.lifecycle import Daemon
+    from ..daemon.web import WebServer
 
     if bool(p["source"]) != bool(p["source_work"]):
         raise click.UsageError("give --source and --source-work together.")
@@ -220,66 +155,8 @@ def run(ctx, **p):
     raise SystemExit(code)  # cli.main() turns it into the process's exit code
 
 
-# -- clone ---------------------------------------------------------------------------
-class _LimitedRich(RichTracker):
-    def __init__(self, limit: RateLimit, **kwargs):
-        super().__init__(**kwargs)
-        self.limit = limit
-
-    def advance(self, name, *, files=0, nbytes=0):
-        super().advance(name, files=files, nbytes=nbytes)
-        self.limit.take(nbytes)
-
-
-class _Limited(Tracker):
-    def __init__(self, limit: RateLimit):
-        super().__init__()
-        self.limit = limit
-
-    def advance(self, name, *, files=0, nbytes=0):
-        super().advance(name, files=files, nbytes=nbytes)
-        self.limit.take(nbytes)
-
-
-@cli.command("clone")
-@click.argument("source", envvar="SPACEPORT_SOURCE", type=click.Path(file_okay=False))
-@click.argument("dest", envvar="SPACEPORT_SOURCE_WORK", type=click.Path(file_okay=False))
-@jobs_option
-@common_options
-@env_option("--bwlimit", metavar="RATE", help="Limit copies to RATE bytes per second (50M).")
-@env_option("--allow-mass-delete", is_flag=True,
-            help="Allow a clone that removes more than half of the copy's files (the source "
-                 "really lost them, it is not just unmounted).")
-@click.pass_context
-def clone_command(ctx, source, dest, bwlimit, allow_mass_delete, **_):
-    """Make DEST a one-way, read-only copy of SOURCE (e.g. raw data on OneData).
-
-    A re-run copies only new and changed files (size or mtime differ) and removes what
-    vanished from SOURCE. Files and folders of DEST get no write bits. Symbolic links and
-    special files in SOURCE are skipped with a warning. DEST must be empty or an earlier
-    clone (it holds .spaceport/clone.json).
-    """
-    from .clone import clone
-
-    limit = RateLimit(parse_rate(bwlimit))
-    show = ctx.params.get("progress")
-    tracker = _LimitedRich(limit, console=err) if (err.is_terminal if show is None else show) \
-        else _Limited(limit)
-    opts = make_options(ctx.params, tracker=tracker)
-    with stopping_on_sigterm():
-        try:
-            report = clone(source, dest, opts, allow_mass_delete=allow_mass_delete)
-        finally:
-            tracker.close()
-    out.print(f"cloned {source} -> {dest}: {report.files} files ({report.copied} copied, "
-              f"{human_bytes(report.copied_bytes)}; {report.current} already current), "
-              f"{report.removed} removed, in {report.seconds:.2f} s", markup=False)
-    if report.links_skipped:
-        err.print(f"[yellow]note:[/] {len(report.links_skipped)} symbolic link(s) skipped")
-
-
 # -- wait ----------------------------------------------------------------------------
-@cli.command()
+@click.command()
 @env_option("--url", default="http://127.0.0.1:8000", show_default=True,
             help="Base URL of the daemon (its --listen address).")
 @env_option("--timeout", type=click.FloatRange(0), default=0.0, show_default=True,

@@ -10,16 +10,16 @@ from datetime import timedelta
 import click
 from rich.table import Table
 
-from .cli import cli, common_options, env_option, err, make_options, out
-from .engine import open_primary, open_work
-from .errors import LockedError, UsageError
-from .lock import read_lock
-from .marker import require_marker
-from .progress import Tracker
-from .status import human_size
-from .store.base import join, parent_of, temp_name
-from .transfer import Copier, CopyJob, run_copies
-from .trash import TRASH_DIR, batch_files, list_batches, purge
+from ..engine import open_primary, open_work
+from ..errors import LockedError, UsageError
+from ..lock import read_lock
+from ..marker import require_marker
+from ..progress import Tracker
+from ..status import human_size
+from ..store.base import join, parent_of, temp_name
+from ..transfer import Copier, CopyJob, run_copies
+from ..trash import TRASH_DIR, batch_files, list_batches, purge
+from .options import common_options, env_option, err, make_options, out
 
 
 def _where(work: str | None, primary: str | None, status_dir: str):
@@ -41,7 +41,7 @@ def target_options(fn):
     return fn
 
 
-@cli.group()
+@click.group()
 def trash():
     """Files deleted by saves, kept on the primary in <status>/trash/<save-time>/.
 

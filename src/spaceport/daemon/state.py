@@ -15,12 +15,12 @@ import time
 from collections import Counter, defaultdict, deque
 from typing import TYPE_CHECKING
 
-from . import __version__
-from .errors import Interrupted, SpaceportError
-from .progress import Tracker
+from .. import __version__
+from ..errors import Interrupted, SpaceportError
+from ..progress import Tracker
 
 if TYPE_CHECKING:
-    from .daemon import DaemonConfig
+    from .config import DaemonConfig
 
 log = logging.getLogger("spaceport.daemon")
 

@@ -1,0 +1,92 @@
+"""The command line: ``spaceport deploy|save|undeploy|status|unlock|verify|clone|trash|run|
+wait|demo``.
+
+Every option can also be set through an environment variable ``SPACEPORT_<OPTION>``
+(containers use them). One handler at the top turns spaceport's exceptions into a message
+and the exit code of the contract in DESIGN.md.
+
+This module builds the group, adds every command to it and holds that handler. The commands
+live one family per module, named after them (``deploy_cmd``: deploy, save, undeploy; ...);
+what they share is in ``options``.
+"""
+
+from __future__ import annotations
+
+import click
+from rich.markup import escape
+
+from .. import __version__
+from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, Interrupted, SpaceportError
+from ..retry import is_unavailable, unavailable
+from . import clone_cmd, daemon_cmd, demo_cmd, deploy_cmd, lock_cmd, status_cmd, trash_cmd
+from .options import err
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="spaceport")
+def cli():
+    """Deploy a project folder from primary storage (a OneData space or any folder) onto a
+    fast working copy, save it back safely while you work, and bring it home.
+
+    \b
+    Typical use:
+      spaceport deploy /mnt/onedata/project /scratch/project   # lock + copy + links
+      spaceport save /scratch/project                          # upload what changed
+      spaceport status /scratch/project                        # lock, last save, pending
+      spaceport undeploy /scratch/project                      # final save, unlock, clean
+
+    Exit codes: 0 ok, 1 error, 2 usage, 3 locked by another deployment, 4 lock lost or not
+    ours, 5 refused for safety, 6 primary storage unavailable, 130 interrupted.
+    Run 'spaceport demo' to see the whole story on a generated sample project.
+    """
+
+
+for command in (deploy_cmd.deploy, deploy_cmd.save, deploy_cmd.undeploy,
+                status_cmd.status, status_cmd.verify, lock_cmd.unlock,
+                clone_cmd.clone_command, trash_cmd.trash,
+                daemon_cmd.run, daemon_cmd.wait, demo_cmd.demo):
+    cli.add_command(command)
+
+
+def _interrupted() -> int:
+    err.print("[red]interrupted[/]: what was copied is recorded; run the same command again "
+              "to continue.")
+    return EXIT_INTERRUPTED
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (callable from tests)."""
+    try:
+        cli.main(args=argv, prog_name="spaceport", standalone_mode=False)
+        return 0
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__context__, KeyboardInterrupt):  # click wraps Ctrl-C / SIGTERM
+            return _interrupted()
+        err.print("aborted; nothing was changed.")
+        return 1
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code if exc.exit_code else EXIT_USAGE
+    except (KeyboardInterrupt, Interrupted):
+        return _interrupted()
+    except SpaceportError as exc:
+        err.print("[red]error:[/] " + escape(exc.message))
+        if exc.hint:
+            err.print(exc.hint, markup=False)
+        return exc.exit_code
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    except OSError as exc:
+        where = exc.filename or "the storage"
+        if is_unavailable(exc):
+            error = unavailable(exc, where)
+            err.print("[red]error:[/] " + escape(error.message))
+            err.print(error.hint, markup=False)
+            return error.exit_code
+        err.print("[red]error:[/] " + escape(f"{exc.strerror or exc} ({where})"))
+        err.print("The command stopped there. What was written before is complete and "
+                  "recorded; run the same command again once the cause is fixed.", markup=False)
+        return 1
+

@@ -1,0 +1,67 @@
+"""``spaceport clone``: a one-way, read-only copy of raw data (the daemon's --source)."""
+
+from __future__ import annotations
+
+import click
+
+from ..daemon.state import RateLimit, human_bytes
+from ..progress import RichTracker, Tracker
+from .options import (common_options, env_option, err, jobs_option, make_options, out,
+                      parse_rate, stopping_on_sigterm)
+
+
+class _LimitedRich(RichTracker):
+    def __init__(self, limit: RateLimit, **kwargs):
+        super().__init__(**kwargs)
+        self.limit = limit
+
+    def advance(self, name, *, files=0, nbytes=0):
+        super().advance(name, files=files, nbytes=nbytes)
+        self.limit.take(nbytes)
+
+
+class _Limited(Tracker):
+    def __init__(self, limit: RateLimit):
+        super().__init__()
+        self.limit = limit
+
+    def advance(self, name, *, files=0, nbytes=0):
+        super().advance(name, files=files, nbytes=nbytes)
+        self.limit.take(nbytes)
+
+
+@click.command("clone")
+@click.argument("source", envvar="SPACEPORT_SOURCE", type=click.Path(file_okay=False))
+@click.argument("dest", envvar="SPACEPORT_SOURCE_WORK", type=click.Path(file_okay=False))
+@jobs_option
+@common_options
+@env_option("--bwlimit", metavar="RATE", help="Limit copies to RATE bytes per second (50M).")
+@env_option("--allow-mass-delete", is_flag=True,
+            help="Allow a clone that removes more than half of the copy's files (the source "
+                 "really lost them, it is not just unmounted).")
+@click.pass_context
+def clone_command(ctx, source, dest, bwlimit, allow_mass_delete, **_):
+    """Make DEST a one-way, read-only copy of SOURCE (e.g. raw data on OneData).
+
+    A re-run copies only new and changed files (size or mtime differ) and removes what
+    vanished from SOURCE. Files and folders of DEST get no write bits. Symbolic links and
+    special files in SOURCE are skipped with a warning. DEST must be empty or an earlier
+    clone (it holds .spaceport/clone.json).
+    """
+    from ..clone import clone
+
+    limit = RateLimit(parse_rate(bwlimit))
+    show = ctx.params.get("progress")
+    tracker = _LimitedRich(limit, console=err) if (err.is_terminal if show is None else show) \
+        else _Limited(limit)
+    opts = make_options(ctx.params, tracker=tracker)
+    with stopping_on_sigterm():
+        try:
+            report = clone(source, dest, opts, allow_mass_delete=allow_mass_delete)
+        finally:
+            tracker.close()
+    out.print(f"cloned {source} -> {dest}: {report.files} files ({report.copied} copied, "
+              f"{human_bytes(report.copied_bytes)}; {report.current} already current), "
+              f"{report.removed} removed, in {report.seconds:.2f} s", markup=False)
+    if report.links_skipped:
+        err.print(f"[yellow]note:[/] {len(report.links_skipped)} symbolic link(s) skipped")

@@ -1,0 +1,143 @@
+"""``spaceport deploy``, ``save`` and ``undeploy``: a working copy's life, by hand."""
+
+from __future__ import annotations
+
+import click
+
+from ..legacy import DEFAULT_LEGACY_ROOT
+from .options import (common_options, env_option, err, jobs_option, make_options, out,
+                      stopping_on_sigterm)
+
+
+@click.command()
+@click.argument("primary", envvar="SPACEPORT_PRIMARY", type=click.Path(file_okay=False))
+@click.argument("work", envvar="SPACEPORT_WORK", type=click.Path(file_okay=False))
+@jobs_option
+@common_options
+@env_option("--resume", is_flag=True,
+            help="The working copy holds changes never saved: save them to the primary first "
+                 "(a primary file changed meanwhile goes to the trash), then deploy.")
+@env_option("--discard-local", is_flag=True,
+            help="The working copy holds changes never saved, or unknown files: delete them "
+                 "and deploy afresh.")
+@env_option("--take-over-stale", is_flag=True,
+            help="If the lock's holder looks dead (no heartbeat for --stale-after seconds, or "
+                 "its process is gone on this host), take the lock over.")
+@env_option("--rebase", multiple=True, metavar="OLD=NEW",
+            help="Rewrite absolute link targets starting with OLD to start with NEW (e.g. a "
+                 "data mount that moved). Repeatable.")
+@env_option("--legacy-root", default=DEFAULT_LEGACY_ROOT, show_default=True,
+            help="Working root used by the old scripts, to import their link lists "
+                 "(linklist, symlink-dump) when the space has no links.jsonl yet.")
+@env_option("--instance", help="Name of this instance (pod or VM) written into the lock. "
+                               "Default: the host name.")
+@env_option("--stale-after", type=click.IntRange(10), default=600, show_default=True,
+            help="Seconds without heartbeat after which the lock counts as stale.")
+@click.pass_context
+def deploy(ctx, primary, work, resume, discard_local, take_over_stale, **_):
+    """Lock PRIMARY and copy it onto WORK, re-creating its symbolic links.
+
+    PRIMARY is the project folder on primary storage (e.g. a OneData mount). WORK is the
+    local working copy; it must be empty, or a working copy of PRIMARY (the deploy then
+    resumes and copies only what is missing). Only one deployment of PRIMARY can exist at a
+    time: if another holds it, this exits 3 naming host, instance and last heartbeat.
+    """
+    from ..deploy import deploy as run_deploy
+
+    if resume and discard_local:
+        raise click.UsageError("--resume and --discard-local exclude each other.")
+    opts = make_options(ctx.params)
+    try:
+        report = run_deploy(primary, work, opts, resume=resume, discard_local=discard_local,
+                            take_over_stale=take_over_stale)
+    finally:
+        opts.tracker.close()
+    how = "resumed" if report.resumed_own else "deployed"
+    out.print(f"{how} {primary} -> {work} (deployment {report.deployment_id[:8]}): "
+              f"{report.files} files ({report.copied} copied, {_mib(report.copied_bytes)}; "
+              f"{report.already_current} already in place), {report.links} links "
+              f"from {report.links_source}"
+              + (", unsaved local work saved first" if report.saved_first else ""))
+    for line in report.legacy_skipped:
+        err.print(f"[yellow]warning:[/] legacy link line not restored: {line}")
+
+
+@click.command()
+@click.argument("work", envvar="SPACEPORT_WORK", type=click.Path(file_okay=False))
+@jobs_option
+@common_options
+@env_option("--dry-run", "-n", is_flag=True, help="Show what would be saved; change nothing.")
+@env_option("--allow-mass-delete", is_flag=True,
+            help="Allow a save that deletes more than --mass-delete-threshold of the files "
+                 "on the primary.")
+@env_option("--mass-delete-threshold", type=click.FloatRange(0, 1), default=0.5,
+            show_default=True, help="Share of the primary's files a save may delete.")
+@env_option("--trash-retention-days", type=click.FloatRange(0), default=7.0, show_default=True,
+            help="Trash batches older than this are purged by saves.")
+@env_option("--no-fsync", is_flag=True,
+            help="Do not fsync files on the primary before renaming them into place "
+                 "(faster, less safe against a crash of the storage).")
+@click.pass_context
+def save(ctx, work, dry_run, allow_mass_delete, **_):
+    """Save WORK to its primary: upload new and changed files, move deleted ones to the
+    trash, rewrite the link manifest. Only what changed is touched; a save with no change
+    makes no per-file call on the primary.
+
+    Refuses (exit 5) if WORK has no work marker (an unmounted volume looks like that) or if
+    the save would delete more than half the primary's files. Exits 4 if the lock is not
+    held by this working copy.
+    """
+    from ..save import save as run_save
+
+    opts = make_options(ctx.params)
+    with stopping_on_sigterm():
+        try:
+            report = run_save(work, opts, dry_run=dry_run, allow_mass_delete=allow_mass_delete)
+        finally:
+            opts.tracker.close()
+    plan = report.plan
+    if dry_run:
+        out.print(f"would upload {plan['files_to_upload']} file(s) ({_mib(plan['bytes_to_upload'])}), "
+                  f"create {plan['new_dirs']} folder(s), delete {plan['entries_to_delete']} "
+                  f"entr(y/ies), links changed: {plan['links_changed']}")
+        return
+    out.print(f"saved {work}: {report.uploaded} file(s) uploaded ({_mib(report.uploaded_bytes)}), "
+              f"{report.dirs_created} folder(s) created, {report.deleted} moved to trash"
+              + (f" ({report.trash_batch})" if report.trash_batch else "")
+              + (", link manifest written" if report.manifest_written else "")
+              + f", {plan['unchanged']} unchanged, in {report.seconds:.2f} s")
+    if report.deletes_skipped:
+        err.print("[yellow]warning:[/] deletions were skipped because some uploads failed")
+    for path in report.kept_dirs:
+        err.print(f"[yellow]note:[/] folder {path} kept on the primary: it holds files "
+                  "spaceport never saw")
+
+
+@click.command()
+@click.argument("work", envvar="SPACEPORT_WORK", type=click.Path(file_okay=False))
+@jobs_option
+@common_options
+@env_option("--keep-work", is_flag=True, help="Keep the working copy after the final save.")
+@env_option("--allow-mass-delete", is_flag=True, help="As for save.")
+@click.pass_context
+def undeploy(ctx, work, keep_work, allow_mass_delete, **_):
+    """Final save of WORK, release the lock, remove the working copy.
+
+    If the final save fails, the lock and the working copy are kept and the command exits
+    non-zero with the reason: nothing is given up until the work is safe.
+    """
+    from ..undeploy import undeploy as run_undeploy
+
+    opts = make_options(ctx.params)
+    with stopping_on_sigterm():
+        try:
+            report = run_undeploy(work, opts, keep_work=keep_work,
+                                  allow_mass_delete=allow_mass_delete)
+        finally:
+            opts.tracker.close()
+    out.print(f"undeployed {work}: final save uploaded {report.save.uploaded} file(s), lock "
+              f"released, working copy {'removed' if report.work_removed else 'kept'}")
+
+
+def _mib(n: int) -> str:
+    return f"{n / 1048576:.1f} MiB"

@@ -1,0 +1,76 @@
+"""``spaceport unlock``: remove the lock of a deployment that died."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from ..engine import open_primary
+from ..errors import LockedError, UsageError
+from ..lock import LockInfo, force_unlock, read_lock, set_aside, watch_stale
+from ..progress import Tracker
+from .options import common_options, env_option, err, make_options, out
+
+
+@click.command()
+@click.argument("primary", envvar="SPACEPORT_PRIMARY", type=click.Path(file_okay=False))
+@env_option("--force", is_flag=True,
+            help="Remove the lock even if its holder may be alive. Make doubly sure that "
+                 "deployment no longer exists: two live deployments overwrite each other.")
+@env_option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@common_options
+@click.pass_context
+def unlock(ctx, primary, force, yes, **_):
+    """Remove the deployment lock of PRIMARY, after a deployment died.
+
+    Without --force only a stale lock is removed: a daemon's lock whose heartbeat does not
+    change while this command watches it for the lock's stale-after time (it shows how long),
+    or whose process is provably gone on this machine. Other hosts' clocks are never trusted.
+    A lock taken from the command line never goes stale. The removed lock is kept beside as
+    lock.broken-<time>.
+    """
+    opts = make_options(ctx.params, tracker=Tracker())
+    with open_primary(primary, "00000000", opts) as store:
+        holder = read_lock(store, opts.status_dir)
+        if holder is None:
+            out.print(f"{primary} is not locked.")
+            return
+        out.print(f"lock held by {holder.describe()}", markup=False)
+        stale = None if force else watch_with_bar(store, opts.status_dir, holder)
+        if not force and not stale:
+            raise LockedError(f"{primary} is held by {holder.describe()}.",
+                              hint="It is not stale: its heartbeat changed while watched, or "
+                                   "it was deployed from the command line (such a lock never "
+                                   "goes stale). If you are sure that deployment is gone, run "
+                                   "again with --force.")
+        if stale:
+            out.print(f"stale: {stale}", markup=False)
+        if not yes:
+            if not sys.stdin.isatty():
+                raise UsageError("refusing to remove the lock without confirmation; "
+                                 "add --yes to confirm non-interactively.")
+            click.confirm("Remove this lock? Any deployment still using it will be stopped "
+                          "at its next save", abort=True)
+        if stale and isinstance(holder, LockInfo):
+            # Only the lock judged stale: one taken meanwhile is given back.
+            if set_aside(store, opts.status_dir, holder.deployment_id) is None:
+                raise LockedError(f"the lock of {primary} changed while it was watched; it "
+                                  "was left in place.", hint="Run unlock again to look anew.")
+        else:
+            force_unlock(store, opts.status_dir)
+    out.print(f"unlocked {primary}")
+
+
+def watch_with_bar(store, status_dir: str, holder) -> str | None:
+    """watch_stale with a progress bar: how long it watches, and how far it is."""
+    if not (isinstance(holder, LockInfo) and holder.live):
+        return None
+    err.print(f"watching the holder's heartbeat for up to {holder.stale_after} s: a lock is "
+              "stale only if its heartbeat stops changing", markup=False)
+    with Progress(TextColumn("watching its heartbeat"), BarColumn(), TimeRemainingColumn(),
+                  console=err, transient=True) as bar:
+        task = bar.add_task("watch", total=holder.stale_after)
+        return watch_stale(store, status_dir, holder,
+                           on_tick=lambda done, total: bar.update(task, completed=done))

@@ -1,0 +1,54 @@
+"""``spaceport status`` and ``spaceport verify``: what a working copy or a primary holds."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from ..progress import Tracker
+from .options import common_options, env_option, jobs_option, make_options, out
+
+
+@click.command()
+@click.argument("work", required=False, type=click.Path(file_okay=False))
+@env_option("--primary", type=click.Path(file_okay=False),
+            help="Show the status of a primary folder instead (lock, saves, trash).")
+@env_option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@common_options
+@click.pass_context
+def status(ctx, work, primary, as_json, **_):
+    """Show the lock holder and heartbeat, the last save and the unsaved changes of WORK,
+    or (with --primary) who holds a primary folder, its recent saves and its trash."""
+    from ..status import format_status, primary_status, work_status
+
+    if bool(work) == bool(primary):
+        raise click.UsageError("give either WORK or --primary PRIMARY.")
+    opts = make_options(ctx.params, tracker=Tracker())
+    facts = work_status(work, opts) if work else primary_status(primary, opts)
+    if as_json:
+        out.print_json(json.dumps(facts, default=str))
+    else:
+        out.print(format_status(facts), markup=False)
+
+
+@click.command()
+@click.argument("work", envvar="SPACEPORT_WORK", type=click.Path(file_okay=False))
+@env_option("--checksum", is_flag=True, help="Compare file contents (SHA-256), not only sizes.")
+@jobs_option
+@common_options
+@click.pass_context
+def verify(ctx, work, checksum, **_):
+    """Compare WORK with its primary, file by file, and its links with the manifest.
+    Reads the whole primary (slow on OneData, on purpose). Exits 1 on any difference."""
+    from ..status import verify as run_verify
+
+    opts = make_options(ctx.params, tracker=Tracker())
+    report = run_verify(work, opts, checksum=checksum)
+    for line in report.differences:
+        out.print(line, markup=False)
+    out.print(f"checked {report.checked_files} files and {report.checked_links} links: "
+              + ("identical" if report.ok else f"{len(report.differences)} difference(s)"))
+    if not report.ok:
+        sys.exit(1)
