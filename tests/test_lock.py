@@ -10,8 +10,9 @@ import time
 import pytest
 
 from spaceport.errors import FormatError, LockedError, LockLostError
-from spaceport.lock import (DEFAULT_STATUS_DIR, DeploymentLock, LegacyLock,
-                            LockKeeper, UnreadableLock, force_unlock, read_lock)
+from spaceport.legacy import LegacyLock
+from spaceport.lock import (DEFAULT_STATUS_DIR, DeploymentLock, LockKeeper, UnreadableLock,
+                            force_unlock, read_lock)
 from spaceport.store import PRIMARY_CAPABILITIES, PosixStore
 
 S = DEFAULT_STATUS_DIR
@@ -114,21 +115,31 @@ def test_lock_of_a_dead_process_on_this_host_is_stale(store, tmp_path):
     assert "gone" in holder.stale_reason()
 
 
-def test_legacy_and_unreadable_locks_count_as_held(store, tmp_path):
+def test_old_tools_and_unreadable_locks_count_as_held(store, tmp_path):
+    # The real files (legacy_spaces.py): westlife's lock in the status folder, CERIT's
+    # scipion-docker/project.lock, empty or a unix time with no newline.
+    from legacy_spaces import WESTLIFE_LOCK
+
     (tmp_path / S).mkdir()
-    (tmp_path / S / "lock").write_text("HOST: oldnode\nDIR: /mnt/vol-project\nDATE: yesterday\n")
+    (tmp_path / S / "lock").write_bytes(WESTLIFE_LOCK)
     assert isinstance(read_lock(store, S), LegacyLock)
-    with pytest.raises(LockedError, match="oldnode"):
+    with pytest.raises(LockedError, match="scipion-vm.cloud.example.org"):
         take(store)
     (tmp_path / S / "lock").write_text('{"deployment_id": "trunc')
     assert isinstance(read_lock(store, S), UnreadableLock)
     with pytest.raises(LockedError, match="unreadable"):
         take(store)
     os.unlink(tmp_path / S / "lock")
-    (tmp_path / S / "project.lock").write_text("1700000000\n")
-    assert isinstance(read_lock(store, S), LegacyLock)
-    assert isinstance(force_unlock(store, S), LegacyLock)
-    assert read_lock(store, S) is None
+    (tmp_path / "scipion-docker").mkdir()
+    for content in (b"", b"1714557600"):
+        (tmp_path / "scipion-docker" / "project.lock").write_bytes(content)
+        assert isinstance(read_lock(store, S), LegacyLock)
+        with pytest.raises(LockedError, match="scipion-docker/project.lock"):
+            take(store)
+        assert not (tmp_path / S / "lock").exists()  # refused before anything was written
+        assert isinstance(force_unlock(store, S), LegacyLock)
+        assert read_lock(store, S) is None
+    take(store)  # with the old locks set aside, a deploy takes the lock
 
 
 def test_newer_lock_format_is_refused_clearly(store, tmp_path):

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 from .errors import PartialSaveError, StorageUnavailableError, UsageError
 from .index import Index, Known
-from .legacy import DEFAULT_LEGACY_ROOT
 from .lock import DEFAULT_STALE_AFTER, DEFAULT_STATUS_DIR
 from .marker import MARKER_DIR
 from .progress import Tracker
@@ -48,7 +47,7 @@ class Options:
     heartbeat_interval: float | None = None
     mass_delete_threshold: float = 0.5
     trash_retention_days: float = DEFAULT_RETENTION_DAYS
-    legacy_root: str = DEFAULT_LEGACY_ROOT
+    legacy_root: str | None = None  # the old tools' working root; None: found from their lists
     rebase: list[tuple[str, str]] = field(default_factory=list)
     tracker: Tracker = field(default_factory=Tracker)
 

@@ -7,8 +7,9 @@ refresh a heartbeat from a background thread, and before every write to the prim
 back again (fencing). If the lock is gone or replaced we stop writing: there is no safe way
 to go on.
 
-Older tools left ``HOST:``/``DIR:``/``DATE:`` lock files, or a bare timestamp in
-``project.lock``; they count as held, so a migration never races an old deployment.
+The older tools' locks (westlife's ``HOST:``... file in the status folder, CERIT's
+``scipion-docker/project.lock``) are recognised in :mod:`spaceport.legacy`; they count as
+held, so a migration never races an old deployment.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from datetime import datetime, timezone
 from . import __version__
 from .errors import (FormatError, LockedError, LockLostError, StorageUnavailableError,
                      UsageError)
+from .legacy import LegacyLock, read_legacy_lock, set_aside_legacy_lock
 from .store.base import DetachedError, Store, join
 
 log = logging.getLogger(__name__)
@@ -32,7 +34,6 @@ log = logging.getLogger(__name__)
 LOCK_FORMAT = 1
 DEFAULT_STATUS_DIR = ".deployment_status_do_not_delete"
 LOCK_NAME = "lock"
-LEGACY_PROJECT_LOCK = "project.lock"
 DEFAULT_STALE_AFTER = 600  # seconds without heartbeat before a lock looks abandoned
 
 
@@ -142,21 +143,6 @@ class LockInfo:
 
 
 @dataclass
-class LegacyLock:
-    """A lock left by the shell scripts spaceport replaces."""
-
-    file: str
-    host: str | None
-    directory: str | None
-    date: str | None
-    raw: str
-
-    def describe(self) -> str:
-        return (f"an old-style lock ({self.file}) from host {self.host or 'unknown'}, "
-                f"dated {self.date or 'unknown'}" + (f", folder {self.directory}" if self.directory else ""))
-
-
-@dataclass
 class UnreadableLock:
     """A lock file that exists but cannot be parsed (truncated, corrupted)."""
 
@@ -180,41 +166,20 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def parse_legacy(file: str, text: str) -> LegacyLock | None:
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip().upper() in ("HOST", "DIR", "DATE"):
-            fields[key.strip().upper()] = value.strip()
-    if fields:
-        return LegacyLock(file, fields.get("HOST"), fields.get("DIR"), fields.get("DATE"), text)
-    stripped = text.strip()
-    if file.endswith(LEGACY_PROJECT_LOCK) and stripped and "\n" not in stripped:
-        return LegacyLock(file, None, None, stripped, text)  # a bare timestamp
-    return None
-
-
 def read_lock(store: Store, status_dir: str) -> AnyLock | None:
     """The lock currently on the primary, whatever its format; None if there is none."""
-    for name in (LOCK_NAME, LEGACY_PROJECT_LOCK):
-        rel = join(status_dir, name)
-        try:
-            raw = store.read_bytes(rel)
-        except FileNotFoundError:
-            continue
-        except NotADirectoryError:
-            return None
-        try:
-            return LockInfo.from_json(raw)
-        except FormatError:
-            raise
-        except (ValueError, TypeError, KeyError) as exc:
-            text = raw.decode("utf-8", "replace")
-            legacy = parse_legacy(rel, text)
-            if legacy:
-                return legacy
-            return UnreadableLock(rel, "empty" if not raw.strip() else f"{type(exc).__name__}: {exc}")
-    return None
+    rel = join(status_dir, LOCK_NAME)
+    try:
+        raw = store.read_bytes(rel)
+    except (FileNotFoundError, NotADirectoryError):
+        return read_legacy_lock(store, status_dir)  # CERIT's, outside the status folder
+    try:
+        return LockInfo.from_json(raw)
+    except FormatError:
+        raise
+    except (ValueError, TypeError, KeyError) as exc:
+        return read_legacy_lock(store, status_dir) or UnreadableLock(
+            rel, "empty" if not raw.strip() else f"{type(exc).__name__}: {exc}")
 
 
 def locked_error(holder: AnyLock, primary: str) -> LockedError:
@@ -317,17 +282,18 @@ class DeploymentLock:
 def _set_aside(store: Store, status_dir: str) -> None:
     """Move a lock out of the way, keeping it for the record (lock.broken-<time>)."""
     stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
-    for name in (LOCK_NAME, LEGACY_PROJECT_LOCK):
-        try:
-            store.rename(join(status_dir, name), join(status_dir, f"{name}.broken-{stamp}"))
-        except FileNotFoundError:
-            pass
+    try:
+        store.rename(join(status_dir, LOCK_NAME), join(status_dir, f"{LOCK_NAME}.broken-{stamp}"))
+    except FileNotFoundError:
+        pass
 
 
 def force_unlock(store: Store, status_dir: str) -> AnyLock | None:
     """Remove any lock (after the user confirmed). Returns what was removed."""
     holder = read_lock(store, status_dir)
-    if holder is not None:
+    if isinstance(holder, LegacyLock):
+        set_aside_legacy_lock(store, holder, utcnow().strftime("%Y%m%dT%H%M%SZ"))
+    elif holder is not None:
         _set_aside(store, status_dir)
     return holder
 
