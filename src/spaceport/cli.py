@@ -193,7 +193,8 @@ def deploy(ctx, primary, work, resume, discard_local, take_over_stale, dry_run, 
         for line in report.legacy.describe(with_lines=False):
             out.print(f"  {line}", markup=False)
     for item in report.carried:
-        err.print(f"note: left out when this space was migrated: {item}", markup=False)
+        err.print(f"note: not restored at an earlier deploy (kept in links.jsonl): {item}",
+                  markup=False)
     if report.incomplete():
         raise report.incomplete()
 

@@ -69,9 +69,9 @@ def links_left_out(unrestored: list[Unrestored], *, done: str = "everything else
     more = f"\n  ... and {len(unrestored) - 50} more" if len(unrestored) > 50 else ""
     return LinksLeftOut(
         f"{len(unrestored)} link(s) were not restored; {done}:\n{shown}{more}",
-        hint="The lists on the primary are left as they are. The first save records these "
-             "lines in links.jsonl, so 'spaceport status --primary' keeps showing them; "
-             "re-create those links by hand where they are needed.")
+        hint="The lists on the primary are left as they are, and every links.jsonl a save "
+             "writes keeps these lines in its header, so 'spaceport status --primary' keeps "
+             "showing them. Re-create those links by hand where they are needed.")
 
 
 @dataclass
