@@ -156,28 +156,6 @@ def test_stale_daemon_lock_is_unlocked_without_force(tmp_path):
     assert run_cli("unlock", primary, "--yes").code == 0
 
 
-def test_legacy_import_and_legacy_lock(tmp_path):
-    primary, work = str(tmp_path / "p"), str(tmp_path / "w")
-    write(primary, "Runs/001/extra/in.mrc", b"micrograph")
-    write(primary, S + "/linklist",
-          b'"/mnt/vol-project//Runs/002/extra" "in.mrc" "../../001/extra/in.mrc"\n'
-          b'"/mnt/vol-project/" "latest" "/mnt/vol-project/Runs/001"\n')
-    write(primary, "symlink-dump", b"/data/raw /mnt/vol-project/raw data\n")
-    write(primary, S + "/lock", b"HOST: oldnode\nDIR: /mnt/vol-project\nDATE: 2024-05-01\n")
-    refused = run_cli("deploy", primary, work)
-    assert refused.code == 3 and "oldnode" in refused.err
-    assert "oldnode" in run_cli("status", "--primary", primary).out
-    assert run_cli("unlock", primary, "--force", "--yes").code == 0
-    r = run_cli("deploy", primary, work)
-    assert r.code == 0 and "from legacy" in r.out, r.err
-    assert os.readlink(os.path.join(work, "Runs/002/extra/in.mrc")) == "../../001/extra/in.mrc"
-    assert os.readlink(os.path.join(work, "latest")) == os.path.join(work, "Runs/001")
-    assert os.readlink(os.path.join(work, "raw data")) == "/data/raw"
-    assert run_cli("save", work).code == 0  # the first save writes the new manifest
-    manifest = open(os.path.join(primary, S, "links.jsonl")).read().splitlines()
-    assert json.loads(manifest[0])["links"] == 3
-
-
 def test_rebase_rewrites_outside_targets(tmp_path):
     primary, work, work2 = (str(tmp_path / n) for n in ("p", "w", "w2"))
     os.makedirs(primary)

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spaceport.errors import FormatError, UsageError
-from spaceport.links import (Link, capture, decode_manifest, encode_manifest, parse_rebase,
-                             resolve_target)
+from spaceport.links import (Link, Unrestored, capture, decode_manifest, encode_manifest,
+                             parse_manifest, parse_rebase, resolve_target)
 
 ODD = ['a "quoted" name', "new\nline", "tab\there", "back\\slash", " leading space",
        "trailing space ", "ünï", os.fsdecode(b"caf\xe9"), "\u2028sep", "{\"json\": 1}"]
@@ -96,3 +96,24 @@ def test_damaged_line_and_newer_format_are_clear_errors():
         decode_manifest(b"")
     with pytest.raises(FormatError):
         decode_manifest(b"garbage\n")
+
+
+def test_entries_leading_out_of_the_root_are_refused_with_their_line():
+    links = [Link("ok", "t"), Link("/etc/evil", "x"), Link("../evil", "x"),
+             Link("a/../../evil", "x"), Link("a//b", "x"), Link(".", "x")]
+    manifest = parse_manifest(encode_manifest(links, "/w"), file="S/links.jsonl")
+    assert manifest.links == [Link("ok", "t")]
+    assert len(manifest.refused) == 5 and all(u.file == "S/links.jsonl" for u in manifest.refused)
+    assert {u.line for u in manifest.refused} == {2, 3, 4, 5, 6}  # "ok" sorts last: line 7
+    reasons = {json.loads(u.text)["path"]: u.reason for u in manifest.refused}
+    assert "absolute" in reasons["/etc/evil"] and "'..'" in reasons["a/../../evil"]
+
+
+def test_header_notes_of_what_was_not_restored_round_trip():
+    odd = Unrestored("S/linklist", 14, os.fsdecode(b'"/data/x" "caf\xe9\nnew'), "a reason")
+    notes = {"unrestored": [odd.to_json()], "imported_from": {"system": "westlife", "links": 3}}
+    manifest = parse_manifest(encode_manifest([Link("a", "b")], "/w", notes))
+    assert manifest.unrestored == [odd] and manifest.imported_from == notes["imported_from"]
+    assert manifest.links == [Link("a", "b")]
+    bare = parse_manifest(encode_manifest([Link("a", "b")], "/w", {"unrestored": []}))
+    assert bare.unrestored == [] and bare.imported_from is None

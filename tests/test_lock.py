@@ -17,9 +17,10 @@ import pytest
 
 from spaceport.errors import FormatError, LockedError, LockLostError, SpaceportError
 from spaceport.hostinfo import ProcessIdentity, hostname
-from spaceport.lock import (DEFAULT_STATUS_DIR, DeploymentLock, Heartbeat, LegacyLock, LockInfo,
-                            LockKeeper, UnreadableLock, WorkCopy, force_unlock, read_heartbeat,
-                            read_lock, set_aside, watch_stale)
+from spaceport.legacy import LegacyLock
+from spaceport.lock import (DEFAULT_STATUS_DIR, DeploymentLock, LockKeeper, UnreadableLock,
+                            WorkCopy, force_unlock, read_heartbeat, read_lock, set_aside,
+                            watch_stale)
 from spaceport.store import PRIMARY_CAPABILITIES, PosixStore
 
 S = DEFAULT_STATUS_DIR
@@ -306,21 +307,31 @@ def test_storage_without_rename_noreplace_falls_back_to_exclusive_create(tmp_pat
     assert sorted(os.listdir(tmp_path / S)) == ["heartbeat." + "a" * 32, "lock"]
 
 
-def test_legacy_and_unreadable_locks_count_as_held(store, tmp_path):
+def test_old_tools_and_unreadable_locks_count_as_held(store, tmp_path):
+    # The real files (legacy_spaces.py): westlife's lock in the status folder, CERIT's
+    # scipion-docker/project.lock, empty or a unix time with no newline.
+    from legacy_spaces import WESTLIFE_LOCK
+
     (tmp_path / S).mkdir()
-    (tmp_path / S / "lock").write_text("HOST: oldnode\nDIR: /mnt/vol-project\nDATE: yesterday\n")
+    (tmp_path / S / "lock").write_bytes(WESTLIFE_LOCK)
     assert isinstance(read_lock(store, S), LegacyLock)
-    with pytest.raises(LockedError, match="oldnode"):
+    with pytest.raises(LockedError, match="scipion-vm.cloud.example.org"):
         take(store)
     (tmp_path / S / "lock").write_text('{"deployment_id": "trunc')
     assert isinstance(read_lock(store, S), UnreadableLock)
     with pytest.raises(LockedError, match="unreadable"):
         take(store)
     assert isinstance(force_unlock(store, S), UnreadableLock)
-    (tmp_path / S / "project.lock").write_text("1700000000\n")
-    assert isinstance(read_lock(store, S), LegacyLock)
-    assert isinstance(force_unlock(store, S), LegacyLock)
-    assert read_lock(store, S) is None
+    (tmp_path / "scipion-docker").mkdir()
+    for content in (b"", b"1714557600"):
+        (tmp_path / "scipion-docker" / "project.lock").write_bytes(content)
+        assert isinstance(read_lock(store, S), LegacyLock)
+        with pytest.raises(LockedError, match="scipion-docker/project.lock"):
+            take(store)
+        assert not (tmp_path / S / "lock").exists()  # refused before anything was written
+        assert isinstance(force_unlock(store, S), LegacyLock)
+        assert read_lock(store, S) is None
+    take(store)  # with the old locks set aside, a deploy takes the lock
 
 
 FORMAT_1 = {"format": 1, "deployment_id": "a" * 32, "host": "node-1", "instance": "pod-1",

@@ -7,7 +7,7 @@ import stat
 import pytest
 
 from spaceport.store import PRIMARY_CAPABILITIES, WORK_CAPABILITIES, PosixStore
-from spaceport.store.base import is_our_temp, temp_name
+from spaceport.store.base import UnsafePathError, is_our_temp, temp_name
 
 
 @pytest.fixture
@@ -116,3 +116,25 @@ def test_create_exclusive_refuses_existing(store):
     with pytest.raises(FileExistsError):
         store.create_exclusive("lockfile", b"2")
     assert store.read_bytes("lockfile") == b"1"
+
+
+def test_link_creation_never_goes_through_a_link_or_leaves_the_root(tmp_path):
+    work, other = tmp_path / "work", tmp_path / "vol-dataset"
+    work.mkdir()
+    (other / "movies").mkdir(parents=True)
+    (other / "movies" / "movie.tif").write_bytes(b"raw")
+    os.symlink(str(other), work / "dataset")
+    (work / "file").write_bytes(b"x")
+    before = sorted(p for p in os.walk(other))
+    with PosixStore(str(work), WORK_CAPABILITIES, temp_token="00000000") as store:
+        for rel in ("dataset/movies/evil", "dataset/evil", "dataset/new/evil", "file/evil",
+                    "../evil", "/tmp/evil", "a/../../evil", "a//b", "./a"):
+            with pytest.raises(UnsafePathError):
+                store.symlink("target", rel, parents=True)
+        store.symlink("../x", "deep/er/link", parents=True)
+        with pytest.raises(FileNotFoundError):
+            store.symlink("x", "missing/link")  # parents not asked for: not made
+    assert sorted(p for p in os.walk(other)) == before
+    assert not os.path.lexists(tmp_path / "evil") and not os.path.lexists("/tmp/evil")
+    assert os.readlink(work / "deep/er/link") == "../x"
+    assert sorted(os.listdir(work)) == ["dataset", "deep", "file"]

@@ -18,18 +18,19 @@ from dataclasses import dataclass, field
 from .engine import (PRIMARY, WORK, IndexRecorder, Options, file_known, folder_is_empty,
                      open_primary, open_work, partial_error, remove_leftover_temps,
                      separate_folders, wipe_folder)
-from .errors import FormatError, Interrupted, RefusedError
+from .errors import FormatError, Interrupted, RefusedError, SpaceportError
 from .index import Index, IndexDamagedError, Known
-from .legacy import read_legacy_links
-from .links import Link, read_manifest, resolve_target
-from .lock import (DeploymentLock, LockKeeper, WorkCopy, held_error, lock_id, read_lock,
-                   utcnow, validate_status_dir)
+from .legacy import TOP_LEVEL_NAMES, LegacyImport, RootUnknown, read_legacy_links
+from .links import (MANIFEST_NAME, NOTES_META, Link, Unrestored, notes_for_index,
+                    read_manifest_full, resolve_target, unrestored_from)
+from .lock import (DeploymentLock, LockKeeper, WorkCopy, describe, held_error, lock_id,
+                   read_lock, utcnow, validate_status_dir)
 from .marker import (DEPLOYED, DEPLOYING, MARKER_DIR, Marker, index_path, marker_dir,
                      new_marker, read_marker, remove_marker_file, work_id, write_marker)
 from .plan import DeployPlan, SavePlan, plan_deploy
 from .save import MANIFEST_STATE, pending_changes, save, scan_work
 from .scan import Entry, Kind, scan_tree
-from .store.base import Store, join, parent_of, temp_name
+from .store.base import Store, UnsafePathError, join, parent_of, temp_name
 from .store.posix import mkdir_mode
 from .transfer import Copier, CopyDone, CopyJob, run_copies
 from .worklock import hold_work
@@ -49,8 +50,157 @@ class DeployReport:
     removed_from_work: int = 0
     links: int = 0
     links_source: str = "none"  # manifest, legacy, none
-    legacy_skipped: list[str] = field(default_factory=list)
+    legacy: LegacyImport | None = None  # what the import of an old tool's list found
+    unrestored: list[Unrestored] = field(default_factory=list)  # left out by this deploy
+    carried: list[Unrestored] = field(default_factory=list)  # left out at an earlier one
     special: list[str] = field(default_factory=list)
+
+    def incomplete(self) -> SpaceportError | None:
+        """The error (exit 1) for a deploy that completed but left links out, or None."""
+        return links_left_out(self.unrestored)
+
+
+class LinksLeftOut(SpaceportError):
+    """Everything was deployed except some links, which are named."""
+
+
+def links_left_out(unrestored: list[Unrestored], *, done: str = "everything else was "
+                   "deployed") -> LinksLeftOut | None:
+    if not unrestored:
+        return None
+    shown = "\n".join(f"  {u}" for u in unrestored[:50])
+    more = f"\n  ... and {len(unrestored) - 50} more" if len(unrestored) > 50 else ""
+    return LinksLeftOut(
+        f"{len(unrestored)} link(s) were not restored; {done}:\n{shown}{more}",
+        hint="The lists on the primary are left as they are, and every links.jsonl a save "
+             "writes keeps these lines in its header, so 'spaceport status --primary' keeps "
+             "showing them. Re-create those links by hand where they are needed.")
+
+
+@dataclass
+class LinkSource:
+    """The links a deploy restores, where they come from, and what is known not restored."""
+
+    links: list[Link] = field(default_factory=list)
+    source: str = "none"  # manifest, legacy, none
+    legacy: LegacyImport | None = None
+    unrestored: list[Unrestored] = field(default_factory=list)  # left out now
+    carried: list[Unrestored] = field(default_factory=list)  # recorded by earlier saves
+    imported_from: dict | None = None
+
+
+def links_to_restore(primary: Store, opts: Options) -> LinkSource:
+    """The manifest's links; without a manifest, the import of the newest old tool's list.
+
+    RefusedError (exit 5) if an old list's working root cannot be told: importing it
+    without would put every link in the wrong place."""
+    manifest = read_manifest_full(primary, opts.status_dir)
+    if manifest is not None:
+        return LinkSource(manifest.links, "manifest", unrestored=manifest.refused,
+                          carried=manifest.unrestored, imported_from=manifest.imported_from)
+    try:
+        legacy = read_legacy_links(primary, opts.status_dir, opts.legacy_root)
+    except RootUnknown as exc:
+        raise RefusedError(
+            f"{exc}.", hint="Nothing was copied. Give the folder the old tool worked in, "
+                            "e.g. spaceport deploy --legacy-root /data/ScipionUserData ...; "
+                            "'spaceport deploy --dry-run' shows what an import will do.") from None
+    if legacy is None:
+        return LinkSource()
+    return LinkSource(legacy.links, "legacy", legacy, unrestored=list(legacy.unrestored),
+                      imported_from=legacy.summary())
+
+
+@dataclass
+class DeployPreview:
+    """What ``deploy`` would do, found without changing anything (``deploy --dry-run``)."""
+
+    primary: str
+    work: str
+    holder: object | None = None
+    work_note: str = ""
+    refused: SpaceportError | None = None  # the deploy would stop with this
+    files: int = 0
+    nbytes: int = 0
+    links: LinkSource | None = None
+
+    def outcome(self) -> SpaceportError | None:
+        """The error the deploy would end with: locked (3), refused (5), links left out (1)."""
+        if self.refused is not None:
+            return self.refused
+        return links_left_out(self.links.unrestored if self.links else [],
+                              done="everything else would be deployed")
+
+    def lines(self) -> list[str]:
+        out = [f"would deploy  {self.primary} -> {self.work}  (dry run: nothing was changed)",
+               "lock          " + (describe(self.holder) if self.holder else "none")]
+        out.append(f"working copy  {self.work_note}")
+        out.append(f"copy          {self.files} file(s), {self.nbytes / 1048576:.1f} MiB")
+        source = self.links
+        if source is None:
+            out.append("links         not known: the deploy is refused before")
+        elif source.source == "manifest":
+            out.append(f"links         {len(source.links)} from links.jsonl")
+        elif source.legacy is not None:
+            out += ["old system    " + source.legacy.system]
+            out += [("import        " if i == 0 else "              ") + text
+                    for i, text in enumerate(source.legacy.describe())]
+        else:
+            out.append("links         none (no links.jsonl, no old list)")
+        if source is not None and source.source == "manifest":
+            out += [f"not restored  {u}" for u in source.unrestored]
+            out += [f"left out before  {u}" for u in source.carried]
+        return out
+
+
+def preview_deploy(primary_path: str, work_path: str, opts: Options) -> DeployPreview:
+    """Everything ``deploy`` checks and plans, with no lock taken and nothing written."""
+    validate_status_dir(opts.status_dir)
+    primary_path, work_path = separate_folders(primary_path, work_path,
+                                               ("primary", "working copy"))
+    preview = DeployPreview(primary_path, work_path)
+    marker = read_marker(work_path) if os.path.isdir(work_path) else None
+    with open_primary(primary_path, "00000000", opts) as primary:
+        preview.holder = holder = read_lock(primary, opts.status_dir)
+        own = bool(marker and lock_id(holder) == marker.deployment_id
+                   and holder.names(WorkCopy.here(work_path, work_id(work_path))))
+        if holder is not None and not own:
+            preview.refused = held_error(primary, opts.status_dir, holder)
+        preview.work_note, refusal = _work_outlook(work_path, marker, primary_path, own)
+        preview.refused = preview.refused or refusal
+        try:
+            preview.links = links_to_restore(primary, opts)
+        except RefusedError as exc:
+            preview.refused = preview.refused or exc
+        scan = scan_primary(primary, opts)
+        preview.files, preview.nbytes = scan.files, scan.bytes
+    return preview
+
+
+def _work_outlook(work: str, marker: Marker | None, primary: str,
+                  own: bool) -> tuple[str, SpaceportError | None]:
+    if not os.path.isdir(work):
+        return "does not exist yet: it is created", None
+    if marker is None:
+        if folder_is_empty(work):
+            return "empty", None
+        return "not empty and not a working copy", RefusedError(
+            f"{work} is not empty and is not a spaceport working copy.",
+            hint="Deploy into an empty folder, or use --discard-local to delete what is in it.")
+    if os.path.realpath(marker.primary) != os.path.realpath(primary):
+        return f"the working copy of another primary ({marker.primary})", RefusedError(
+            f"{work} is the working copy of another primary ({marker.primary}).")
+    if own and marker.phase == DEPLOYED:
+        return "already deployed here: the deploy changes nothing", None
+    try:
+        pending = pending_changes(work, marker).pending
+    except IndexDamagedError:
+        pending = True
+    if pending and not own:
+        return "holds changes never saved", RefusedError(
+            f"{work} holds changes that were never saved to the primary.",
+            hint="Use --resume to save them first, or --discard-local to throw them away.")
+    return "a working copy of this primary: only what is missing or changed is copied", None
 
 
 def deploy(primary_path: str, work_path: str, opts: Options, *, resume: bool = False,
@@ -162,13 +312,16 @@ def _deploy_held(primary_path: str, work_path: str, opts: Options, resume: bool,
             # Copying from the primary now would overwrite them; there is nothing to fetch.
             return report
         try:
+            # Read under the lock (a deployment releasing it may have just written it), and
+            # before anything is copied: an unreadable old list refuses the deploy.
+            source = links_to_restore(primary, opts)
             marker.phase = DEPLOYING
             write_marker(work_path, marker)
             if pending is not None and pending.pending and resume:
                 save(work_path, opts, lock=lock, conflicts_to_trash=True, task="save unsaved work")
                 report.saved_first = True
             with LockKeeper(lock, opts.heartbeat_interval):
-                _stage_in(primary, work_path, marker, opts, report, stop)
+                _stage_in(primary, work_path, marker, opts, report, source, stop)
             marker.phase = DEPLOYED
             write_marker(work_path, marker)
         except BaseException:
@@ -218,7 +371,7 @@ def _check_local_work(work: str, marker: Marker | None, resume: bool, discard: b
 
 
 def _stage_in(primary: Store, work_path: str, marker: Marker, opts: Options,
-              report: DeployReport, stop: threading.Event) -> None:
+              report: DeployReport, source: LinkSource, stop: threading.Event) -> None:
     try:
         index = Index(index_path(work_path))
     except IndexDamagedError as exc:
@@ -230,8 +383,7 @@ def _stage_in(primary: Store, work_path: str, marker: Marker, opts: Options,
         with open_work(work_path, marker.token) as work:
             remove_leftover_temps(index, work, WORK)
             remove_leftover_temps(index, primary, PRIMARY)
-            pscan = scan_tree(primary, skip_top={opts.status_dir, MARKER_DIR}, jobs=opts.jobs,
-                              stop=stop)
+            pscan = scan_primary(primary, opts, stop)
             if primary.exists(MARKER_DIR):
                 log.warning("the primary holds a folder named %s; it is not deployed (the "
                             "name is reserved for spaceport's work marker)", MARKER_DIR)
@@ -239,24 +391,30 @@ def _stage_in(primary: Store, work_path: str, marker: Marker, opts: Options,
             wscan = scan_work(work, marker)
             known = index.load()
             plan = plan_deploy(pscan, wscan, known)
-            links, source, skipped = _links_to_restore(primary, opts)
-            report.links_source, report.legacy_skipped = source, skipped
+            report.links_source, report.legacy = source.source, source.legacy
+            report.unrestored, report.carried = list(source.unrestored), source.carried
+            if source.legacy and source.legacy.phantoms:
+                log.info("%s: %d entries found through links to folders (%s) are not links "
+                         "of the project; skipped", source.legacy.file,
+                         len(source.legacy.phantoms), ", ".join(source.legacy.through))
             run = _StageIn(primary, work, index, marker, opts, report, stop)
             run.failed.extend((path or ".", exc) for path, exc in pscan.unreadable.items())
-            run.execute(plan, wscan.entries, links, known)
-            index.set_meta(MANIFEST_STATE, "ok" if source == "manifest" else source)
+            run.execute(plan, wscan.entries, source.links, known)
+            for item in report.unrestored:
+                log.warning("link not restored: %s", item)
+            # The saves write these into the manifest's header: nothing left out is forgotten.
+            index.set_meta(NOTES_META, notes_for_index(report.carried + report.unrestored,
+                                                       source.imported_from))
+            index.set_meta(MANIFEST_STATE, "ok" if source.source == "manifest" else source.source)
     finally:
         index.close()
 
 
-def _links_to_restore(primary: Store, opts: Options) -> tuple[list[Link], str, list[str]]:
-    links = read_manifest(primary, opts.status_dir)
-    if links is not None:
-        return links, "manifest", []
-    legacy = read_legacy_links(primary, opts.status_dir, opts.legacy_root)
-    if legacy is not None:
-        return legacy.links, "legacy", legacy.skipped
-    return [], "none", []
+def scan_primary(primary: Store, opts: Options, stop: threading.Event | None = None):
+    """The primary's tree as a deploy copies it: without the status folder, the work
+    marker's name, and the old tools' own files (not project data)."""
+    return scan_tree(primary, skip_top={opts.status_dir, MARKER_DIR} | TOP_LEVEL_NAMES,
+                     jobs=opts.jobs, stop=stop)
 
 
 class _StageIn:
@@ -342,20 +500,26 @@ class _StageIn:
 
     def _restore_links(self, links: list[Link], here: dict[str, Entry]) -> None:
         root = self.work.root
+        manifest = join(self.opts.status_dir, MANIFEST_NAME)
         for link in links:
             target = resolve_target(link, root, self.opts.rebase)
             current = here.get(link.path)
             if current is not None and current.kind is Kind.LINK and current.target == target:
                 pass
             elif current is not None and current.kind is not Kind.LINK:
-                log.warning("not restoring link %s: a %s of that name exists", link.path,
-                            current.kind.name.lower())
+                self.report.unrestored.append(unrestored_from(
+                    link, f"a {current.kind.name.lower()} of that name is on the primary "
+                          "(it is kept)", manifest))
                 continue
             else:
                 if current is not None:
                     self.work.unlink(link.path)
-                self.work.makedirs(parent_of(link.path))
-                self.work.symlink(target, link.path)
+                try:
+                    # Walks from WORK's descriptor; never through a link (safety rule 11).
+                    self.work.symlink(target, link.path, parents=True)
+                except UnsafePathError as exc:
+                    self.report.unrestored.append(unrestored_from(link, exc.strerror, manifest))
+                    continue
             self.recorder.done(Known(Entry(link.path, Kind.LINK, target=target), None, None))
             self.report.links += 1
         wanted = {link.path for link in links}

@@ -16,7 +16,6 @@ from typing import Callable
 
 from .errors import PartialSaveError, StorageUnavailableError, UsageError
 from .index import Index, Known
-from .legacy import DEFAULT_LEGACY_ROOT
 from .lock import DEFAULT_STALE_AFTER, DEFAULT_STATUS_DIR
 from .marker import MARKER_DIR
 from .progress import Tracker
@@ -50,7 +49,7 @@ class Options:
     heartbeat_interval: float | None = None
     mass_delete_threshold: float = 0.5
     trash_retention_days: float = DEFAULT_RETENTION_DAYS
-    legacy_root: str = DEFAULT_LEGACY_ROOT
+    legacy_root: str | None = None  # the old tools' working root; None: found from their lists
     rebase: list[tuple[str, str]] = field(default_factory=list)
     tracker: Tracker = field(default_factory=Tracker)
     busy_wait: float = DEFAULT_WAIT  # seconds to wait for another command on the working copy

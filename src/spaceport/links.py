@@ -12,6 +12,12 @@ JSON escapes quotes, newlines, tabs and backslashes; names that are not valid UT
 stored as base64 of their bytes, so any name a POSIX filesystem allows round-trips byte for
 byte. Absolute targets inside the work root are stored relative to it (``anchor: root``) and
 re-created under whatever root the next deployment uses.
+
+An entry whose path is absolute or has a ``..`` (or empty, ``.``) component is refused: it is
+not restored, it is reported, and it is kept in the header's ``unrestored`` list, which every
+later save carries forward (with the lines of the old tools' lists that could not be
+imported), so ``status --primary`` keeps showing them. Readers of format 1 ignore header keys
+they do not know.
 """
 
 from __future__ import annotations
@@ -19,15 +25,16 @@ from __future__ import annotations
 import base64
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 from .errors import FormatError, UsageError
-from .lock import iso, utcnow
-from .store.base import Store, join
+from .store.base import Store, join, relative_path_problem
 
 MANIFEST_NAME = "links.jsonl"
 MANIFEST_FORMAT = 1
 MANIFEST_TYPE = "spaceport-links"
+NOTES_META = "manifest_notes"  # index meta: the header notes the next manifest carries
 
 
 @dataclass(frozen=True, order=True)
@@ -37,6 +44,39 @@ class Link:
     path: str
     target: str
     anchored: bool = False  # target is relative to the deployment root, not verbatim
+    # Where the link was read (file, line number or None, the line's text), to report it.
+    origin: tuple | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Unrestored:
+    """A link that was listed but not restored: the line, and why."""
+
+    file: str  # relative to the primary
+    line: int | None
+    text: str
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.text!r}: {self.reason}"
+
+    def to_json(self) -> dict:
+        return {"file": self.file, "line": self.line, **_encode("text", self.text),
+                "reason": self.reason}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "Unrestored":
+        return cls(str(obj["file"]), obj.get("line"), _decode(obj, "text"), str(obj["reason"]))
+
+
+def unrestored_from(link: Link, reason: str, manifest: str) -> Unrestored:
+    """The record for ``link`` that could not be created (``manifest``: its file if the link
+    has no origin of its own)."""
+    if link.origin:
+        file, line, text = link.origin
+        return Unrestored(file, line, text, reason)
+    return Unrestored(manifest, None, f"{link.path} -> {link.target}", reason)
 
 
 def capture(path: str, target: str, roots: list[str]) -> Link:
@@ -93,11 +133,14 @@ def _decode(obj: dict, key: str) -> str:
     return os.fsdecode(base64.b64decode(obj[f"{key}_b64"], validate=True))
 
 
-def encode_manifest(links: list[Link], root: str) -> bytes:
-    """The manifest bytes for ``links``, sorted so equal sets give equal files."""
+def encode_manifest(links: list[Link], root: str, notes: dict | None = None) -> bytes:
+    """The manifest bytes for ``links``, sorted so equal sets give equal files. ``notes``
+    (``unrestored``, ``imported_from``) go into the header when they hold anything."""
     links = sorted(links)
+    written = datetime.now(timezone.utc).isoformat(timespec="seconds")
     header = {"format": MANIFEST_FORMAT, "type": MANIFEST_TYPE, "links": len(links),
-              **_encode("root", root), "written": iso(utcnow())}
+              **_encode("root", root), "written": written}
+    header.update({key: value for key, value in (notes or {}).items() if value})
     lines = [json.dumps(header, ensure_ascii=False)]
     for link in links:
         obj = {**_encode("path", link.path), **_encode("target", link.target)}
@@ -107,8 +150,25 @@ def encode_manifest(links: list[Link], root: str) -> bytes:
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
+@dataclass
+class Manifest:
+    """A manifest as read: the links to restore, the entries refused (paths that would lead
+    out of the root), and the notes its header carries."""
+
+    links: list[Link] = field(default_factory=list)
+    refused: list[Unrestored] = field(default_factory=list)
+    unrestored: list[Unrestored] = field(default_factory=list)  # recorded by earlier saves
+    imported_from: dict | None = None
+
+
 def decode_manifest(raw: bytes, where: str = MANIFEST_NAME) -> list[Link]:
-    """Parse manifest bytes; FormatError with the line number for anything wrong."""
+    """The links of manifest bytes (entries that would lead out of the root left out)."""
+    return parse_manifest(raw, where).links
+
+
+def parse_manifest(raw: bytes, where: str = MANIFEST_NAME, file: str = MANIFEST_NAME) -> Manifest:
+    """Parse manifest bytes; FormatError with the line number for anything wrong. ``where``
+    names the file in messages, ``file`` (relative to the primary) in refused entries."""
     # Split on \n only: JSON escapes it inside strings, and str.splitlines() would also
     # split on U+2028 and friends, which may appear raw in names.
     lines = [line for line in raw.split(b"\n") if line.strip()]
@@ -126,34 +186,75 @@ def decode_manifest(raw: bytes, where: str = MANIFEST_NAME) -> list[Link]:
     if version > MANIFEST_FORMAT:
         raise FormatError(f"{where} was written by a newer spaceport (format {version}; this "
                           f"version reads up to {MANIFEST_FORMAT}).", hint="Upgrade spaceport.")
-    links = []
+    found = Manifest()
+    count = 0
     for number, line in enumerate(lines[1:], start=2):
         try:
             obj = json.loads(line)
-            links.append(Link(_decode(obj, "path"), _decode(obj, "target"),
-                              anchored=obj.get("anchor") == "root"))
+            link = Link(_decode(obj, "path"), _decode(obj, "target"),
+                        anchored=obj.get("anchor") == "root")
         except (ValueError, KeyError, TypeError) as exc:
             raise FormatError(f"{where}: line {number} is damaged ({exc}).",
                               hint="Nothing was restored from it. The working copy still has "
                                    "its links; a save rewrites the manifest.") from exc
-    if len(links) != header.get("links"):
+        count += 1
+        problem = relative_path_problem(link.path)
+        if problem:
+            found.refused.append(Unrestored(file, number,
+                                            line.decode("utf-8", "surrogateescape"),
+                                            f"refused: {problem}"))
+        else:
+            found.links.append(link)
+    if count != header.get("links"):
         raise FormatError(f"{where} is truncated: the header announces {header.get('links')} "
-                          f"links, {len(links)} are there.",
+                          f"links, {count} are there.",
                           hint="Nothing was restored from it. If a working copy with the links "
                                "still exists, a save from it rewrites the manifest.")
-    return links
+    try:
+        found.unrestored = [Unrestored.from_json(o) for o in header.get("unrestored") or ()]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise FormatError(f"{where}: the header's list of links not restored is damaged "
+                          f"({exc}).") from exc
+    found.imported_from = header.get("imported_from")
+    return found
 
 
-def write_manifest(store: Store, status_dir: str, links: list[Link], root: str) -> None:
+def write_manifest(store: Store, status_dir: str, links: list[Link], root: str,
+                   notes: dict | None = None) -> None:
     """Atomically replace the manifest (temporary file, then rename)."""
-    store.write_bytes_atomic(join(status_dir, MANIFEST_NAME), encode_manifest(links, root))
+    store.write_bytes_atomic(join(status_dir, MANIFEST_NAME),
+                             encode_manifest(links, root, notes))
 
 
-def read_manifest(store: Store, status_dir: str) -> list[Link] | None:
-    """The manifest's links, or None if there is no manifest."""
+def read_manifest_full(store: Store, status_dir: str) -> Manifest | None:
+    """The manifest with its refused entries and header notes; None if there is none."""
     rel = join(status_dir, MANIFEST_NAME)
     try:
         raw = store.read_bytes(rel)
     except FileNotFoundError:
         return None
-    return decode_manifest(raw, os.path.join(store.root, rel))
+    return parse_manifest(raw, os.path.join(store.root, rel), rel)
+
+
+def read_manifest(store: Store, status_dir: str) -> list[Link] | None:
+    """The manifest's links, or None if there is no manifest."""
+    manifest = read_manifest_full(store, status_dir)
+    return None if manifest is None else manifest.links
+
+
+def notes_for_index(unrestored: list[Unrestored], imported_from: dict | None) -> str:
+    """What a deploy keeps in the index for the saves to write into the manifest header."""
+    seen: dict = {}
+    for item in unrestored:
+        seen.setdefault((item.file, item.line, item.text, item.reason), item)
+    return json.dumps({"unrestored": [u.to_json() for u in seen.values()],
+                       "imported_from": imported_from})
+
+
+def manifest_notes(index) -> dict:
+    """The header notes a save writes (kept in the index by the deploy)."""
+    try:
+        notes = json.loads(index.get_meta(NOTES_META) or "{}")
+    except ValueError:
+        return {}
+    return notes if isinstance(notes, dict) else {}

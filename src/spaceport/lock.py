@@ -16,7 +16,8 @@ in docs/lock-model/ checks it. In short:
 
 Format-1 locks (written by spaceport 0.1, heartbeat inside the lock) count as held; the
 deployment that owns one migrates it at its next deploy or save. Locks of the older tools
-count as held too (:mod:`spaceport.legacy` recognises them).
+count as held too: :mod:`spaceport.legacy` recognises westlife's ``<status>/lock`` and CERIT's
+``scipion-docker/project.lock``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from . import __version__
 from .errors import (FormatError, LockedError, LockLostError, SpaceportError,
                      StorageUnavailableError, UsageError)
 from .hostinfo import ProcessIdentity, current_user, hostname, machine_id
+from .legacy import LegacyLock, parse_westlife_lock, read_legacy_lock, set_aside_legacy_lock
 from .store.base import DetachedError, Store, join
 
 log = logging.getLogger(__name__)
@@ -45,7 +47,6 @@ HEARTBEAT_FORMAT = 1
 DEFAULT_STATUS_DIR = ".deployment_status_do_not_delete"
 LOCK_NAME = "lock"
 HEARTBEAT_PREFIX = "heartbeat."
-LEGACY_PROJECT_LOCK = "project.lock"
 DEFAULT_STALE_AFTER = 600  # seconds without a heartbeat change before a lock looks abandoned
 # Errors of a rename that does not know RENAME_NOREPLACE (some FUSE servers, NFS).
 _NO_NOREPLACE = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
@@ -207,36 +208,7 @@ class UnreadableLock:
         return f"an unreadable lock file {self.file} ({self.error})"
 
 
-@dataclass
-class LegacyLock:
-    """A lock left by the shell scripts spaceport replaces."""
-
-    file: str
-    host: str | None
-    directory: str | None
-    date: str | None
-    raw: str
-
-    def describe(self, beat=None) -> str:
-        return (f"an old-style lock ({self.file}) from host {self.host or 'unknown'}, "
-                f"dated {self.date or 'unknown'}" + (f", folder {self.directory}" if self.directory else ""))
-
-
-def parse_legacy(file: str, text: str) -> LegacyLock | None:
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip().upper() in ("HOST", "DIR", "DATE"):
-            fields[key.strip().upper()] = value.strip()
-    if fields:
-        return LegacyLock(file, fields.get("HOST"), fields.get("DIR"), fields.get("DATE"), text)
-    stripped = text.strip()
-    if file.endswith(LEGACY_PROJECT_LOCK) and stripped and "\n" not in stripped:
-        return LegacyLock(file, None, None, stripped, text)  # a bare timestamp
-    return None
-
-
-AnyLock = "LockInfo | LegacyLock | UnreadableLock"
+AnyLock = "LockInfo | LegacyLock | UnreadableLock"  # LegacyLock: see spaceport.legacy
 
 
 def _parse_lock(rel: str, raw: bytes):
@@ -245,24 +217,25 @@ def _parse_lock(rel: str, raw: bytes):
     except FormatError:
         raise
     except (ValueError, TypeError, KeyError) as exc:
-        legacy = parse_legacy(rel, raw.decode("utf-8", "replace"))
+        legacy = parse_westlife_lock(rel, raw.decode("utf-8", "replace"))
         if legacy:
             return legacy
         return UnreadableLock(rel, "empty" if not raw.strip() else f"{type(exc).__name__}: {exc}")
 
 
 def read_lock(store: Store, status_dir: str):
-    """The lock currently on the primary, whatever its format; None if there is none."""
-    for name in (LOCK_NAME, LEGACY_PROJECT_LOCK):
-        rel = join(status_dir, name)
-        try:
-            raw = store.read_bytes(rel)
-        except FileNotFoundError:
-            continue
-        except NotADirectoryError:
-            return None
-        return _parse_lock(rel, raw)
-    return None
+    """The lock currently on the primary, whatever its format (a spaceport lock, an old
+    tool's, an unreadable file); None if there is none."""
+    rel = join(status_dir, LOCK_NAME)
+    try:
+        raw = store.read_bytes(rel)
+    except (FileNotFoundError, NotADirectoryError):
+        return read_legacy_lock(store, status_dir)  # CERIT's, outside the status folder
+    return _parse_lock(rel, raw)
+
+
+def describe(holder, beat: "Heartbeat | None" = None) -> str:
+    return holder.describe(beat) if isinstance(holder, LockInfo) else holder.describe()
 
 
 def _identity(st: os.stat_result) -> tuple:
@@ -298,19 +271,13 @@ def read_heartbeat(store: Store, status_dir: str, deployment_id: str) -> Heartbe
 
 
 def _signal(store: Store, status_dir: str, holder) -> bytes | None:
-    """What changes while the holder lives: its heartbeat file (format 2) or the lock
-    itself (format 1 beat inside it; old tools rewrote their own files)."""
-    if isinstance(holder, LockInfo) and holder.format >= 2:
-        try:
-            return store.read_bytes(join(status_dir, HEARTBEAT_PREFIX + holder.deployment_id))
-        except FileNotFoundError:
-            return None
-    for name in (LOCK_NAME, LEGACY_PROJECT_LOCK):
-        try:
-            return store.read_bytes(join(status_dir, name))
-        except FileNotFoundError:
-            continue
-    return None
+    """What changes while the holder lives: its heartbeat file (format 2), or the lock
+    itself (format 1 beat inside it)."""
+    name = HEARTBEAT_PREFIX + holder.deployment_id if holder.format >= 2 else LOCK_NAME
+    try:
+        return store.read_bytes(join(status_dir, name))
+    except FileNotFoundError:
+        return None
 
 
 def lock_id(holder) -> str | None:
@@ -324,7 +291,7 @@ def locked_error(holder, primary: str, beat: Heartbeat | None = None,
     if stale:
         hint = (f"The lock looks stale: {stale}. Nothing was changed. If that deployment is "
                 f"gone, run: spaceport unlock {primary} (or deploy with --take-over-stale)")
-    return LockedError(f"{primary} is already deployed: held by {holder.describe(beat)}.",
+    return LockedError(f"{primary} is already deployed: held by {describe(holder, beat)}.",
                        hint=hint)
 
 
@@ -424,26 +391,17 @@ def set_aside(store: Store, status_dir: str, expected: str | None = None, *,
     return moved
 
 
-def set_aside_legacy(store: Store, status_dir: str) -> None:
-    try:
-        store.rename(join(status_dir, LEGACY_PROJECT_LOCK),
-                     join(status_dir, f"{LEGACY_PROJECT_LOCK}.broken-{stamp()}"))
-    except FileNotFoundError:
-        pass
-
-
 def force_unlock(store: Store, status_dir: str):
     """Remove any lock (after the user confirmed). Returns what was removed."""
     removed = set_aside(store, status_dir)
+    if isinstance(removed, LegacyLock):  # a westlife lock: keep the old tool's naming
+        return removed
     if removed is not None:
         return removed
-    rel = join(status_dir, LEGACY_PROJECT_LOCK)  # only an old tool's lock may be left
-    try:
-        raw = store.read_bytes(rel)
-    except FileNotFoundError:
-        return None
-    set_aside_legacy(store, status_dir)
-    return _parse_lock(rel, raw)
+    legacy = read_legacy_lock(store, status_dir)  # CERIT's, outside the status folder
+    if legacy is not None:
+        set_aside_legacy_lock(store, legacy, stamp())
+    return legacy
 
 
 class DeploymentLock:
@@ -495,11 +453,8 @@ class DeploymentLock:
                 raise locked_error(holder, store.root,
                                    cls._beat_of(store, status_dir, holder)) from None
             log.warning("taking over a stale lock: %s (%s)", holder.describe(), stale)
-            if isinstance(holder, LockInfo):
-                if set_aside(store, status_dir, holder.deployment_id, why="stale") is None:
-                    raise locked_error(read_lock(store, status_dir) or holder, store.root)
-            else:
-                set_aside_legacy(store, status_dir)
+            if set_aside(store, status_dir, holder.deployment_id, why="stale") is None:
+                raise locked_error(read_lock(store, status_dir) or holder, store.root)
         lock = cls(store, status_dir, info)
         lock._publish()
         lock.heartbeat()
@@ -623,11 +578,11 @@ class DeploymentLock:
             self._seen = seen
             return holder
         self._seen = None
-        what = holder.describe() if holder else "it was removed"
+        what = describe(holder) if holder else "it was removed"
         raise LockLostError(
             f"lock lost on {self.store.root}: {what}.",
-            hint="Your working copy is untouched. Find out who unlocked or took the folder "
-                 "before saving again.")
+            hint="Nothing more was written to the primary after this check. Your working copy "
+                 "is untouched. Find out who unlocked or took the folder before saving again.")
 
     def heartbeat(self, **updates) -> None:
         """Verify the lock is ours, then rewrite our heartbeat file (never the lock)."""
@@ -660,7 +615,7 @@ class DeploymentLock:
             if lock_id(moved) != self.info.deployment_id:
                 _move_back(self.store, self.status_dir, mine)
                 raise LockLostError(f"lock lost on {self.store.root}: "
-                                    f"{moved.describe()}.",
+                                    f"{describe(moved)}.",
                                     hint="It was left in place. Your working copy is untouched.")
             self.store.unlink(mine)
             self._forget(self.heartbeat_rel)

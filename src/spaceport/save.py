@@ -21,8 +21,9 @@ from .engine import (PRIMARY, IndexRecorder, Options, file_known, open_primary, 
                      partial_error, remove_leftover_temps, volume_artifacts)
 from .errors import Interrupted, LockLostError, RefusedError, StorageUnavailableError
 from .index import Index, IndexDamagedError, Known
-from .links import MANIFEST_NAME, write_manifest
 from .fence import Fence
+from .legacy import TOP_LEVEL_NAMES as LEGACY_TOP_NAMES
+from .links import MANIFEST_NAME, manifest_notes, write_manifest
 from .lock import (DeploymentLock, LockKeeper, WorkCopy, iso, lock_id, read_lock,
                    utcnow)
 from .marker import (DEPLOYING, MARKER_DIR, UNDEPLOYED, Marker, index_path, require_marker,
@@ -67,11 +68,14 @@ class SaveReport:
 def scan_work(work: Store, marker: Marker) -> ScanResult:
     # The status folder's name is reserved at the top: a folder of that name in the working
     # copy would otherwise be saved into the primary's status folder, over the lock.
-    scan = scan_tree(work, skip_top={MARKER_DIR, marker.status_dir} | volume_artifacts(work.root),
-                     temp_token=marker.token)
-    if work.exists(marker.status_dir):
-        log.warning("%s in the working copy is not saved: that name is reserved for the "
-                    "primary's status folder", marker.status_dir)
+    # The old tools' files (symlink-dump, scipion-docker/) are not project data: a deploy
+    # never copies them, so a save must neither overwrite them nor let them into the index.
+    scan = scan_tree(work, skip_top={MARKER_DIR, marker.status_dir} | LEGACY_TOP_NAMES
+                     | volume_artifacts(work.root), temp_token=marker.token)
+    for name in (marker.status_dir, *sorted(LEGACY_TOP_NAMES)):
+        if work.exists(name):
+            log.warning("%s in the working copy is not saved: that name is reserved for the "
+                        "primary's status folder or the old tools' files", name)
     for tmp in scan.temps:  # our own leftovers from a killed deploy
         try:
             work.unlink(tmp)
@@ -471,7 +475,7 @@ class _SaveRun:
         self.fence.commit(MANIFEST_NAME, lambda: self.retry(
             write_manifest, self.primary, self.marker.status_dir,
             links_for_manifest(plan.links, roots), self.work.root,
-            what=f"write {MANIFEST_NAME}"))
+            manifest_notes(self.index), what=f"write {MANIFEST_NAME}"))
         for entry in plan.links:
             self.recorder.done(Known(entry, None, None))
         self.recorder.flush()

@@ -11,14 +11,16 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
+from .deploy import links_to_restore
 from .engine import Options, open_primary, open_work
 from .errors import FormatError, SpaceportError
 from .index import Index
-from .legacy import LINKLIST_NAME, SYMLINK_DUMP_NAME
-from .links import read_manifest, resolve_target
-from .lock import (LegacyLock, LockInfo, UnreadableLock, provably_gone, read_heartbeat,
-                   read_lock)
+from .legacy import (TOP_LEVEL_NAMES, LegacyLock, RootUnknown, last_system, legacy_lists,
+                     read_legacy_links)
+from .links import read_manifest_full, resolve_target
+from .lock import LockInfo, UnreadableLock, provably_gone, read_heartbeat, read_lock
 from .marker import MARKER_DIR, index_path, read_marker, require_marker
 from .save import JOURNAL_NAME, pending_changes
 from .scan import Kind, scan_tree
@@ -44,8 +46,7 @@ def lock_facts(holder, store: Store, status_dir: str) -> dict | None:
                 "last_save": beat.last_save if beat else holder.last_save,
                 "description": holder.describe(beat)}
     if isinstance(holder, LegacyLock):
-        return {"kind": "legacy", "file": holder.file, "host": holder.host,
-                "dir": holder.directory, "date": holder.date, "description": holder.describe()}
+        return holder.facts()
     assert isinstance(holder, UnreadableLock)
     return {"kind": "unreadable", "file": holder.file, "error": holder.error,
             "description": holder.describe()}
@@ -84,17 +85,43 @@ def primary_status(primary_path: str, opts: Options) -> dict:
     facts: dict = {"primary": os.path.abspath(primary_path), "status_dir": status_dir}
     with open_primary(primary_path, "00000000", opts) as primary:
         facts["lock"] = lock_facts(read_lock(primary, status_dir), primary, status_dir)
+        manifest = None
         try:
-            links = read_manifest(primary, status_dir)
-            facts["manifest_links"] = None if links is None else len(links)
+            manifest = read_manifest_full(primary, status_dir)
+            facts["manifest_links"] = None if manifest is None else len(manifest.links)
         except FormatError as exc:
             facts["manifest_error"] = exc.message
-        facts["legacy_link_lists"] = [rel for rel in (join(status_dir, LINKLIST_NAME),
-                                                      SYMLINK_DUMP_NAME) if primary.exists(rel)]
+        facts.update(legacy_facts(primary, status_dir, opts, manifest,
+                                  "manifest_error" in facts))
         facts["recent_saves"] = _journal_tail(primary, join(status_dir, JOURNAL_NAME))
         facts["trash"] = [{"batch": b.name, "files": b.files, "bytes": b.bytes}
                           for b in list_batches(primary, status_dir)]
     return facts
+
+
+def legacy_facts(primary: Store, status_dir: str, opts: Options, manifest,
+                 manifest_damaged: bool) -> dict:
+    """The old tools' traces in a space: which one used it last, and what an import does
+    (without a manifest) or which links were left out (recorded in the manifest)."""
+    facts: dict = {"legacy_link_lists": [rel for rel, _ in legacy_lists(primary, status_dir)]}
+    last = last_system(primary, status_dir)
+    facts["old_system"] = None if last is None else {
+        "system": last[0], "file": last[1], "written": iso_time(last[2])}
+    if manifest is not None:
+        facts["imported_from"] = manifest.imported_from
+        facts["not_restored"] = [str(u) for u in manifest.refused + manifest.unrestored]
+    elif facts["legacy_link_lists"] and not manifest_damaged:
+        try:
+            found = read_legacy_links(primary, status_dir, opts.legacy_root)
+            facts["legacy_import"] = {**found.as_dict(), "plan": found.describe()}
+        except RootUnknown as exc:
+            facts["legacy_import_error"] = (f"{exc}; a deploy is refused until it is given "
+                                            "--legacy-root")
+    return facts
+
+
+def iso_time(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
 
 
 def _journal_tail(store: Store, rel: str, count: int = 5) -> list[dict]:
@@ -142,10 +169,10 @@ def format_status(facts: dict) -> str:
         else:
             lines.append("unsaved       nothing: the primary is up to date")
     if "recent_saves" in facts:
-        lines.append(f"manifest      {facts.get('manifest_links', 'none') if facts.get('manifest_links') is not None else 'none'} link(s)"
+        count = facts.get("manifest_links")
+        lines.append("manifest      " + ("none" if count is None else f"{count} link(s)")
                      + (f"  ({facts['manifest_error']})" if facts.get("manifest_error") else ""))
-        if facts["legacy_link_lists"]:
-            lines.append(f"legacy lists  {', '.join(facts['legacy_link_lists'])}")
+        lines += _legacy_lines(facts)
         for save in facts["recent_saves"]:
             lines.append(f"saved         {save.get('time')}  {save.get('uploaded')} file(s), "
                          f"{human_size(save.get('bytes') or 0)}, {save.get('deleted')} deleted "
@@ -153,6 +180,28 @@ def format_status(facts: dict) -> str:
         for batch in facts["trash"]:
             lines.append(f"trash         {batch['batch']}  {batch['files']} file(s), {human_size(batch['bytes'])}")
     return "\n".join(lines)
+
+
+def _legacy_lines(facts: dict) -> list[str]:
+    lines = []
+    old = facts.get("old_system")
+    if old:
+        lines.append(f"old system    {old['system']} used this space last ({old['file']}, "
+                     f"written {old['written']})")
+    if facts.get("legacy_import"):
+        lines += [("import        " if i == 0 else "              ") + text
+                  for i, text in enumerate(facts["legacy_import"]["plan"])]
+    elif facts.get("legacy_import_error"):
+        lines.append(f"import        REFUSED: {facts['legacy_import_error']}")
+    elif facts["legacy_link_lists"]:
+        lines.append(f"legacy lists  {', '.join(facts['legacy_link_lists'])} (kept, not read: "
+                     "links.jsonl is used)")
+    imported = facts.get("imported_from")
+    if imported:
+        lines.append(f"imported      {imported.get('links')} link(s) from {imported.get('file')} "
+                     f"({imported.get('system')}) on {imported.get('imported')}")
+    lines += [f"not restored  {text}" for text in facts.get("not_restored") or ()]
+    return lines
 
 
 def human_size(n: int) -> str:
@@ -192,7 +241,8 @@ def verify(work_path: str, opts: Options, *, checksum: bool = False) -> VerifyRe
     report = VerifyReport()
     with open_primary(marker.primary, marker.token, opts) as primary, \
             open_work(work_path, marker.token) as work:
-        pscan = scan_tree(primary, skip_top={marker.status_dir, MARKER_DIR}, jobs=opts.jobs)
+        pscan = scan_tree(primary, skip_top={marker.status_dir, MARKER_DIR} | TOP_LEVEL_NAMES,
+                          jobs=opts.jobs)
         wscan = scan_tree(work, skip_top={MARKER_DIR}, temp_token=marker.token)
         diff = report.differences
         for path, w in sorted(wscan.entries.items()):
@@ -211,7 +261,7 @@ def verify(work_path: str, opts: Options, *, checksum: bool = False) -> VerifyRe
                     diff.append(f"content differs: {path}")
         for path in sorted(set(pscan.entries) - set(wscan.entries)):
             diff.append(f"only on primary: {path}")
-        links = read_manifest(primary, marker.status_dir) or []
+        links = links_to_restore(primary, opts).links  # the manifest, or the old list
         wanted = {l.path: resolve_target(l, work_path, opts.rebase) for l in links}
         have = {e.path: e.target for e in wscan.entries.values() if e.kind is Kind.LINK}
         report.checked_links = len(have)

@@ -26,12 +26,15 @@ import queue
 import threading
 from dataclasses import dataclass, replace
 from operator import attrgetter, itemgetter
-from typing import Callable, Iterable, Sequence, Sized, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence, Sized, TypeVar
 
 from .errors import Interrupted
 from .progress import Tracker
 from .retry import RetryPolicy, is_unavailable, retry_call
 from .store.base import Store, is_retryable, parent_of
+
+if TYPE_CHECKING:
+    from .fence import Fence
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from ..legacy import DEFAULT_LEGACY_ROOT
 from .options import (common_options, env_option, err, jobs_option, make_options, out,
                       stopping_on_sigterm)
 
@@ -21,20 +20,26 @@ from .options import (common_options, env_option, err, jobs_option, make_options
             help="The working copy holds changes never saved, or unknown files: delete them "
                  "and deploy afresh.")
 @env_option("--take-over-stale", is_flag=True,
-            help="If the lock's holder looks dead (no heartbeat for --stale-after seconds, or "
-                 "its process is gone on this host), take the lock over.")
+            help="If a daemon holds the lock, watch its heartbeat for the lock's stale-after "
+                 "time (on this machine's clock) and take the lock over if it never changes, or "
+                 "at once if its process is provably gone here. A command-line deployment's "
+                 "lock is never taken over.")
 @env_option("--rebase", multiple=True, metavar="OLD=NEW",
             help="Rewrite absolute link targets starting with OLD to start with NEW (e.g. a "
                  "data mount that moved). Repeatable.")
-@env_option("--legacy-root", default=DEFAULT_LEGACY_ROOT, show_default=True,
-            help="Working root used by the old scripts, to import their link lists "
-                 "(linklist, symlink-dump) when the space has no links.jsonl yet.")
+@env_option("--legacy-root",
+            help="The folder the old tools worked in, for a space without links.jsonl yet "
+                 "whose old link list (westlife linklist, CERIT symlink-dump) does not show "
+                 "it. Default: found from the list itself.")
+@env_option("--dry-run", "-n", is_flag=True,
+            help="Show what the deploy would do (lock, files, links, the import of an old "
+                 "tool's list) and change nothing; exit with the code the deploy would.")
 @env_option("--instance", help="Name of this instance (pod or VM) written into the lock. "
                                "Default: the host name.")
 @env_option("--stale-after", type=click.IntRange(10), default=600, show_default=True,
             help="Seconds without heartbeat after which the lock counts as stale.")
 @click.pass_context
-def deploy(ctx, primary, work, resume, discard_local, take_over_stale, **_):
+def deploy(ctx, primary, work, resume, discard_local, take_over_stale, dry_run, **_):
     """Lock PRIMARY and copy it onto WORK, re-creating its symbolic links.
 
     PRIMARY is the project folder on primary storage (e.g. a OneData mount). WORK is the
@@ -42,11 +47,17 @@ def deploy(ctx, primary, work, resume, discard_local, take_over_stale, **_):
     resumes and copies only what is missing). Only one deployment of PRIMARY can exist at a
     time: if another holds it, this exits 3 naming host, instance and last heartbeat.
     """
-    from ..deploy import deploy as run_deploy
+    from ..deploy import deploy as run_deploy, preview_deploy
 
     if resume and discard_local:
         raise click.UsageError("--resume and --discard-local exclude each other.")
     opts = make_options(ctx.params)
+    if dry_run:
+        preview = preview_deploy(primary, work, opts)
+        out.print("\n".join(preview.lines()), markup=False)
+        if preview.outcome():
+            raise preview.outcome()
+        return
     try:
         report = run_deploy(primary, work, opts, resume=resume, discard_local=discard_local,
                             take_over_stale=take_over_stale)
@@ -58,8 +69,14 @@ def deploy(ctx, primary, work, resume, discard_local, take_over_stale, **_):
               f"{report.already_current} already in place), {report.links} links "
               f"from {report.links_source}"
               + (", unsaved local work saved first" if report.saved_first else ""))
-    for line in report.legacy_skipped:
-        err.print(f"[yellow]warning:[/] legacy link line not restored: {line}")
+    if report.legacy:
+        for line in report.legacy.describe(with_lines=False):
+            out.print(f"  {line}", markup=False)
+    for item in report.carried:
+        err.print(f"note: not restored at an earlier deploy (kept in links.jsonl): {item}",
+                  markup=False)
+    if report.incomplete():
+        raise report.incomplete()
 
 
 @click.command()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import threading
 import time
 from dataclasses import replace
@@ -26,7 +25,7 @@ from dataclasses import replace
 from ..clone import clone, wipe_clone
 from ..deploy import deploy
 from ..engine import Options, open_primary, wipe_folder
-from ..errors import (EXIT_INTERRUPTED, EXIT_LOCK_LOST, Interrupted, LockedError, LockLostError,
+from ..errors import (EXIT_INTERRUPTED, EXIT_LOCK_LOST, Interrupted, LockLostError,
                       PartialSaveError, SpaceportError, StorageUnavailableError)
 from ..lock import DeploymentLock, LockInfo, WorkCopy, locked_error, read_lock
 from ..marker import (DEPLOYED, UNDEPLOYED, Marker, read_marker, require_marker, work_id,

@@ -50,6 +50,28 @@ def is_our_temp(name: str, token: str) -> bool:
     return bool(m) and m.group(1) == token
 
 
+class UnsafePathError(OSError):
+    """A path that would lead out of the store's root: absolute, with ``..``, or through a
+    symbolic link. Nothing was created."""
+
+
+def relative_path_problem(rel: str) -> str | None:
+    """Why ``rel`` is not a plain path below a root (absolute, ``.``/``..`` or empty parts,
+    NUL), or None if it is one."""
+    if not rel:
+        return "the path is empty"
+    if rel.startswith("/"):
+        return "the path is absolute"
+    if "\0" in rel:
+        return "the path holds a NUL byte"
+    parts = rel.split("/")
+    if ".." in parts:
+        return "the path has a '..' component"
+    if "." in parts or "" in parts:
+        return "the path has an empty or '.' component"
+    return None
+
+
 class DetachedError(OSError):
     """The store's root path no longer leads to the folder in use (a mount vanished)."""
 
@@ -153,7 +175,12 @@ class Store(ABC):
     def rmdir(self, rel: str) -> None: ...
 
     @abstractmethod
-    def symlink(self, target: str, rel: str) -> None: ...
+    def symlink(self, target: str, rel: str, *, parents: bool = False) -> None:
+        """Create a link at ``rel``; ``parents`` creates missing parent folders too.
+
+        Never follows a symbolic link in a parent component, and refuses a ``rel`` that is
+        absolute or has ``..`` in it (UnsafePathError): nothing is ever created outside the
+        store's root."""
 
     @abstractmethod
     def chmod(self, rel: str, mode: int) -> None: ...

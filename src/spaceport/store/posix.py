@@ -12,9 +12,10 @@ import ctypes
 import errno
 import logging
 import os
+import stat
 
-from .base import (Capabilities, DetachedError, DirItem, Store, join, parent_of,
-                   temp_name)
+from .base import (Capabilities, DetachedError, DirItem, Store, UnsafePathError, join,
+                   parent_of, relative_path_problem, temp_name)
 
 log = logging.getLogger(__name__)
 
@@ -204,11 +205,73 @@ class PosixStore(Store):
     def rmdir(self, rel: str) -> None:
         os.rmdir(rel, dir_fd=self._fd)
 
-    def symlink(self, target: str, rel: str) -> None:
+    def symlink(self, target: str, rel: str, *, parents: bool = False) -> None:
         if not self.capabilities.symlinks:
             # Never even try on the primary: OneData cannot hold links (DESIGN.md).
             raise OSError(errno.EPERM, "this store cannot hold symbolic links", rel)
-        os.symlink(target, rel, dir_fd=self._fd)
+        problem = relative_path_problem(rel)
+        if problem:
+            raise UnsafePathError(errno.EINVAL, f"refused: {problem}", rel)
+        folder, _, name = rel.rpartition("/")
+        dfd = self._open_folder_beneath(folder, create=parents)
+        try:
+            os.symlink(target, name, dir_fd=dfd)
+        finally:
+            if dfd != self._fd:
+                os.close(dfd)
+
+    _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+    def _open_folder_beneath(self, rel: str, *, create: bool) -> int:
+        """A descriptor on the folder ``rel``, reached from the root descriptor one component
+        at a time with O_NOFOLLOW: a symbolic link (or a file) anywhere on the way is refused
+        with UnsafePathError instead of being followed out of the root. ``create`` makes the
+        missing folders, each inside the one just opened. The caller closes the descriptor
+        unless it is the root's."""
+        fd = self._fd
+        done = ""
+        try:
+            for part in rel.split("/") if rel else ():
+                try:
+                    sub = os.open(part, self._DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        raise
+                    try:
+                        os.mkdir(part, 0o777, dir_fd=fd)
+                    except FileExistsError:
+                        pass  # made meanwhile: the open below checks what it is
+                    sub = self._open_part(part, fd, join(done, part))
+                except OSError as exc:
+                    if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                        raise
+                    raise self._unsafe(part, fd, join(done, part)) from None
+                if fd != self._fd:
+                    os.close(fd)
+                fd, done = sub, join(done, part)
+        except BaseException:
+            if fd != self._fd:
+                os.close(fd)
+            raise
+        return fd
+
+    def _open_part(self, part: str, fd: int, where: str) -> int:
+        try:
+            return os.open(part, self._DIR_FLAGS, dir_fd=fd)
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            raise self._unsafe(part, fd, where) from None
+
+    @staticmethod
+    def _unsafe(part: str, fd: int, where: str) -> UnsafePathError:
+        try:
+            is_link = stat.S_ISLNK(os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode)
+        except OSError:
+            is_link = False
+        what = "a symbolic link" if is_link else "not a folder"
+        return UnsafePathError(errno.ELOOP if is_link else errno.ENOTDIR,
+                               f"{where} is {what}: nothing is created through it", where)
 
     def chmod(self, rel: str, mode: int) -> None:
         self._tolerant(os.chmod, rel, mode & 0o7777, dir_fd=self._fd, follow_symlinks=False,
