@@ -63,6 +63,7 @@ def deploy(ctx, primary, work, resume, discard_local, take_over_stale, dry_run, 
                             take_over_stale=take_over_stale)
     finally:
         opts.tracker.close()
+        opts.on_watch.close()
     how = "resumed" if report.resumed_own else "deployed"
     out.print(f"{how} {primary} -> {work} (deployment {report.deployment_id[:8]}): "
               f"{report.files} files ({report.copied} copied, {_mib(report.copied_bytes)}; "
