@@ -15,7 +15,7 @@
  * stall of any length between two storage calls.
  *
  * Variants (spin -DNAME):
- *   (none)        format 2 as specified in briefs/lock-protocol.md.
+ *   (none)        format 2 as specified for issue 9 (lock-protocol.md of the lead).
  *   NO_GIVEBACK   release and stale takeover never give a record back: a record that is not
  *                 the one they meant to remove is set aside as broken. (NO_RELEASE_GIVEBACK,
  *                 NO_STALE_GIVEBACK: the same for one of the two only.)
