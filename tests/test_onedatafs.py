@@ -21,6 +21,7 @@ from spaceport.testing.onedatafs import (
     metadata_calls,
     renameat2,
 )
+from spaceport.testing.stalls import StallRule
 
 RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
 
@@ -392,6 +393,272 @@ def test_inject_rejects_bad_rules(odfs):
     with pytest.raises(ValueError):
         odfs.inject(op="frobnicate")
     assert odfs.faults() == []
+
+
+# --------------------------------------------------------------------------- stalls and gates
+class Call(threading.Thread):
+    """Run fn(*args) in a thread; afterwards .result, .error and .seconds tell how it went."""
+
+    def __init__(self, fn, *args) -> None:
+        super().__init__(daemon=True)
+        self.fn, self.args = fn, args
+        self.result = self.error = self.seconds = None
+        self.start()
+
+    def run(self) -> None:
+        start = time.monotonic()
+        try:
+            self.result = self.fn(*self.args)
+        except OSError as exc:
+            self.error = exc
+        self.seconds = time.monotonic() - start
+
+    def finished(self, timeout: float = 10.0) -> bool:
+        self.join(timeout)
+        return not self.is_alive()
+
+
+def write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def test_stall_rule_validation():
+    assert StallRule(op="rename", delay_ms=5).validate(OPS).when == "before"
+    assert StallRule(op="re*", gate="g", when="after").validate(OPS).gate == "g"
+    bad = [dict(delay_ms=0), dict(delay_ms=5, gate="g"), dict(delay_ms=-1),
+           dict(op="wirte", delay_ms=5), dict(gate="g", when="during"),
+           dict(gate="g", timeout=0), dict(gate="g", on_timeout="ENOTANERRNO"),
+           dict(gate="g", after=-1)]
+    for fields in bad:
+        with pytest.raises(ValueError):
+            StallRule(**fields).validate(OPS)
+    rule = StallRule(op="rename", path="/s/*", gate="g", after=1, times=1).validate(OPS)
+    assert [rule.hit("rename", ("/s/a", "/s/b")) for _ in range(3)] == [False, True, False]
+    assert not rule.hit("read", ("/s/a",)) and (rule.seen, rule.fired) == (3, 1)
+
+
+@pytest.mark.fuse
+def test_stall_delays_the_selected_calls_by_at_least_ms(odfs):
+    m = mnt(odfs)
+    odfs.stall(op="statfs", ms=300, after=1, times=2)
+    os.statvfs(m)  # the first is let through (after=1)
+    for _ in range(2):
+        start = time.monotonic()
+        os.statvfs(m)
+        assert time.monotonic() - start >= 0.3  # sleep never returns early
+    os.statvfs(m)
+    [rule] = odfs.stalls()["stalls"]
+    assert (rule["seen"], rule["fired"], rule["delay_ms"]) == (4, 2, 300)
+    # "after": the call is done on the backing folder, its answer comes 300 ms later.
+    (mnt(odfs) / "a").write_bytes(b"a")
+    odfs.stall(op="rename", path="/a", ms=300, when="after")
+    call = Call(os.rename, m / "a", m / "b")
+    assert eventually(lambda: (back(odfs) / "b").exists(), timeout=5)
+    assert call.finished() and call.error is None and call.seconds >= 0.3
+    assert odfs.counts()["rename"] == 1
+
+
+@pytest.mark.fuse
+def test_held_call_blocks_until_released_while_the_mount_goes_on(odfs):
+    m, b = mnt(odfs), back(odfs)
+    gate = odfs.hold(op="write", path="/held")
+    writer = Call(write_file, m / "held", b"late")
+    assert odfs.wait_held(gate, timeout=10) == 1
+    assert odfs.waiting(gate) == 1 and writer.is_alive()
+    # The rest of the mount, the same folder included, and the control socket go on.
+    write_file(m / "other", b"other")
+    os.rename(m / "other", m / "renamed")
+    assert (m / "renamed").read_bytes() == b"other"
+    assert sorted(os.listdir(m)) == ["held", "renamed"] and os.statvfs(m)
+    assert odfs.counts()["write"] >= 2
+    time.sleep(0.3)
+    assert writer.is_alive() and (b / "held").read_bytes() == b""  # still held
+    assert odfs.release(gate) == 1
+    assert writer.finished() and writer.error is None and writer.seconds >= 0.3
+    assert (b / "held").read_bytes() == b"late"
+    assert odfs.gate(gate) == dict(name=gate, open=True, waiting=0, held=1, timed_out=0)
+    write_file(m / "held", b"again")  # an open gate holds nothing any more
+    assert (b / "held").read_bytes() == b"again"
+
+
+@pytest.mark.fuse
+def test_wait_held_does_not_block_the_control_socket(odfs):
+    m = mnt(odfs)
+    gate = odfs.hold(op="statfs", name="statfs-gate")
+    assert gate == "statfs-gate"
+    waiter = Call(odfs.wait_held, gate, 10.0)
+    time.sleep(0.2)
+    assert waiter.is_alive() and odfs.waiting(gate) == 0
+    assert odfs.config()["pid"] == odfs.pid  # served while wait_held waits
+    caller = Call(os.statvfs, m)
+    assert waiter.finished() and waiter.result == 1
+    assert caller.is_alive()
+    assert odfs.release(gate) == 1 and caller.finished() and caller.error is None
+
+
+@pytest.mark.fuse
+def test_hold_after_the_call_keeps_a_stale_answer(make_fs):
+    """The window of a lock reader: it has read the lock and stalls before acting on it,
+    while another node takes the lock over. Two mounts of one backing folder are two nodes
+    of one space: they share no kernel locks (see the next test)."""
+    node1 = make_fs(attr_timeout=0)
+    node2 = OneDataFS(node1.backing, mnt(node1).parent / "node2", attr_timeout=0)
+    os.mkdir(node2.mountpoint)
+    with node2:
+        m1, m2, b = mnt(node1), mnt(node2), back(node1)
+        (m1 / "lock").write_bytes(b"A's lock")
+        gate = node1.hold(op="read", path="/lock", when="after")
+        reader = Call((m1 / "lock").read_bytes)
+        node1.wait_held(gate, timeout=10)
+        (m2 / "lock").rename(m2 / "lock.broken")  # unlock --force, then B's deploy
+        (m2 / "lock.new").write_bytes(b"B's lock")
+        os.rename(m2 / "lock.new", m2 / "lock")
+        assert (b / "lock").read_bytes() == b"B's lock" and reader.is_alive()
+        node1.release(gate)
+        assert reader.finished() and reader.result == b"A's lock"
+
+
+@pytest.mark.fuse
+def test_held_calls_keep_what_the_kernel_locked_for_them(odfs):
+    """Why stalls.py says to act from a second mount: on its own mount, a held rename keeps
+    its folder locked, and a held write keeps its file locked; the calls that wait for those
+    locks wait in the kernel and never reach the filesystem."""
+    m = mnt(odfs)
+    for folder in ("s", "t"):
+        os.mkdir(m / folder)
+        for name in ("a", "c"):
+            (m / folder / name).write_bytes(b"x")
+    gate = odfs.hold(op="rename", path="/s/a")
+    held = Call(os.rename, m / "s" / "a", m / "s" / "b")
+    odfs.wait_held(gate, timeout=10)
+    os.rename(m / "t" / "a", m / "t" / "b")  # another folder: goes on
+    same_folder = Call(os.rename, m / "s" / "c", m / "s" / "d")
+    time.sleep(0.5)
+    assert same_folder.is_alive() and odfs.counts()["rename"] == 2
+    odfs.release(gate)
+    assert held.finished() and same_folder.finished()
+    assert sorted(os.listdir(m / "s")) == ["b", "d"]
+
+    gate = odfs.hold(op="write", path="/t/b")
+    held = Call(write_file, m / "t" / "b", b"held")
+    odfs.wait_held(gate, timeout=10)
+    os.rename(m / "t" / "c", m / "t" / "d")  # another file in the folder: goes on
+    assert os.stat(m / "t" / "b").st_size == 0
+    same_file = Call(os.rename, m / "t" / "b", m / "t" / "e")
+    time.sleep(0.5)
+    assert same_file.is_alive() and odfs.counts()["rename"] == 4
+    odfs.release(gate)
+    assert held.finished() and same_file.finished()
+    assert sorted(os.listdir(m / "t")) == ["d", "e"]
+    assert (m / "t" / "e").read_bytes() == b"held"
+
+    # A rename between two folders locks both, and every other such rename on the mount
+    # waits too (s_vfs_rename_mutex); a rename within a third folder goes on.
+    for folder in ("u", "v"):
+        os.mkdir(m / folder)
+    (m / "u" / "a").write_bytes(b"x")
+    gate = odfs.hold(op="rename", path="/s/b")
+    held = Call(os.rename, m / "s" / "b", m / "t" / "b")
+    odfs.wait_held(gate, timeout=10)
+    os.rename(m / "u" / "a", m / "u" / "b")
+    unrelated = Call(os.rename, m / "u" / "b", m / "v" / "b")
+    time.sleep(0.5)
+    assert unrelated.is_alive() and odfs.counts()["rename"] == 7
+    odfs.release(gate)
+    assert held.finished() and unrelated.finished()
+    assert os.listdir(m / "s") == ["d"] and sorted(os.listdir(m / "t")) == ["b", "d", "e"]
+    assert os.listdir(m / "u") == [] and os.listdir(m / "v") == ["b"]
+
+
+@pytest.mark.fuse
+def test_hold_that_is_never_released_times_out(odfs):
+    m, b = mnt(odfs), back(odfs)
+    gate = odfs.hold(op="write", path="/f", timeout=0.5)
+    writer = Call(write_file, m / "f", b"data")
+    odfs.wait_held(gate, timeout=10)
+    assert writer.finished() and writer.seconds >= 0.5
+    assert writer.error is not None and writer.error.errno == errno.ETIMEDOUT
+    assert (b / "f").read_bytes() == b""
+    assert odfs.gate(gate)["timed_out"] == 1 and odfs.gate(gate)["waiting"] == 0
+    # on_timeout=None: the call goes on after the timeout instead of failing.
+    gate = odfs.hold(op="write", path="/g", timeout=0.5, on_timeout=None)
+    writer = Call(write_file, m / "g", b"data")
+    assert writer.finished() and writer.error is None and writer.seconds >= 0.5
+    assert (b / "g").read_bytes() == b"data" and odfs.gate(gate)["timed_out"] == 1
+
+
+@pytest.mark.fuse
+def test_wait_held_times_out_and_bad_gates_are_refused(odfs):
+    gate = odfs.hold(op="unlink", path="/never")
+    start = time.monotonic()
+    with pytest.raises(TimeoutError, match="0 of 1"):
+        odfs.wait_held(gate, timeout=0.3)
+    assert time.monotonic() - start >= 0.3
+    with pytest.raises(ValueError, match="exists already"):
+        odfs.hold(op="unlink", name=gate)
+    for request in (lambda: odfs.release("nope"), lambda: odfs.waiting("nope"),
+                    lambda: odfs.wait_held("nope", timeout=0.1)):
+        with pytest.raises(ValueError, match="no gate named 'nope'"):
+            request()
+    with pytest.raises(ValueError):
+        odfs.hold(op="frobnicate")
+    with pytest.raises(ValueError):
+        odfs.stall(op="read", ms=0)
+    assert list(odfs.stalls()["gates"]) == [gate]
+    assert odfs.clear_stalls() == 0 and odfs.stalls() == {"stalls": [], "gates": {}}
+
+
+@pytest.mark.fuse
+def test_many_held_calls_do_not_starve_the_mount(odfs):
+    """12 held calls: more than libfuse's default of 10 threads; we pass max_threads=64."""
+    m = mnt(odfs)
+    fds = [os.open(m / f"h{i}", os.O_WRONLY | os.O_CREAT, 0o644) for i in range(12)]
+    try:
+        gate = odfs.hold(op="write", path="/h*", times=None)
+        writers = [Call(os.write, fd, b"x") for fd in fds]
+        assert odfs.wait_held(gate, timeout=10, count=12) == 12
+        probe = Call(os.statvfs, m)
+        assert probe.finished(timeout=5)
+        assert odfs.release(gate) == 12
+        assert all(w.finished() and w.result == 1 for w in writers)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+@pytest.mark.fuse
+def test_max_threads_bounds_how_many_calls_can_be_held(make_fs):
+    """With max_threads=3, three held calls take every handler thread: the mount waits."""
+    fs = make_fs(max_threads=3)
+    m = mnt(fs)
+    fds = [os.open(m / f"h{i}", os.O_WRONLY | os.O_CREAT, 0o644) for i in range(3)]
+    try:
+        gate = fs.hold(op="write", path="/h*", times=None)
+        writers = [Call(os.write, fd, b"x") for fd in fds]
+        fs.wait_held(gate, timeout=10, count=3)
+        probe = Call(os.statvfs, m)
+        time.sleep(0.5)
+        assert probe.is_alive()
+        fs.release(gate)
+        assert probe.finished() and all(w.finished() for w in writers)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+@pytest.mark.fuse
+def test_stop_lets_held_calls_go(make_fs):
+    fs = make_fs()
+    m = mnt(fs)
+    gate = fs.hold(op="write", path="/f")
+    writer = Call(write_file, m / "f", b"x")
+    fs.wait_held(gate, timeout=10)
+    start = time.monotonic()
+    fs.stop()
+    assert time.monotonic() - start < 10 and not fs.running
+    assert writer.finished()
+    assert not os.path.ismount(m)
 
 
 # --------------------------------------------------------------------------- lifecycle

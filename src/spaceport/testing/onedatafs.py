@@ -4,7 +4,9 @@ It passes every call through to a backing folder, but behaves like a oneclient m
 that matters to spaceport (DESIGN.md, "Facts about OneData"): no symbolic or hard links
 (EPERM), no chown (EPERM), optionally silent no-op chmod/utimens, a configurable delay per
 metadata call and per read/write (a network round trip), per-operation call counts, and
-fault injection (EIO, ENOSPC, ENOTCONN...) switchable while mounted.
+fault injection (EIO, ENOSPC, ENOTCONN...) switchable while mounted. Race tests can also
+delay chosen calls, or hold them at a gate until the test releases them (:mod:`.stalls`,
+which also says what a held call keeps locked in the kernel).
 
 The filesystem runs in its own process (``python -m spaceport.testing.onedatafs``) so that
 a test can crash it or lazily unmount it without taking pytest down; the
@@ -25,6 +27,7 @@ import contextlib
 import ctypes
 import errno as errno_mod
 import fnmatch
+import functools
 import json
 import logging
 import os
@@ -48,6 +51,8 @@ except Exception as exc:  # noqa: BLE001 - mfusepy raises OSError/AttributeError
     _MFUSEPY_ERROR = f"{type(exc).__name__}: {exc}"
 else:
     _MFUSEPY_ERROR = ""
+
+from .stalls import Selector, StallRule, Stalls
 
 #: Every operation this filesystem implements, i.e. every key of :meth:`OneDataFS.counts`.
 OPS = (
@@ -115,16 +120,7 @@ class FaultRule:
             raise ValueError("after and times must be >= 0")
         return self
 
-    def hit(self, op: str, paths: tuple[str, ...]) -> bool:
-        if not fnmatch.fnmatchcase(op, self.op):
-            return False
-        if not any(fnmatch.fnmatchcase(p, self.path) for p in paths):
-            return False
-        self.seen += 1
-        if self.seen <= self.after or (self.times is not None and self.fired >= self.times):
-            return False
-        self.fired += 1
-        return True
+    hit = Selector.hit  # the same selection as a stall rule's
 
 
 # --------------------------------------------------------------------------- the filesystem
@@ -152,21 +148,38 @@ class OneDataOperations(_Base):
         self._lock = threading.Lock()
         self._counts = dict.fromkeys(OPS, 0)
         self._rules: list[FaultRule] = []
+        self._stalls = Stalls(OPS)
+        self._after = threading.local()  # stalls to apply once this thread's call is done
         self.on_init: list = []  # callables run once libfuse is up (after any daemonizing fork)
 
     # -- the hook every operation goes through
     def _enter(self, op: str, *paths: Optional[str]) -> None:
-        """Count the call, sleep like a network round trip, then maybe inject a fault."""
+        """Count the call, sleep like a network round trip, stall it if a rule says so,
+        then maybe inject a fault. Stalls "after" the call are left for _leave."""
         # Paths are None for calls on an open handle of an already unlinked file.
         names = tuple(p if p is not None else "" for p in paths)
         with self._lock:
             self._counts[op] += 1
             delay = self.io_delay_ms if op in IO_OPS else self.meta_delay_ms
             failing = next((r.errno for r in self._rules if r.hit(op, names)), 0)
+        stalls = self._stalls.select(op, names)
+        self._after.call = (op, names, [r for r in stalls if r.when == "after"])
         if delay > 0:
             time.sleep(delay / 1000.0)  # in this handler thread: concurrent calls overlap
+        # Held in this handler thread: libfuse serves other calls in its other threads.
+        failing = self._stalls.apply([r for r in stalls if r.when == "before"], op,
+                                     names) or failing
         if failing:
             raise mfusepy.FuseOSError(failing)
+
+    def _leave(self) -> None:
+        """Apply the stalls that _enter left for after the call (done, or failed)."""
+        op, names, after = getattr(self._after, "call", None) or ("", (), [])
+        self._after.call = None
+        if after:
+            failing = self._stalls.apply(after, op, names)
+            if failing:
+                raise mfusepy.FuseOSError(failing)
 
     def _full(self, path: Optional[str]) -> str:
         if path is None:  # chmod/utimens on an open file whose name was removed
@@ -315,6 +328,8 @@ class OneDataOperations(_Base):
     # -- control requests (from the control socket thread)
     def control(self, request: dict[str, Any]) -> dict[str, Any]:
         cmd = request.get("cmd")
+        if cmd in _STALL_COMMANDS:  # not under self._lock: wait_held blocks
+            return self._stall_control(cmd, request)
         with self._lock:
             if cmd == "counts":
                 return {"counts": dict(self._counts)}
@@ -337,6 +352,45 @@ class OneDataOperations(_Base):
             else:
                 raise ValueError(f"unknown control command {cmd!r}")
         return {}
+
+    def _stall_control(self, cmd: str, request: dict[str, Any]) -> dict[str, Any]:
+        stalls = self._stalls
+        if cmd == "stall":
+            stalls.add(StallRule(**request["rule"]))
+        elif cmd == "hold":
+            return {"name": stalls.add(StallRule(**request["rule"]))}
+        elif cmd == "release":
+            return {"released": stalls.release(request["name"])}
+        elif cmd == "gate":
+            return {"gate": asdict(stalls.gate(request["name"]))}
+        elif cmd == "wait_held":
+            return {"waiting": stalls.wait_held(request["name"], int(request.get("count", 1)),
+                                                float(request.get("timeout", 10.0)))}
+        elif cmd == "clear_stalls":
+            return {"released": stalls.clear()}
+        elif cmd == "stalls":
+            return stalls.describe()
+        return {}
+
+
+_STALL_COMMANDS = frozenset({"stall", "hold", "release", "gate", "wait_held", "clear_stalls",
+                             "stalls"})
+
+
+def _leaving(method: Any) -> Any:
+    @functools.wraps(method)
+    def call(self: OneDataOperations, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._leave()
+    return call
+
+
+# Every operation ends with _leave (its "after" stalls), however it returns or raises; a
+# wrapper here keeps that out of the 23 method bodies.
+for _op in OPS:
+    setattr(OneDataOperations, _op, _leaving(getattr(OneDataOperations, _op)))
 
 
 def _resolve_time(value: int, current: int, now: int) -> int:
@@ -384,17 +438,23 @@ class ControlServer:
                 conn, _ = self.sock.accept()
             except OSError:
                 return  # socket closed at shutdown
-            with conn:
-                conn.settimeout(10)  # a stuck client must not block the others forever
-                try:
-                    request = json.loads(_recv_line(conn))
-                    reply = {"ok": True, **self.ops.control(request)}
-                except Exception as exc:  # noqa: BLE001 - report any bad request to the client
-                    reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-                try:
-                    conn.sendall(json.dumps(reply).encode() + b"\n")
-                except OSError:
-                    pass  # client gone
+            # One thread per request: wait_held blocks until a call is held, and the
+            # release that the test sends meanwhile must still be served.
+            threading.Thread(target=self._answer, args=(conn,), name="onedatafs-request",
+                             daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(10)  # a stuck client must not keep this thread forever
+            try:
+                request = json.loads(_recv_line(conn))
+                reply = {"ok": True, **self.ops.control(request)}
+            except Exception as exc:  # noqa: BLE001 - report any bad request to the client
+                reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            try:
+                conn.sendall(json.dumps(reply).encode() + b"\n")
+            except OSError:
+                pass  # client gone
 
     def close(self) -> None:
         self.sock.close()
@@ -529,11 +589,12 @@ class OneDataFS:
             return Path(self.control_dir, LOG_NAME).read_text(errors="replace")
         return ""
 
-    def _request(self, cmd: str, **fields: Any) -> dict[str, Any]:
+    def _request(self, cmd: str, *, wait: float = 0.0, **fields: Any) -> dict[str, Any]:
+        """Send one request; `wait`: seconds the server may take on top of the usual."""
         if self._proc is None or self.control_dir is None:
             raise RuntimeError("onedatafs is not running")
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(10)
+            s.settimeout(10 + wait)
             s.connect(os.path.join(self.control_dir, SOCKET_NAME))
             s.sendall(json.dumps({"cmd": cmd, **fields}).encode() + b"\n")
             reply = json.loads(_recv_line(s) or b"{}")
@@ -561,6 +622,58 @@ class OneDataFS:
         """The active rules with their `seen` and `fired` counters."""
         return self._request("faults")["faults"]
 
+    def stall(self, op: str = "*", path: str = "*", ms: float = 100.0, after: int = 0,
+              times: Optional[int] = None, when: str = "before") -> None:
+        """Delay the selected calls by `ms` milliseconds each (in their own handler thread:
+        other calls go on). Active when this returns. See :class:`StallRule`."""
+        rule = StallRule(op=op, path=path, delay_ms=ms, after=after, times=times,
+                         when=when).validate(OPS)
+        self._request("stall", rule=asdict(rule))
+
+    def hold(self, op: str = "*", path: str = "*", after: int = 0, times: Optional[int] = 1,
+             *, name: Optional[str] = None, timeout: float = 60.0,
+             on_timeout: Optional[str] = "ETIMEDOUT", when: str = "before") -> str:
+        """Hold the selected calls at a new gate until :meth:`release`; returns its name.
+
+        A held call fails with `on_timeout` (None: goes on) if not released within
+        `timeout` seconds, so a broken test cannot hang for ever. Active when this returns.
+        Mind what the kernel keeps locked during a held call (:mod:`.stalls`)."""
+        rule = StallRule(op=op, path=path, after=after, times=times, gate=name or "",
+                         timeout=timeout, on_timeout=on_timeout, when=when).validate(OPS)
+        return self._request("hold", rule=asdict(rule))["name"]
+
+    def release(self, name: str) -> int:
+        """Open gate `name` for good: held calls go on. Returns how many were held."""
+        return self._request("release", name=name)["released"]
+
+    def waiting(self, name: str) -> int:
+        """How many calls are blocked at gate `name` right now."""
+        return self.gate(name)["waiting"]
+
+    def gate(self, name: str) -> dict[str, Any]:
+        """Gate `name`: open, waiting (now), held and timed_out (in all)."""
+        return self._request("gate", name=name)["gate"]
+
+    def wait_held(self, name: str, timeout: float = 10.0, count: int = 1) -> int:
+        """Block until `count` calls are blocked at gate `name`, i.e. the processes that
+        made them are stopped inside the call; returns how many are. TimeoutError if that
+        does not happen within `timeout` seconds."""
+        try:
+            return self._request("wait_held", name=name, count=count, timeout=timeout,
+                                 wait=timeout)["waiting"]
+        except ValueError as exc:
+            if str(exc).startswith("TimeoutError"):
+                raise TimeoutError(str(exc)) from None
+            raise
+
+    def clear_stalls(self) -> int:
+        """Remove every stall rule and gate; held calls go on. Returns how many were held."""
+        return self._request("clear_stalls")["released"]
+
+    def stalls(self) -> dict[str, Any]:
+        """{"stalls": the rules with their counters, "gates": {name: gate}}."""
+        return self._request("stalls")
+
     def config(self) -> dict[str, Any]:
         """What the running process reports: pid, backing, delays, no-op flags."""
         return self._request("config")
@@ -582,6 +695,9 @@ class OneDataFS:
 
     def stop(self) -> None:
         """Unmount and end the process. Idempotent; never raises if already gone."""
+        if self.running and self.control_dir:
+            with contextlib.suppress(OSError, ValueError):
+                self._request("clear_stalls")  # held calls would keep the mount busy
         clean = False
         if self._proc is not None and _mounted_fstype(self.mountpoint) == FSTYPE:
             clean = _fusermount(self.mountpoint, lazy=False)
