@@ -162,24 +162,40 @@ def test_a_stalled_heartbeat_cannot_bring_back_a_lock_taken_over(tmp_path):
     assert read_lock(b_store, S).deployment_id == "b" * 32
 
 
-def test_release_gives_back_a_lock_taken_meanwhile(tmp_path):
-    """Issue 9, failure 2: the old release read the lock, then unlinked whatever was there."""
+def test_release_never_deletes_a_lock_taken_meanwhile(tmp_path):
+    """Issue 9, failure 2: the old release read the lock, then unlinked whatever was there.
+    Now a lock taken in the window is kept aside as broken (never deleted, never put back:
+    docs/lock-model/ shows that putting it back breaks fencing), and its owner is fenced."""
     a_store = PausingStore(str(tmp_path), PRIMARY_CAPABILITIES, temp_token="aaaaaaaa",
                            pause_on="rename")
     b_store = PosixStore(str(tmp_path), PRIMARY_CAPABILITIES, temp_token="bbbbbbbb")
     a = take(a_store)
     a_store.armed = True
-    t, box = in_thread(a.release)  # stalls right before its rename of the lock
+    t, box = in_thread(a.release)  # checks the lock is its own, then stalls before the rename
     assert a_store.reached.wait(5)
     force_unlock(b_store, S)
-    take(b_store, dep="b" * 32, work=WorkCopy("node-2", "/w2", "1"))
+    b = take(b_store, dep="b" * 32, work=WorkCopy("node-2", "/w2", "1"))
     a_store.go.set()
     t.join(10)
     assert isinstance(box.get("error"), LockLostError)
-    assert read_lock(b_store, S).deployment_id == "b" * 32
+    kept = [n for n in os.listdir(tmp_path / S) if n.startswith("lock.broken-")]
+    records = [json.loads((tmp_path / S / n).read_text())["deployment_id"] for n in kept]
+    assert "b" * 32 in records  # B's record still exists: set aside, not deleted
+    assert not (tmp_path / S / "lock").exists()
     assert not [n for n in os.listdir(tmp_path / S) if n.startswith("lock.release")]
-    # The released deployment's heartbeat file is B's business no more; B's is intact.
-    assert read_heartbeat(b_store, S, "b" * 32) is not None
+    with pytest.raises(LockLostError):
+        b.verify()  # B is fenced, and a new deploy can proceed
+
+
+def test_release_of_a_lock_that_is_no_longer_ours_touches_nothing(tmp_path):
+    a_store = PosixStore(str(tmp_path), PRIMARY_CAPABILITIES, temp_token="aaaaaaaa")
+    a = take(a_store)
+    force_unlock(a_store, S)
+    take(a_store, dep="b" * 32, work=WorkCopy("node-2", "/w2", "1"))
+    before = lock_bytes(tmp_path)
+    with pytest.raises(LockLostError):
+        a.release()
+    assert lock_bytes(tmp_path) == before
 
 
 def test_release_removes_own_lock_and_heartbeat(store, tmp_path):
@@ -357,10 +373,11 @@ def test_a_format_1_lock_is_held_and_migrated_by_its_own_deployment(store, tmp_p
     assert read_lock(store, S) is None
 
 
-def test_set_aside_with_an_expected_owner_gives_back_another_lock(store, tmp_path):
+def test_set_aside_with_an_expected_owner_leaves_another_lock_alone(store, tmp_path):
     take(store, dep="b" * 32)
+    before = lock_bytes(tmp_path)
     assert set_aside(store, S, "a" * 32) is None
-    assert read_lock(store, S).deployment_id == "b" * 32
+    assert lock_bytes(tmp_path) == before
 
 
 def test_newer_lock_format_is_refused_clearly(store, tmp_path):

@@ -182,10 +182,19 @@ def test_a_release_racing_a_takeover_never_deletes_the_new_lock(tmp_path, onedat
     res_b = run_cli("deploy", primary, work_b, timeout=300)
     code_a = undeploy.wait(timeout=300)
     onedata.set_delays(meta_delay_ms=0)
+    status = os.path.join(backing, S)
     if res_b.code == 0:
-        # B deployed: whatever A's release did, B's lock is there, and a third is refused.
-        assert lock_id(backing) == marker_id(work_b), (code_a, undeploy.stderr.read())
-        assert run_cli("deploy", primary, str(tmp_path / "c")).code == 3
+        # B deployed. A's release never deleted B's lock: it is in place (and a third
+        # deploy is refused), or, if A's release moved it in the instant after A's last
+        # check, kept aside as broken, and B is fenced.
+        b_id = marker_id(work_b)
+        if lock_id(backing) == b_id:
+            assert run_cli("deploy", primary, str(tmp_path / "c")).code == 3
+        else:
+            kept = [json.load(open(os.path.join(status, n)))["deployment_id"]
+                    for n in os.listdir(status) if n.startswith("lock.broken-")]
+            assert b_id in kept, (code_a, undeploy.stderr.read())
+            assert run_cli("save", work_b).code == 4
     else:
         assert res_b.code == 3  # A still held it at that moment
     assert not [n for n in os.listdir(os.path.join(backing, S)) if n.startswith("lock.release")]

@@ -10,8 +10,10 @@ in docs/lock-model/ checks it. In short:
 * The heartbeat lives beside it, in ``<status>/heartbeat.<deployment id>``, which only that
   deployment writes. A reader judges staleness by watching that file stop changing on its own
   monotonic clock, never by comparing clocks or pids across hosts.
-* Release renames the lock to a name of our own before deleting it, so it cannot delete a
-  lock another deployment took meanwhile: such a lock is given back.
+* Release reads the lock once more, renames it to a name of our own and reads what it moved
+  before deleting it, so it never deletes a lock another deployment took meanwhile; such a
+  lock is kept aside as broken, never put back (putting it back breaks fencing: the model
+  shows how).
 * Writers are fenced by :class:`spaceport.fence.Fence`.
 
 Format-1 locks (written by spaceport 0.1, heartbeat inside the lock) count as held; the
@@ -353,21 +355,15 @@ def _rename_noreplace(store: Store, src: str, dst: str) -> bool:
     return True
 
 
-def _move_back(store: Store, status_dir: str, held: str) -> None:
-    """Give a lock we moved aside by mistake back; if another lock appeared meanwhile, keep
-    the moved one for the record (its owner is fenced by the new lock either way)."""
-    lock_rel = join(status_dir, LOCK_NAME)
-    try:
-        if _rename_noreplace(store, held, lock_rel):
-            return
-        if not store.exists(lock_rel):  # no RENAME_NOREPLACE here: a narrow window remains
-            store.rename(held, lock_rel)
-            return
-    except FileExistsError:
-        pass
-    store.rename(held, join(status_dir, f"{LOCK_NAME}.broken-{stamp()}-{secrets.token_hex(3)}"))
-    log.error("a lock taken by another deployment meanwhile could not be put back, because a "
-              "third one appeared; it is kept as a broken lock in %s", status_dir)
+def _keep_broken(store: Store, status_dir: str, held: str, moved) -> None:
+    """A record we moved out of ``lock`` that is not the one we meant to remove: it never
+    goes back (giving it back lets its owner commit without bound after a third deployment
+    came and went: docs/lock-model/, finding 1). It is kept as a broken lock; its owner is
+    fenced at its next check and must deploy again."""
+    aside = join(status_dir, f"{LOCK_NAME}.broken-{stamp()}-{secrets.token_hex(3)}")
+    store.rename(held, aside)
+    log.error("the lock of another deployment (%s) was taken meanwhile and moved by mistake; "
+              "it is kept as %s and that deployment must deploy again", describe(moved), aside)
 
 
 def set_aside(store: Store, status_dir: str, expected: str | None = None, *,
@@ -375,10 +371,14 @@ def set_aside(store: Store, status_dir: str, expected: str | None = None, *,
     """Move the lock out of the way as ``lock.<why>-<time>-<random>`` and return what was
     moved (read after the move, so a report never names another lock than the one removed).
 
-    With ``expected`` (a deployment id), only that deployment's lock is removed: a lock that
-    changed meanwhile is given back and None returned.
+    With ``expected`` (a deployment id), only that deployment's lock is meant: the lock is
+    read again just before the move and left alone if it is another's (None is returned);
+    if another's was moved all the same (taken in the instant between), it is kept aside as
+    broken, never put back, and None is returned.
     """
     lock_rel = join(status_dir, LOCK_NAME)
+    if expected is not None and lock_id(read_lock(store, status_dir)) != expected:
+        return None
     aside = join(status_dir, f"{LOCK_NAME}.{why}-{stamp()}-{secrets.token_hex(3)}")
     try:
         store.rename(lock_rel, aside)
@@ -386,7 +386,7 @@ def set_aside(store: Store, status_dir: str, expected: str | None = None, *,
         return None
     moved = _parse_lock(aside, store.read_bytes(aside))
     if expected is not None and lock_id(moved) != expected:
-        _move_back(store, status_dir, aside)
+        _keep_broken(store, status_dir, aside, moved)
         return None
     return moved
 
@@ -546,7 +546,8 @@ class DeploymentLock:
 
     def _migrate(self, fresh: LockInfo) -> None:
         """Replace our own format-1 lock by a format-2 one: moved aside under a name of our
-        own (so a takeover meanwhile is given back), then published anew without replace."""
+        own (a lock taken meanwhile is kept aside, never put back), then published anew without
+        replace."""
         if set_aside(self.store, self.status_dir, self.info.deployment_id,
                      why="format1") is None:
             self.verify()  # raises: not ours any more
@@ -602,10 +603,11 @@ class DeploymentLock:
             self.store.write_bytes_atomic(self.heartbeat_rel, beat.to_json())
 
     def release(self) -> None:
-        """Remove our lock, and only ours: it is first renamed to a name of our own, read,
-        and given back if it turns out to be another deployment's."""
+        """Remove our lock, and only ours: read it once more (a lock that is not ours is not
+        touched), rename it to a name of our own, read what was moved, and unlink it only if
+        it is ours. Another's, taken in the instant between, is kept aside as broken."""
         with self._io:
-            self.store.check_attached()
+            self.verify()  # raises, touching nothing, if the lock is not ours
             mine = join(self.status_dir, f"{LOCK_NAME}.release.{self.info.deployment_id}")
             try:
                 self.store.rename(self.rel, mine)
@@ -613,10 +615,13 @@ class DeploymentLock:
                 self.verify()  # raises LockLostError: there is no lock at all
             moved = _parse_lock(mine, self.store.read_bytes(mine))
             if lock_id(moved) != self.info.deployment_id:
-                _move_back(self.store, self.status_dir, mine)
-                raise LockLostError(f"lock lost on {self.store.root}: "
-                                    f"{describe(moved)}.",
-                                    hint="It was left in place. Your working copy is untouched.")
+                _keep_broken(self.store, self.status_dir, mine, moved)
+                raise LockLostError(
+                    f"lock lost on {self.store.root}: {describe(moved)} took it just before "
+                    "this release.",
+                    hint="That lock was set aside as lock.broken-…, not deleted; its "
+                         "deployment is stopped at its next check and must deploy again. "
+                         "Your working copy is untouched.")
             self.store.unlink(mine)
             self._forget(self.heartbeat_rel)
 

@@ -53,7 +53,7 @@ def unlock(ctx, primary, force, yes, **_):
             click.confirm("Remove this lock? Any deployment still using it will be stopped "
                           "at its next save", abort=True)
         if stale and isinstance(holder, LockInfo):
-            # Only the lock judged stale: one taken meanwhile is given back.
+            # Only the lock judged stale: one taken meanwhile is left alone.
             if set_aside(store, opts.status_dir, holder.deployment_id) is None:
                 raise LockedError(f"the lock of {primary} changed while it was watched; it "
                                   "was left in place.", hint="Run unlock again to look anew.")
