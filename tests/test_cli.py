@@ -118,7 +118,7 @@ def test_status_text_and_json(tmp_path):
     run_cli("deploy", primary, work)
     write(work, "new", b"12345")
     text = run_cli("status", work)
-    assert text.code == 0 and "held by this working copy" in text.out and "1 file(s)" in text.out
+    assert text.code == 0 and "held by this working copy" in text.out and "1 file to upload (5 B)" in text.out
     facts = json.loads(run_cli("status", work, "--json").out)
     assert facts["lock_is_ours"] and facts["pending"]["files_to_upload"] == 1
     assert facts["pending"]["bytes_to_upload"] == 5 and facts["last_save"] is None

@@ -27,13 +27,14 @@ from .lock import (DeploymentLock, LockKeeper, WorkCopy, describe, held_error, l
                    read_lock, utcnow, validate_status_dir)
 from .marker import (DEPLOYED, DEPLOYING, MARKER_DIR, Marker, index_path, marker_dir,
                      new_marker, read_marker, remove_marker_file, work_id, write_marker)
-from .plan import DeployPlan, SavePlan, plan_deploy
+from .plan import DeployPlan, SavePlan, plan_deploy, unsaved_summary
 from .save import MANIFEST_STATE, pending_changes, save, scan_work
 from .scan import Entry, Kind, scan_tree
 from .store.base import Store, UnsafePathError, join, parent_of, temp_name
 from .store.posix import mkdir_mode
 from .transfer import Copier, CopyDone, CopyJob, run_copies
 from .worklock import hold_work
+from .wording import count, human_size
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,8 @@ def links_left_out(unrestored: list[Unrestored], *, done: str = "everything else
     shown = "\n".join(f"  {u}" for u in unrestored[:50])
     more = f"\n  ... and {len(unrestored) - 50} more" if len(unrestored) > 50 else ""
     return LinksLeftOut(
-        f"{len(unrestored)} link(s) were not restored; {done}:\n{shown}{more}",
+        f"{count(len(unrestored), 'link')} {'was' if len(unrestored) == 1 else 'were'} not "
+        f"restored; {done}:\n{shown}{more}",
         hint="The lists on the primary are left as they are, and every links.jsonl a save "
              "writes keeps these lines in its header, so 'spaceport status --primary' keeps "
              "showing them. Re-create those links by hand where they are needed.")
@@ -135,12 +137,12 @@ class DeployPreview:
         out = [f"would deploy  {self.primary} -> {self.work}  (dry run: nothing was changed)",
                "lock          " + (describe(self.holder) if self.holder else "none")]
         out.append(f"working copy  {self.work_note}")
-        out.append(f"copy          {self.files} file(s), {self.nbytes / 1048576:.1f} MiB")
+        out.append(f"copy          {count(self.files, 'file')}, {human_size(self.nbytes)}")
         source = self.links
         if source is None:
             out.append("links         not known: the deploy is refused before")
         elif source.source == "manifest":
-            out.append(f"links         {len(source.links)} from links.jsonl")
+            out.append(f"links         {count(len(source.links), 'link')} from links.jsonl")
         elif source.legacy is not None:
             out += ["old system    " + source.legacy.system]
             out += [("import        " if i == 0 else "              ") + text
@@ -363,8 +365,7 @@ def _check_local_work(work: str, marker: Marker | None, resume: bool, discard: b
         s = plan.summary()
         raise RefusedError(
             f"{work} holds changes that were never saved to the primary: "
-            f"{s['files_to_upload']} file(s) to upload ({s['bytes_to_upload']} bytes), "
-            f"{s['entries_to_delete']} deletion(s), links changed: {s['links_changed']}.",
+            f"{unsaved_summary(s)}.",
             hint="Nothing was changed. Use --resume to save them first and then deploy, or "
                  "--discard-local to throw them away.")
     return plan

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from .index import Index, Known
 from .links import Link, capture
 from .scan import Entry, Kind, ScanResult
+from .wording import count, human_size
 
 
 def parents_first(paths) -> list:
@@ -65,6 +66,18 @@ class SavePlan:
                 "entries_to_delete": len(self.deletes) + len(self.replaced),
                 "links": len(self.links), "links_changed": self.links_changed,
                 "unchanged": self.unchanged}
+
+
+def unsaved_summary(s: dict) -> str:
+    """A plan's summary in words: "2 files to upload (1.2 MiB), 1 deletion, links changed"."""
+    parts = [f"{count(s['files_to_upload'], 'file')} to upload ({human_size(s['bytes_to_upload'])})"]
+    if s["new_dirs"]:
+        parts.append(count(s["new_dirs"], "new folder"))
+    if s["entries_to_delete"]:
+        parts.append(count(s["entries_to_delete"], "deletion"))
+    if s["links_changed"]:
+        parts.append("links changed")
+    return ", ".join(parts)
 
 
 def plan_save(scan: ScanResult, known: Mapping[str, Known] | Index) -> SavePlan:

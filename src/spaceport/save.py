@@ -36,6 +36,7 @@ from .store.posix import mkdir_mode
 from .transfer import Copier, CopyDone, CopyJob, interleave_folders, run_copies, run_parallel
 from .trash import TrashBin, purge
 from .worklock import hold_work
+from .wording import count
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ def lost_during_save(exc: LockLostError, fence: Fence) -> LockLostError:
     names = "\n".join(f"  {w}" for w in written[:50])
     more = f"\n  … and {len(written) - 50} more" if len(written) > 50 else ""
     return LockLostError(
-        f"{exc.message}\n{len(written)} write(s) landed on the primary after the last check "
+        f"{exc.message}\n{count(len(written), 'write')} landed on the primary after the last check "
         f"that found the lock ours (at most one per worker), and may have gone to the new "
         f"holder's project:\n{names}{more}",
         hint="Nothing else was written. Your working copy is untouched; tell the new holder "

@@ -22,6 +22,7 @@ from ..errors import LockedError
 from ..save import save
 from ..status import format_status, verify, work_status
 from ..undeploy import undeploy
+from ..wording import count
 from .options import env_option, err, make_options, out
 
 ODD_NAMES = ["name with spaces.txt", 'quote"d.txt', "tab\there.txt", "new\nline.txt",
@@ -120,9 +121,9 @@ def demo(ctx, folder, micrograph_mb):
 
     step("4. Save: only what changed goes to the primary")
     saved = save(work1, opts)
-    out.print(f"uploaded {saved.uploaded} file(s), moved {saved.deleted} to the trash "
-              f"({saved.trash_batch}), wrote the link manifest with {saved.links} links "
-              "(the primary cannot hold links)")
+    out.print(f"uploaded {count(saved.uploaded, 'file')}, moved {count(saved.deleted, 'file')} "
+              f"to the trash (batch {saved.trash_batch}), wrote the link manifest with "
+              f"{count(saved.links, 'link')} (OneData cannot hold links)", markup=False)
 
     step("5. A second deployment of the same project is refused")
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..wording import count, human_size
 from .options import (common_options, env_option, err, jobs_option, make_options, out,
                       stopping_on_sigterm)
 
@@ -65,10 +66,11 @@ def deploy(ctx, primary, work, resume, discard_local, take_over_stale, dry_run, 
         opts.tracker.close()
     how = "resumed" if report.resumed_own else "deployed"
     out.print(f"{how} {primary} -> {work} (deployment {report.deployment_id[:8]}): "
-              f"{report.files} files ({report.copied} copied, {_mib(report.copied_bytes)}; "
-              f"{report.already_current} already in place), {report.links} links "
-              f"from {report.links_source}"
-              + (", unsaved local work saved first" if report.saved_first else ""))
+              f"{count(report.files, 'file')} ({report.copied} copied, "
+              f"{human_size(report.copied_bytes)}; {report.already_current} already in place), "
+              f"{links_phrase(report.links, report.links_source, report.legacy)}"
+              + (", unsaved local work saved first" if report.saved_first else ""),
+              markup=False)
     if report.legacy:
         for line in report.legacy.describe(with_lines=False):
             out.print(f"  {line}", markup=False)
@@ -118,11 +120,14 @@ def save(ctx, work, dry_run, allow_mass_delete, **_):
                   f"create {plan['new_dirs']} folder(s), delete {plan['entries_to_delete']} "
                   f"entr(y/ies), links changed: {plan['links_changed']}")
         return
-    out.print(f"saved {work}: {report.uploaded} file(s) uploaded ({_mib(report.uploaded_bytes)}), "
-              f"{report.dirs_created} folder(s) created, {report.deleted} moved to trash"
-              + (f" ({report.trash_batch})" if report.trash_batch else "")
+    out.print(f"saved {work}: {count(report.uploaded, 'file')} uploaded "
+              f"({human_size(report.uploaded_bytes)}), "
+              f"{count(report.dirs_created, 'folder')} created, "
+              f"{count(report.deleted, 'file')} moved to the trash"
+              + (f" (batch {report.trash_batch})" if report.trash_batch else "")
               + (", link manifest written" if report.manifest_written else "")
-              + f", {plan['unchanged']} unchanged, in {report.seconds:.2f} s")
+              + f", {count(plan['unchanged'], 'entry')} unchanged, in {report.seconds:.2f} s",
+              markup=False)
     if report.deletes_skipped:
         err.print("[yellow]warning:[/] deletions were skipped because some uploads failed")
     for path in report.kept_dirs:
@@ -156,5 +161,11 @@ def undeploy(ctx, work, keep_work, allow_mass_delete, **_):
               f"released, working copy {'removed' if report.work_removed else 'kept'}")
 
 
-def _mib(n: int) -> str:
-    return f"{n / 1048576:.1f} MiB"
+def links_phrase(n: int, source: str, legacy=None) -> str:
+    """"3 links from links.jsonl", "no links": where the links of a deploy came from."""
+    if not n and source == "none":
+        return "no links"
+    where = {"manifest": "links.jsonl", "primary": "the primary folder"}.get(source, source)
+    if source == "legacy" and legacy is not None:
+        where = f"the old list {legacy.file}"
+    return f"{count(n, 'link')} from {where}"

@@ -8,6 +8,7 @@ import sys
 import click
 
 from ..progress import Tracker
+from ..wording import count
 from .options import common_options, env_option, jobs_option, make_options, out
 
 
@@ -48,7 +49,9 @@ def verify(ctx, work, checksum, **_):
     report = run_verify(work, opts, checksum=checksum)
     for line in report.differences:
         out.print(line, markup=False)
-    out.print(f"checked {report.checked_files} files and {report.checked_links} links: "
-              + ("identical" if report.ok else f"{len(report.differences)} difference(s)"))
+    out.print(f"checked {count(report.checked_files, 'file')} and "
+              f"{count(report.checked_links, 'link')}: "
+              + ("identical" if report.ok else count(len(report.differences), "difference")),
+              markup=False)
     if not report.ok:
         sys.exit(1)

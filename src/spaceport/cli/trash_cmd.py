@@ -8,6 +8,7 @@ import threading
 from datetime import timedelta
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from ..engine import open_primary, open_work
@@ -15,10 +16,10 @@ from ..errors import LockedError, UsageError
 from ..lock import read_lock
 from ..marker import require_marker
 from ..progress import Tracker
-from ..status import human_size
 from ..store.base import join, parent_of, temp_name
 from ..transfer import Copier, CopyJob, run_copies
 from ..trash import TRASH_DIR, batch_files, list_batches, purge
+from ..wording import count, human_size, quote, show_path
 from .options import common_options, env_option, err, make_options, out
 
 
@@ -64,9 +65,10 @@ def trash_list(ctx, work, primary, batch, **_):
             try:
                 files = batch_files(store, status_dir, batch)
             except FileNotFoundError:
-                raise UsageError(f"there is no trash batch {batch!r}; see 'spaceport trash list'.")
+                raise UsageError(f"there is no trash batch named {quote(batch)}; 'spaceport "
+                                 "trash list' shows them.") from None
             for path, size in sorted(files):
-                out.print(f"{human_size(size):>10}  {path}", markup=False)
+                out.print(f"{human_size(size):>10}  {show_path(path)}", markup=False)
             return
         batches = list_batches(store, status_dir)
     if not batches:
@@ -100,7 +102,8 @@ def trash_restore(ctx, batch, paths, work, primary, overwrite, **_):
             try:
                 files = batch_files(store, status_dir, batch)
             except FileNotFoundError:
-                raise UsageError(f"there is no trash batch {batch!r}; see 'spaceport trash list'.")
+                raise UsageError(f"there is no trash batch named {quote(batch)}; 'spaceport "
+                                 "trash list' shows them.") from None
             chosen = [(p, s) for p, s in files
                       if not paths or any(p == q.strip("/") or p.startswith(q.strip("/") + "/")
                                           for q in paths)]
@@ -118,8 +121,10 @@ def trash_restore(ctx, batch, paths, work, primary, overwrite, **_):
                 done, skipped = _restore_into_primary(store, src_root, chosen, overwrite)
     finally:
         opts.tracker.close()
-    out.print(f"restored {done} file(s) from {batch}"
-              + (f"; {skipped} skipped because they exist (use --overwrite)" if skipped else ""))
+    out.print(f"restored {count(done, 'file')} from {batch}"
+              + (f"; {count(skipped, 'file')} skipped because "
+                 f"{'it exists' if skipped == 1 else 'they exist'} (use --overwrite)"
+                 if skipped else ""), markup=False)
 
 
 def _restore_into_work(store, work_path, token, src_root, chosen, overwrite, opts):
@@ -135,7 +140,8 @@ def _restore_into_work(store, work_path, token, src_root, chosen, overwrite, opt
         run_copies(copier, jobs, opts.jobs,
                    lambda d: failed.append(d) if d.error is not None else None)
         for d in failed:
-            err.print(f"[red]could not restore[/] {d.job.path}: {d.error}")
+            err.print(f"[red]could not restore[/] {escape(show_path(d.job.path))}: "
+                      f"{escape(str(d.error))}")
         if failed:
             sys.exit(1)
     return len(todo), len(chosen) - len(todo)
@@ -179,4 +185,5 @@ def trash_purge(ctx, work, primary, older_than, batches, purge_all, yes, **_):
         else:
             days = older_than if older_than is not None else opts.trash_retention_days
             removed = purge(store, status_dir, older_than=timedelta(days=days))
-    out.print(f"purged {len(removed)} batch(es)" + (": " + ", ".join(removed) if removed else ""))
+    out.print(f"purged {count(len(removed), 'batch')}"
+              + (": " + ", ".join(removed) if removed else ""), markup=False)

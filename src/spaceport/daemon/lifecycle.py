@@ -33,6 +33,7 @@ from ..marker import (DEPLOYED, UNDEPLOYED, Marker, read_marker, require_marker,
 from ..retry import RetryPolicy, is_unavailable
 from ..save import save
 from ..worklock import DAEMON_COMMAND, hold_work
+from ..wording import count
 from .config import DaemonConfig, remove_file, write_file_atomic
 from .heartbeat import Heartbeat
 from .logs import fields
@@ -395,10 +396,10 @@ class Daemon:
             code = EXIT_INTERRUPTED
         self.state.record_save(time.time(), error=exc, task="final save")
         self.state.set_phase(FAILED, f"final save failed: {describe(exc)}", quiet=True)
-        log.error("final save failed after %d attempt(s): %s. The lock on %s and the working "
+        log.error("final save failed after %s: %s. The lock on %s and the working "
                   "copy %s are kept, so nothing is lost; when the primary is back, start "
                   "the daemon again, or run 'spaceport save %s' then 'spaceport undeploy %s'.",
-                  attempts, describe(exc),
+                  count(attempts, "attempt"), describe(exc),
                   self.cfg.primary, self.cfg.work, self.cfg.work, self.cfg.work,
                   extra=fields(event="phase", phase=FAILED, exit_code=code))
         return code

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from .. import __version__
 from ..errors import Interrupted, SpaceportError
 from ..progress import Tracker
+from ..wording import count
 
 if TYPE_CHECKING:
     from .config import DaemonConfig
@@ -174,8 +175,8 @@ class State:
                 self.last_ok_save = entry["time"]
         if error is None:
             self.solved("save")
-            log.info("%s done in %.1f s: %d file(s) uploaded, %d moved to trash", task, seconds,
-                     entry["uploaded"], entry["deleted"],
+            log.info("%s done in %.1f s: %s uploaded, %d moved to the trash", task, seconds,
+                     count(entry["uploaded"], "file"), entry["deleted"],
                      extra={"fields": {"event": "save", **entry}})
         else:
             self.problem("save", f"{task} failed: {entry['error']}")

@@ -28,6 +28,7 @@ from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
 
 from ..errors import SpaceportError, UsageError
 from ..lock import human_age
+from ..wording import count
 from .state import PHASES, DaemonTracker, State, human_bytes
 
 log = logging.getLogger("spaceport.web")  # its name from before the package
@@ -354,7 +355,7 @@ def _saves(s: dict) -> str:
         result = "succeeded" if last["ok"] else f"FAILED: {last.get('error', '')}"
         what = f"{last['task']} {_ago(s['now'] - last['time'])} ago, {result}"
         if last["ok"]:
-            what += (f" ({last.get('uploaded', 0)} file(s), "
+            what += (f" ({count(last.get('uploaded', 0), 'file')}, "
                      f"{human_bytes(last.get('bytes', 0))} uploaded in {last['seconds']:.1f} s)")
         rows.append(("Last save", what))
     else:
