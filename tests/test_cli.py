@@ -175,12 +175,12 @@ def test_trash_list_restore_purge(tmp_path):
     run_cli("deploy", primary, work)
     os.unlink(os.path.join(work, "gone/precious.txt"))
     assert run_cli("save", work).code == 0
-    listing = run_cli("trash", "list", "--work", work)
+    listing = run_cli("trash", "list", work)
     assert listing.code == 0 and "1" in listing.out
     batch = os.listdir(os.path.join(primary, S, "trash"))[0]
-    files = run_cli("trash", "list", "--work", work, "--batch", batch)
+    files = run_cli("trash", "list", work, "--batch", batch)
     assert "gone/precious.txt" in files.out
-    restored = run_cli("trash", "restore", "--work", work, batch, "gone")
+    restored = run_cli("trash", "restore", work, batch, "gone")
     assert restored.code == 0, restored.err
     assert open(os.path.join(work, "gone/precious.txt"), "rb").read() == b"precious"
     run_cli("save", work)

@@ -7,6 +7,7 @@ copy alone. Verify is the one command that reads the whole primary, on purpose: 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -21,7 +22,7 @@ from .legacy import (TOP_LEVEL_NAMES, LegacyLock, RootUnknown, last_system, lega
                      read_legacy_links)
 from .links import read_manifest_full, resolve_target
 from .lock import LockInfo, UnreadableLock, provably_gone, read_heartbeat, read_lock
-from .marker import MARKER_DIR, index_path, read_marker, require_marker
+from .marker import MARKER_DIR, MARKER_FILE, index_path, read_marker, require_marker
 from .plan import unsaved_summary
 from .save import JOURNAL_NAME, pending_changes
 from .scan import Kind, scan_tree
@@ -58,8 +59,12 @@ def work_status(work_path: str, opts: Options) -> dict:
     work_path = os.path.abspath(work_path)
     marker = read_marker(work_path)
     if marker is None:
-        return {"work": work_path, "deployed": False,
-                "message": "not a spaceport working copy (no work marker)"}
+        if not os.path.isdir(work_path):
+            why = "does not exist"
+        else:
+            why = (f"is not a spaceport working copy (it has no {MARKER_DIR}/{MARKER_FILE}); "
+                   "if it should be one, check that its volume is mounted")
+        return {"work": work_path, "deployed": False, "message": why}
     facts: dict = {"work": work_path, "primary": marker.primary, "phase": marker.phase,
                    "deployment_id": marker.deployment_id, "status_dir": marker.status_dir}
     index = Index(index_path(work_path))
@@ -236,6 +241,7 @@ def verify(work_path: str, opts: Options, *, checksum: bool = False) -> VerifyRe
     """Compare the working copy with the primary, file by file, and the links."""
     work_path = os.path.abspath(work_path)
     marker = require_marker(work_path)
+    opts = dataclasses.replace(opts, status_dir=marker.status_dir)  # the copy knows its own
     report = VerifyReport()
     with open_primary(marker.primary, marker.token, opts) as primary, \
             open_work(work_path, marker.token) as work:

@@ -2,7 +2,9 @@
 wait|demo``.
 
 Every option can also be set through an environment variable ``SPACEPORT_<OPTION>``
-(containers use them). One handler at the top turns spaceport's exceptions into a message
+(containers use them), except the safety overrides (``--allow-mass-delete``,
+``--discard-local``, ``--force``, ``--yes``, ``--take-over-stale``): one exported variable
+must never switch a safety net off for every later command. One handler at the top turns spaceport's exceptions into a message
 and the exit code of the contract in DESIGN.md.
 
 This module builds the group, adds every command to it and holds that handler. The commands
@@ -19,7 +21,7 @@ from .. import __version__
 from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, Interrupted, SpaceportError
 from ..retry import is_unavailable, unavailable
 from . import clone_cmd, daemon_cmd, demo_cmd, deploy_cmd, lock_cmd, status_cmd, trash_cmd
-from .options import err
+from .options import err, ignored_safety_variables
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -37,8 +39,14 @@ def cli():
 
     Exit codes: 0 ok, 1 error, 2 usage, 3 locked by another deployment, 4 lock lost or not
     ours, 5 refused for safety, 6 primary storage unavailable, 130 interrupted.
+    Options can be set as SPACEPORT_<OPTION> environment variables, except the safety
+    overrides (--allow-mass-delete, --discard-local, --force, --yes, --take-over-stale).
     Run 'spaceport demo' to see the whole story on a generated sample project.
     """
+    for name in ignored_safety_variables():
+        flag = "--" + name.removeprefix("SPACEPORT_").lower().replace("_", "-")
+        err.print(f"[yellow]warning:[/] {name} is set in the environment and ignored: safety "
+                  f"overrides are given on the command line only ({flag}).")
 
 
 for command in (deploy_cmd.deploy, deploy_cmd.save, deploy_cmd.undeploy,

@@ -8,7 +8,7 @@ from ..daemon.state import RateLimit
 from ..progress import RichTracker, Tracker
 from ..wording import count, human_size
 from .options import (common_options, env_option, err, jobs_option, make_options, out,
-                      parse_rate, stopping_on_sigterm)
+                      parse_rate, safety_flag, stopping_on_sigterm)
 
 
 class _LimitedRich(RichTracker):
@@ -37,9 +37,9 @@ class _Limited(Tracker):
 @jobs_option
 @common_options
 @env_option("--bwlimit", metavar="RATE", help="Limit copies to RATE bytes per second (50M).")
-@env_option("--allow-mass-delete", is_flag=True,
-            help="Allow a clone that removes more than half of the copy's files (the source "
-                 "really lost them, it is not just unmounted).")
+@safety_flag("--allow-mass-delete",
+             help="Allow a clone that removes more than half of the copy's files (the source "
+                  "really lost them, it is not just unmounted).")
 @click.pass_context
 def clone_command(ctx, source, dest, bwlimit, allow_mass_delete, **_):
     """Make DEST a one-way, read-only copy of SOURCE (e.g. raw data on OneData).

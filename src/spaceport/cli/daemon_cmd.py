@@ -16,8 +16,8 @@ from ..daemon.logs import setup_daemon_logging
 from ..daemon.state import (FAILED, LOCK_LOST, READY_PHASES, RELEASED, STOPPED,
                             DaemonTracker, progress_text)
 from ..errors import UsageError
-from ..lock import DEFAULT_STATUS_DIR
-from .options import env_option, err, jobs_option, make_options, parse_rate
+from .options import (env_option, err, jobs_option, make_options, parse_rate, safety_flag,
+                      stale_after_option, status_dir_option)
 
 log = logging.getLogger("spaceport")
 
@@ -70,11 +70,11 @@ def daemon_options(fn):
         env_option("--token-file", type=click.Path(dir_okay=False),
                    help="Read the token from this file (a mounted Kubernetes Secret)."),
         env_option("--instance", help="Name of this instance (pod or VM) for the lock."),
-        env_option("--stale-after", type=click.IntRange(2), default=600, show_default=True,
-                   help="Seconds without heartbeat after which the lock looks abandoned; "
-                        "the heartbeat beats every quarter of it."),
-        env_option("--take-over-stale", is_flag=True,
-                   help="Take over a lock whose holder looks dead."),
+        stale_after_option(help="Seconds without a heartbeat change after which the lock "
+                                "looks abandoned; the heartbeat beats every quarter of it."),
+        safety_flag("--take-over-stale",
+                    help="Take over a lock whose holder looks dead: its heartbeat did not "
+                         "change for its stale-after time, or its process is provably gone."),
         env_option("--bwlimit", metavar="RATE",
                    help="Limit copies to RATE bytes per second (e.g. 50M), to spare a shared "
                         "provider. Lifted for the final save."),
@@ -84,8 +84,7 @@ def daemon_options(fn):
         env_option("--log-format", type=click.Choice(["text", "json"]), default="text",
                    show_default=True, help="One line per event: text for people, json for "
                                            "log collectors."),
-        env_option("--status-dir", default=DEFAULT_STATUS_DIR, show_default=True,
-                   help="Name of the status folder inside the primary."),
+        status_dir_option(),
         env_option("--retries", default=5, show_default=True, type=click.IntRange(1, 100),
                    help="Attempts for a storage call that fails transiently."),
         env_option("--retry-delay", default=0.5, show_default=True, type=click.FloatRange(0),

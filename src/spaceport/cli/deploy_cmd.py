@@ -6,7 +6,7 @@ import click
 
 from ..wording import count, human_size
 from .options import (common_options, env_option, err, jobs_option, make_options, out,
-                      stopping_on_sigterm)
+                      safety_flag, stale_after_option, status_dir_option, stopping_on_sigterm)
 
 
 @click.command()
@@ -14,14 +14,15 @@ from .options import (common_options, env_option, err, jobs_option, make_options
 @click.argument("work", envvar="SPACEPORT_WORK", type=click.Path(file_okay=False))
 @jobs_option
 @common_options
+@status_dir_option()
 @env_option("--resume", is_flag=True,
             help="The working copy holds changes never saved: save them to the primary first "
                  "(a primary file changed meanwhile goes to the trash), then deploy.")
-@env_option("--discard-local", is_flag=True,
-            help="The working copy holds changes never saved, or unknown files: delete them "
-                 "and deploy afresh.")
-@env_option("--take-over-stale", is_flag=True,
-            help="If a daemon holds the lock, watch its heartbeat for the lock's stale-after "
+@safety_flag("--discard-local",
+             help="The working copy holds changes never saved, or unknown files: delete them "
+                  "and deploy afresh.")
+@safety_flag("--take-over-stale",
+             help="If a daemon holds the lock, watch its heartbeat for the lock's stale-after "
                  "time (on this machine's clock) and take the lock over if it never changes, or "
                  "at once if its process is provably gone here. A command-line deployment's "
                  "lock is never taken over.")
@@ -37,8 +38,9 @@ from .options import (common_options, env_option, err, jobs_option, make_options
                  "tool's list) and change nothing; exit with the code the deploy would.")
 @env_option("--instance", help="Name of this instance (pod or VM) written into the lock. "
                                "Default: the host name.")
-@env_option("--stale-after", type=click.IntRange(10), default=600, show_default=True,
-            help="Seconds without heartbeat after which the lock counts as stale.")
+@stale_after_option(help="Written into the lock. A command-line deployment's lock never goes "
+                         "stale (no process beats between commands); while a command runs, "
+                         "its heartbeat beats every quarter of this.")
 @click.pass_context
 def deploy(ctx, primary, work, resume, discard_local, take_over_stale, dry_run, **_):
     """Lock PRIMARY and copy it onto WORK, re-creating its symbolic links.
@@ -86,9 +88,9 @@ def deploy(ctx, primary, work, resume, discard_local, take_over_stale, dry_run, 
 @jobs_option
 @common_options
 @env_option("--dry-run", "-n", is_flag=True, help="Show what would be saved; change nothing.")
-@env_option("--allow-mass-delete", is_flag=True,
-            help="Allow a save that deletes more than --mass-delete-threshold of the files "
-                 "on the primary.")
+@safety_flag("--allow-mass-delete",
+             help="Allow a save that deletes more than --mass-delete-threshold of the files "
+                  "on the primary.")
 @env_option("--mass-delete-threshold", type=click.FloatRange(0, 1), default=0.5,
             show_default=True, help="Share of the primary's files a save may delete.")
 @env_option("--trash-retention-days", type=click.FloatRange(0), default=7.0, show_default=True,
@@ -140,7 +142,9 @@ def save(ctx, work, dry_run, allow_mass_delete, **_):
 @jobs_option
 @common_options
 @env_option("--keep-work", is_flag=True, help="Keep the working copy after the final save.")
-@env_option("--allow-mass-delete", is_flag=True, help="As for save.")
+@safety_flag("--allow-mass-delete",
+             help="Allow a final save that deletes more than half of the files on the "
+                  "primary.")
 @click.pass_context
 def undeploy(ctx, work, keep_work, allow_mass_delete, **_):
     """Final save of WORK, release the lock, remove the working copy.

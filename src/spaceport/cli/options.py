@@ -1,9 +1,11 @@
-"""What the commands share: options (each readable from ``SPACEPORT_<OPTION>``), the
-engine's Options built from them, logging, the output consoles, and signal handling."""
+"""What the commands share: options (each readable from ``SPACEPORT_<OPTION>``, except the
+safety overrides), the engine's Options built from them, logging, the output consoles, and
+signal handling."""
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import signal
 from contextlib import contextmanager
@@ -15,7 +17,7 @@ from rich.logging import RichHandler
 from ..engine import DEFAULT_JOBS, Options
 from ..errors import UsageError
 from ..links import parse_rebase
-from ..lock import DEFAULT_STATUS_DIR, validate_status_dir
+from ..lock import DEFAULT_STALE_AFTER, DEFAULT_STATUS_DIR, validate_status_dir
 from ..progress import RichTracker, Tracker
 from ..retry import RetryPolicy
 
@@ -26,50 +28,97 @@ out = Console(highlight=False, soft_wrap=True)
 log = logging.getLogger("spaceport")
 
 
+# Safety overrides (DESIGN.md, rule 12): given on the command line or not at all. One
+# exported variable must never switch a safety net off for every later command.
+SAFETY_FLAGS = ("allow-mass-delete", "discard-local", "force", "yes", "take-over-stale")
+
+
 def env_option(*decls, **kwargs):
     """A click option that also reads ``SPACEPORT_<NAME>`` from the environment."""
-    name = [d for d in decls if d.startswith("--")][0][2:].split("/")[0]
+    name = _long_name(decls)
+    if name in SAFETY_FLAGS:
+        raise ValueError(f"--{name} is a safety override: declare it with safety_flag()")
     kwargs.setdefault("envvar", "SPACEPORT_" + name.upper().replace("-", "_"))
     kwargs.setdefault("show_envvar", True)
     return click.option(*decls, **kwargs)
 
 
+def safety_flag(*decls, help: str):  # noqa: A002 - click's name
+    """A flag that switches a safety net off: never read from the environment."""
+    if _long_name(decls) not in SAFETY_FLAGS:
+        raise ValueError(f"{decls[0]} is not listed in SAFETY_FLAGS")
+    return click.option(*decls, is_flag=True, envvar=None, allow_from_autoenv=False,
+                        help=help + " A flag only: never read from the environment.")
+
+
+def _long_name(decls) -> str:
+    return [d for d in decls if d.startswith("--")][0][2:].split("/")[0]
+
+
+def ignored_safety_variables(environ=None) -> list[str]:
+    """The SPACEPORT_* variables set for a safety override, which are ignored."""
+    environ = os.environ if environ is None else environ
+    names = ["SPACEPORT_" + flag.upper().replace("-", "_") for flag in SAFETY_FLAGS]
+    return [name for name in names if environ.get(name, "") != ""]
+
+
+def verbose_option(fn):
+    return env_option("-v", "--verbose", count=True,
+                      help="More log output (-vv for debug).")(fn)
+
+
+def storage_options(fn):
+    """Options of every command that reads or writes the primary storage."""
+    fn = env_option("--retry-delay", default=0.5, show_default=True, type=click.FloatRange(0),
+                    help="First backoff delay in seconds; it doubles up to 15 s.")(fn)
+    fn = env_option("--retries", default=5, show_default=True, type=click.IntRange(1, 100),
+                    help="Attempts for a storage call that fails with a transient error "
+                         "(EIO, ENOTCONN...), with exponential backoff.")(fn)
+    return fn
+
+
+def progress_option(fn):
+    """For the commands that copy files, and draw their progress."""
+    return env_option("--progress/--no-progress", default=None,
+                      help="Show progress bars (default: when stderr is a terminal).")(fn)
+
+
+def status_dir_option(help: str = "Name of the status folder inside the primary (lock, "  # noqa: A002
+                                  "link manifest, journal, trash)."):
+    return env_option("--status-dir", default=DEFAULT_STATUS_DIR, show_default=True,
+                      help=help)
+
+
 def common_options(fn):
-    """Options every command that touches storage takes."""
-    for decorator in reversed([
-        env_option("--status-dir", default=DEFAULT_STATUS_DIR, show_default=True,
-                   help="Name of the status folder inside the primary (lock, link manifest, "
-                        "journal, trash)."),
-        env_option("--retries", default=5, show_default=True, type=click.IntRange(1, 100),
-                   help="Attempts for a storage call that fails with a transient error "
-                        "(EIO, ENOTCONN...), with exponential backoff."),
-        env_option("--retry-delay", default=0.5, show_default=True, type=click.FloatRange(0),
-                   help="First backoff delay in seconds; it doubles up to 15 s."),
-        env_option("-v", "--verbose", count=True, help="More log output (-vv for debug)."),
-        env_option("--progress/--no-progress", default=None,
-                   help="Show progress bars (default: when stderr is a terminal)."),
-    ]):
+    """The options of the commands that copy files: retries, verbosity, progress bars."""
+    for decorator in reversed([storage_options, verbose_option, progress_option]):
         fn = decorator(fn)
     return fn
 
 
-def jobs_option(fn):
-    return env_option("--jobs", "-j", default=DEFAULT_JOBS, show_default=True,
-                      type=click.IntRange(1, 256),
-                      help="Files copied in parallel. Parallelism pays on OneData, where "
-                           "every file costs network round trips.")(fn)
+def jobs_option(fn=None, *, help: str = "Files copied in parallel. Parallelism pays on "  # noqa: A002
+                                         "OneData, where every file costs network round trips."):
+    decorator = env_option("--jobs", "-j", default=DEFAULT_JOBS, show_default=True,
+                           type=click.IntRange(1, 256), help=help)
+    return decorator(fn) if fn is not None else decorator
+
+
+def stale_after_option(help: str):  # noqa: A002
+    """One range for every command that writes a lock: deploy and run."""
+    return env_option("--stale-after", type=click.IntRange(2), default=DEFAULT_STALE_AFTER,
+                      show_default=True, help=help)
 
 
 def make_options(ctx_params: dict, *, tracker: Tracker | None = None) -> Options:
     setup_logging(ctx_params.get("verbose") or 0)
     status_dir = validate_status_dir(ctx_params.get("status_dir") or DEFAULT_STATUS_DIR)
-    show = ctx_params.get("progress")
-    if show is None:
-        show = err.is_terminal
+    if tracker is None:  # --progress is read only where it decides something
+        show = ctx_params.get("progress")
+        tracker = RichTracker(err) if (err.is_terminal if show is None else show) else Tracker()
     opts = Options(status_dir=status_dir,
                    retry=RetryPolicy(attempts=ctx_params.get("retries") or 5,
                                      initial_delay=ctx_params.get("retry_delay") or 0.5),
-                   tracker=tracker or (RichTracker(err) if show else Tracker()))
+                   tracker=tracker)
     for key in ("jobs", "instance", "mass_delete_threshold", "trash_retention_days",
                 "legacy_root", "stale_after"):
         if ctx_params.get(key) is not None:
