@@ -158,3 +158,283 @@ def test_exported_take_over_stale_is_ignored_by_the_daemon(tmp_path, daemons):
     d = daemons(primary, str(tmp_path / "daemon-work"), env={"SPACEPORT_TAKE_OVER_STALE": "1"})
     assert d.wait_exit() == 3
     assert json.load(open(os.path.join(primary, S, "lock")))["deployment_id"] == holder
+
+
+# -- --discard-local, swapped arguments, the home folder, an ordinary folder ----------------
+
+def user_tree(root) -> dict:
+    """Everything under ``root``, hidden folders included: what the user would miss."""
+    return snapshot(root, skip_top=set())
+
+
+def project_with_history(tmp_path, name="project"):
+    """A primary that was deployed and brought home: it holds a status folder."""
+    primary = str(tmp_path / name)
+    write(primary, "thesis.tex", b"\\chapter{Results}")
+    write(primary, "Runs/000041/run.db", b"db")
+    work = str(tmp_path / (name + "-once"))
+    assert run_cli("deploy", primary, work).code == 0
+    assert run_cli("undeploy", work).code == 0
+    return primary
+
+
+def assert_never_suggests_discarding(result):
+    assert "--discard-local" not in result.out + result.err.replace(
+        "SPACEPORT_DISCARD_LOCAL", "")
+
+
+def test_swapped_arguments_with_an_empty_primary_are_recognised(tmp_path):
+    project = project_with_history(tmp_path)
+    empty = str(tmp_path / "empty")
+    os.makedirs(empty)
+    before = user_tree(project)
+    r = run_cli("deploy", empty, project)
+    assert r.code == 2, r.err
+    assert "wrong way round" in r.err and f"spaceport deploy {project} {empty}" in r.err
+    assert_never_suggests_discarding(r)
+    # Following the old hint changes nothing either.
+    r = run_cli("deploy", empty, project, "--discard-local", "--yes")
+    assert r.code == 2 and "wrong way round" in r.err
+    assert user_tree(project) == before and os.listdir(empty) == []
+    r = run_cli("deploy", project, empty)  # the command the message suggests
+    assert r.code == 0, r.err
+    assert open(os.path.join(empty, "thesis.tex"), "rb").read() == b"\\chapter{Results}"
+
+
+def test_a_working_copy_given_as_primary_is_recognised(tmp_path):
+    primary, work = deployed(tmp_path)
+    write(work, "unsaved.txt", b"today's work")
+    before_primary, before_work = user_tree(primary), tree_of(work)
+    r = run_cli("deploy", work, primary)
+    assert r.code == 2 and "wrong way round" in r.err, r.err
+    assert f"spaceport deploy {primary} {work}" in r.err
+    assert_never_suggests_discarding(r)
+    assert user_tree(primary) == before_primary and tree_of(work) == before_work
+
+
+def test_a_project_never_deployed_given_as_work_is_left_alone(tmp_path):
+    project, empty = str(tmp_path / "project"), str(tmp_path / "empty")
+    write(project, "thesis.tex", b"five years of work")
+    os.makedirs(empty)
+    before = user_tree(project)
+    for extra in ((), ("--discard-local", "--yes")):
+        r = run_cli("deploy", empty, project, *extra)
+        assert r.code == 5, r.err
+        assert "not a spaceport working copy" in r.err and "Nothing was changed" in r.err
+        if not extra:
+            assert_never_suggests_discarding(r)
+        assert user_tree(project) == before and os.listdir(empty) == []
+
+
+def test_the_home_folder_is_never_emptied(tmp_path):
+    primary, home = str(tmp_path / "primary"), str(tmp_path / "home")
+    write(primary, "data.mrc", b"micrograph")
+    write(home, ".bashrc", b"export PATH")
+    write(home, "Documents/cv.pdf", b"my cv")
+    before = user_tree(home)
+    env = {"HOME": home}
+    r = run_cli("deploy", primary, home, env=env)
+    assert r.code == 5 and "your home folder" in r.err, r.err
+    assert_never_suggests_discarding(r)
+    assert user_tree(home) == before  # not even a .spaceport folder was left
+    r = run_cli("deploy", primary, home, "--discard-local", "--yes", env=env)
+    assert r.code == 5 and "only for a working copy" in r.err
+    assert user_tree(home) == before
+    suggested = os.path.join(home, "primary")
+    assert f"spaceport deploy {primary} {suggested}" in run_cli("deploy", primary, home,
+                                                                env=env).err
+    assert not os.path.exists(os.path.join(primary, S, "lock"))
+
+
+def test_an_ordinary_folder_keeps_its_thesis_and_the_suggestion_works(tmp_path):
+    primary, folder = str(tmp_path / "primary"), str(tmp_path / "papers")
+    write(primary, "data.mrc", b"micrograph")
+    write(folder, "thesis.tex", b"the thesis")
+    before = user_tree(folder)
+    r = run_cli("deploy", primary, folder)
+    assert r.code == 5 and "a folder of other files" in r.err, r.err
+    assert_never_suggests_discarding(r)
+    r = run_cli("deploy", primary, folder, "--discard-local", "--yes")
+    assert r.code == 5 and user_tree(folder) == before
+    r = run_cli("deploy", primary, os.path.join(folder, "primary"))  # as the message says
+    assert r.code == 0, r.err
+    assert open(os.path.join(folder, "thesis.tex"), "rb").read() == b"the thesis"
+    assert open(os.path.join(folder, "primary", "data.mrc"), "rb").read() == b"micrograph"
+
+
+def kept_copy_with_unsaved_work(tmp_path):
+    primary, work = deployed(tmp_path, files=("a", "b", "run/c"))
+    assert run_cli("undeploy", work, "--keep-work").code == 0
+    write(work, "a", b"edited, never saved")
+    write(work, "new.txt", b"new, never saved")
+    write(work, "newrun/log", b"a new folder")
+    os.symlink("a", os.path.join(work, "link-to-a"))
+    os.unlink(os.path.join(work, "b"))
+    return primary, work
+
+
+def test_discard_local_moves_unsaved_work_aside_and_says_how_to_get_it_back(tmp_path):
+    primary, work = kept_copy_with_unsaved_work(tmp_path)
+    r = run_cli("deploy", primary, work)
+    assert r.code == 5 and "--discard-local" in r.err and "--resume" in r.err  # safe here
+    r = run_cli("deploy", primary, work, "--discard-local")  # no terminal to ask, no --yes
+    assert r.code == 2 and "--yes" in r.err and "Nothing was changed" in r.err
+    assert "a\n" in r.err and "new.txt" in r.err and "newrun" in r.err  # the list was shown
+    assert open(os.path.join(work, "new.txt"), "rb").read() == b"new, never saved"
+    r = run_cli("deploy", primary, work, "--discard-local", "--yes")
+    assert r.code == 0, r.err
+    assert "Nothing was deleted" in r.err and "cp -a" in r.err
+    aside = os.path.join(work, MARKER_DIR, "discarded")
+    (batch,) = os.listdir(aside)
+    kept = os.path.join(aside, batch)
+    assert f"{kept}/" in r.err
+    assert open(os.path.join(kept, "a"), "rb").read() == b"edited, never saved"
+    assert open(os.path.join(kept, "new.txt"), "rb").read() == b"new, never saved"
+    assert open(os.path.join(kept, "newrun", "log"), "rb").read() == b"a new folder"
+    assert os.readlink(os.path.join(kept, "link-to-a")) == "a"
+    assert snapshot(work) == snapshot(primary)  # the working copy is the primary's again
+    # Getting one back as the message says: the next save uploads it.
+    os.rename(os.path.join(kept, "new.txt"), os.path.join(work, "new.txt"))
+    assert run_cli("save", work).code == 0
+    assert open(os.path.join(primary, "new.txt"), "rb").read() == b"new, never saved"
+
+
+def test_discard_local_is_refused_for_the_working_copy_of_another_primary(tmp_path):
+    _, work = deployed(tmp_path, name="one")
+    assert run_cli("undeploy", work, "--keep-work").code == 0
+    write(work, "mine.txt", b"unsaved")
+    other = str(tmp_path / "two")
+    write(other, "x", b"x")
+    before = tree_of(work)
+    r = run_cli("deploy", other, work)
+    assert r.code == 5 and "another primary" in r.err
+    assert_never_suggests_discarding(r)
+    r = run_cli("deploy", other, work, "--discard-local", "--yes")
+    assert r.code == 5 and "only for a working copy" in r.err
+    assert tree_of(work) == before
+
+
+def test_discard_local_moves_nothing_while_another_deployment_holds_the_primary(tmp_path):
+    primary, work = kept_copy_with_unsaved_work(tmp_path)
+    assert run_cli("deploy", primary, str(tmp_path / "elsewhere")).code == 0
+    before = tree_of(work)
+    r = run_cli("deploy", primary, work, "--discard-local", "--yes")
+    assert r.code == 3, r.err
+    assert tree_of(work) == before and not os.path.exists(os.path.join(work, MARKER_DIR,
+                                                                       "discarded"))
+
+
+def test_discard_local_in_a_copy_that_still_holds_its_lock(tmp_path):
+    primary, work = deployed(tmp_path)
+    write(work, "a", b"a change I do not want")
+    write(work, "scratch", b"scratch")
+    r = run_cli("deploy", primary, work, "--discard-local", "--yes")
+    assert r.code == 0, r.err
+    assert open(os.path.join(work, "a"), "rb").read() == b"a"
+    assert not os.path.exists(os.path.join(work, "scratch"))
+    assert "Nothing was deleted" in r.err
+    assert run_cli("save", work).code == 0
+    assert snapshot(work) == snapshot(primary)
+    r = run_cli("deploy", primary, work, "--discard-local", "--yes")
+    assert r.code == 0 and "nothing to discard" in r.err
+
+
+def run_with_terminal(*args: str, answer: bytes) -> tuple[int, str]:
+    """Run the command line with a terminal as its input, and type ``answer``."""
+    import pty
+    import subprocess
+    import sys
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "spaceport", *args], stdin=slave,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "COLUMNS": "200"})
+    os.close(slave)
+    os.write(master, answer)
+    out, err = proc.communicate(timeout=60)
+    os.close(master)
+    return proc.returncode, (out + err).decode(errors="replace")
+
+
+def test_discard_local_asks_and_no_means_nothing_moves(tmp_path):
+    primary, work = kept_copy_with_unsaved_work(tmp_path)
+    before = tree_of(work)
+    code, text = run_with_terminal("deploy", primary, work, "--discard-local", answer=b"n\n")
+    assert code == 1 and "Move them into" in text and "nothing was changed" in text
+    assert tree_of(work) == before
+    code, text = run_with_terminal("deploy", primary, work, "--discard-local", answer=b"y\n")
+    assert code == 0, text
+    assert snapshot(work) == snapshot(primary)
+
+
+# -- a primary that cannot be read, or a status folder that cannot be written ---------------
+
+def fuse_primary(tmp_path):
+    from spaceport.testing.onedatafs import OneDataFS, fuse_available
+
+    available, reason = fuse_available()
+    if not available:
+        pytest.skip(f"FUSE unavailable: {reason}")
+    backing, mountpoint = str(tmp_path / "backing"), str(tmp_path / "onedata")
+    os.makedirs(mountpoint)
+    write(backing, "Runs/run.db", b"project data")
+    return backing, OneDataFS(backing, mountpoint, attr_timeout=0.0).start(), mountpoint
+
+
+def test_deploy_refuses_a_status_folder_it_cannot_create_naming_it(tmp_path):
+    backing, fs, primary = fuse_primary(tmp_path)
+    work = str(tmp_path / "work")
+    try:
+        fs.inject(op="create", errno="EACCES")
+        r = run_cli("deploy", primary, work, "--retries", "1")
+        assert r.code == 1, r.err
+        assert f"cannot create the status folder {os.path.join(primary, S)}" in r.err
+        assert "permission denied" in r.err and "write permission" in r.err
+        assert "Traceback" not in r.err and not os.path.exists(work)
+        assert sorted(os.listdir(backing)) == ["Runs"]  # no probe or lock left behind
+        # Once the folder exists, the check is made inside it.
+        fs.clear_faults()
+        os.makedirs(os.path.join(backing, S))
+        fs.inject(op="create", path=f"/{S}/*", errno="EACCES")
+        r = run_cli("deploy", primary, work, "--retries", "1")
+        assert r.code == 1 and f"cannot write in the status folder {os.path.join(primary, S)}" \
+            in r.err, r.err
+        assert not os.path.exists(work) and os.listdir(os.path.join(backing, S)) == []
+        fs.clear_faults()
+        assert run_cli("deploy", primary, work).code == 0
+    finally:
+        fs.stop()
+
+
+def test_deploy_refuses_a_primary_it_cannot_list_naming_it(tmp_path):
+    backing, fs, primary = fuse_primary(tmp_path)
+    work = str(tmp_path / "work")
+    try:
+        fs.inject(op="readdir", path="/", errno="EACCES")
+        r = run_cli("deploy", primary, work, "--retries", "1")
+        assert r.code == 1, r.err
+        assert f"cannot read the primary folder {primary}: permission denied" in r.err
+        assert not os.path.exists(work) and sorted(os.listdir(backing)) == ["Runs"]
+    finally:
+        fs.stop()
+
+
+def test_deploy_refuses_a_read_only_primary(tmp_path):
+    import subprocess
+
+    primary, work = str(tmp_path / "primary"), str(tmp_path / "work")
+    os.makedirs(primary)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", primary],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode()}")
+    try:
+        write(primary, "data.mrc", b"micrograph")
+        subprocess.run(["mount", "-o", "remount,ro", primary], check=True)
+        r = run_cli("deploy", primary, work)
+        assert r.code == 1 and "the file system is read-only" in r.err, r.err
+        assert os.path.join(primary, S) in r.err and not os.path.exists(work)
+        r = run_cli("deploy", "--dry-run", primary, work)  # the dry run says so as well
+        assert r.code == 1 and "read-only" in r.err
+    finally:
+        subprocess.run(["umount", "-l", primary])

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
+from ..errors import UsageError
 from ..wording import count, human_size
 from .options import (common_options, env_option, err, jobs_option, make_options, out,
                       safety_flag, stale_after_option, status_dir_option, stopping_on_sigterm)
@@ -19,8 +22,10 @@ from .options import (common_options, env_option, err, jobs_option, make_options
             help="The working copy holds changes never saved: save them to the primary first "
                  "(a primary file changed meanwhile goes to the trash), then deploy.")
 @safety_flag("--discard-local",
-             help="The working copy holds changes never saved, or unknown files: delete them "
-                  "and deploy afresh.")
+             help="Only for a working copy of PRIMARY that holds changes never saved: set "
+                  "them aside in WORK/.spaceport/discarded/<time>/ (moved, not deleted) and "
+                  "deploy what the primary holds. Asks for confirmation unless --yes.")
+@safety_flag("--yes", "-y", help="Do not ask before --discard-local sets files aside.")
 @safety_flag("--take-over-stale",
              help="If a daemon holds the lock, watch its heartbeat for the lock's stale-after "
                  "time (on this machine's clock) and take the lock over if it never changes, or "
@@ -42,7 +47,7 @@ from .options import (common_options, env_option, err, jobs_option, make_options
                          "stale (no process beats between commands); while a command runs, "
                          "its heartbeat beats every quarter of this.")
 @click.pass_context
-def deploy(ctx, primary, work, resume, discard_local, take_over_stale, dry_run, **_):
+def deploy(ctx, primary, work, resume, discard_local, yes, take_over_stale, dry_run, **_):
     """Lock PRIMARY and copy it onto WORK, re-creating its symbolic links.
 
     PRIMARY is the project folder on primary storage (e.g. a OneData mount). WORK is the
@@ -63,9 +68,16 @@ def deploy(ctx, primary, work, resume, discard_local, take_over_stale, dry_run, 
         return
     try:
         report = run_deploy(primary, work, opts, resume=resume, discard_local=discard_local,
-                            take_over_stale=take_over_stale)
+                            take_over_stale=take_over_stale,
+                            confirm=None if yes else confirm_discard)
     finally:
         opts.tracker.close()
+    if report.discarded is not None:
+        if report.discarded.folder:
+            err.print(report.discarded.how_to_get_back(), markup=False)
+        elif not report.discarded.needed:
+            err.print(f"note: nothing to discard: {work} held no change that was never "
+                      "saved.", markup=False)
     how = "resumed" if report.resumed_own else "deployed"
     out.print(f"{how} {primary} -> {work} (deployment {report.deployment_id[:8]}): "
               f"{count(report.files, 'file')} ({report.copied} copied, "
@@ -165,9 +177,22 @@ def undeploy(ctx, work, keep_work, allow_mass_delete, **_):
               f"released, working copy {'removed' if report.work_removed else 'kept'}")
 
 
+def confirm_discard(discard) -> None:
+    """Show what --discard-local sets aside and ask; without a terminal, --yes is needed."""
+    for line in discard.describe():
+        err.print(line, markup=False)
+    if not sys.stdin.isatty():
+        raise UsageError("--discard-local needs a confirmation: add --yes to set these files "
+                         "aside without being asked.",
+                         hint="Nothing was changed.")
+    if not click.confirm(f"Move them into {discard.work}/.spaceport/discarded/ and deploy "
+                         "what the primary holds?", err=True):
+        raise click.Abort()
+
+
 def links_phrase(n: int, source: str, legacy=None) -> str:
     """"3 links from links.jsonl", "no links": where the links of a deploy came from."""
-    if not n and source == "none":
+    if not n:
         return "no links"
     where = {"manifest": "links.jsonl", "primary": "the primary folder"}.get(source, source)
     if source == "legacy" and legacy is not None:
