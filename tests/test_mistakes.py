@@ -438,3 +438,45 @@ def test_deploy_refuses_a_read_only_primary(tmp_path):
         assert r.code == 1 and "read-only" in r.err
     finally:
         subprocess.run(["umount", "-l", primary])
+
+
+# -- a plain primary folder brings its links along ---------------------------------------
+
+def test_links_in_a_plain_primary_folder_are_deployed_recorded_and_left_alone(tmp_path):
+    primary, work, work2 = (str(tmp_path / n) for n in ("primary", "work", "work2"))
+    write(primary, "data/mic.mrc", b"micrograph")
+    os.symlink("data/mic.mrc", os.path.join(primary, "relative.mrc"))
+    os.symlink(os.path.join(primary, "data"), os.path.join(primary, "absolute-inside"))
+    os.symlink("/opt/elsewhere/raw", os.path.join(primary, "outside"))
+    os.symlink("nothing/here", os.path.join(primary, "dangling"))
+    before = snapshot(primary)
+    r = run_cli("deploy", "-vv", primary, work)
+    assert r.code == 0, r.err
+    assert "4 links from the primary folder" in r.out
+    assert "4 links found in the primary folder are restored" in r.err  # and said in the log
+    assert os.readlink(os.path.join(work, "relative.mrc")) == "data/mic.mrc"
+    assert os.readlink(os.path.join(work, "absolute-inside")) == os.path.join(work, "data")
+    assert os.readlink(os.path.join(work, "outside")) == "/opt/elsewhere/raw"
+    assert os.readlink(os.path.join(work, "dangling")) == "nothing/here"
+    assert run_cli("verify", work).code == 0
+    assert run_cli("status", work).out.count("nothing: the primary is up to date") == 1
+    os.symlink("data/mic.mrc", os.path.join(work, "made-in-work"))
+    assert run_cli("save", work).code == 0
+    assert snapshot(primary) == before  # its links untouched, no link written there
+    manifest = open(os.path.join(primary, S, "links.jsonl")).read()
+    for name in ("relative.mrc", "absolute-inside", "outside", "dangling", "made-in-work"):
+        assert f'"path": "{name}"' in manifest
+    assert run_cli("undeploy", work).code == 0
+    r = run_cli("deploy", primary, work2)  # elsewhere: the manifest is the record now
+    assert r.code == 0 and "5 links from links.jsonl" in r.out, r.out + r.err
+    assert os.readlink(os.path.join(work2, "absolute-inside")) == os.path.join(work2, "data")
+    assert run_cli("verify", work2).code == 0
+
+
+def test_dry_run_of_a_plain_primary_shows_its_links(tmp_path):
+    primary, work = str(tmp_path / "primary"), str(tmp_path / "work")
+    write(primary, "f", b"1")
+    os.symlink("f", os.path.join(primary, "l"))
+    r = run_cli("deploy", "--dry-run", primary, work)
+    assert r.code == 0 and "1 link found in the primary folder" in r.out
+    assert not os.path.exists(work) and not os.path.exists(os.path.join(primary, S))

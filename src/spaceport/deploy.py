@@ -24,7 +24,7 @@ from .engine import (PRIMARY, WORK, IndexRecorder, Options, file_known, folder_i
 from .errors import FormatError, Interrupted, RefusedError, SpaceportError
 from .index import Index, IndexDamagedError, Known
 from .legacy import TOP_LEVEL_NAMES, LegacyImport, RootUnknown, read_legacy_links
-from .links import (MANIFEST_NAME, NOTES_META, Link, Unrestored, notes_for_index,
+from .links import (MANIFEST_NAME, NOTES_META, Link, Unrestored, capture, notes_for_index,
                     read_manifest_full, resolve_target, unrestored_from)
 from .lock import (DeploymentLock, LockKeeper, WorkCopy, describe, held_error, lock_id,
                    read_lock, utcnow, validate_status_dir)
@@ -37,7 +37,7 @@ from .store.base import Store, UnsafePathError, join, parent_of, temp_name
 from .store.posix import mkdir_mode
 from .transfer import Copier, CopyDone, CopyJob, run_copies
 from .worklock import hold_work
-from .wording import count, human_size
+from .wording import count, human_size, show_path
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,30 @@ def links_to_restore(primary: Store, opts: Options) -> LinkSource:
                       imported_from=legacy.summary())
 
 
+def with_primary_links(source: LinkSource, scan, root: str) -> LinkSource:
+    """A primary that can hold links (a plain folder, not OneData) brings them along: with
+    no manifest and no old list, the links found on it are restored like any other entry,
+    and the first save records them in the manifest. They are left alone on the primary."""
+    found = [capture(e.path, e.target or "", [root, os.path.realpath(root)])
+             for e in scan.entries.values() if e.kind is Kind.LINK]
+    if source.source != "none":
+        listed = {link.path for link in source.links}
+        extra = [link.path for link in found if link.path not in listed]
+        if extra:
+            log.warning("%s on the primary %s not restored: %s is the record of the "
+                        "project's links (%s)", count(len(extra), "symbolic link"),
+                        "is" if len(extra) == 1 else "are",
+                        "links.jsonl" if source.source == "manifest" else "the old list",
+                        ", ".join(show_path(p) for p in sorted(extra)[:5])
+                        + (", ..." if len(extra) > 5 else ""))
+        return source
+    if not found:
+        return source
+    log.info("no links.jsonl yet: %s found in the primary folder are restored (the first "
+             "save records them in links.jsonl)", count(len(found), "link"))
+    return LinkSource(sorted(found), "primary")
+
+
 @dataclass
 class DeployPreview:
     """What ``deploy`` would do, found without changing anything (``deploy --dry-run``)."""
@@ -162,6 +186,9 @@ class DeployPreview:
             out.append("links         not known: the deploy is refused before")
         elif source.source == "manifest":
             out.append(f"links         {count(len(source.links), 'link')} from links.jsonl")
+        elif source.source == "primary":
+            out.append(f"links         {count(len(source.links), 'link')} found in the "
+                       "primary folder (no links.jsonl yet)")
         elif source.legacy is not None:
             out += ["old system    " + source.legacy.system]
             out += [("import        " if i == 0 else "              ") + text
@@ -200,6 +227,8 @@ def preview_deploy(primary_path: str, work_path: str, opts: Options) -> DeployPr
             preview.refused = preview.refused or exc
         scan = scan_primary(primary, opts)
         preview.files, preview.nbytes = scan.files, scan.bytes
+        if preview.links is not None:
+            preview.links = with_primary_links(preview.links, scan, primary.root)
     return preview
 
 
@@ -422,6 +451,7 @@ def _stage_in(primary: Store, work_path: str, marker: Marker, opts: Options,
                 log.warning("the primary holds a folder named %s; it is not deployed (the "
                             "name is reserved for spaceport's work marker)", MARKER_DIR)
             report.special = pscan.special
+            source = with_primary_links(source, pscan, primary.root)
             wscan = scan_work(work, marker)
             known = index.load()
             plan = plan_deploy(pscan, wscan, known)

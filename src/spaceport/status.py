@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from .deploy import links_to_restore
+from .deploy import links_to_restore, with_primary_links
 from .engine import Options, open_primary, open_work
 from .errors import FormatError, SpaceportError
 from .index import Index
@@ -265,8 +265,10 @@ def verify(work_path: str, opts: Options, *, checksum: bool = False) -> VerifyRe
                 elif checksum and _digest(primary, path) != _digest(work, path):
                     diff.append(f"content differs: {show_path(path)}")
         for path in sorted(set(pscan.entries) - set(wscan.entries)):
-            diff.append(f"only on primary: {show_path(path)}")
-        links = links_to_restore(primary, opts).links  # the manifest, or the old list
+            if pscan.entries[path].kind is not Kind.LINK:  # links: compared below
+                diff.append(f"only on primary: {show_path(path)}")
+        # The manifest, the old list, or (neither yet) the links of a plain primary folder.
+        links = with_primary_links(links_to_restore(primary, opts), pscan, primary.root).links
         wanted = {l.path: resolve_target(l, work_path, opts.rebase) for l in links}
         have = {e.path: e.target for e in wscan.entries.values() if e.kind is Kind.LINK}
         report.checked_links = len(have)

@@ -135,9 +135,11 @@ def save(ctx, work, dry_run, allow_mass_delete, **_):
                   f"entr(y/ies), links changed: {plan['links_changed']}")
         return
     out.print(f"saved {work}: {count(report.uploaded, 'file')} uploaded "
-              f"({human_size(report.uploaded_bytes)}), "
-              f"{count(report.dirs_created, 'folder')} created, "
-              f"{count(report.deleted, 'file')} moved to the trash"
+              f"({human_size(report.uploaded_bytes)})"
+              + (f", {count(report.dirs_created, 'folder')} created"
+                 if report.dirs_created else "")
+              + (f", {count(report.deleted, 'file')} moved to the trash"
+                 if report.deleted else "")
               + (f" (batch {report.trash_batch})" if report.trash_batch else "")
               + (", link manifest written" if report.manifest_written else "")
               + f", {count(plan['unchanged'], 'entry')} unchanged, in {report.seconds:.2f} s",
