@@ -480,3 +480,56 @@ def test_dry_run_of_a_plain_primary_shows_its_links(tmp_path):
     r = run_cli("deploy", "--dry-run", primary, work)
     assert r.code == 0 and "1 link found in the primary folder" in r.out
     assert not os.path.exists(work) and not os.path.exists(os.path.join(primary, S))
+
+
+# -- save --dry-run lists what it would do -------------------------------------------------
+
+def test_save_dry_run_lists_every_path_by_kind_and_changes_nothing(tmp_path):
+    primary, work = deployed(tmp_path, files=[f"keep/k{i:02d}" for i in range(40)]
+                             + ["old.txt", "gone/x.txt"])
+    for i in range(25):
+        write(work, f"new/n{i:02d}.mrc", b"new data")
+    write(work, "odd\nname.txt", b"odd")
+    os.unlink(os.path.join(work, "old.txt"))
+    os.unlink(os.path.join(work, "gone", "x.txt"))
+    os.rmdir(os.path.join(work, "gone"))
+    os.symlink("keep/k00", os.path.join(work, "shortcut"))
+    before_primary, before_work = snapshot(primary, skip_top=set()), tree_of(work)
+    r = run_cli("save", "--dry-run", work)
+    assert r.code == 0, r.err
+    lines = r.out.splitlines()
+    assert "would save" in lines[0] and "nothing was changed" in lines[0]
+    assert "upload:        26 files (203 B)" in lines
+    assert "  new/n00.mrc" in lines and "  new/n19.mrc" in lines
+    assert "  new/n24.mrc" not in lines and "  ... and 6 more (-v lists them all)" in lines
+    assert "create:        1 folder" in lines and "  new" in lines
+    assert "move to trash: 2 files" in lines and "  old.txt" in lines and "  gone/x.txt" in lines
+    assert "remove:        1 empty folder" in lines and "  gone" in lines
+    assert "record link:   1 link" in lines and "  shortcut -> keep/k00" in lines
+    assert "True" not in r.out and "(s)" not in r.out
+    verbose = run_cli("save", "--dry-run", "-v", work).out.splitlines()
+    assert all(f"  new/n{i:02d}.mrc" in verbose for i in range(25))
+    assert '  "odd\\nname.txt"' in verbose  # one line, whatever the name holds
+    assert snapshot(primary, skip_top=set()) == before_primary and tree_of(work) == before_work
+    r = run_cli("save", work)  # the real save does what the dry run said
+    assert r.code == 0 and "26 files uploaded" in r.out and "2 files moved to the trash" in r.out
+
+
+def test_save_dry_run_shows_the_plan_and_the_refusal(tmp_path):
+    primary, work = deployed(tmp_path, files=("a", "b", "c"))
+    os.unlink(os.path.join(work, "a"))
+    os.unlink(os.path.join(work, "b"))
+    before = snapshot(primary, skip_top=set())
+    r = run_cli("save", "--dry-run", work)
+    assert r.code == 5
+    assert "move to trash: 2 files" in r.out and "  a" in r.out.splitlines()
+    assert "the save would be refused: this save would delete 2 of the 3 files" in r.err
+    assert "--allow-mass-delete" in r.err
+    assert snapshot(primary, skip_top=set()) == before
+    r = run_cli("save", "--dry-run", "--allow-mass-delete", work)
+    assert r.code == 0 and "would be refused" not in r.err
+    os.rename(os.path.join(work, MARKER_DIR), str(tmp_path / "marker-away"))
+    r = run_cli("save", "--dry-run", work)
+    assert r.code == 5 and "the save would be refused:" in r.err
+    assert "not a spaceport working copy" in r.err
+    assert snapshot(primary, skip_top=set()) == before

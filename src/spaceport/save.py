@@ -61,6 +61,8 @@ class SaveReport:
     special: list[str] = field(default_factory=list)
     purged: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    planned: SavePlan | None = None  # a dry run's plan, path by path
+    refused: RefusedError | None = None  # a dry run: the real save would stop with this
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -161,14 +163,22 @@ def lost_during_save(exc: LockLostError, fence: Fence) -> LockLostError:
 
 
 def guard_mass_delete(plan: SavePlan, known_files: int, opts: Options, allow: bool) -> None:
+    refusal = mass_delete_refusal(plan, known_files, opts, allow)
+    if refusal is not None:
+        raise refusal
+
+
+def mass_delete_refusal(plan: SavePlan, known_files: int, opts: Options,
+                        allow: bool) -> RefusedError | None:
     share = plan.deleted_files / known_files if known_files else 0.0
     if not allow and plan.deleted_files and share > opts.mass_delete_threshold:
-        raise RefusedError(
+        return RefusedError(
             f"this save would delete {plan.deleted_files} of the {known_files} files on the "
             f"primary ({share:.0%}, more than the {opts.mass_delete_threshold:.0%} allowed).",
             hint="Nothing was changed. If the working copy is wrong (an empty or unmounted "
                  "volume), fix that. If you really deleted them, save with "
                  "--allow-mass-delete.")
+    return None
 
 
 def save(work_path: str, opts: Options, *, dry_run: bool = False,
@@ -207,11 +217,14 @@ def _save_held(work_path: str, opts: Options, dry_run: bool, allow_mass_delete: 
             scan = scan_work(work, marker)
             plan = plan_save(scan, index)  # streams the index: no copy of it in memory
             known_files = index.count(Kind.FILE)
-            guard_mass_delete(plan, known_files, opts, allow_mass_delete)
             report = SaveReport(plan=plan.summary(), dry_run=dry_run, special=scan.special,
                                 links=len(plan.links))
-            if dry_run:
+            if dry_run:  # the plan is shown, with the refusal the real save would meet
+                report.planned = plan
+                report.refused = mass_delete_refusal(plan, known_files, opts,
+                                                     allow_mass_delete)
                 return report
+            guard_mass_delete(plan, known_files, opts, allow_mass_delete)
             run = _SaveRun(primary, work, index, lock, marker, opts, report, task)
             run.stop = stop or threading.Event()
             with LockKeeper(lock, opts.heartbeat_interval, fence=run.fence) as keeper:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import sys
 
 import click
+from rich.markup import escape
 
-from ..errors import UsageError
+from ..errors import RefusedError, UsageError
+from ..plan import save_listing
 from ..wording import count, human_size
 from .options import (common_options, env_option, err, jobs_option, make_options, out,
                       safety_flag, stale_after_option, status_dir_option, stopping_on_sigterm)
@@ -99,7 +101,10 @@ def deploy(ctx, primary, work, resume, discard_local, yes, take_over_stale, dry_
 @click.argument("work", envvar="SPACEPORT_WORK", type=click.Path(file_okay=False))
 @jobs_option
 @common_options
-@env_option("--dry-run", "-n", is_flag=True, help="Show what would be saved; change nothing.")
+@env_option("--dry-run", "-n", is_flag=True,
+            help="Show every path the save would upload, create, move to the trash or "
+                 "remove (the first 20 of each kind; all with -v), and change nothing. "
+                 "Exits 5 if the real save would be refused, and says why.")
 @safety_flag("--allow-mass-delete",
              help="Allow a save that deletes more than --mass-delete-threshold of the files "
                   "on the primary.")
@@ -126,13 +131,20 @@ def save(ctx, work, dry_run, allow_mass_delete, **_):
     with stopping_on_sigterm():
         try:
             report = run_save(work, opts, dry_run=dry_run, allow_mass_delete=allow_mass_delete)
+        except RefusedError as exc:
+            if dry_run:
+                would_be_refused(exc)
+            raise
         finally:
             opts.tracker.close()
     plan = report.plan
     if dry_run:
-        out.print(f"would upload {plan['files_to_upload']} file(s) ({_mib(plan['bytes_to_upload'])}), "
-                  f"create {plan['new_dirs']} folder(s), delete {plan['entries_to_delete']} "
-                  f"entr(y/ies), links changed: {plan['links_changed']}")
+        out.print(f"would save {work} (dry run: nothing was changed)", markup=False)
+        limit = None if ctx.params.get("verbose") else 20
+        for line in save_listing(report.planned, limit):
+            out.print(line, markup=False)
+        if report.refused is not None:
+            would_be_refused(report.refused)
         return
     out.print(f"saved {work}: {count(report.uploaded, 'file')} uploaded "
               f"({human_size(report.uploaded_bytes)})"
@@ -177,6 +189,14 @@ def undeploy(ctx, work, keep_work, allow_mass_delete, **_):
             opts.tracker.close()
     out.print(f"undeployed {work}: final save uploaded {report.save.uploaded} file(s), lock "
               f"released, working copy {'removed' if report.work_removed else 'kept'}")
+
+
+def would_be_refused(exc: RefusedError) -> None:
+    """A dry run's answer when the real command would be refused: the reason, exit 5."""
+    err.print(f"[red]the save would be refused:[/] {escape(exc.message)}")
+    if exc.hint:
+        err.print(exc.hint, markup=False)
+    raise SystemExit(exc.exit_code)
 
 
 def confirm_discard(discard) -> None:
