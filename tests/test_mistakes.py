@@ -18,6 +18,7 @@ from spaceport.lock import DEFAULT_STATUS_DIR
 from spaceport.marker import MARKER_DIR
 
 from conftest import run_cli, snapshot, write
+from legacy_spaces import put, westlife_linklist
 
 S = DEFAULT_STATUS_DIR
 
@@ -533,3 +534,88 @@ def test_save_dry_run_shows_the_plan_and_the_refusal(tmp_path):
     assert r.code == 5 and "the save would be refused:" in r.err
     assert "not a spaceport working copy" in r.err
     assert snapshot(primary, skip_top=set()) == before
+
+
+# -- undeploy twice, the folder left behind, status of a folder that is no working copy ----
+
+def test_undeploy_twice_answers_already_undeployed(tmp_path):
+    primary, work = deployed(tmp_path)
+    r = run_cli("undeploy", work)
+    assert r.code == 0 and "the working copy is removed" in r.out
+    assert f"The folder {work} stays" in r.out  # and why
+    before = snapshot(primary, skip_top=set())
+    r = run_cli("undeploy", work)
+    assert r.code == 0, r.err
+    assert "already undeployed" in r.out and "Nothing to do" in r.out
+    assert "delete the project" not in r.out + r.err and r.err == ""
+    assert snapshot(primary, skip_top=set()) == before
+    r = run_cli("status", work)
+    assert r.code == 1 and "was undeployed on" in r.out
+    r = run_cli("save", work)
+    assert r.code == 5 and "was undeployed on" in r.err and f"spaceport deploy {primary}" in r.err
+    assert run_cli("deploy", primary, work).code == 0  # the folder is ready to use again
+    assert run_cli("undeploy", work).code == 0
+
+
+def test_undeploy_of_a_kept_copy_twice_and_with_changes_made_since(tmp_path):
+    primary, work = deployed(tmp_path)
+    assert run_cli("undeploy", work, "--keep-work").code == 0
+    r = run_cli("undeploy", work, "--keep-work")
+    assert r.code == 0 and "already undeployed" in r.out and "kept" in r.out
+    write(work, "later.txt", b"written after the undeploy")
+    r = run_cli("undeploy", work)
+    assert r.code == 5 and "never saved" in r.err and "1 file to upload" in r.err
+    assert f"spaceport deploy --resume {primary} {work}" in r.err
+    assert open(os.path.join(work, "later.txt"), "rb").read() == b"written after the undeploy"
+    os.unlink(os.path.join(work, "later.txt"))
+    r = run_cli("undeploy", work)  # all saved: now it may go
+    assert r.code == 0 and "removed now" in r.out
+    assert os.listdir(work) == [MARKER_DIR]
+
+
+def test_undeploy_keeps_what_discard_local_set_aside_and_says_why_the_folder_stays(tmp_path):
+    primary, work = kept_copy_with_unsaved_work(tmp_path)
+    assert run_cli("deploy", primary, work, "--discard-local", "--yes").code == 0
+    r = run_cli("undeploy", work)
+    assert r.code == 0, r.err
+    assert "--discard-local set aside (.spaceport/discarded/)" in r.out
+    (batch,) = os.listdir(os.path.join(work, MARKER_DIR, "discarded"))
+    kept = os.path.join(work, MARKER_DIR, "discarded", batch)
+    assert open(os.path.join(kept, "new.txt"), "rb").read() == b"new, never saved"
+    assert os.listdir(work) == [MARKER_DIR]
+
+
+def test_status_of_a_folder_that_is_not_a_working_copy_exits_1(tmp_path):
+    plain = str(tmp_path / "plain")
+    write(plain, "notes.txt", b"notes")
+    r = run_cli("status", plain)
+    assert r.code == 1 and "is not a spaceport working copy" in r.out
+    r = run_cli("status", plain, "--json")
+    assert r.code == 1 and json.loads(r.out)["deployed"] is False
+    r = run_cli("status", str(tmp_path / "nowhere"))
+    assert r.code == 1 and "does not exist" in r.out
+    assert os.listdir(plain) == ["notes.txt"]
+
+
+def test_undeploy_of_a_folder_that_is_not_a_working_copy_changes_nothing(tmp_path):
+    plain = str(tmp_path / "plain")
+    write(plain, "notes.txt", b"notes")
+    r = run_cli("undeploy", plain)
+    assert r.code == 5 and "not a spaceport working copy" in r.err
+    assert "delete the project" not in r.err
+    assert os.listdir(plain) == ["notes.txt"]
+
+
+def test_a_refused_deploy_creates_no_folder(tmp_path):
+    primary, _ = deployed(tmp_path)
+    work = tmp_path / "new" / "deeper" / "work"
+    r = run_cli("deploy", primary, str(work))
+    assert r.code == 3 and "Nothing was changed" in r.err
+    assert not (tmp_path / "new").exists()
+    # Refused under the lock, after WORK was made: an old list whose root nobody knows.
+    space = tmp_path / "old-space"
+    put(space, S.encode() + b"/linklist", westlife_linklist(root=b"/opt/old work"))
+    put(space, b"projects/Ribosome/project.sqlite", b"db")
+    r = run_cli("deploy", str(space), str(work))
+    assert r.code == 5 and "--legacy-root" in r.err, r.err
+    assert not (tmp_path / "new").exists()

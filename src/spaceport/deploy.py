@@ -380,7 +380,11 @@ def _deploy_held(primary_path: str, work_path: str, opts: Options, resume: bool,
         try:
             # Read under the lock (a deployment releasing it may have just written it), and
             # before anything is copied: an unreadable old list refuses the deploy.
-            source = links_to_restore(primary, opts)
+            try:
+                source = links_to_restore(primary, opts)
+            except RefusedError:
+                _put_marker_back(work_path, marker, previous)  # nothing was copied
+                raise
             if discard_local:  # under our lock, before anything is copied
                 report.discarded.carry_out()
             marker.phase = DEPLOYING
@@ -401,6 +405,15 @@ def _deploy_held(primary_path: str, work_path: str, opts: Options, resume: bool,
                 log.warning("could not release the lock after a failed deploy: %s", exc)
             raise
     return report
+
+
+def _put_marker_back(work_path: str, marker: Marker, previous: Marker | None) -> None:
+    """A deploy refused before copying anything leaves the working copy's marker as it
+    found it (and a new folder is then removed, see _claimed)."""
+    if previous is None:
+        remove_marker_file(work_path)
+    elif previous.deployment_id != marker.deployment_id:
+        write_marker(work_path, previous)
 
 
 def _check_local_work(work: str, marker: Marker | None, resume: bool, discard: bool,

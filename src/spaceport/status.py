@@ -22,7 +22,8 @@ from .legacy import (TOP_LEVEL_NAMES, LegacyLock, RootUnknown, last_system, lega
                      read_legacy_links)
 from .links import read_manifest_full, resolve_target
 from .lock import LockInfo, UnreadableLock, provably_gone, read_heartbeat, read_lock
-from .marker import MARKER_DIR, MARKER_FILE, index_path, read_marker, require_marker
+from .marker import (MARKER_DIR, MARKER_FILE, index_path, read_marker,
+                     read_undeployed_record, require_marker)
 from .plan import unsaved_summary
 from .save import JOURNAL_NAME, pending_changes
 from .scan import Kind, scan_tree
@@ -59,8 +60,13 @@ def work_status(work_path: str, opts: Options) -> dict:
     work_path = os.path.abspath(work_path)
     marker = read_marker(work_path)
     if marker is None:
+        record = read_undeployed_record(work_path)
         if not os.path.isdir(work_path):
             why = "does not exist"
+        elif record is not None:
+            why = (f"is no longer a working copy: it was undeployed on "
+                   f"{record.get('undeployed', '?')}, and its work saved to "
+                   f"{record.get('primary', 'its primary')}")
         else:
             why = (f"is not a spaceport working copy (it has no {MARKER_DIR}/{MARKER_FILE}); "
                    "if it should be one, check that its volume is mounted")

@@ -187,8 +187,36 @@ def undeploy(ctx, work, keep_work, allow_mass_delete, **_):
                                   allow_mass_delete=allow_mass_delete)
         finally:
             opts.tracker.close()
-    out.print(f"undeployed {work}: final save uploaded {report.save.uploaded} file(s), lock "
-              f"released, working copy {'removed' if report.work_removed else 'kept'}")
+    if report.already:  # the working copy was removed then
+        out.print(f"{work} is already undeployed (on {report.already}): its work was saved "
+                  "and its lock released. Nothing to do.", markup=False)
+    elif report.already is not None and not report.work_removed:
+        out.print(f"{work} is already undeployed: everything in it is saved and it holds no "
+                  "lock. Nothing to do; the working copy is kept.", markup=False)
+    elif report.already is not None:
+        out.print(f"{work} is already undeployed and everything in it is saved: the working "
+                  "copy is removed now.", markup=False)
+    else:
+        out.print(f"undeployed {work}: the final save uploaded "
+                  f"{count(report.save.uploaded, 'file')}, the lock is released, and the "
+                  f"working copy is {'removed' if report.work_removed else 'kept'}.",
+                  markup=False)
+    if report.work_removed:
+        out.print(what_stays(work, report), markup=False)
+
+
+def what_stays(work: str, report) -> str:
+    """Why a folder is left where the working copy was, and what is in it."""
+    kept = {"log": "the log of what was done (.spaceport/log/)",
+            "discarded": "the files --discard-local set aside (.spaceport/discarded/)"}
+    held = [kept[name] for name in report.kept]
+    if report.mount_point:
+        return (f"The folder {work} stays: it is a mount point, and the volume is not "
+                "spaceport's to remove" + (f". In it, {' and '.join(held)}." if held else "."))
+    if held:
+        return (f"The folder {work} stays, holding only {' and '.join(held)}; remove it when "
+                "you no longer need that.")
+    return f"The folder {work} stays, empty but for .spaceport/; remove it when you like."
 
 
 def would_be_refused(exc: RefusedError) -> None:
