@@ -619,3 +619,65 @@ def test_a_refused_deploy_creates_no_folder(tmp_path):
     r = run_cli("deploy", str(space), str(work))
     assert r.code == 5 and "--legacy-root" in r.err, r.err
     assert not (tmp_path / "new").exists()
+
+
+# -- a log per working copy ---------------------------------------------------------------
+
+def read_log(work) -> list[str]:
+    return open(os.path.join(work, MARKER_DIR, "log", "spaceport.log"),
+                encoding="utf-8").read().splitlines()
+
+
+def test_every_command_leaves_plain_lines_with_times_in_the_working_copy_log(tmp_path):
+    import re
+
+    primary, work = deployed(tmp_path, files=("a", "b", "c"))
+    write(work, "new.txt", b"new")
+    assert run_cli("save", work).code == 0
+    for name in ("a", "b", "c"):
+        os.unlink(os.path.join(work, name))
+    assert run_cli("save", work).code == 5
+    assert run_cli("undeploy", work, "--allow-mass-delete").code == 0
+    lines = read_log(work)  # kept by the undeploy, with the record of it
+    stamp = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ (INFO |ERROR|WARNING) ")
+    assert all(stamp.match(line) for line in lines), lines
+    started = [line for line in lines if "(spaceport " in line]
+    assert [line.split("] spaceport ")[1].split(" ")[0] for line in started] == \
+        ["deploy", "save", "save", "undeploy"]
+    text = "\n".join(lines)
+    assert "said: saved" in text and "1 file uploaded" in text
+    assert "ended with exit code 5: this save would delete 3 of the 4 files" in text
+    assert "said: undeployed" in text and text.count("ended with exit code 0") == 3
+    assert "True" not in text and "None" not in text
+
+
+def test_the_work_log_rotates(tmp_path):
+    primary, work = deployed(tmp_path)
+    log = os.path.join(work, MARKER_DIR, "log", "spaceport.log")
+    with open(log, "a") as f:
+        f.write("x" * (1 << 20) + "\n")
+    assert run_cli("save", work).code == 0
+    assert os.path.getsize(log + ".1") > 1 << 20
+    assert "said: saved" in open(log).read()
+
+
+def test_a_refused_deploy_writes_no_log_into_a_folder_of_other_files(tmp_path):
+    primary, folder = str(tmp_path / "p"), str(tmp_path / "papers")
+    write(primary, "f", b"1")
+    write(folder, "thesis.tex", b"thesis")
+    assert run_cli("deploy", primary, folder).code == 5
+    assert os.listdir(folder) == ["thesis.tex"]
+
+
+def test_the_daemon_logs_into_its_working_copy_too(tmp_path, daemons):
+    import signal
+
+    primary, work = str(tmp_path / "p"), str(tmp_path / "w")
+    write(primary, "f", b"1")
+    d = daemons(primary, work, "--keep-work")
+    d.wait_phase("running")
+    d.signal(signal.SIGTERM)
+    assert d.wait_exit() == 0
+    text = "\n".join(read_log(work))
+    assert "run[" in text and "phase running" in text and "final save done" in text
+    assert "ended with exit code 0" in text

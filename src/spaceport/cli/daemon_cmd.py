@@ -16,7 +16,7 @@ from ..daemon.logs import setup_daemon_logging
 from ..daemon.state import (FAILED, LOCK_LOST, READY_PHASES, RELEASED, STOPPED,
                             DaemonTracker, progress_text)
 from ..errors import UsageError
-from .options import (env_option, err, jobs_option, make_options, parse_rate, safety_flag,
+from .options import (env_option, err, jobs_option, log_to_work, make_options, parse_rate, safety_flag,
                       stale_after_option, status_dir_option)
 
 log = logging.getLogger("spaceport")
@@ -127,6 +127,7 @@ def run(ctx, **p):
     tracker = DaemonTracker(bwlimit=parse_rate(p["bwlimit"]))
     opts = make_options(ctx.params, tracker=tracker)
     setup_daemon_logging(p["log_format"], p["verbose"], [token] if token else [])
+    log_to_work(p["work"], "run")  # beside the container's log, on the working volume
     opts.live_lock = True
     opts.heartbeat_interval = max(0.5, opts.stale_after / 4)
     paths = {k: p[k] and os.path.abspath(p[k]) for k in ("primary", "work", "source",

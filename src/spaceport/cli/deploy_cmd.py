@@ -10,7 +10,8 @@ from rich.markup import escape
 from ..errors import RefusedError, UsageError
 from ..plan import save_listing
 from ..wording import count, human_size
-from .options import (common_options, env_option, err, jobs_option, make_options, out,
+from . import options
+from .options import (common_options, env_option, err, jobs_option, log_to_work, make_options, out,
                       safety_flag, stale_after_option, status_dir_option, stopping_on_sigterm)
 
 
@@ -62,6 +63,7 @@ def deploy(ctx, primary, work, resume, discard_local, yes, take_over_stale, dry_
     if resume and discard_local:
         raise click.UsageError("--resume and --discard-local exclude each other.")
     opts = make_options(ctx.params)
+    log_to_work(work, "deploy")
     if dry_run:
         preview = preview_deploy(primary, work, opts)
         out.print("\n".join(preview.lines()), markup=False)
@@ -128,6 +130,7 @@ def save(ctx, work, dry_run, allow_mass_delete, **_):
     from ..save import save as run_save
 
     opts = make_options(ctx.params)
+    log_to_work(work, "save")
     with stopping_on_sigterm():
         try:
             report = run_save(work, opts, dry_run=dry_run, allow_mass_delete=allow_mass_delete)
@@ -181,6 +184,7 @@ def undeploy(ctx, work, keep_work, allow_mass_delete, **_):
     from ..undeploy import undeploy as run_undeploy
 
     opts = make_options(ctx.params)
+    log_to_work(work, "undeploy")
     with stopping_on_sigterm():
         try:
             report = run_undeploy(work, opts, keep_work=keep_work,
@@ -224,6 +228,7 @@ def would_be_refused(exc: RefusedError) -> None:
     err.print(f"[red]the save would be refused:[/] {escape(exc.message)}")
     if exc.hint:
         err.print(exc.hint, markup=False)
+    options.last_error[:] = [f"the save would be refused: {exc.message}"]
     raise SystemExit(exc.exit_code)
 
 

@@ -20,12 +20,16 @@ from ..links import parse_rebase
 from ..lock import DEFAULT_STALE_AFTER, DEFAULT_STATUS_DIR, validate_status_dir
 from ..progress import RichTracker, Tracker
 from ..retry import RetryPolicy
+from ..worklog import WorkLogHandler, started_line
 
 # soft_wrap: long messages are one line each; the terminal wraps them, log collectors and
 # tests that read them are not given line breaks in the middle of a path.
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, record=True)  # recorded for the work log
 log = logging.getLogger("spaceport")
+_work_logs: list[WorkLogHandler] = []  # this command's logs in working copies
+command_line: list[str] = []  # as given to main(), for the work log
+last_error: list[str] = []  # the error this command showed, for the work log
 
 
 # Safety overrides (DESIGN.md, rule 12): given on the command line or not at all. One
@@ -133,9 +137,47 @@ def make_options(ctx_params: dict, *, tracker: Tracker | None = None) -> Options
 def setup_logging(verbose: int) -> None:
     level = logging.WARNING - 10 * min(verbose, 2)
     root = logging.getLogger()
-    if not any(isinstance(h, RichHandler) for h in root.handlers):
-        root.addHandler(RichHandler(console=err, show_path=False, show_time=verbose > 0))
+    terminal = next((h for h in root.handlers if isinstance(h, RichHandler)), None)
+    if terminal is None:
+        terminal = RichHandler(console=err, show_path=False, show_time=verbose > 0)
+        root.addHandler(terminal)
+    terminal.setLevel(level)  # the terminal shows what -v asks for; the work log gets INFO
     root.setLevel(level)
+
+
+def log_to_work(work: str, command: str) -> None:
+    """Also log this command into WORK's ``.spaceport/log/`` (see spaceport.worklog)."""
+    handler = WorkLogHandler(work, command)
+    log.addHandler(handler)
+    log.setLevel(min(log.getEffectiveLevel(), logging.INFO))
+    _work_logs.append(handler)
+    _to_work_logs(logging.INFO, started_line(command_line), [handler])
+
+
+def finish_work_logs(code: int, error: str | None = None) -> None:
+    """What the command told the person, and how it ended, into the work logs."""
+    said = out.export_text(clear=True).splitlines()
+    if not _work_logs:
+        return
+    for line in said[:200]:
+        _to_work_logs(logging.INFO, "said: " + line)
+    if len(said) > 200:
+        _to_work_logs(logging.INFO, f"said: ... and {len(said) - 200} more lines")
+    if error:
+        _to_work_logs(logging.ERROR, f"ended with exit code {code}: {error}")
+    else:
+        _to_work_logs(logging.INFO, f"ended with exit code {code}")
+    for handler in _work_logs:
+        log.removeHandler(handler)
+        handler.close()
+    _work_logs.clear()
+
+
+def _to_work_logs(level: int, text: str, handlers=None) -> None:
+    """A line for the work logs only (the terminal has it already, or must not)."""
+    record = log.makeRecord(log.name, level, __file__, 0, text, (), None)
+    for handler in handlers or _work_logs:
+        handler.handle(record)
 
 
 @contextmanager

@@ -9,7 +9,7 @@ import click
 
 from ..progress import Tracker
 from ..wording import count
-from .options import (env_option, jobs_option, make_options, out, status_dir_option,
+from .options import (env_option, jobs_option, log_to_work, make_options, out, status_dir_option,
                       storage_options, verbose_option)
 
 
@@ -56,6 +56,7 @@ def verify(ctx, work, checksum, **_):
     from ..status import verify as run_verify
 
     opts = make_options(ctx.params, tracker=Tracker())
+    log_to_work(work, "verify")
     report = run_verify(work, opts, checksum=checksum)
     for line in report.differences:
         out.print(line, markup=False)

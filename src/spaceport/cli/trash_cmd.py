@@ -20,7 +20,7 @@ from ..store.base import join, parent_of, temp_name
 from ..transfer import Copier, CopyJob, run_copies
 from ..trash import TRASH_DIR, batch_files, list_batches, purge
 from ..wording import count, human_size, quote, show_path
-from .options import (common_options, env_option, err, jobs_option, make_options, out,
+from .options import (common_options, env_option, err, jobs_option, log_to_work, make_options, out,
                       safety_flag, status_dir_option, storage_options, verbose_option)
 
 
@@ -109,6 +109,8 @@ def trash_restore(ctx, args, primary, overwrite, **_):
     """
     work, batch, paths = _restore_arguments(args, primary)
     opts = make_options(ctx.params)
+    if work:
+        log_to_work(work, "trash restore")
     primary_path, status_dir, work_path, token = _where(work, primary, opts.status_dir)
     try:
         with open_primary(primary_path, token, opts) as store:
@@ -200,6 +202,8 @@ def trash_purge(ctx, work, primary, older_than, batches, purge_all, yes, **_):
     """Delete trash batches of WORK's primary for good: those older than the retention
     period (7 days), or the ones named with --batch, or --all."""
     opts = make_options(ctx.params, tracker=Tracker())
+    if work:
+        log_to_work(work, "trash purge")
     primary_path, status_dir, _, token = _where(work, primary, opts.status_dir)
     if (purge_all or batches) and not yes:
         if not sys.stdin.isatty():
