@@ -681,3 +681,47 @@ def test_the_daemon_logs_into_its_working_copy_too(tmp_path, daemons):
     text = "\n".join(read_log(work))
     assert "run[" in text and "phase running" in text and "final save done" in text
     assert "ended with exit code 0" in text
+
+
+# -- the demo ---------------------------------------------------------------------------
+
+def test_demo_at_80_columns_cleans_up_and_its_box_fits(tmp_path):
+    import re
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    r = run_cli("demo", env={"COLUMNS": "80", "TMPDIR": str(temp)})
+    assert r.code == 0, r.err
+    assert "identical" in r.out
+    assert list(temp.iterdir()) == []  # nothing left behind: no folder, no lock
+    lines = r.out.splitlines()
+    top = max(i for i, line in enumerate(lines) if line.startswith("╭"))
+    box = lines[top:]
+    assert box[-1].startswith("╰") and all(line.startswith("│") and line.endswith("│")
+                                           for line in box[1:-1])
+    assert all(len(line) <= 80 for line in box)
+    assert "spaceport demo --keep" in " ".join(line.strip("│ ") for line in box)
+    # The help states the real duration: "a second or two".
+    seconds = float(re.search(r"The whole story in ([\d.]+) s", r.out).group(1))
+    assert seconds < 10 and "a second or" in run_cli("demo", "--help").out
+    assert "minute" not in run_cli("demo", "--help").out
+
+
+def test_demo_keep_leaves_the_folders_and_a_command_that_can_be_copied(tmp_path):
+    folder = str(tmp_path / "demo")
+    r = run_cli("demo", "--dir", folder, "--keep", env={"COLUMNS": "80"})
+    assert r.code == 0, r.err
+    command = r.out.splitlines()[-1]  # on a line of its own, not cut by the box
+    primary = os.path.join(folder, "onedata-space", "my-project")
+    assert command == f"spaceport status --primary {primary}"
+    status = run_cli(*command.split()[1:])
+    assert status.code == 0 and "lock          none" in status.out  # no lock left held
+    assert sorted(os.listdir(folder)) == ["node-a", "node-b", "onedata-space"]
+
+
+def test_demo_never_uses_a_folder_that_holds_its_names(tmp_path):
+    folder = str(tmp_path / "mine")
+    write(folder, "node-a/precious.txt", b"mine")
+    r = run_cli("demo", "--dir", folder)
+    assert r.code == 2 and "node-a" in r.err
+    assert open(os.path.join(folder, "node-a", "precious.txt"), "rb").read() == b"mine"
