@@ -28,6 +28,22 @@ def count(n: int, word: str, many: str | None = None) -> str:
     return f"{n} {word if n == 1 else (many or plural(word))}"
 
 
+def duration(seconds: float | None) -> str:
+    """A length of time in one unit system everywhere: "0.5 s", "90 s", "5 min",
+    "2 h 5 min", "3 d 4 h"."""
+    seconds = max(0.0, seconds or 0.0)
+    if seconds < 10 and seconds != int(seconds):
+        return f"{seconds:.1f} s"
+    s = int(seconds)
+    if s < 120:
+        return f"{s} s"
+    if s < 7200:
+        return f"{s // 60} min"
+    if s < 172800:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // 86400} d {s % 86400 // 3600} h"
+
+
 def human_size(n: float) -> str:
     """Bytes as a person reads them: 1 B, 12.3 KiB, 4.0 GiB."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):

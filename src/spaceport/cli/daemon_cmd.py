@@ -233,7 +233,7 @@ class Waiter:
         name = task["name"]
         total = max(task["bytes_total"], 1)
         done = total if task["finished"] else task["bytes_done"]
-        detail = progress_text(task).removeprefix(name + " ")
+        detail = progress_text(task, share=False).removeprefix(name + " ")  # the bar has it
         if name not in self.bars:
             self.bars[name] = self.progress.add_task(name, total=total, detail=detail)
         self.progress.update(self.bars[name], total=total, completed=done, detail=detail)
