@@ -151,8 +151,9 @@ def with_primary_links(source: LinkSource, scan, root: str) -> LinkSource:
         return source
     if not found:
         return source
-    log.info("no links.jsonl yet: %s found in the primary folder are restored (the first "
-             "save records them in links.jsonl)", count(len(found), "link"))
+    log.info("no links.jsonl yet: %s found in the primary folder %s restored (the first "
+             "save records %s in links.jsonl)", count(len(found), "link"),
+             "is" if len(found) == 1 else "are", "it" if len(found) == 1 else "them")
     return LinkSource(sorted(found), "primary")
 
 
