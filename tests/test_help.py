@@ -23,6 +23,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import logging
 import os
 import re
 import sys
@@ -207,6 +208,17 @@ def listed_options(path) -> set[str]:
             column = line.strip().split("  ")[0]  # "-j, --jobs INTEGER RANGE"
             listed |= set(re.findall(r"(?:^|[\s,/])(--?[A-Za-z][\w-]*)", column))
     return listed - {"-h", "--help"}
+
+
+@pytest.fixture(autouse=True)
+def logging_as_it_was():
+    """Commands run in this process set up logging; later tests get it back untouched."""
+    loggers = [logging.getLogger(), logging.getLogger("spaceport")]
+    saved = [(lg, lg.level, list(lg.handlers)) for lg in loggers]
+    yield
+    for lg, level, handlers in saved:
+        lg.setLevel(level)
+        lg.handlers[:] = handlers
 
 
 @pytest.fixture
