@@ -289,3 +289,16 @@ def test_the_check_finds_an_option_a_command_ignores(tmp_path, monkeypatch):
     assert spy.run("fake", str(tmp_path)) == 0
     unused = unused_options(("fake",), fake, spy)
     assert set(unused) == {"--ignored-flag", "--status-dir", "--retries", "--retry-delay"}
+
+
+def test_one_option_has_one_range_everywhere():
+    """--stale-after once had a minimum of 10 on deploy and 2 on run; --jobs, --retries
+    and the rest must not drift apart either."""
+    seen: dict[str, tuple] = {}
+    for path, command in all_commands():
+        for param in command.params:
+            if not isinstance(param, click.Option) or not hasattr(param.type, "min"):
+                continue
+            limits = (type(param.type).__name__, param.type.min, param.type.max)
+            assert seen.setdefault(param.name, limits) == limits, (path, param.name)
+    assert seen["stale_after"][1] == 2 and "jobs" in seen and "retries" in seen

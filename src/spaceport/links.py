@@ -100,7 +100,7 @@ def parse_rebase(specs: tuple[str, ...] | list[str]) -> list[tuple[str, str]]:
     for spec in specs:
         old, sep, new = spec.partition("=")
         if not sep or not old.startswith("/") or not new.startswith("/"):
-            raise UsageError(f"--rebase {spec!r}: expected OLD=NEW with two absolute paths, "
+            raise UsageError(f"--rebase {quote(spec)}: expected OLD=NEW with two absolute paths, "
                              "e.g. --rebase /mnt/old-data=/mnt/data")
         rules.append((old.rstrip("/") or "/", new.rstrip("/") or "/"))
     return rules

@@ -20,6 +20,7 @@ from ..links import parse_rebase
 from ..lock import DEFAULT_STALE_AFTER, DEFAULT_STATUS_DIR, validate_status_dir
 from ..progress import RichTracker, Tracker
 from ..retry import RetryPolicy
+from ..wording import quote
 from ..worklog import WorkLogHandler, started_line
 
 # soft_wrap: long messages are one line each; the terminal wraps them, log collectors and
@@ -200,7 +201,7 @@ def parse_rate(text: str | None) -> float | None:
         return None
     m = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([KMGT]?)(?:I?B)?(?:/S)?\s*", text.upper())
     if not m:
-        raise UsageError(f"--bwlimit {text!r}: give bytes per second, e.g. 50M or 1.5G")
+        raise UsageError(f"--bwlimit {quote(text)}: give bytes per second, e.g. 50M or 1.5G")
     value = float(m.group(1)) * 1024 ** " KMGT".index(m.group(2) or " ")
     if value <= 0:
         raise UsageError("--bwlimit must be more than 0")

@@ -27,7 +27,7 @@ from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
                                     SummaryMetricFamily)
 
 from ..errors import SpaceportError, UsageError
-from ..wording import count, duration
+from ..wording import count, duration, quote
 from .state import PHASES, DaemonTracker, State, human_bytes
 
 log = logging.getLogger("spaceport.web")  # its name from before the package
@@ -48,7 +48,7 @@ def parse_listen(text: str) -> tuple[str, int]:
     """"HOST:PORT", "[V6]:PORT" or ":PORT" (all interfaces); port 0 picks a free one."""
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or int(port) > 65535:
-        raise UsageError(f"--listen {text!r}: give HOST:PORT, e.g. 127.0.0.1:8000")
+        raise UsageError(f"--listen {quote(text)}: give HOST:PORT, e.g. 127.0.0.1:8000")
     host = host.strip("[]") or "0.0.0.0"
     return host, int(port)
 
