@@ -307,3 +307,22 @@ def test_a_killed_daemon_is_stale_at_once_here_and_after_watching_elsewhere(tmp_
     assert res.code == 0 and "gone" in res.out + res.err
     assert time.monotonic() - started < 30
     assert lock_id(primary) is None
+
+
+def test_take_over_stale_watches_a_beating_daemon_and_takes_a_dead_one(tmp_path, daemons):
+    primary = str(tmp_path / "p")
+    project(primary, files=4)
+    d = daemons(primary, str(tmp_path / "w"), "--stale-after", "2")
+    d.wait_phase("running")
+    held = lock_id(primary)
+    res = run_cli("deploy", "--take-over-stale", primary, str(tmp_path / "b"))
+    # It watched, saw the heartbeat change (so it stopped watching early), and refused.
+    assert res.code == 3 and "watching the holder's heartbeat for up to 2 s" in res.err
+    assert lock_id(primary) == held
+    assert not os.path.exists(tmp_path / "b")
+    d.proc.kill()
+    d.proc.wait()
+    res = run_cli("deploy", "--take-over-stale", primary, str(tmp_path / "b"))
+    assert res.code == 0, res.err
+    assert lock_id(primary) == marker_id(str(tmp_path / "b"))
+    assert [n for n in os.listdir(os.path.join(primary, S)) if n.startswith("lock.stale-")]

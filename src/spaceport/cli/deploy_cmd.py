@@ -76,6 +76,7 @@ def deploy(ctx, primary, work, resume, discard_local, yes, take_over_stale, dry_
                             confirm=None if yes else confirm_discard)
     finally:
         opts.tracker.close()
+        opts.on_watch.close()
     if report.discarded is not None:
         if report.discarded.folder:
             err.print(report.discarded.how_to_get_back(), markup=False)

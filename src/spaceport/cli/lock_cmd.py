@@ -5,14 +5,13 @@ from __future__ import annotations
 import sys
 
 import click
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..engine import open_primary
 from ..errors import LockedError, UsageError
 from ..lock import LockInfo, force_unlock, read_lock, set_aside, watch_stale
 from ..progress import Tracker
-from .options import (err, make_options, out, safety_flag, status_dir_option, storage_options,
-                      verbose_option)
+from .options import (WatchProgress, err, make_options, out, safety_flag, status_dir_option,
+                      storage_options, verbose_option)
 
 
 @click.command()
@@ -68,12 +67,8 @@ def unlock(ctx, primary, force, yes, **_):
 
 def watch_with_bar(store, status_dir: str, holder) -> str | None:
     """watch_stale with a progress bar: how long it watches, and how far it is."""
-    if not (isinstance(holder, LockInfo) and holder.live):
-        return None
-    err.print(f"watching the holder's heartbeat for up to {holder.stale_after} s: a lock is "
-              "stale only if its heartbeat stops changing", markup=False)
-    with Progress(TextColumn("watching its heartbeat"), BarColumn(), TimeRemainingColumn(),
-                  console=err, transient=True) as bar:
-        task = bar.add_task("watch", total=holder.stale_after)
-        return watch_stale(store, status_dir, holder,
-                           on_tick=lambda done, total: bar.update(task, completed=done))
+    progress = WatchProgress(err)
+    try:
+        return watch_stale(store, status_dir, holder, on_tick=progress)
+    finally:
+        progress.close()

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 import click
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..engine import DEFAULT_JOBS, Options
 from ..errors import UsageError
@@ -132,7 +133,34 @@ def make_options(ctx_params: dict, *, tracker: Tracker | None = None) -> Options
         opts.rebase = parse_rebase(ctx_params["rebase"])
     if ctx_params.get("no_fsync"):
         opts.fsync = False
+    opts.say = lambda text: err.print(text, markup=False)
+    opts.on_watch = WatchProgress(err)
     return opts
+
+
+class WatchProgress:
+    """How long a stale-looking lock's heartbeat is watched, and how far: a bar on the
+    terminal (unlock, deploy --take-over-stale). Called as on_tick(done, total)."""
+
+    def __init__(self, console):
+        self.console = console
+        self.bar: Progress | None = None
+        self.task = None
+
+    def __call__(self, done: float, total: float) -> None:
+        if self.bar is None:
+            self.console.print(f"watching the holder's heartbeat for up to {total:g} s: a lock "
+                               "is stale only if its heartbeat stops changing", markup=False)
+            self.bar = Progress(TextColumn("watching its heartbeat"), BarColumn(),
+                                TimeRemainingColumn(), console=self.console, transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task("watch", total=total)
+        self.bar.update(self.task, completed=done)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
 
 
 def setup_logging(verbose: int) -> None:
