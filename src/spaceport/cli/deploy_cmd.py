@@ -180,7 +180,10 @@ def undeploy(ctx, work, keep_work, allow_mass_delete, **_):
     """Final save of WORK, release the lock, remove the working copy.
 
     If the final save fails, the lock and the working copy are kept and the command exits
-    non-zero with the reason: nothing is given up until the work is safe.
+    non-zero with the reason: nothing is given up until the work is safe. The folder WORK
+    itself stays (it may be a mount point) with only .spaceport/: the log, what
+    --discard-local set aside, and the record of the undeploy (run again, undeploy answers
+    "already undeployed").
     """
     from ..undeploy import undeploy as run_undeploy
 
