@@ -118,7 +118,7 @@ def test_status_text_and_json(tmp_path):
     run_cli("deploy", primary, work)
     write(work, "new", b"12345")
     text = run_cli("status", work)
-    assert text.code == 0 and "held by this working copy" in text.out and "1 file(s)" in text.out
+    assert text.code == 0 and "held by this working copy" in text.out and "1 file to upload (5 B)" in text.out
     facts = json.loads(run_cli("status", work, "--json").out)
     assert facts["lock_is_ours"] and facts["pending"]["files_to_upload"] == 1
     assert facts["pending"]["bytes_to_upload"] == 5 and facts["last_save"] is None
@@ -175,12 +175,12 @@ def test_trash_list_restore_purge(tmp_path):
     run_cli("deploy", primary, work)
     os.unlink(os.path.join(work, "gone/precious.txt"))
     assert run_cli("save", work).code == 0
-    listing = run_cli("trash", "list", "--work", work)
+    listing = run_cli("trash", "list", work)
     assert listing.code == 0 and "1" in listing.out
     batch = os.listdir(os.path.join(primary, S, "trash"))[0]
-    files = run_cli("trash", "list", "--work", work, "--batch", batch)
+    files = run_cli("trash", "list", work, "--batch", batch)
     assert "gone/precious.txt" in files.out
-    restored = run_cli("trash", "restore", "--work", work, batch, "gone")
+    restored = run_cli("trash", "restore", work, batch, "gone")
     assert restored.code == 0, restored.err
     assert open(os.path.join(work, "gone/precious.txt"), "rb").read() == b"precious"
     run_cli("save", work)

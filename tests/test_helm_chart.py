@@ -597,6 +597,16 @@ def test_optional_spaceport_settings(chart):
     assert env["SPACEPORT_LOG_FORMAT"]["value"] == "json"
 
 
+def test_taking_over_a_stale_lock_is_a_flag_never_an_environment_variable(chart):
+    # spaceport ignores SPACEPORT_TAKE_OVER_STALE (safety overrides are flags only).
+    container = render(chart, pvc_values()).container("spaceport")
+    assert container["args"] == ["run"]
+    container = render(chart, merged(pvc_values(), {"spaceport": {"takeOverStale": True}})) \
+        .container("spaceport")
+    assert container["args"] == ["run", "--take-over-stale"]
+    assert not any("TAKE_OVER" in name for name in env_of(container))
+
+
 def test_working_volumes(chart):
     rendered = render(chart, oneclient_values())
     claims = {c["metadata"]["name"]: c for c in rendered.of_kind("PersistentVolumeClaim")}

@@ -51,7 +51,7 @@ def test_westlife_space_deploys_all_twelve_links_and_keeps_them(tmp_path):
     before = old_files(primary)
     r = run_cli("deploy", str(primary), str(work))
     assert r.code == 0, r.err
-    assert "12 links from legacy" in r.out and "/data/ScipionUserData" in r.out
+    assert "12 links from the old list" in r.out and "/data/ScipionUserData" in r.out
     assert links_in(str(work)) == westlife_expected(str(work))
     assert len(project_files(work)) == 5
     r = run_cli("verify", str(work))  # before any save: checked against the import
@@ -62,7 +62,7 @@ def test_westlife_space_deploys_all_twelve_links_and_keeps_them(tmp_path):
     assert header["imported_from"]["system"] == "westlife-cloudify-scipion"
     assert run_cli("undeploy", str(work)).code == 0
     r = run_cli("deploy", str(primary), str(work2))  # from the manifest now
-    assert r.code == 0 and "12 links from manifest" in r.out, r.err
+    assert r.code == 0 and "12 links from links.jsonl" in r.out, r.err
     assert links_in(str(work2)) == westlife_expected(str(work2))
     assert old_files(primary) == before
     assert links_in(str(primary)) == {}
@@ -94,7 +94,7 @@ def test_lines_left_out_exit_1_and_are_recorded_by_the_first_save(tmp_path):
     westlife_space(primary, linklist=westlife_linklist() + hostile)
     r = run_cli("deploy", str(primary), str(work))
     assert r.code == 1, r.err
-    assert "3 link(s) were not restored" in r.err
+    assert "3 links were not restored" in r.err
     for number in (13, 14, 15):
         assert f"linklist:{number}:" in r.err
     assert links_in(str(work)) == westlife_expected(str(work))  # all the others are there
@@ -181,7 +181,7 @@ def test_cerit_dump_through_folder_links_creates_nothing_outside_work(tmp_path):
         cerit_space(primary, dump=cerit_python_dump())
         r = run_cli("deploy", str(primary), str(work), *rebase)
         assert r.code == 0, r.err
-        assert "8 links from legacy" in r.out
+        assert "8 links from the old list" in r.out
         assert ("5 entries found through links to folders (Ribosome/dataset, "
                 "Ribosome/latest) skipped") in r.out
         mapping = {b"/mnt/vol-dataset": os.fsencode(volume)} if rebase else {}
@@ -199,7 +199,7 @@ def test_cerit_bash_cloner_space_restores_its_seven_links(tmp_path):
     cerit_space(primary, dump=cerit_bash_dump(), files=CERIT_BASH_FILES, links=CERIT_BASH_LINKS)
     r = run_cli("deploy", str(primary), str(work))
     assert r.code == 0, r.err
-    assert "7 links from legacy" in r.out and "bash cloner" in r.out
+    assert "7 links from the old list" in r.out and "bash cloner" in r.out
     assert links_in(str(work)) == cerit_expected(str(work), CERIT_BASH_LINKS)
 
 
@@ -214,7 +214,7 @@ def test_a_manifest_leading_out_of_work_creates_nothing_there(tmp_path):
     put(primary, S + b"/links.jsonl", encode_manifest(hostile, "/old/work"))
     r = run_cli("deploy", str(primary), str(work))
     assert r.code == 1, r.err
-    assert "4 link(s) were not restored" in r.err
+    assert "4 links were not restored" in r.err
     assert "dataset is a symbolic link" in r.err and "'..' component" in r.err
     assert links_in(str(work)) == {b"dataset": os.fsencode(volume), b"Runs/ok": b"../data"}
     assert tree_state(str(volume)) == outside
@@ -232,8 +232,8 @@ def test_deploy_dry_run_shows_the_import_and_changes_nothing(tmp_path):
     r = run_cli("deploy", "--dry-run", str(primary), str(work))
     assert r.code == 1, r.err  # what the deploy would end with: one line left out
     assert "old system    westlife-cloudify-scipion" in r.out
-    assert "12 link(s) from .deployment_status_do_not_delete/linklist" in r.out
-    assert "old working root /data/ScipionUserData" in r.out and "5 file(s)" in r.out
+    assert "12 links from .deployment_status_do_not_delete/linklist" in r.out
+    assert "old working root /data/ScipionUserData" in r.out and "5 files" in r.out
     assert "linklist:13:" in r.out
     assert not work.exists() and tree_state(str(primary)) == before
     put(primary, b"scipion-docker/project.lock", CERIT_LOCK_TIMESTAMP)
@@ -253,10 +253,10 @@ def test_status_primary_names_the_old_system_and_what_an_import_does(tmp_path):
         12, "/data/ScipionUserData")
     text = run_cli("status", "--primary", str(cerit)).out
     assert "old system    CERIT-SC scipion-docker used this space last" in text
-    assert "8 link(s) from symlink-dump (CERIT-SC scipion-docker (Python controller)" in text
+    assert "8 links from symlink-dump (CERIT-SC scipion-docker (Python controller)" in text
     assert "5 entries found through links to folders" in text
     assert run_cli("deploy", str(cerit), str(tmp_path / "work")).code == 0
     assert run_cli("save", str(tmp_path / "work")).code == 0
     text = run_cli("status", "--primary", str(cerit)).out
-    assert "manifest      8 link(s)" in text and "imported      8 link(s) from symlink-dump" in text
+    assert "manifest      8 links" in text and "imported      8 links from symlink-dump" in text
     assert "kept, not read: links.jsonl is used" in text

@@ -140,6 +140,43 @@ def test_page_escapes_everything_it_shows():
     assert "33%" in page
 
 
+def test_page_says_source_data_only_when_there_is_a_source():
+    for source, expected in ((None, "Copying the project onto this machine"),
+                             ("/s", "Copying the project and the source data onto")):
+        cfg = DaemonConfig(primary="/p", work="/w", source=source,
+                           source_work="/sw" if source else None)
+        state = State(cfg, DaemonTracker())
+        state.set_phase("staging-in")
+        page = render_page(state.snapshot())
+        assert expected in page
+        assert ("source data" in page) == bool(source)
+
+
+def test_page_names_a_requested_save_and_speaks_one_unit_of_time(slow_project, daemons):
+    d = daemons(slow_project["primary"], slow_project["work"], "--token", TOKEN,
+                "--interval", "300")
+    d.wait_phase("running")
+    assert d.request("/save", "POST", AUTH)[0] == 202
+    status = d.wait_status(lambda s: s["last_save"], 20, "the requested save")
+    assert status["last_save"]["task"] == "requested save"
+    page = d.request("/")[1].decode()
+    assert "Save on request (POST /save)" in page and "Autosave" not in page
+    assert page.count("autosave every 5 min") == 2  # the phase's line and the saves table
+    assert "300 s" not in page and "300.0" not in page
+
+
+def test_wait_shows_each_percentage_once():
+    from spaceport.cli.daemon_cmd import Waiter
+
+    waiter = Waiter("http://127.0.0.1:1", 0, 1, 1)
+    task = {"name": "deploy", "bytes_total": 1000, "bytes_done": 520, "files_total": 10,
+            "files_done": 5, "finished": None, "rate": 100.0, "eta": 4.8}
+    waiter._bar(task)
+    detail = waiter.progress.tasks[0].fields["detail"]
+    assert "%" not in detail and "5 of 10 files" in detail and "about 4.8 s left" in detail
+    assert waiter.progress.tasks[0].percentage == 52.0  # the bar's own column shows it
+
+
 def test_health_goes_503_only_when_the_main_loop_is_stuck():
     state = State(DaemonConfig(primary="/p", work="/w"), DaemonTracker())
     assert state.health()[0] == "ok"

@@ -14,26 +14,30 @@ import shutil
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Callable
 
+from . import preflight
+from .discard import Discard, prepare_discard
 from .engine import (PRIMARY, WORK, IndexRecorder, Options, file_known, folder_is_empty,
                      open_primary, open_work, partial_error, remove_leftover_temps,
-                     separate_folders, wipe_folder)
+                     separate_folders)
 from .errors import FormatError, Interrupted, RefusedError, SpaceportError
 from .index import Index, IndexDamagedError, Known
 from .legacy import TOP_LEVEL_NAMES, LegacyImport, RootUnknown, read_legacy_links
-from .links import (MANIFEST_NAME, NOTES_META, Link, Unrestored, notes_for_index,
+from .links import (MANIFEST_NAME, NOTES_META, Link, Unrestored, capture, notes_for_index,
                     read_manifest_full, resolve_target, unrestored_from)
 from .lock import (DeploymentLock, LockKeeper, WorkCopy, describe, held_error, lock_id,
                    read_lock, utcnow, validate_status_dir)
 from .marker import (DEPLOYED, DEPLOYING, MARKER_DIR, Marker, index_path, marker_dir,
                      new_marker, read_marker, remove_marker_file, work_id, write_marker)
-from .plan import DeployPlan, SavePlan, plan_deploy
+from .plan import DeployPlan, SavePlan, plan_deploy, unsaved_summary
 from .save import MANIFEST_STATE, pending_changes, save, scan_work
 from .scan import Entry, Kind, scan_tree
 from .store.base import Store, UnsafePathError, join, parent_of, temp_name
 from .store.posix import mkdir_mode
 from .transfer import Copier, CopyDone, CopyJob, run_copies
 from .worklock import hold_work
+from .wording import count, human_size, show_path
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +58,26 @@ class DeployReport:
     unrestored: list[Unrestored] = field(default_factory=list)  # left out by this deploy
     carried: list[Unrestored] = field(default_factory=list)  # left out at an earlier one
     special: list[str] = field(default_factory=list)
+    discarded: Discard | None = None  # what --discard-local set aside, and where
 
     def incomplete(self) -> SpaceportError | None:
         """The error (exit 1) for a deploy that completed but left links out, or None."""
         return links_left_out(self.unrestored)
+
+
+# The answer to unsaved work in a working copy of this very primary: both ways are safe.
+UNSAVED_HINT = ("Use --resume to save them first and then deploy, or --discard-local to set "
+                "them aside (they are moved into .spaceport/discarded/, not deleted) and "
+                "deploy what the primary holds.")
+
+
+def other_primary(work: str, marker: Marker) -> RefusedError:
+    """The refusal for the working copy of another primary (never a hint to discard it)."""
+    return RefusedError(
+        f"{work} is the working copy of another primary ({marker.primary}).",
+        hint=f"Nothing was changed. Deploy into a new or empty folder. To be done with that "
+             f"working copy, undeploy it: spaceport undeploy {work} (it saves what is "
+             f"unsaved to {marker.primary} first).")
 
 
 class LinksLeftOut(SpaceportError):
@@ -71,7 +91,8 @@ def links_left_out(unrestored: list[Unrestored], *, done: str = "everything else
     shown = "\n".join(f"  {u}" for u in unrestored[:50])
     more = f"\n  ... and {len(unrestored) - 50} more" if len(unrestored) > 50 else ""
     return LinksLeftOut(
-        f"{len(unrestored)} link(s) were not restored; {done}:\n{shown}{more}",
+        f"{count(len(unrestored), 'link')} {'was' if len(unrestored) == 1 else 'were'} not "
+        f"restored; {done}:\n{shown}{more}",
         hint="The lists on the primary are left as they are, and every links.jsonl a save "
              "writes keeps these lines in its header, so 'spaceport status --primary' keeps "
              "showing them. Re-create those links by hand where they are needed.")
@@ -111,6 +132,31 @@ def links_to_restore(primary: Store, opts: Options) -> LinkSource:
                       imported_from=legacy.summary())
 
 
+def with_primary_links(source: LinkSource, scan, root: str) -> LinkSource:
+    """A primary that can hold links (a plain folder, not OneData) brings them along: with
+    no manifest and no old list, the links found on it are restored like any other entry,
+    and the first save records them in the manifest. They are left alone on the primary."""
+    found = [capture(e.path, e.target or "", [root, os.path.realpath(root)])
+             for e in scan.entries.values() if e.kind is Kind.LINK]
+    if source.source != "none":
+        listed = {link.path for link in source.links}
+        extra = [link.path for link in found if link.path not in listed]
+        if extra:
+            log.warning("%s on the primary %s not restored: %s is the record of the "
+                        "project's links (%s)", count(len(extra), "symbolic link"),
+                        "is" if len(extra) == 1 else "are",
+                        "links.jsonl" if source.source == "manifest" else "the old list",
+                        ", ".join(show_path(p) for p in sorted(extra)[:5])
+                        + (", ..." if len(extra) > 5 else ""))
+        return source
+    if not found:
+        return source
+    log.info("no links.jsonl yet: %s found in the primary folder %s restored (the first "
+             "save records %s in links.jsonl)", count(len(found), "link"),
+             "is" if len(found) == 1 else "are", "it" if len(found) == 1 else "them")
+    return LinkSource(sorted(found), "primary")
+
+
 @dataclass
 class DeployPreview:
     """What ``deploy`` would do, found without changing anything (``deploy --dry-run``)."""
@@ -135,12 +181,15 @@ class DeployPreview:
         out = [f"would deploy  {self.primary} -> {self.work}  (dry run: nothing was changed)",
                "lock          " + (describe(self.holder) if self.holder else "none")]
         out.append(f"working copy  {self.work_note}")
-        out.append(f"copy          {self.files} file(s), {self.nbytes / 1048576:.1f} MiB")
+        out.append(f"copy          {count(self.files, 'file')}, {human_size(self.nbytes)}")
         source = self.links
         if source is None:
             out.append("links         not known: the deploy is refused before")
         elif source.source == "manifest":
-            out.append(f"links         {len(source.links)} from links.jsonl")
+            out.append(f"links         {count(len(source.links), 'link')} from links.jsonl")
+        elif source.source == "primary":
+            out.append(f"links         {count(len(source.links), 'link')} found in the "
+                       "primary folder (no links.jsonl yet)")
         elif source.legacy is not None:
             out += ["old system    " + source.legacy.system]
             out += [("import        " if i == 0 else "              ") + text
@@ -159,6 +208,11 @@ def preview_deploy(primary_path: str, work_path: str, opts: Options) -> DeployPr
     primary_path, work_path = separate_folders(primary_path, work_path,
                                                ("primary", "working copy"))
     preview = DeployPreview(primary_path, work_path)
+    preflight.refuse_swapped(primary_path, work_path, opts.status_dir)
+    try:
+        preflight.check_access(primary_path, opts.status_dir, opts.retry)
+    except preflight.AccessError as exc:
+        preview.refused = exc
     marker = read_marker(work_path) if os.path.isdir(work_path) else None
     with open_primary(primary_path, "00000000", opts) as primary:
         preview.holder = holder = read_lock(primary, opts.status_dir)
@@ -174,6 +228,8 @@ def preview_deploy(primary_path: str, work_path: str, opts: Options) -> DeployPr
             preview.refused = preview.refused or exc
         scan = scan_primary(primary, opts)
         preview.files, preview.nbytes = scan.files, scan.bytes
+        if preview.links is not None:
+            preview.links = with_primary_links(preview.links, scan, primary.root)
     return preview
 
 
@@ -184,12 +240,10 @@ def _work_outlook(work: str, marker: Marker | None, primary: str,
     if marker is None:
         if folder_is_empty(work):
             return "empty", None
-        return "not empty and not a working copy", RefusedError(
-            f"{work} is not empty and is not a spaceport working copy.",
-            hint="Deploy into an empty folder, or use --discard-local to delete what is in it.")
+        return "not empty and not a working copy", preflight.not_a_working_copy(work, primary)
     if os.path.realpath(marker.primary) != os.path.realpath(primary):
-        return f"the working copy of another primary ({marker.primary})", RefusedError(
-            f"{work} is the working copy of another primary ({marker.primary}).")
+        return (f"the working copy of another primary ({marker.primary})",
+                other_primary(work, marker))
     if own and marker.phase == DEPLOYED:
         return "already deployed here: the deploy changes nothing", None
     try:
@@ -199,17 +253,22 @@ def _work_outlook(work: str, marker: Marker | None, primary: str,
     if pending and not own:
         return "holds changes never saved", RefusedError(
             f"{work} holds changes that were never saved to the primary.",
-            hint="Use --resume to save them first, or --discard-local to throw them away.")
+            hint=UNSAVED_HINT)
     return "a working copy of this primary: only what is missing or changed is copied", None
 
 
 def deploy(primary_path: str, work_path: str, opts: Options, *, resume: bool = False,
            discard_local: bool = False, take_over_stale: bool = False,
-           stop: threading.Event | None = None) -> DeployReport:
-    """Deploy ``primary_path`` onto ``work_path``. See the module docstring."""
+           stop: threading.Event | None = None,
+           confirm: Callable[[Discard], None] | None = None) -> DeployReport:
+    """Deploy ``primary_path`` onto ``work_path``. See the module docstring.
+
+    ``discard_local``: set aside what the working copy holds that was never saved (see
+    :mod:`spaceport.discard`), after ``confirm`` (if given) accepted the list."""
     validate_status_dir(opts.status_dir)
     primary_path, work_path = separate_folders(primary_path, work_path,
                                                ("primary", "working copy"))
+    preflight.check(primary_path, work_path, opts.status_dir, opts.retry)
     if not os.path.exists(work_path):
         # Refuse a held primary before creating anything: a refused deploy leaves no folder.
         with open_primary(primary_path, "00000000", opts) as probe:
@@ -219,14 +278,18 @@ def deploy(primary_path: str, work_path: str, opts: Options, *, resume: bool = F
     with _claimed(work_path), hold_work(work_path, "deploy", wait=opts.busy_wait,
                                         say=opts.say):
         return _deploy_held(primary_path, work_path, opts, resume, discard_local,
-                            take_over_stale, stop or threading.Event())
+                            take_over_stale, stop or threading.Event(), confirm)
 
 
 @contextmanager
 def _claimed(work_path: str):
     """Create WORK if needed; if the deploy fails before it holds the lock, take away what
     was created here (the folder, the marker folder), so a refusal leaves nothing behind."""
-    made_work = not os.path.exists(work_path)
+    made = []  # the folders created here, WORK first, then its missing parents
+    folder = work_path
+    while not os.path.exists(folder):
+        made.append(folder)
+        folder = os.path.dirname(folder)
     made_marker = not os.path.exists(marker_dir(work_path))
     os.makedirs(work_path, exist_ok=True)
     try:
@@ -234,11 +297,11 @@ def _claimed(work_path: str):
     except BaseException:
         if made_marker and read_marker_quietly(work_path) is None:
             shutil.rmtree(marker_dir(work_path), ignore_errors=True)
-            if made_work:
+            for folder in made:
                 try:
-                    os.rmdir(work_path)
+                    os.rmdir(folder)  # only if empty
                 except OSError:
-                    pass
+                    break
         raise
 
 
@@ -274,15 +337,12 @@ def _take_lock(primary, work_path: str, marker: Marker, previous: Marker | None,
 
 
 def _deploy_held(primary_path: str, work_path: str, opts: Options, resume: bool,
-                 discard_local: bool, take_over_stale: bool,
-                 stop: threading.Event) -> DeployReport:
+                 discard_local: bool, take_over_stale: bool, stop: threading.Event,
+                 confirm: Callable[[Discard], None] | None) -> DeployReport:
     marker = read_marker(work_path)
     if marker and os.path.realpath(marker.primary) != os.path.realpath(primary_path) \
             and not discard_local:
-        raise RefusedError(f"{work_path} is the working copy of another primary "
-                           f"({marker.primary}).",
-                           hint="Nothing was changed. Use another folder, or --discard-local "
-                                "to throw its content away.")
+        raise other_primary(work_path, marker)
     token = marker.token if marker else "00000000"
     with open_primary(primary_path, token, opts) as probe:
         holder = read_lock(probe, opts.status_dir)
@@ -292,10 +352,17 @@ def _deploy_held(primary_path: str, work_path: str, opts: Options, resume: bool,
         if not holder.names(here):  # a copy of the working copy: never a second writer
             DeploymentLock.resume(probe, opts.status_dir, holder, here)  # raises, naming both
     report = DeployReport(resumed_own=own)
+    if discard_local:  # refused unless a working copy of this primary; nothing moves yet
+        blocked = None
+        if not (own or holder is None or take_over_stale):
+            with open_primary(primary_path, token, opts) as store:
+                blocked = held_error(store, opts.status_dir, holder)
+        report.discarded = prepare_discard(work_path, marker, primary_path, blocked=blocked,
+                                           confirm=confirm)
     previous = marker
     pending = None
     if not own:
-        pending = _check_local_work(work_path, marker, resume, discard_local)
+        pending = _check_local_work(work_path, marker, resume, discard_local, primary_path)
         if discard_local and marker:
             marker = None
         if marker:  # an earlier deployment's copy, all saved (or to be saved first)
@@ -306,7 +373,7 @@ def _deploy_held(primary_path: str, work_path: str, opts: Options, resume: bool,
     report.deployment_id = marker.deployment_id
     with open_primary(primary_path, marker.token, opts) as primary:
         lock = _take_lock(primary, work_path, marker, previous, here, opts, take_over_stale)
-        if own and marker.phase == DEPLOYED:
+        if own and marker.phase == DEPLOYED and not (discard_local and report.discarded.needed):
             # Our own finished deployment restarting (a daemon killed and started again):
             # the working copy is the truth and may hold edits made after the last save.
             # Copying from the primary now would overwrite them; there is nothing to fetch.
@@ -314,7 +381,13 @@ def _deploy_held(primary_path: str, work_path: str, opts: Options, resume: bool,
         try:
             # Read under the lock (a deployment releasing it may have just written it), and
             # before anything is copied: an unreadable old list refuses the deploy.
-            source = links_to_restore(primary, opts)
+            try:
+                source = links_to_restore(primary, opts)
+            except RefusedError:
+                _put_marker_back(work_path, marker, previous)  # nothing was copied
+                raise
+            if discard_local:  # under our lock, before anything is copied
+                report.discarded.carry_out()
             marker.phase = DEPLOYING
             write_marker(work_path, marker)
             if pending is not None and pending.pending and resume:
@@ -335,19 +408,23 @@ def _deploy_held(primary_path: str, work_path: str, opts: Options, resume: bool,
     return report
 
 
-def _check_local_work(work: str, marker: Marker | None, resume: bool, discard: bool):
+def _put_marker_back(work_path: str, marker: Marker, previous: Marker | None) -> None:
+    """A deploy refused before copying anything leaves the working copy's marker as it
+    found it (and a new folder is then removed, see _claimed)."""
+    if previous is None:
+        remove_marker_file(work_path)
+    elif previous.deployment_id != marker.deployment_id:
+        write_marker(work_path, previous)
+
+
+def _check_local_work(work: str, marker: Marker | None, resume: bool, discard: bool,
+                      primary: str):
     """Safety rule 9: never silently discard changes not yet saved to the primary."""
     if marker is None:
         if folder_is_empty(work):
             return None
-        if discard:
-            wipe_folder(work)
-            return None
-        raise RefusedError(f"{work} is not empty and is not a spaceport working copy.",
-                           hint="Nothing was changed. Deploy into an empty folder, or use "
-                                "--discard-local to delete what is in it.")
-    if discard:
-        wipe_folder(work)
+        raise preflight.not_a_working_copy(work, primary)
+    if discard:  # set aside once the lock is ours (spaceport.discard)
         return None
     try:
         plan = pending_changes(work, marker)
@@ -358,15 +435,15 @@ def _check_local_work(work: str, marker: Marker | None, resume: bool, discard: b
                            f"damaged ({exc.message}).",
                            hint="Nothing was changed. Use --resume to save the working copy "
                                 "first (the index is rebuilt by comparing both sides), or "
-                                "--discard-local to throw it away.") from exc
+                                "--discard-local to set all of it aside (moved into "
+                                ".spaceport/discarded/, not deleted) and deploy "
+                                "afresh.") from exc
     if plan.pending and not resume:
         s = plan.summary()
         raise RefusedError(
             f"{work} holds changes that were never saved to the primary: "
-            f"{s['files_to_upload']} file(s) to upload ({s['bytes_to_upload']} bytes), "
-            f"{s['entries_to_delete']} deletion(s), links changed: {s['links_changed']}.",
-            hint="Nothing was changed. Use --resume to save them first and then deploy, or "
-                 "--discard-local to throw them away.")
+            f"{unsaved_summary(s)}.",
+            hint="Nothing was changed. " + UNSAVED_HINT)
     return plan
 
 
@@ -388,6 +465,7 @@ def _stage_in(primary: Store, work_path: str, marker: Marker, opts: Options,
                 log.warning("the primary holds a folder named %s; it is not deployed (the "
                             "name is reserved for spaceport's work marker)", MARKER_DIR)
             report.special = pscan.special
+            source = with_primary_links(source, pscan, primary.root)
             wscan = scan_work(work, marker)
             known = index.load()
             plan = plan_deploy(pscan, wscan, known)

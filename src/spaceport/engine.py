@@ -23,6 +23,7 @@ from .retry import RetryPolicy, retry_call, unavailable
 from .scan import Entry, Kind
 from .store import PRIMARY_CAPABILITIES, WORK_CAPABILITIES, PosixStore
 from .trash import DEFAULT_RETENTION_DAYS
+from .wording import count
 from .worklock import DEFAULT_WAIT
 
 log = logging.getLogger(__name__)
@@ -197,6 +198,7 @@ def partial_error(verb: str, failed: list[tuple[str, BaseException]], kept: str)
     names = "\n".join(f"  {path}: {exc}" for path, exc in failed[:20])
     more = f"\n  … and {len(failed) - 20} more" if len(failed) > 20 else ""
     return PartialSaveError(
-        f"{verb} incomplete: {headline}; {len(failed)} file(s) failed:\n{names}{more}\n{kept}",
+        f"{verb} incomplete: {headline}; {count(len(failed), 'file')} failed:\n{names}"
+        f"{more}\n{kept}",
         [(p, str(e)) for p, e in failed], hint=hint)
 

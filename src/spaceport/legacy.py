@@ -37,6 +37,7 @@ from datetime import datetime, timezone
 
 from .links import Link, Unrestored, capture
 from .store.base import Store, join, relative_path_problem
+from .wording import count, quote
 
 log = logging.getLogger(__name__)
 
@@ -106,29 +107,28 @@ class LegacyImport:
         """What the import does, as lines a person reads (``with_lines``: and each line
         that cannot be imported)."""
         root = f"{self.root} ({self.root_reason})" if self.root else "unknown"
-        out = [f"{len(self.links)} link(s) from {self.file} ({self.system}, {self.lines} "
-               f"line(s)); old working root {root}"]
+        out = [f"{count(len(self.links), 'link')} from {self.file} ({self.system}, "
+               f"{count(self.lines, 'line')}); old working root {root}"]
         if self.root:
             out.append("absolute targets under " + " or ".join((self.root,) + self.aliases)
                        + " are re-created under the working copy")
         if self.phantoms:
-            out.append(f"{_count(len(self.phantoms), 'entry', 'entries')} found through "
+            out.append(f"{count(len(self.phantoms), 'entry')} found through "
                        f"links to folders ({', '.join(self.through)}) skipped: they are "
                        "not links of the project")
         if self.repeated:
-            out.append(f"{self.repeated} line(s) repeat another one exactly and count once")
+            out.append(f"{count(self.repeated, 'line')} "
+                       f"{'repeats' if self.repeated == 1 else 'repeat'} another one exactly "
+                       "and count once")
         for other in self.ignored:
             out.append(f"{other} is older and is not read")
         if self.unrestored:
-            out.append(f"{len(self.unrestored)} line(s) cannot be imported and are not "
-                       "restored" + (":" if with_lines else ""))
+            out.append(f"{count(len(self.unrestored), 'line')} cannot be imported and "
+                       f"{'is' if len(self.unrestored) == 1 else 'are'} not restored"
+                       + (":" if with_lines else ""))
             if with_lines:
                 out += [f"  {u}" for u in self.unrestored]
         return out
-
-
-def _count(n: int, one: str, many: str) -> str:
-    return f"{n} {one if n == 1 else many}"
 
 
 class RootUnknown(Exception):
@@ -228,7 +228,7 @@ def _westlife_lines(lines: list[tuple[int, str]]) -> list[_Line]:
             line.path, line.target = join(parts[0], parts[1]), parts[2]
             line.candidates = (parts[0],)  # the folder, absolute until the root is known
             if not parts[1] or "/" in parts[1] or parts[1] in (".", ".."):
-                line.path, line.reason = None, f"{parts[1]!r} is not a file name"
+                line.path, line.reason = None, f"'{parts[1]}' is not a file name"
             elif not parts[2]:
                 line.path, line.reason = None, "the target is empty"
     return out
@@ -284,7 +284,7 @@ def _dump_root(lines: list[tuple[int, str]], root: str | None, is_dir, file: str
     if (absolute or relative) and absolute == relative:
         # All lines of one dump have one form; a tie cannot be read without a guess.
         raise RootUnknown(f"cannot tell whether {file} holds absolute or './' link paths "
-                          f"({absolute} line(s) look like each)")
+                          f"({count(absolute, 'line')} look like each)")
     if given:
         return given, "given with --legacy-root", relative > absolute
     if absolute or relative:
@@ -309,7 +309,7 @@ def _dump_lines(lines: list[tuple[int, str]], root: str, relative: bool) -> list
         out.append(line)
         cuts = [m.start() for m in re.finditer(f"(?={re.escape(sep)})", text)]
         if len(cuts) > 1:
-            line.reason = (f"{sep.strip()!r} occurs {len(cuts)} times: where the target "
+            line.reason = (f"'{sep.strip()}' occurs {len(cuts)} times: where the target "
                            "ends cannot be told")
             line.candidates = tuple(text[c + len(sep):] for c in cuts)
         elif not cuts or cuts[0] == 0:
@@ -450,7 +450,7 @@ class LegacyLock:
         if self.form == "westlife-early":
             first = self.raw.strip().splitlines()[0] if self.raw.strip() else ""
             return (f"an early lock of {self.system} ({self.file}), host "
-                    f"{self.host or 'unknown'}: {first!r}")
+                    f"{self.host or 'unknown'}: {quote(first)}")
         if self.form == "cerit-timestamp":
             return (f"a lock of a {self.system} instance ({self.file}), last refreshed "
                     f"{self.date} (unix {self.timestamp}; {self._age()}; the instance "
@@ -458,7 +458,7 @@ class LegacyLock:
         if self.form == "cerit-empty":
             return (f"a lock of a {self.system} instance ({self.file}; empty: that version "
                     "writes neither host nor time, and removes the file when it ends)")
-        return f"a lock of a {self.system} instance ({self.file}): {self.raw[:80]!r}"
+        return f"a lock of a {self.system} instance ({self.file}): {quote(self.raw[:80])}"
 
     def _age(self) -> str:
         from .lock import human_age  # lock.py imports this module

@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 
 from .errors import FormatError, UsageError
 from .store.base import Store, join, relative_path_problem
+from .wording import quote
 
 MANIFEST_NAME = "links.jsonl"
 MANIFEST_FORMAT = 1
@@ -59,7 +60,7 @@ class Unrestored:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.text!r}: {self.reason}"
+        return f"{where}: {quote(self.text)}: {self.reason}"
 
     def to_json(self) -> dict:
         return {"file": self.file, "line": self.line, **_encode("text", self.text),
@@ -99,7 +100,7 @@ def parse_rebase(specs: tuple[str, ...] | list[str]) -> list[tuple[str, str]]:
     for spec in specs:
         old, sep, new = spec.partition("=")
         if not sep or not old.startswith("/") or not new.startswith("/"):
-            raise UsageError(f"--rebase {spec!r}: expected OLD=NEW with two absolute paths, "
+            raise UsageError(f"--rebase {quote(spec)}: expected OLD=NEW with two absolute paths, "
                              "e.g. --rebase /mnt/old-data=/mnt/data")
         rules.append((old.rstrip("/") or "/", new.rstrip("/") or "/"))
     return rules

@@ -41,6 +41,7 @@ from .errors import (FormatError, LockedError, LockLostError, SpaceportError,
 from .hostinfo import ProcessIdentity, current_user, hostname, machine_id
 from .legacy import LegacyLock, parse_westlife_lock, read_legacy_lock, set_aside_legacy_lock
 from .store.base import DetachedError, Store, join
+from .wording import quote
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def human_age(seconds: float) -> str:
 
 def validate_status_dir(name: str) -> str:
     if not name or "/" in name or name in (".", "..") or "\0" in name:
-        raise UsageError(f"invalid status folder name {name!r}: give a single folder name, "
+        raise UsageError(f"invalid status folder name {quote(name)}: give a single folder name, "
                          f"e.g. {DEFAULT_STATUS_DIR}")
     return name
 

@@ -19,6 +19,8 @@ from .lock import iso, utcnow
 MARKER_DIR = ".spaceport"
 MARKER_FILE = "deployment.json"
 INDEX_FILE = "index.sqlite"
+# Left by an undeploy that removed the working copy: what was there, and when it ended.
+UNDEPLOYED_FILE = "undeployed.json"
 MARKER_FORMAT = 1
 
 # Phases of a deployment as the work marker knows them.
@@ -96,6 +98,31 @@ def write_marker(work: str, marker: Marker) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    try:  # a deployment again: the record of an earlier undeploy is history
+        os.unlink(os.path.join(folder, UNDEPLOYED_FILE))
+    except FileNotFoundError:
+        pass
+
+
+def write_undeployed_record(work: str, marker: Marker) -> None:
+    """Remember, in place of the marker, that this working copy was undeployed."""
+    record = {"undeployed": iso(utcnow()), "primary": marker.primary,
+              "deployment_id": marker.deployment_id}
+    path = os.path.join(marker_dir(work), UNDEPLOYED_FILE)
+    with open(path + ".tmp", "wb") as f:
+        f.write(json.dumps(record, indent=2, ensure_ascii=False)
+                .encode("utf-8", "surrogateescape"))
+    os.replace(path + ".tmp", path)
+
+
+def read_undeployed_record(work: str) -> dict | None:
+    """The record of an undeploy that removed this working copy, or None."""
+    try:
+        with open(os.path.join(marker_dir(work), UNDEPLOYED_FILE), "rb") as f:
+            data = json.loads(f.read().decode("utf-8", "surrogateescape"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def remove_marker_file(work: str) -> None:
@@ -113,9 +140,17 @@ def require_marker(work: str) -> Marker:
     """The marker, or a refusal (exit 5) that explains the missing-volume danger."""
     marker = read_marker(work)
     if marker is None:
+        record = read_undeployed_record(work)
+        if record is not None:
+            raise RefusedError(
+                f"{work} was undeployed on {record.get('undeployed', '?')}: its work was "
+                f"saved to {record.get('primary', 'its primary')}, and it is no longer a "
+                "working copy.",
+                hint=f"Nothing was changed. To work on the project again, deploy it: "
+                     f"spaceport deploy {record.get('primary', 'PRIMARY')} {work}")
         raise RefusedError(
-            f"{work} is not a spaceport working copy (no {MARKER_DIR}/{MARKER_FILE}).",
-            hint="Refusing to save: an unmounted or wrong volume looks exactly like this, and "
-                 "saving it would delete the project on the primary. Nothing was changed. "
-                 "Check the working volume is mounted, or deploy first.")
+            f"{work} is not a spaceport working copy (it has no {MARKER_DIR}/{MARKER_FILE}).",
+            hint="Nothing was changed. If the working copy is on an unmounted volume, mount "
+                 "it and run the command again (spaceport never saves an empty or wrong "
+                 "folder over a project). If it was never deployed, deploy it first.")
     return marker

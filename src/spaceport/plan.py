@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from .index import Index, Known
 from .links import Link, capture
 from .scan import Entry, Kind, ScanResult
+from .wording import count, human_size, show_path
 
 
 def parents_first(paths) -> list:
@@ -43,6 +44,8 @@ class SavePlan:
     deletes: list[Known] = field(default_factory=list)  # known entries gone from work
     links: list[Entry] = field(default_factory=list)  # all links now in work
     links_changed: bool = False
+    changed_links: list[str] = field(default_factory=list)  # new or retargeted links
+    removed_links: list[str] = field(default_factory=list)  # links gone from work
     unchanged: int = 0
     kept_unknown: list[str] = field(default_factory=list)  # under unreadable dirs
 
@@ -65,6 +68,18 @@ class SavePlan:
                 "entries_to_delete": len(self.deletes) + len(self.replaced),
                 "links": len(self.links), "links_changed": self.links_changed,
                 "unchanged": self.unchanged}
+
+
+def unsaved_summary(s: dict) -> str:
+    """A plan's summary in words: "2 files to upload (1.2 MiB), 1 deletion, links changed"."""
+    parts = [f"{count(s['files_to_upload'], 'file')} to upload ({human_size(s['bytes_to_upload'])})"]
+    if s["new_dirs"]:
+        parts.append(count(s["new_dirs"], "new folder"))
+    if s["entries_to_delete"]:
+        parts.append(count(s["entries_to_delete"], "deletion"))
+    if s["links_changed"]:
+        parts.append("links changed")
+    return ", ".join(parts)
 
 
 def plan_save(scan: ScanResult, known: Mapping[str, Known] | Index) -> SavePlan:
@@ -90,6 +105,7 @@ def plan_save(scan: ScanResult, known: Mapping[str, Known] | Index) -> SavePlan:
                 plan.unchanged += 1
             else:
                 plan.links_changed = True
+                plan.changed_links.append(path)
             continue
         if old is not None and old.entry.kind is not entry.kind:
             plan.replaced.append(old)  # e.g. a file became a directory: trash the old one
@@ -110,11 +126,51 @@ def plan_save(scan: ScanResult, known: Mapping[str, Known] | Index) -> SavePlan:
             continue
         if old.entry.kind is Kind.LINK:
             plan.links_changed = True
+            plan.removed_links.append(path)
         else:
             plan.deletes.append(old)
     plan.mkdirs = parents_first(plan.mkdirs)
     plan.deletes = [known[e.path] for e in children_first([k.entry for k in plan.deletes])]
     return plan
+
+
+def save_listing(plan: SavePlan, limit: int | None = 20) -> list[str]:
+    """What a save would do, path by path, as lines a person reads: each kind of change
+    with its count and its paths (the first ``limit`` of each; None: all of them)."""
+    trashed = [k for k in plan.deletes if k.entry.kind is not Kind.DIR] + plan.replaced
+    moved = [k.entry.path for k in trashed]  # (replaced: a file or folder whose kind changed)
+    noun = "file" if all(k.entry.kind is Kind.FILE for k in trashed) else "entry"
+    removed = [k.entry.path for k in plan.deletes if k.entry.kind is Kind.DIR]
+    targets = {e.path: e.target or "" for e in plan.links}
+
+    def shown(paths):
+        return [show_path(p) for p in sorted(paths)]
+
+    kinds = [
+        ("upload", f"{count(len(plan.uploads), 'file')} ({human_size(plan.upload_bytes)})",
+         shown(e.path for e in plan.uploads)),
+        ("create", count(len(plan.mkdirs), "folder"), shown(e.path for e in plan.mkdirs)),
+        ("change mode", count(len(plan.chmods), "folder"), shown(e.path for e in plan.chmods)),
+        ("move to trash", count(len(moved), noun), shown(moved)),
+        ("remove", count(len(removed), "empty folder"), shown(removed)),
+        ("record link", count(len(plan.changed_links), "link"),
+         [f"{show_path(p)} -> {show_path(targets.get(p, ''))}"
+          for p in sorted(plan.changed_links)]),
+        ("forget link", count(len(plan.removed_links), "link"), shown(plan.removed_links)),
+    ]
+    lines = []
+    for name, what, items in kinds:
+        if not items:
+            continue
+        lines.append(f"{name + ':':<15}{what}")
+        first = items if limit is None else items[:limit]
+        lines += [f"  {item}" for item in first]
+        if len(items) > len(first):
+            lines.append(f"  ... and {len(items) - len(first)} more (-v lists them all)")
+    if not lines:
+        lines.append("nothing to save: the primary is up to date")
+    lines.append(f"{'unchanged:':<15}{count(plan.unchanged, 'entry')}")
+    return lines
 
 
 def links_for_manifest(entries: list[Entry], roots: list[str]) -> list[Link]:

@@ -36,6 +36,7 @@ from .store.posix import mkdir_mode
 from .transfer import Copier, CopyDone, CopyJob, interleave_folders, run_copies, run_parallel
 from .trash import TrashBin, purge
 from .worklock import hold_work
+from .wording import count
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ class SaveReport:
     special: list[str] = field(default_factory=list)
     purged: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    planned: SavePlan | None = None  # a dry run's plan, path by path
+    refused: RefusedError | None = None  # a dry run: the real save would stop with this
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -152,7 +155,7 @@ def lost_during_save(exc: LockLostError, fence: Fence) -> LockLostError:
     names = "\n".join(f"  {w}" for w in written[:50])
     more = f"\n  … and {len(written) - 50} more" if len(written) > 50 else ""
     return LockLostError(
-        f"{exc.message}\n{len(written)} write(s) landed on the primary after the last check "
+        f"{exc.message}\n{count(len(written), 'write')} landed on the primary after the last check "
         f"that found the lock ours (at most one per worker), and may have gone to the new "
         f"holder's project:\n{names}{more}",
         hint="Nothing else was written. Your working copy is untouched; tell the new holder "
@@ -160,14 +163,22 @@ def lost_during_save(exc: LockLostError, fence: Fence) -> LockLostError:
 
 
 def guard_mass_delete(plan: SavePlan, known_files: int, opts: Options, allow: bool) -> None:
+    refusal = mass_delete_refusal(plan, known_files, opts, allow)
+    if refusal is not None:
+        raise refusal
+
+
+def mass_delete_refusal(plan: SavePlan, known_files: int, opts: Options,
+                        allow: bool) -> RefusedError | None:
     share = plan.deleted_files / known_files if known_files else 0.0
     if not allow and plan.deleted_files and share > opts.mass_delete_threshold:
-        raise RefusedError(
+        return RefusedError(
             f"this save would delete {plan.deleted_files} of the {known_files} files on the "
             f"primary ({share:.0%}, more than the {opts.mass_delete_threshold:.0%} allowed).",
             hint="Nothing was changed. If the working copy is wrong (an empty or unmounted "
                  "volume), fix that. If you really deleted them, save with "
                  "--allow-mass-delete.")
+    return None
 
 
 def save(work_path: str, opts: Options, *, dry_run: bool = False,
@@ -206,11 +217,14 @@ def _save_held(work_path: str, opts: Options, dry_run: bool, allow_mass_delete: 
             scan = scan_work(work, marker)
             plan = plan_save(scan, index)  # streams the index: no copy of it in memory
             known_files = index.count(Kind.FILE)
-            guard_mass_delete(plan, known_files, opts, allow_mass_delete)
             report = SaveReport(plan=plan.summary(), dry_run=dry_run, special=scan.special,
                                 links=len(plan.links))
-            if dry_run:
+            if dry_run:  # the plan is shown, with the refusal the real save would meet
+                report.planned = plan
+                report.refused = mass_delete_refusal(plan, known_files, opts,
+                                                     allow_mass_delete)
                 return report
+            guard_mass_delete(plan, known_files, opts, allow_mass_delete)
             run = _SaveRun(primary, work, index, lock, marker, opts, report, task)
             run.stop = stop or threading.Event()
             with LockKeeper(lock, opts.heartbeat_interval, fence=run.fence) as keeper:

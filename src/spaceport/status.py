@@ -7,13 +7,14 @@ copy alone. Verify is the one command that reads the whole primary, on purpose: 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from .deploy import links_to_restore
+from .deploy import links_to_restore, with_primary_links
 from .engine import Options, open_primary, open_work
 from .errors import FormatError, SpaceportError
 from .index import Index
@@ -21,11 +22,14 @@ from .legacy import (TOP_LEVEL_NAMES, LegacyLock, RootUnknown, last_system, lega
                      read_legacy_links)
 from .links import read_manifest_full, resolve_target
 from .lock import LockInfo, UnreadableLock, provably_gone, read_heartbeat, read_lock
-from .marker import MARKER_DIR, index_path, read_marker, require_marker
+from .marker import (MARKER_DIR, MARKER_FILE, index_path, read_marker,
+                     read_undeployed_record, require_marker)
+from .plan import unsaved_summary
 from .save import JOURNAL_NAME, pending_changes
 from .scan import Kind, scan_tree
 from .store.base import Store, join
 from .trash import list_batches
+from .wording import count, human_size, quote, show_path
 
 
 def lock_facts(holder, store: Store, status_dir: str) -> dict | None:
@@ -56,8 +60,17 @@ def work_status(work_path: str, opts: Options) -> dict:
     work_path = os.path.abspath(work_path)
     marker = read_marker(work_path)
     if marker is None:
-        return {"work": work_path, "deployed": False,
-                "message": "not a spaceport working copy (no work marker)"}
+        record = read_undeployed_record(work_path)
+        if not os.path.isdir(work_path):
+            why = "does not exist"
+        elif record is not None:
+            why = (f"is no longer a working copy: it was undeployed on "
+                   f"{record.get('undeployed', '?')}, and its work saved to "
+                   f"{record.get('primary', 'its primary')}")
+        else:
+            why = (f"is not a spaceport working copy (it has no {MARKER_DIR}/{MARKER_FILE}); "
+                   "if it should be one, check that its volume is mounted")
+        return {"work": work_path, "deployed": False, "message": why}
     facts: dict = {"work": work_path, "primary": marker.primary, "phase": marker.phase,
                    "deployment_id": marker.deployment_id, "status_dir": marker.status_dir}
     index = Index(index_path(work_path))
@@ -162,23 +175,23 @@ def format_status(facts: dict) -> str:
     pending = facts.get("pending")
     if pending is not None:
         if pending["files_to_upload"] or pending["entries_to_delete"] or pending["links_changed"] or pending["new_dirs"]:
-            lines.append(f"unsaved       {pending['files_to_upload']} file(s) to upload "
-                         f"({human_size(pending['bytes_to_upload'])}), {pending['entries_to_delete']} "
-                         f"deletion(s), {pending['new_dirs']} new folder(s)"
-                         + (", links changed" if pending["links_changed"] else ""))
+            lines.append(f"unsaved       {unsaved_summary(pending)}")
         else:
             lines.append("unsaved       nothing: the primary is up to date")
     if "recent_saves" in facts:
-        count = facts.get("manifest_links")
-        lines.append("manifest      " + ("none" if count is None else f"{count} link(s)")
+        links = facts.get("manifest_links")
+        lines.append("manifest      " + ("none yet (no links.jsonl)" if links is None
+                                         else count(links, "link"))
                      + (f"  ({facts['manifest_error']})" if facts.get("manifest_error") else ""))
         lines += _legacy_lines(facts)
         for save in facts["recent_saves"]:
-            lines.append(f"saved         {save.get('time')}  {save.get('uploaded')} file(s), "
-                         f"{human_size(save.get('bytes') or 0)}, {save.get('deleted')} deleted "
-                         f"({save.get('instance')})")
+            lines.append(f"saved         {save.get('time')}  "
+                         f"{count(save.get('uploaded') or 0, 'file')} uploaded, "
+                         f"{human_size(save.get('bytes') or 0)}, {save.get('deleted') or 0} "
+                         f"deleted ({save.get('instance') or save.get('host') or 'unknown'})")
         for batch in facts["trash"]:
-            lines.append(f"trash         {batch['batch']}  {batch['files']} file(s), {human_size(batch['bytes'])}")
+            lines.append(f"trash         {batch['batch']}  {count(batch['files'], 'file')}, "
+                         f"{human_size(batch['bytes'])}")
     return "\n".join(lines)
 
 
@@ -198,18 +211,14 @@ def _legacy_lines(facts: dict) -> list[str]:
                      "links.jsonl is used)")
     imported = facts.get("imported_from")
     if imported:
-        lines.append(f"imported      {imported.get('links')} link(s) from {imported.get('file')} "
+        lines.append(f"imported      {count(imported.get('links') or 0, 'link')} from {imported.get('file')} "
                      f"({imported.get('system')}) on {imported.get('imported')}")
     lines += [f"not restored  {text}" for text in facts.get("not_restored") or ()]
     return lines
 
 
-def human_size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+def _target(target: str | None) -> str:
+    return "no link" if target is None else f"-> {quote(target)}"
 
 
 @dataclass
@@ -238,6 +247,7 @@ def verify(work_path: str, opts: Options, *, checksum: bool = False) -> VerifyRe
     """Compare the working copy with the primary, file by file, and the links."""
     work_path = os.path.abspath(work_path)
     marker = require_marker(work_path)
+    opts = dataclasses.replace(opts, status_dir=marker.status_dir)  # the copy knows its own
     report = VerifyReport()
     with open_primary(marker.primary, marker.token, opts) as primary, \
             open_work(work_path, marker.token) as work:
@@ -250,23 +260,26 @@ def verify(work_path: str, opts: Options, *, checksum: bool = False) -> VerifyRe
             if w.kind is Kind.LINK:
                 continue
             if p is None:
-                diff.append(f"only in work: {path}")
+                diff.append(f"only in work: {show_path(path)}")
             elif p.kind is not w.kind:
-                diff.append(f"different kind: {path}")
+                diff.append(f"different kind: {show_path(path)}")
             elif w.kind is Kind.FILE:
                 report.checked_files += 1
                 if p.size != w.size:
-                    diff.append(f"size differs: {path} (work {w.size}, primary {p.size})")
+                    diff.append(f"size differs: {show_path(path)} (work {count(w.size, 'byte')}, "
+                                f"primary {count(p.size, 'byte')})")
                 elif checksum and _digest(primary, path) != _digest(work, path):
-                    diff.append(f"content differs: {path}")
+                    diff.append(f"content differs: {show_path(path)}")
         for path in sorted(set(pscan.entries) - set(wscan.entries)):
-            diff.append(f"only on primary: {path}")
-        links = links_to_restore(primary, opts).links  # the manifest, or the old list
+            if pscan.entries[path].kind is not Kind.LINK:  # links: compared below
+                diff.append(f"only on primary: {show_path(path)}")
+        # The manifest, the old list, or (neither yet) the links of a plain primary folder.
+        links = with_primary_links(links_to_restore(primary, opts), pscan, primary.root).links
         wanted = {l.path: resolve_target(l, work_path, opts.rebase) for l in links}
         have = {e.path: e.target for e in wscan.entries.values() if e.kind is Kind.LINK}
         report.checked_links = len(have)
         for path in sorted(set(wanted) | set(have)):
             if wanted.get(path) != have.get(path):
-                diff.append(f"link differs: {path} (work {have.get(path)!r}, manifest "
-                            f"{wanted.get(path)!r})")
+                diff.append(f"link differs: {show_path(path)} (work: {_target(have.get(path))}, "
+                            f"manifest: {_target(wanted.get(path))})")
     return report

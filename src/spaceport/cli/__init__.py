@@ -2,7 +2,9 @@
 wait|demo``.
 
 Every option can also be set through an environment variable ``SPACEPORT_<OPTION>``
-(containers use them). One handler at the top turns spaceport's exceptions into a message
+(containers use them), except the safety overrides (``--allow-mass-delete``,
+``--discard-local``, ``--force``, ``--yes``, ``--take-over-stale``): one exported variable
+must never switch a safety net off for every later command. One handler at the top turns spaceport's exceptions into a message
 and the exit code of the contract in DESIGN.md.
 
 This module builds the group, adds every command to it and holds that handler. The commands
@@ -12,14 +14,17 @@ what they share is in ``options``.
 
 from __future__ import annotations
 
+import sys
+
 import click
 from rich.markup import escape
 
 from .. import __version__
 from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, Interrupted, SpaceportError
 from ..retry import is_unavailable, unavailable
+from . import options
 from . import clone_cmd, daemon_cmd, demo_cmd, deploy_cmd, lock_cmd, status_cmd, trash_cmd
-from .options import err
+from .options import err, ignored_safety_variables
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -37,8 +42,14 @@ def cli():
 
     Exit codes: 0 ok, 1 error, 2 usage, 3 locked by another deployment, 4 lock lost or not
     ours, 5 refused for safety, 6 primary storage unavailable, 130 interrupted.
+    Options can be set as SPACEPORT_<OPTION> environment variables, except the safety
+    overrides (--allow-mass-delete, --discard-local, --force, --yes, --take-over-stale).
     Run 'spaceport demo' to see the whole story on a generated sample project.
     """
+    for name in ignored_safety_variables():
+        flag = "--" + name.removeprefix("SPACEPORT_").lower().replace("_", "-")
+        err.print(f"[yellow]warning:[/] {name} is set in the environment and ignored: safety "
+                  f"overrides are given on the command line only ({flag}).")
 
 
 for command in (deploy_cmd.deploy, deploy_cmd.save, deploy_cmd.undeploy,
@@ -51,11 +62,27 @@ for command in (deploy_cmd.deploy, deploy_cmd.save, deploy_cmd.undeploy,
 def _interrupted() -> int:
     err.print("[red]interrupted[/]: what was copied is recorded; run the same command again "
               "to continue.")
+    options.last_error[:] = ["interrupted (Ctrl-C or SIGTERM)"]
     return EXIT_INTERRUPTED
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (callable from tests)."""
+    options.command_line[:] = sys.argv[1:] if argv is None else list(argv)
+    options.last_error.clear()
+    code = _main(argv)
+    options.finish_work_logs(code, options.last_error[0] if options.last_error else None)
+    return code
+
+
+def _say_error(message: str, hint: str | None = None) -> None:
+    err.print("[red]error:[/] " + escape(message))
+    if hint:
+        err.print(hint, markup=False)
+    options.last_error[:] = [message + (f" | {hint}" if hint else "")]
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         cli.main(args=argv, prog_name="spaceport", standalone_mode=False)
         return 0
@@ -63,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc.__context__, KeyboardInterrupt):  # click wraps Ctrl-C / SIGTERM
             return _interrupted()
         err.print("aborted; nothing was changed.")
+        options.last_error[:] = ["aborted at the question; nothing was changed"]
         return 1
     except click.exceptions.Exit as exc:
         return exc.exit_code
@@ -72,9 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, Interrupted):
         return _interrupted()
     except SpaceportError as exc:
-        err.print("[red]error:[/] " + escape(exc.message))
-        if exc.hint:
-            err.print(exc.hint, markup=False)
+        _say_error(exc.message, exc.hint)
         return exc.exit_code
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
@@ -82,11 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         where = exc.filename or "the storage"
         if is_unavailable(exc):
             error = unavailable(exc, where)
-            err.print("[red]error:[/] " + escape(error.message))
-            err.print(error.hint, markup=False)
+            _say_error(error.message, error.hint)
             return error.exit_code
-        err.print("[red]error:[/] " + escape(f"{exc.strerror or exc} ({where})"))
-        err.print("The command stopped there. What was written before is complete and "
-                  "recorded; run the same command again once the cause is fixed.", markup=False)
+        _say_error(f"{exc.strerror or exc} ({where})",
+                   "The command stopped there. What was written before is complete and "
+                   "recorded; run the same command again once the cause is fixed.")
         return 1
 

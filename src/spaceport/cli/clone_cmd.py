@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import click
 
-from ..daemon.state import RateLimit, human_bytes
+from ..daemon.state import RateLimit
 from ..progress import RichTracker, Tracker
+from ..wording import count, human_size
 from .options import (common_options, env_option, err, jobs_option, make_options, out,
-                      parse_rate, stopping_on_sigterm)
+                      parse_rate, safety_flag, stopping_on_sigterm)
 
 
 class _LimitedRich(RichTracker):
@@ -36,9 +37,9 @@ class _Limited(Tracker):
 @jobs_option
 @common_options
 @env_option("--bwlimit", metavar="RATE", help="Limit copies to RATE bytes per second (50M).")
-@env_option("--allow-mass-delete", is_flag=True,
-            help="Allow a clone that removes more than half of the copy's files (the source "
-                 "really lost them, it is not just unmounted).")
+@safety_flag("--allow-mass-delete",
+             help="Allow a clone that removes more than half of the copy's files (the source "
+                  "really lost them, it is not just unmounted).")
 @click.pass_context
 def clone_command(ctx, source, dest, bwlimit, allow_mass_delete, **_):
     """Make DEST a one-way, read-only copy of SOURCE (e.g. raw data on OneData).
@@ -60,8 +61,9 @@ def clone_command(ctx, source, dest, bwlimit, allow_mass_delete, **_):
             report = clone(source, dest, opts, allow_mass_delete=allow_mass_delete)
         finally:
             tracker.close()
-    out.print(f"cloned {source} -> {dest}: {report.files} files ({report.copied} copied, "
-              f"{human_bytes(report.copied_bytes)}; {report.current} already current), "
+    out.print(f"cloned {source} -> {dest}: {count(report.files, 'file')} ({report.copied} "
+              f"copied, {human_size(report.copied_bytes)}; {report.current} already current), "
               f"{report.removed} removed, in {report.seconds:.2f} s", markup=False)
     if report.links_skipped:
-        err.print(f"[yellow]note:[/] {len(report.links_skipped)} symbolic link(s) skipped")
+        err.print(f"[yellow]note:[/] {count(len(report.links_skipped), 'symbolic link')} "
+                  "skipped: a clone copies files and folders only")

@@ -16,8 +16,8 @@ from ..daemon.logs import setup_daemon_logging
 from ..daemon.state import (FAILED, LOCK_LOST, READY_PHASES, RELEASED, STOPPED,
                             DaemonTracker, progress_text)
 from ..errors import UsageError
-from ..lock import DEFAULT_STATUS_DIR
-from .options import env_option, err, jobs_option, make_options, parse_rate
+from .options import (env_option, err, jobs_option, log_to_work, make_options, parse_rate, safety_flag,
+                      stale_after_option, status_dir_option)
 
 log = logging.getLogger("spaceport")
 
@@ -70,11 +70,11 @@ def daemon_options(fn):
         env_option("--token-file", type=click.Path(dir_okay=False),
                    help="Read the token from this file (a mounted Kubernetes Secret)."),
         env_option("--instance", help="Name of this instance (pod or VM) for the lock."),
-        env_option("--stale-after", type=click.IntRange(2), default=600, show_default=True,
-                   help="Seconds without heartbeat after which the lock looks abandoned; "
-                        "the heartbeat beats every quarter of it."),
-        env_option("--take-over-stale", is_flag=True,
-                   help="Take over a lock whose holder looks dead."),
+        stale_after_option(help="Seconds without a heartbeat change after which the lock "
+                                "looks abandoned; the heartbeat beats every quarter of it."),
+        safety_flag("--take-over-stale",
+                    help="Take over a lock whose holder looks dead: its heartbeat did not "
+                         "change for its stale-after time, or its process is provably gone."),
         env_option("--bwlimit", metavar="RATE",
                    help="Limit copies to RATE bytes per second (e.g. 50M), to spare a shared "
                         "provider. Lifted for the final save."),
@@ -84,8 +84,7 @@ def daemon_options(fn):
         env_option("--log-format", type=click.Choice(["text", "json"]), default="text",
                    show_default=True, help="One line per event: text for people, json for "
                                            "log collectors."),
-        env_option("--status-dir", default=DEFAULT_STATUS_DIR, show_default=True,
-                   help="Name of the status folder inside the primary."),
+        status_dir_option(),
         env_option("--retries", default=5, show_default=True, type=click.IntRange(1, 100),
                    help="Attempts for a storage call that fails transiently."),
         env_option("--retry-delay", default=0.5, show_default=True, type=click.FloatRange(0),
@@ -128,6 +127,7 @@ def run(ctx, **p):
     tracker = DaemonTracker(bwlimit=parse_rate(p["bwlimit"]))
     opts = make_options(ctx.params, tracker=tracker)
     setup_daemon_logging(p["log_format"], p["verbose"], [token] if token else [])
+    log_to_work(p["work"], "run")  # beside the container's log, on the working volume
     opts.live_lock = True
     opts.heartbeat_interval = max(0.5, opts.stale_after / 4)
     paths = {k: p[k] and os.path.abspath(p[k]) for k in ("primary", "work", "source",
@@ -233,7 +233,7 @@ class Waiter:
         name = task["name"]
         total = max(task["bytes_total"], 1)
         done = total if task["finished"] else task["bytes_done"]
-        detail = progress_text(task).removeprefix(name + " ")
+        detail = progress_text(task, share=False).removeprefix(name + " ")  # the bar has it
         if name not in self.bars:
             self.bars[name] = self.progress.add_task(name, total=total, detail=detail)
         self.progress.update(self.bars[name], total=total, completed=done, detail=detail)

@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import tempfile
 import time
 
 import click
+from rich.markup import escape
 from rich.panel import Panel
 from rich.rule import Rule
+from rich.text import Text
 
 from ..deploy import deploy
-from ..errors import LockedError
+from ..errors import LockedError, UsageError
 from ..save import save
 from ..status import format_status, verify, work_status
 from ..undeploy import undeploy
+from ..wording import count, human_size
 from .options import env_option, err, make_options, out
 
 ODD_NAMES = ["name with spaces.txt", 'quote"d.txt', "tab\there.txt", "new\nline.txt",
@@ -78,39 +82,91 @@ def scipion_works(work: str) -> None:
     os.unlink(os.path.join(work, "Runs", "000098_ProtCTFFind", "run.db"))
 
 
+DEMO_FOLDERS = ("onedata-space", "node-a", "node-b")
+
+
 @click.command()
 @env_option("--dir", "folder", type=click.Path(file_okay=False),
             help="Where to create the demo (default: a new temporary folder).")
+@env_option("--keep", is_flag=True,
+            help="Keep the demo's folders afterwards, to look around (default: remove them).")
 @env_option("--micrograph-mb", type=click.FloatRange(0.01, 512), default=1.0,
             show_default=True, help="Size of each generated micrograph.")
 @click.pass_context
-def demo(ctx, folder, micrograph_mb):
-    """Run the whole story on a generated sample project, locally, in about a minute.
+def demo(ctx, folder, keep, micrograph_mb):
+    """Run the whole story on a generated sample project, locally. It takes a second or
+    two (longer with a bigger --micrograph-mb).
 
     A folder plays the OneData space. The demo deploys it, works on the working copy like
     Scipion, saves, shows a second deployment being refused, undeploys, deploys again
-    elsewhere and verifies that every file, odd name and link came back.
+    elsewhere and verifies that every file, odd name and link came back. Then it removes
+    what it made, unless --keep.
     """
+    made_root = folder is None or not os.path.exists(folder)
     folder = os.path.abspath(folder or tempfile.mkdtemp(prefix="spaceport-demo-"))
+    taken = [name for name in DEMO_FOLDERS if os.path.lexists(os.path.join(folder, name))]
+    if taken:
+        raise UsageError(f"{folder} already holds {', '.join(taken)}: the demo creates those "
+                         "folders and removes them afterwards, so it does not use a folder "
+                         "that has them.", hint="Nothing was changed. Give another --dir.")
+    opts = make_options({**ctx.params, "progress": True, "jobs": 8})
+    started = time.monotonic()
+    try:
+        checked, primary = _story(folder, opts, micrograph_mb)
+    except BaseException:
+        if not keep:
+            _remove(folder, made_root)
+            err.print("The demo's folders were removed; run it with --keep to look at them.")
+        raise
+    finally:
+        opts.tracker.close()
+    seconds = time.monotonic() - started
+    if keep:
+        text = (f"The whole story in {seconds:.1f} s. The folders are kept in {folder}: the "
+                f"'OneData space' {primary}, and node B's working copy (undeployed, kept). "
+                "Look at the space with the command below.")
+    else:
+        _remove(folder, made_root)
+        text = (f"The whole story in {seconds:.1f} s. The demo's folders were removed; run "
+                "'spaceport demo --keep' to keep them and look around.")
+    # Wrapped to the terminal (the console itself does not wrap: soft_wrap), and the one
+    # command to try is outside the box, on a line of its own, so it can be copied.
+    out.print(Panel(Text(text, overflow="fold"), title="spaceport demo", expand=False),
+              soft_wrap=False)
+    if keep:
+        out.print(f"spaceport status --primary {primary}", markup=False)
+    if not checked.ok:
+        raise SystemExit(1)
+    err.print()
+
+
+def _remove(folder: str, whole: bool) -> None:
+    """What the demo made: its three folders, and ``folder`` if it made it."""
+    if whole:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for name in DEMO_FOLDERS:
+        shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+
+
+def _story(folder: str, opts, micrograph_mb: float):
     primary = os.path.join(folder, "onedata-space", "my-project")
     work1, work2 = os.path.join(folder, "node-a", "project"), os.path.join(folder, "node-b", "project")
     os.makedirs(primary, exist_ok=True)
-    opts = make_options({**ctx.params, "progress": True, "jobs": 8})
-    started = time.monotonic()
 
     def step(title: str) -> None:
         out.print(Rule(f"[bold cyan]{title}"))
 
     step("1. A project on primary storage")
     made = generate_project(primary, micrograph_mb=micrograph_mb)
-    out.print(f"generated {made['files']} files ({made['bytes'] / 1048576:.1f} MiB) in {primary}"
+    out.print(f"generated {made['files']} files ({human_size(made['bytes'])}) in {primary}"
               "\n(runs with logs and metadata, micrographs, names with quotes, tabs, newlines, "
-              "non-UTF-8 bytes, an empty folder)")
+              "non-UTF-8 bytes, an empty folder)", markup=False)
 
     step("2. Deploy it onto node A's fast local disk")
     report = deploy(primary, work1, opts)
-    out.print(f"deployed {report.files} files; lock written to "
-              f"{os.path.join(primary, opts.status_dir, 'lock')}")
+    out.print(f"deployed {count(report.files, 'file')}; lock written to "
+              f"{os.path.join(primary, opts.status_dir, 'lock')}", markup=False)
 
     step("3. Scipion works on the copy")
     scipion_works(work1)
@@ -120,9 +176,9 @@ def demo(ctx, folder, micrograph_mb):
 
     step("4. Save: only what changed goes to the primary")
     saved = save(work1, opts)
-    out.print(f"uploaded {saved.uploaded} file(s), moved {saved.deleted} to the trash "
-              f"({saved.trash_batch}), wrote the link manifest with {saved.links} links "
-              "(the primary cannot hold links)")
+    out.print(f"uploaded {count(saved.uploaded, 'file')}, moved {count(saved.deleted, 'file')} "
+              f"to the trash (batch {saved.trash_batch}), wrote the link manifest with "
+              f"{count(saved.links, 'link')} (OneData cannot hold links)", markup=False)
 
     step("5. A second deployment of the same project is refused")
     try:
@@ -134,24 +190,20 @@ def demo(ctx, folder, micrograph_mb):
 
     step("6. Undeploy node A: final save, unlock, clean")
     undeploy(work1, opts)
-    out.print(f"node A's copy removed: {not os.path.exists(os.path.join(work1, 'project.sqlite'))}")
+    gone = not os.path.exists(os.path.join(work1, "project.sqlite"))
+    out.print("node A's working copy is " + ("removed; its folder keeps only .spaceport/, the "
+                                           "record of the undeploy" if gone else "still there"))
 
     step("7. Deploy on node B, at another path")
     report = deploy(primary, work2, opts)
     target = os.readlink(os.path.join(work2, "Runs", "000120_ProtGctf", "extra", "input_abs.mrc"))
-    out.print(f"{report.links} links re-created from {report.links_source}; the absolute link "
-              f"now points into node B:\n  {target}")
+    out.print(f"{count(report.links, 'link')} re-created from links.jsonl; the absolute link "
+              f"now points into node B:\n  {target}", markup=False)
 
     step("8. Verify node B's copy against the primary, byte for byte")
     checked = verify(work2, opts, checksum=True)
-    out.print(f"{checked.checked_files} files and {checked.checked_links} links checked: "
-              + ("[green]identical[/]" if checked.ok else f"[red]{checked.differences}[/]"))
+    out.print(f"{count(checked.checked_files, 'file')} and {count(checked.checked_links, 'link')} "
+              "checked: " + ("[green]identical[/]" if checked.ok
+                             else f"[red]{escape(' / '.join(checked.differences))}[/]"))
     undeploy(work2, opts, keep_work=True)
-    opts.tracker.close()
-    out.print(Panel(f"The whole story in {time.monotonic() - started:.1f} s. Everything is in "
-                    f"{folder}:\n  primary (the 'OneData space'): {primary}\n  node B's kept "
-                    f"working copy: {work2}\nTry: spaceport status --primary {primary}",
-                    title="spaceport demo", expand=False))
-    if not checked.ok:
-        raise SystemExit(1)
-    err.print()
+    return checked, primary

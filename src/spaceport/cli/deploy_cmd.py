@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-import click
+import sys
 
-from .options import (common_options, env_option, err, jobs_option, make_options, out,
-                      stopping_on_sigterm)
+import click
+from rich.markup import escape
+
+from ..errors import RefusedError, UsageError
+from ..plan import save_listing
+from ..wording import count, human_size
+from . import options
+from .options import (common_options, env_option, err, jobs_option, log_to_work, make_options, out,
+                      safety_flag, stale_after_option, status_dir_option, stopping_on_sigterm)
 
 
 @click.command()
@@ -13,14 +20,17 @@ from .options import (common_options, env_option, err, jobs_option, make_options
 @click.argument("work", envvar="SPACEPORT_WORK", type=click.Path(file_okay=False))
 @jobs_option
 @common_options
+@status_dir_option()
 @env_option("--resume", is_flag=True,
             help="The working copy holds changes never saved: save them to the primary first "
                  "(a primary file changed meanwhile goes to the trash), then deploy.")
-@env_option("--discard-local", is_flag=True,
-            help="The working copy holds changes never saved, or unknown files: delete them "
-                 "and deploy afresh.")
-@env_option("--take-over-stale", is_flag=True,
-            help="If a daemon holds the lock, watch its heartbeat for the lock's stale-after "
+@safety_flag("--discard-local",
+             help="Only for a working copy of PRIMARY that holds changes never saved: set "
+                  "them aside in WORK/.spaceport/discarded/<time>/ (moved, not deleted) and "
+                  "deploy what the primary holds. Asks for confirmation unless --yes.")
+@safety_flag("--yes", "-y", help="Do not ask before --discard-local sets files aside.")
+@safety_flag("--take-over-stale",
+             help="If a daemon holds the lock, watch its heartbeat for the lock's stale-after "
                  "time (on this machine's clock) and take the lock over if it never changes, or "
                  "at once if its process is provably gone here. A command-line deployment's "
                  "lock is never taken over.")
@@ -36,10 +46,11 @@ from .options import (common_options, env_option, err, jobs_option, make_options
                  "tool's list) and change nothing; exit with the code the deploy would.")
 @env_option("--instance", help="Name of this instance (pod or VM) written into the lock. "
                                "Default: the host name.")
-@env_option("--stale-after", type=click.IntRange(10), default=600, show_default=True,
-            help="Seconds without heartbeat after which the lock counts as stale.")
+@stale_after_option(help="Written into the lock. A command-line deployment's lock never goes "
+                         "stale (no process beats between commands); while a command runs, "
+                         "its heartbeat beats every quarter of this.")
 @click.pass_context
-def deploy(ctx, primary, work, resume, discard_local, take_over_stale, dry_run, **_):
+def deploy(ctx, primary, work, resume, discard_local, yes, take_over_stale, dry_run, **_):
     """Lock PRIMARY and copy it onto WORK, re-creating its symbolic links.
 
     PRIMARY is the project folder on primary storage (e.g. a OneData mount). WORK is the
@@ -52,6 +63,7 @@ def deploy(ctx, primary, work, resume, discard_local, take_over_stale, dry_run, 
     if resume and discard_local:
         raise click.UsageError("--resume and --discard-local exclude each other.")
     opts = make_options(ctx.params)
+    log_to_work(work, "deploy")
     if dry_run:
         preview = preview_deploy(primary, work, opts)
         out.print("\n".join(preview.lines()), markup=False)
@@ -60,16 +72,24 @@ def deploy(ctx, primary, work, resume, discard_local, take_over_stale, dry_run, 
         return
     try:
         report = run_deploy(primary, work, opts, resume=resume, discard_local=discard_local,
-                            take_over_stale=take_over_stale)
+                            take_over_stale=take_over_stale,
+                            confirm=None if yes else confirm_discard)
     finally:
         opts.tracker.close()
         opts.on_watch.close()
+    if report.discarded is not None:
+        if report.discarded.folder:
+            err.print(report.discarded.how_to_get_back(), markup=False)
+        elif not report.discarded.needed:
+            err.print(f"note: nothing to discard: {work} held no change that was never "
+                      "saved.", markup=False)
     how = "resumed" if report.resumed_own else "deployed"
     out.print(f"{how} {primary} -> {work} (deployment {report.deployment_id[:8]}): "
-              f"{report.files} files ({report.copied} copied, {_mib(report.copied_bytes)}; "
-              f"{report.already_current} already in place), {report.links} links "
-              f"from {report.links_source}"
-              + (", unsaved local work saved first" if report.saved_first else ""))
+              f"{count(report.files, 'file')} ({report.copied} copied, "
+              f"{human_size(report.copied_bytes)}; {report.already_current} already in place), "
+              f"{links_phrase(report.links, report.links_source, report.legacy)}"
+              + (", unsaved local work saved first" if report.saved_first else ""),
+              markup=False)
     if report.legacy:
         for line in report.legacy.describe(with_lines=False):
             out.print(f"  {line}", markup=False)
@@ -84,10 +104,13 @@ def deploy(ctx, primary, work, resume, discard_local, take_over_stale, dry_run, 
 @click.argument("work", envvar="SPACEPORT_WORK", type=click.Path(file_okay=False))
 @jobs_option
 @common_options
-@env_option("--dry-run", "-n", is_flag=True, help="Show what would be saved; change nothing.")
-@env_option("--allow-mass-delete", is_flag=True,
-            help="Allow a save that deletes more than --mass-delete-threshold of the files "
-                 "on the primary.")
+@env_option("--dry-run", "-n", is_flag=True,
+            help="Show every path the save would upload, create, move to the trash or "
+                 "remove (the first 20 of each kind; all with -v), and change nothing. "
+                 "Exits 5 if the real save would be refused, and says why.")
+@safety_flag("--allow-mass-delete",
+             help="Allow a save that deletes more than --mass-delete-threshold of the files "
+                  "on the primary.")
 @env_option("--mass-delete-threshold", type=click.FloatRange(0, 1), default=0.5,
             show_default=True, help="Share of the primary's files a save may delete.")
 @env_option("--trash-retention-days", type=click.FloatRange(0), default=7.0, show_default=True,
@@ -108,22 +131,35 @@ def save(ctx, work, dry_run, allow_mass_delete, **_):
     from ..save import save as run_save
 
     opts = make_options(ctx.params)
+    log_to_work(work, "save")
     with stopping_on_sigterm():
         try:
             report = run_save(work, opts, dry_run=dry_run, allow_mass_delete=allow_mass_delete)
+        except RefusedError as exc:
+            if dry_run:
+                would_be_refused(exc)
+            raise
         finally:
             opts.tracker.close()
     plan = report.plan
     if dry_run:
-        out.print(f"would upload {plan['files_to_upload']} file(s) ({_mib(plan['bytes_to_upload'])}), "
-                  f"create {plan['new_dirs']} folder(s), delete {plan['entries_to_delete']} "
-                  f"entr(y/ies), links changed: {plan['links_changed']}")
+        out.print(f"would save {work} (dry run: nothing was changed)", markup=False)
+        limit = None if ctx.params.get("verbose") else 20
+        for line in save_listing(report.planned, limit):
+            out.print(line, markup=False)
+        if report.refused is not None:
+            would_be_refused(report.refused)
         return
-    out.print(f"saved {work}: {report.uploaded} file(s) uploaded ({_mib(report.uploaded_bytes)}), "
-              f"{report.dirs_created} folder(s) created, {report.deleted} moved to trash"
-              + (f" ({report.trash_batch})" if report.trash_batch else "")
+    out.print(f"saved {work}: {count(report.uploaded, 'file')} uploaded "
+              f"({human_size(report.uploaded_bytes)})"
+              + (f", {count(report.dirs_created, 'folder')} created"
+                 if report.dirs_created else "")
+              + (f", {count(report.deleted, 'file')} moved to the trash"
+                 if report.deleted else "")
+              + (f" (batch {report.trash_batch})" if report.trash_batch else "")
               + (", link manifest written" if report.manifest_written else "")
-              + f", {plan['unchanged']} unchanged, in {report.seconds:.2f} s")
+              + f", {count(plan['unchanged'], 'entry')} unchanged, in {report.seconds:.2f} s",
+              markup=False)
     if report.deletes_skipped:
         err.print("[yellow]warning:[/] deletions were skipped because some uploads failed")
     for path in report.kept_dirs:
@@ -136,26 +172,88 @@ def save(ctx, work, dry_run, allow_mass_delete, **_):
 @jobs_option
 @common_options
 @env_option("--keep-work", is_flag=True, help="Keep the working copy after the final save.")
-@env_option("--allow-mass-delete", is_flag=True, help="As for save.")
+@safety_flag("--allow-mass-delete",
+             help="Allow a final save that deletes more than half of the files on the "
+                  "primary.")
 @click.pass_context
 def undeploy(ctx, work, keep_work, allow_mass_delete, **_):
     """Final save of WORK, release the lock, remove the working copy.
 
     If the final save fails, the lock and the working copy are kept and the command exits
-    non-zero with the reason: nothing is given up until the work is safe.
+    non-zero with the reason: nothing is given up until the work is safe. The folder WORK
+    itself stays (it may be a mount point) with only .spaceport/: the log, what
+    --discard-local set aside, and the record of the undeploy (run again, undeploy answers
+    "already undeployed").
     """
     from ..undeploy import undeploy as run_undeploy
 
     opts = make_options(ctx.params)
+    log_to_work(work, "undeploy")
     with stopping_on_sigterm():
         try:
             report = run_undeploy(work, opts, keep_work=keep_work,
                                   allow_mass_delete=allow_mass_delete)
         finally:
             opts.tracker.close()
-    out.print(f"undeployed {work}: final save uploaded {report.save.uploaded} file(s), lock "
-              f"released, working copy {'removed' if report.work_removed else 'kept'}")
+    if report.already:  # the working copy was removed then
+        out.print(f"{work} is already undeployed (on {report.already}): its work was saved "
+                  "and its lock released. Nothing to do.", markup=False)
+    elif report.already is not None and not report.work_removed:
+        out.print(f"{work} is already undeployed: everything in it is saved and it holds no "
+                  "lock. Nothing to do; the working copy is kept.", markup=False)
+    elif report.already is not None:
+        out.print(f"{work} is already undeployed and everything in it is saved: the working "
+                  "copy is removed now.", markup=False)
+    else:
+        out.print(f"undeployed {work}: the final save uploaded "
+                  f"{count(report.save.uploaded, 'file')}, the lock is released, and the "
+                  f"working copy is {'removed' if report.work_removed else 'kept'}.",
+                  markup=False)
+    if report.work_removed:
+        out.print(what_stays(work, report), markup=False)
 
 
-def _mib(n: int) -> str:
-    return f"{n / 1048576:.1f} MiB"
+def what_stays(work: str, report) -> str:
+    """Why a folder is left where the working copy was, and what is in it."""
+    kept = {"log": "the log of what was done (.spaceport/log/)",
+            "discarded": "the files --discard-local set aside (.spaceport/discarded/)"}
+    held = [kept[name] for name in report.kept]
+    if report.mount_point:
+        return (f"The folder {work} stays: it is a mount point, and the volume is not "
+                "spaceport's to remove" + (f". In it, {' and '.join(held)}." if held else "."))
+    if held:
+        return (f"The folder {work} stays, holding only {' and '.join(held)}; remove it when "
+                "you no longer need that.")
+    return f"The folder {work} stays, empty but for .spaceport/; remove it when you like."
+
+
+def would_be_refused(exc: RefusedError) -> None:
+    """A dry run's answer when the real command would be refused: the reason, exit 5."""
+    err.print(f"[red]the save would be refused:[/] {escape(exc.message)}")
+    if exc.hint:
+        err.print(exc.hint, markup=False)
+    options.last_error[:] = [f"the save would be refused: {exc.message}"]
+    raise SystemExit(exc.exit_code)
+
+
+def confirm_discard(discard) -> None:
+    """Show what --discard-local sets aside and ask; without a terminal, --yes is needed."""
+    for line in discard.describe():
+        err.print(line, markup=False)
+    if not sys.stdin.isatty():
+        raise UsageError("--discard-local needs a confirmation: add --yes to set these files "
+                         "aside without being asked.",
+                         hint="Nothing was changed.")
+    if not click.confirm(f"Move them into {discard.work}/.spaceport/discarded/ and deploy "
+                         "what the primary holds?", err=True):
+        raise click.Abort()
+
+
+def links_phrase(n: int, source: str, legacy=None) -> str:
+    """"3 links from links.jsonl", "no links": where the links of a deploy came from."""
+    if not n:
+        return "no links"
+    where = {"manifest": "links.jsonl", "primary": "the primary folder"}.get(source, source)
+    if source == "legacy" and legacy is not None:
+        where = f"the old list {legacy.file}"
+    return f"{count(n, 'link')} from {where}"

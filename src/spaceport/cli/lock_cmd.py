@@ -10,16 +10,19 @@ from ..engine import open_primary
 from ..errors import LockedError, UsageError
 from ..lock import LockInfo, force_unlock, read_lock, set_aside, watch_stale
 from ..progress import Tracker
-from .options import WatchProgress, common_options, env_option, err, make_options, out
+from .options import (WatchProgress, err, make_options, out, safety_flag, status_dir_option,
+                      storage_options, verbose_option)
 
 
 @click.command()
 @click.argument("primary", envvar="SPACEPORT_PRIMARY", type=click.Path(file_okay=False))
-@env_option("--force", is_flag=True,
-            help="Remove the lock even if its holder may be alive. Make doubly sure that "
-                 "deployment no longer exists: two live deployments overwrite each other.")
-@env_option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-@common_options
+@safety_flag("--force",
+             help="Remove the lock even if its holder may be alive. Make doubly sure that "
+                  "deployment no longer exists: two live deployments overwrite each other.")
+@safety_flag("--yes", "-y", help="Do not ask for confirmation.")
+@status_dir_option()
+@storage_options
+@verbose_option
 @click.pass_context
 def unlock(ctx, primary, force, yes, **_):
     """Remove the deployment lock of PRIMARY, after a deployment died.

@@ -1,9 +1,11 @@
-"""What the commands share: options (each readable from ``SPACEPORT_<OPTION>``), the
-engine's Options built from them, logging, the output consoles, and signal handling."""
+"""What the commands share: options (each readable from ``SPACEPORT_<OPTION>``, except the
+safety overrides), the engine's Options built from them, logging, the output consoles, and
+signal handling."""
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import signal
 from contextlib import contextmanager
@@ -16,61 +18,113 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from ..engine import DEFAULT_JOBS, Options
 from ..errors import UsageError
 from ..links import parse_rebase
-from ..lock import DEFAULT_STATUS_DIR, validate_status_dir
+from ..lock import DEFAULT_STALE_AFTER, DEFAULT_STATUS_DIR, validate_status_dir
 from ..progress import RichTracker, Tracker
 from ..retry import RetryPolicy
+from ..wording import quote
+from ..worklog import WorkLogHandler, started_line
 
 # soft_wrap: long messages are one line each; the terminal wraps them, log collectors and
 # tests that read them are not given line breaks in the middle of a path.
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, record=True)  # recorded for the work log
 log = logging.getLogger("spaceport")
+_work_logs: list[WorkLogHandler] = []  # this command's logs in working copies
+command_line: list[str] = []  # as given to main(), for the work log
+last_error: list[str] = []  # the error this command showed, for the work log
+
+
+# Safety overrides (DESIGN.md, rule 12): given on the command line or not at all. One
+# exported variable must never switch a safety net off for every later command.
+SAFETY_FLAGS = ("allow-mass-delete", "discard-local", "force", "yes", "take-over-stale")
 
 
 def env_option(*decls, **kwargs):
     """A click option that also reads ``SPACEPORT_<NAME>`` from the environment."""
-    name = [d for d in decls if d.startswith("--")][0][2:].split("/")[0]
+    name = _long_name(decls)
+    if name in SAFETY_FLAGS:
+        raise ValueError(f"--{name} is a safety override: declare it with safety_flag()")
     kwargs.setdefault("envvar", "SPACEPORT_" + name.upper().replace("-", "_"))
     kwargs.setdefault("show_envvar", True)
     return click.option(*decls, **kwargs)
 
 
+def safety_flag(*decls, help: str):  # noqa: A002 - click's name
+    """A flag that switches a safety net off: never read from the environment."""
+    if _long_name(decls) not in SAFETY_FLAGS:
+        raise ValueError(f"{decls[0]} is not listed in SAFETY_FLAGS")
+    return click.option(*decls, is_flag=True, envvar=None, allow_from_autoenv=False,
+                        help=help + " A flag only: never read from the environment.")
+
+
+def _long_name(decls) -> str:
+    return [d for d in decls if d.startswith("--")][0][2:].split("/")[0]
+
+
+def ignored_safety_variables(environ=None) -> list[str]:
+    """The SPACEPORT_* variables set for a safety override, which are ignored."""
+    environ = os.environ if environ is None else environ
+    names = ["SPACEPORT_" + flag.upper().replace("-", "_") for flag in SAFETY_FLAGS]
+    return [name for name in names if environ.get(name, "") != ""]
+
+
+def verbose_option(fn):
+    return env_option("-v", "--verbose", count=True,
+                      help="More log output (-vv for debug).")(fn)
+
+
+def storage_options(fn):
+    """Options of every command that reads or writes the primary storage."""
+    fn = env_option("--retry-delay", default=0.5, show_default=True, type=click.FloatRange(0),
+                    help="First backoff delay in seconds; it doubles up to 15 s.")(fn)
+    fn = env_option("--retries", default=5, show_default=True, type=click.IntRange(1, 100),
+                    help="Attempts for a storage call that fails with a transient error "
+                         "(EIO, ENOTCONN...), with exponential backoff.")(fn)
+    return fn
+
+
+def progress_option(fn):
+    """For the commands that copy files, and draw their progress."""
+    return env_option("--progress/--no-progress", default=None,
+                      help="Show progress bars (default: when stderr is a terminal).")(fn)
+
+
+def status_dir_option(help: str = "Name of the status folder inside the primary (lock, "  # noqa: A002
+                                  "link manifest, journal, trash)."):
+    return env_option("--status-dir", default=DEFAULT_STATUS_DIR, show_default=True,
+                      help=help)
+
+
 def common_options(fn):
-    """Options every command that touches storage takes."""
-    for decorator in reversed([
-        env_option("--status-dir", default=DEFAULT_STATUS_DIR, show_default=True,
-                   help="Name of the status folder inside the primary (lock, link manifest, "
-                        "journal, trash)."),
-        env_option("--retries", default=5, show_default=True, type=click.IntRange(1, 100),
-                   help="Attempts for a storage call that fails with a transient error "
-                        "(EIO, ENOTCONN...), with exponential backoff."),
-        env_option("--retry-delay", default=0.5, show_default=True, type=click.FloatRange(0),
-                   help="First backoff delay in seconds; it doubles up to 15 s."),
-        env_option("-v", "--verbose", count=True, help="More log output (-vv for debug)."),
-        env_option("--progress/--no-progress", default=None,
-                   help="Show progress bars (default: when stderr is a terminal)."),
-    ]):
+    """The options of the commands that copy files: retries, verbosity, progress bars."""
+    for decorator in reversed([storage_options, verbose_option, progress_option]):
         fn = decorator(fn)
     return fn
 
 
-def jobs_option(fn):
-    return env_option("--jobs", "-j", default=DEFAULT_JOBS, show_default=True,
-                      type=click.IntRange(1, 256),
-                      help="Files copied in parallel. Parallelism pays on OneData, where "
-                           "every file costs network round trips.")(fn)
+def jobs_option(fn=None, *, help: str = "Files copied in parallel. Parallelism pays on "  # noqa: A002
+                                         "OneData, where every file costs network round trips."):
+    decorator = env_option("--jobs", "-j", default=DEFAULT_JOBS, show_default=True,
+                           type=click.IntRange(1, 256), help=help)
+    return decorator(fn) if fn is not None else decorator
+
+
+def stale_after_option(help: str):  # noqa: A002
+    """One range for every command that writes a lock: deploy and run."""
+    return env_option("--stale-after", type=click.IntRange(2), default=DEFAULT_STALE_AFTER,
+                      show_default=True, help=help)
 
 
 def make_options(ctx_params: dict, *, tracker: Tracker | None = None) -> Options:
     setup_logging(ctx_params.get("verbose") or 0)
     status_dir = validate_status_dir(ctx_params.get("status_dir") or DEFAULT_STATUS_DIR)
-    show = ctx_params.get("progress")
-    if show is None:
-        show = err.is_terminal
+    if tracker is None:  # --progress is read only where it decides something
+        show = ctx_params.get("progress")
+        tracker = RichTracker(err) if (err.is_terminal if show is None else show) else Tracker()
     opts = Options(status_dir=status_dir,
                    retry=RetryPolicy(attempts=ctx_params.get("retries") or 5,
                                      initial_delay=ctx_params.get("retry_delay") or 0.5),
-                   tracker=tracker or (RichTracker(err) if show else Tracker()))
+                   tracker=tracker)
     for key in ("jobs", "instance", "mass_delete_threshold", "trash_retention_days",
                 "legacy_root", "stale_after"):
         if ctx_params.get(key) is not None:
@@ -112,9 +166,47 @@ class WatchProgress:
 def setup_logging(verbose: int) -> None:
     level = logging.WARNING - 10 * min(verbose, 2)
     root = logging.getLogger()
-    if not any(isinstance(h, RichHandler) for h in root.handlers):
-        root.addHandler(RichHandler(console=err, show_path=False, show_time=verbose > 0))
+    terminal = next((h for h in root.handlers if isinstance(h, RichHandler)), None)
+    if terminal is None:
+        terminal = RichHandler(console=err, show_path=False, show_time=verbose > 0)
+        root.addHandler(terminal)
+    terminal.setLevel(level)  # the terminal shows what -v asks for; the work log gets INFO
     root.setLevel(level)
+
+
+def log_to_work(work: str, command: str) -> None:
+    """Also log this command into WORK's ``.spaceport/log/`` (see spaceport.worklog)."""
+    handler = WorkLogHandler(work, command)
+    log.addHandler(handler)
+    log.setLevel(min(log.getEffectiveLevel(), logging.INFO))
+    _work_logs.append(handler)
+    _to_work_logs(logging.INFO, started_line(command_line), [handler])
+
+
+def finish_work_logs(code: int, error: str | None = None) -> None:
+    """What the command told the person, and how it ended, into the work logs."""
+    said = out.export_text(clear=True).splitlines()
+    if not _work_logs:
+        return
+    for line in said[:200]:
+        _to_work_logs(logging.INFO, "said: " + line)
+    if len(said) > 200:
+        _to_work_logs(logging.INFO, f"said: ... and {len(said) - 200} more lines")
+    if error:
+        _to_work_logs(logging.ERROR, f"ended with exit code {code}: {error}")
+    else:
+        _to_work_logs(logging.INFO, f"ended with exit code {code}")
+    for handler in _work_logs:
+        log.removeHandler(handler)
+        handler.close()
+    _work_logs.clear()
+
+
+def _to_work_logs(level: int, text: str, handlers=None) -> None:
+    """A line for the work logs only (the terminal has it already, or must not)."""
+    record = log.makeRecord(log.name, level, __file__, 0, text, (), None)
+    for handler in handlers or _work_logs:
+        handler.handle(record)
 
 
 @contextmanager
@@ -137,7 +229,7 @@ def parse_rate(text: str | None) -> float | None:
         return None
     m = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([KMGT]?)(?:I?B)?(?:/S)?\s*", text.upper())
     if not m:
-        raise UsageError(f"--bwlimit {text!r}: give bytes per second, e.g. 50M or 1.5G")
+        raise UsageError(f"--bwlimit {quote(text)}: give bytes per second, e.g. 50M or 1.5G")
     value = float(m.group(1)) * 1024 ** " KMGT".index(m.group(2) or " ")
     if value <= 0:
         raise UsageError("--bwlimit must be more than 0")

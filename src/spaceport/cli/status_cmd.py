@@ -8,7 +8,9 @@ import sys
 import click
 
 from ..progress import Tracker
-from .options import common_options, env_option, jobs_option, make_options, out
+from ..wording import count
+from .options import (env_option, jobs_option, log_to_work, make_options, out, status_dir_option,
+                      storage_options, verbose_option)
 
 
 @click.command()
@@ -16,11 +18,16 @@ from .options import common_options, env_option, jobs_option, make_options, out
 @env_option("--primary", type=click.Path(file_okay=False),
             help="Show the status of a primary folder instead (lock, saves, trash).")
 @env_option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-@common_options
+@status_dir_option(help="With --primary: the name of its status folder. (A working copy "
+                        "knows its own.)")
+@storage_options
+@verbose_option
 @click.pass_context
 def status(ctx, work, primary, as_json, **_):
     """Show the lock holder and heartbeat, the last save and the unsaved changes of WORK,
-    or (with --primary) who holds a primary folder, its recent saves and its trash."""
+    or (with --primary) who holds a primary folder, its recent saves and its trash.
+
+    Exits 1 if WORK is not a spaceport working copy."""
     from ..status import format_status, primary_status, work_status
 
     if bool(work) == bool(primary):
@@ -31,13 +38,17 @@ def status(ctx, work, primary, as_json, **_):
         out.print_json(json.dumps(facts, default=str))
     else:
         out.print(format_status(facts), markup=False)
+    if work and not facts.get("deployed", True):
+        sys.exit(1)
 
 
 @click.command()
 @click.argument("work", envvar="SPACEPORT_WORK", type=click.Path(file_okay=False))
 @env_option("--checksum", is_flag=True, help="Compare file contents (SHA-256), not only sizes.")
-@jobs_option
-@common_options
+@jobs_option(help="Folders of the primary listed in parallel (each listing costs network "
+                  "round trips on OneData).")
+@storage_options
+@verbose_option
 @click.pass_context
 def verify(ctx, work, checksum, **_):
     """Compare WORK with its primary, file by file, and its links with the manifest.
@@ -45,10 +56,13 @@ def verify(ctx, work, checksum, **_):
     from ..status import verify as run_verify
 
     opts = make_options(ctx.params, tracker=Tracker())
+    log_to_work(work, "verify")
     report = run_verify(work, opts, checksum=checksum)
     for line in report.differences:
         out.print(line, markup=False)
-    out.print(f"checked {report.checked_files} files and {report.checked_links} links: "
-              + ("identical" if report.ok else f"{len(report.differences)} difference(s)"))
+    out.print(f"checked {count(report.checked_files, 'file')} and "
+              f"{count(report.checked_links, 'link')}: "
+              + ("identical" if report.ok else count(len(report.differences), "difference")),
+              markup=False)
     if not report.ok:
         sys.exit(1)

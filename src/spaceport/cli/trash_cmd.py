@@ -8,6 +8,7 @@ import threading
 from datetime import timedelta
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from ..engine import open_primary, open_work
@@ -15,30 +16,35 @@ from ..errors import LockedError, UsageError
 from ..lock import read_lock
 from ..marker import require_marker
 from ..progress import Tracker
-from ..status import human_size
 from ..store.base import join, parent_of, temp_name
 from ..transfer import Copier, CopyJob, run_copies
 from ..trash import TRASH_DIR, batch_files, list_batches, purge
-from .options import common_options, env_option, err, make_options, out
+from ..wording import count, human_size, quote, show_path
+from .options import (common_options, env_option, err, jobs_option, log_to_work, make_options, out,
+                      safety_flag, status_dir_option, storage_options, verbose_option)
 
 
 def _where(work: str | None, primary: str | None, status_dir: str):
-    """(primary path, status folder, work path or None) from --work or --primary."""
+    """(primary path, status folder, work path or None) from WORK or --primary."""
     if bool(work) == bool(primary):
-        raise click.UsageError("give either --work WORK or --primary PRIMARY.")
+        raise click.UsageError("give either WORK or --primary PRIMARY.")
     if work:
         marker = require_marker(os.path.abspath(work))
         return marker.primary, marker.status_dir, os.path.abspath(work), marker.token
     return primary, status_dir, None, "00000000"
 
 
-def target_options(fn):
+def primary_options(fn):
+    """--primary instead of WORK, and the name of its status folder."""
+    fn = status_dir_option(help="With --primary: the name of its status folder. (A working "
+                                "copy knows its own.)")(fn)
     fn = env_option("--primary", type=click.Path(file_okay=False),
-                    help="The primary folder whose trash to use.")(fn)
-    fn = env_option("--work", type=click.Path(file_okay=False),
-                    help="A working copy: its primary's trash is used, and restores go into "
-                         "the working copy (the next save uploads them).")(fn)
+                    help="Use the trash of this primary folder instead of WORK's.")(fn)
     return fn
+
+
+def work_argument(fn):
+    return click.argument("work", required=False, type=click.Path(file_okay=False))(fn)
 
 
 @click.group()
@@ -47,16 +53,20 @@ def trash():
 
     Each save that deletes files moves them there (a cheap rename) instead of removing them.
     Batches older than the retention period (7 days by default) are purged by later saves.
+    Every subcommand takes a working copy (WORK) or --primary PRIMARY.
     """
 
 
 @trash.command("list")
-@target_options
+@work_argument
+@primary_options
 @env_option("--batch", help="List the files of this batch instead of the batches.")
-@common_options
+@storage_options
+@verbose_option
 @click.pass_context
 def trash_list(ctx, work, primary, batch, **_):
-    """List trash batches (time, files, size), or the files of one batch."""
+    """List the trash batches of WORK's primary (time, files, size), or the files of one
+    batch."""
     opts = make_options(ctx.params, tracker=Tracker())
     primary, status_dir, _, token = _where(work, primary, opts.status_dir)
     with open_primary(primary, token, opts) as store:
@@ -64,9 +74,10 @@ def trash_list(ctx, work, primary, batch, **_):
             try:
                 files = batch_files(store, status_dir, batch)
             except FileNotFoundError:
-                raise UsageError(f"there is no trash batch {batch!r}; see 'spaceport trash list'.")
+                raise UsageError(f"there is no trash batch named {quote(batch)}; 'spaceport "
+                                 "trash list' shows them.") from None
             for path, size in sorted(files):
-                out.print(f"{human_size(size):>10}  {path}", markup=False)
+                out.print(f"{human_size(size):>10}  {show_path(path)}", markup=False)
             return
         batches = list_batches(store, status_dir)
     if not batches:
@@ -80,27 +91,35 @@ def trash_list(ctx, work, primary, batch, **_):
 
 
 @trash.command("restore")
-@click.argument("batch")
-@click.argument("paths", nargs=-1)
-@target_options
+@click.argument("args", nargs=-1, required=True, metavar="[WORK] BATCH [PATH]...")
+@primary_options
 @env_option("--overwrite", is_flag=True, help="Replace files that exist at the same path.")
+@jobs_option
 @common_options
 @click.pass_context
-def trash_restore(ctx, batch, paths, work, primary, overwrite, **_):
-    """Bring files of BATCH back (all of them, or the PATHS given, files or folders).
+def trash_restore(ctx, args, primary, overwrite, **_):
+    """Bring files of BATCH back (all of them, or the PATHs given, files or folders).
 
-    With --work they are copied into the working copy, and the next save uploads them. With
-    --primary they are moved back into the primary folder; that is refused while the primary
-    is deployed (restore into its working copy instead).
+    \b
+      spaceport trash restore WORK BATCH [PATH]...
+      spaceport trash restore --primary PRIMARY BATCH [PATH]...
+
+    Into WORK they are copied, and the next save uploads them. With --primary they are
+    moved back into the primary folder; that is refused while the primary is deployed
+    (restore into its working copy instead).
     """
+    work, batch, paths = _restore_arguments(args, primary)
     opts = make_options(ctx.params)
+    if work:
+        log_to_work(work, "trash restore")
     primary_path, status_dir, work_path, token = _where(work, primary, opts.status_dir)
     try:
         with open_primary(primary_path, token, opts) as store:
             try:
                 files = batch_files(store, status_dir, batch)
             except FileNotFoundError:
-                raise UsageError(f"there is no trash batch {batch!r}; see 'spaceport trash list'.")
+                raise UsageError(f"there is no trash batch named {quote(batch)}; 'spaceport "
+                                 "trash list' shows them.") from None
             chosen = [(p, s) for p, s in files
                       if not paths or any(p == q.strip("/") or p.startswith(q.strip("/") + "/")
                                           for q in paths)]
@@ -114,12 +133,27 @@ def trash_restore(ctx, batch, paths, work, primary, overwrite, **_):
                 holder = read_lock(store, status_dir)
                 if holder is not None:
                     raise LockedError(f"{primary_path} is deployed ({holder.describe()}).",
-                                      hint="Restore into its working copy instead: --work WORK.")
+                                      hint="Nothing was restored. Restore into its working "
+                                           "copy instead: spaceport trash restore WORK "
+                                           f"{batch} ...")
                 done, skipped = _restore_into_primary(store, src_root, chosen, overwrite)
     finally:
         opts.tracker.close()
-    out.print(f"restored {done} file(s) from {batch}"
-              + (f"; {skipped} skipped because they exist (use --overwrite)" if skipped else ""))
+    out.print(f"restored {count(done, 'file')} from {batch}"
+              + (f"; {count(skipped, 'file')} skipped because "
+                 f"{'it exists' if skipped == 1 else 'they exist'} (use --overwrite)"
+                 if skipped else ""), markup=False)
+
+
+def _restore_arguments(args: tuple[str, ...], primary: str | None):
+    """(work or None, batch, paths) from ``[WORK] BATCH [PATH]...``: WORK is there unless
+    --primary is given."""
+    if primary:
+        return None, args[0], args[1:]
+    if len(args) < 2:
+        raise click.UsageError("give WORK and BATCH (or --primary PRIMARY and BATCH); "
+                               "'spaceport trash list WORK' shows the batches.")
+    return args[0], args[1], args[2:]
 
 
 def _restore_into_work(store, work_path, token, src_root, chosen, overwrite, opts):
@@ -135,7 +169,8 @@ def _restore_into_work(store, work_path, token, src_root, chosen, overwrite, opt
         run_copies(copier, jobs, opts.jobs,
                    lambda d: failed.append(d) if d.error is not None else None)
         for d in failed:
-            err.print(f"[red]could not restore[/] {d.job.path}: {d.error}")
+            err.print(f"[red]could not restore[/] {escape(show_path(d.job.path))}: "
+                      f"{escape(str(d.error))}")
         if failed:
             sys.exit(1)
     return len(todo), len(chosen) - len(todo)
@@ -154,17 +189,22 @@ def _restore_into_primary(store, src_root, chosen, overwrite):
 
 
 @trash.command("purge")
-@target_options
+@work_argument
+@primary_options
 @env_option("--older-than", type=click.FloatRange(0), metavar="DAYS",
             help="Purge batches older than DAYS (default: the retention period, 7).")
 @env_option("--batch", "batches", multiple=True, help="Purge this batch (repeatable).")
 @env_option("--all", "purge_all", is_flag=True, help="Purge every batch.")
-@env_option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-@common_options
+@safety_flag("--yes", "-y", help="Do not ask for confirmation.")
+@storage_options
+@verbose_option
 @click.pass_context
 def trash_purge(ctx, work, primary, older_than, batches, purge_all, yes, **_):
-    """Delete trash batches for good."""
+    """Delete trash batches of WORK's primary for good: those older than the retention
+    period (7 days), or the ones named with --batch, or --all."""
     opts = make_options(ctx.params, tracker=Tracker())
+    if work:
+        log_to_work(work, "trash purge")
     primary_path, status_dir, _, token = _where(work, primary, opts.status_dir)
     if (purge_all or batches) and not yes:
         if not sys.stdin.isatty():
@@ -179,4 +219,5 @@ def trash_purge(ctx, work, primary, older_than, batches, purge_all, yes, **_):
         else:
             days = older_than if older_than is not None else opts.trash_retention_days
             removed = purge(store, status_dir, older_than=timedelta(days=days))
-    out.print(f"purged {len(removed)} batch(es)" + (": " + ", ".join(removed) if removed else ""))
+    out.print(f"purged {count(len(removed), 'batch')}"
+              + (": " + ", ".join(removed) if removed else ""), markup=False)

@@ -33,6 +33,7 @@ from ..marker import (DEPLOYED, UNDEPLOYED, Marker, read_marker, require_marker,
 from ..retry import RetryPolicy, is_unavailable
 from ..save import save
 from ..worklock import DAEMON_COMMAND, hold_work
+from ..wording import count, duration
 from .config import DaemonConfig, remove_file, write_file_atomic
 from .heartbeat import Heartbeat
 from .logs import fields
@@ -258,7 +259,7 @@ class Daemon:
     def _run_autosaves(self) -> None:
         interval = self.cfg.interval
         if not self.fenced.is_set():
-            self.state.set_phase(RUNNING, f"autosave every {interval:g} s")
+            self.state.set_phase(RUNNING, f"autosave every {duration(interval)}")
         failures = 0
         next_at = time.monotonic() + (0.0 if self.state.resumed else interval)
         while True:
@@ -273,8 +274,9 @@ class Daemon:
                 next_at = now + (interval if ok else self._backoff(failures))
             if self.autosaver is None and not self.fenced.is_set() \
                     and (self.save_now.is_set() or now >= next_at):
+                task = "requested save" if self.save_now.is_set() else "autosave"
                 self.save_now.clear()
-                self.autosaver = Worker("autosave", self._save_worker, "autosave")
+                self.autosaver = Worker(task, self._save_worker, task)
                 self.autosaver.start()
             self.state.next_save_in = None if self.autosaver or self.fenced.is_set() \
                 else max(0.0, next_at - now)
@@ -292,14 +294,14 @@ class Daemon:
 
     def _autosave_done(self, worker: Worker) -> bool:
         if worker.error is None:
-            self.state.record_save(worker.started, report=worker.result)
+            self.state.record_save(worker.started, report=worker.result, task=worker.name)
             return True
         if self.shutdown.is_set():
             log.info("autosave stopped for the final save")
             return False
         if isinstance(worker.error, LockLostError):
             self._lock_trouble(worker.error)
-        self.state.record_save(worker.started, error=worker.error)
+        self.state.record_save(worker.started, error=worker.error, task=worker.name)
         return False
 
     def _lock_trouble(self, exc: LockLostError) -> None:
@@ -395,10 +397,10 @@ class Daemon:
             code = EXIT_INTERRUPTED
         self.state.record_save(time.time(), error=exc, task="final save")
         self.state.set_phase(FAILED, f"final save failed: {describe(exc)}", quiet=True)
-        log.error("final save failed after %d attempt(s): %s. The lock on %s and the working "
+        log.error("final save failed after %s: %s. The lock on %s and the working "
                   "copy %s are kept, so nothing is lost; when the primary is back, start "
                   "the daemon again, or run 'spaceport save %s' then 'spaceport undeploy %s'.",
-                  attempts, describe(exc),
+                  count(attempts, "attempt"), describe(exc),
                   self.cfg.primary, self.cfg.work, self.cfg.work, self.cfg.work,
                   extra=fields(event="phase", phase=FAILED, exit_code=code))
         return code

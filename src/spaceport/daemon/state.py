@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from .. import __version__
 from ..errors import Interrupted, SpaceportError
 from ..progress import Tracker
+from ..wording import count, duration
 
 if TYPE_CHECKING:
     from .config import DaemonConfig
@@ -174,8 +175,8 @@ class State:
                 self.last_ok_save = entry["time"]
         if error is None:
             self.solved("save")
-            log.info("%s done in %.1f s: %d file(s) uploaded, %d moved to trash", task, seconds,
-                     entry["uploaded"], entry["deleted"],
+            log.info("%s done in %.1f s: %s uploaded, %d moved to the trash", task, seconds,
+                     count(entry["uploaded"], "file"), entry["deleted"],
                      extra={"fields": {"event": "save", **entry}})
         else:
             self.problem("save", f"{task} failed: {entry['error']}")
@@ -254,14 +255,16 @@ def human_bytes(n: float) -> str:
     return str(n)
 
 
-def progress_text(task: dict) -> str:
+def progress_text(task: dict, *, share: bool = True) -> str:
+    """One line about a copy; ``share=False`` leaves the percentage out (a bar shows it)."""
     if not task["bytes_total"] and not task["files_total"]:
         return f"{task['name']} scanning"
-    share = task["bytes_done"] / task["bytes_total"] if task["bytes_total"] else 1.0
-    eta = f", ETA {int(task['eta'])} s" if task.get("eta") else ""
+    part = task["bytes_done"] / task["bytes_total"] if task["bytes_total"] else 1.0
+    eta = f", about {duration(task['eta'])} left" if task.get("eta") else ""
     return (f"{task['name']} {human_bytes(task['bytes_done'])} of "
-            f"{human_bytes(task['bytes_total'])} ({share:.0%}), {task['files_done']}/"
-            f"{task['files_total']} files, {human_bytes(task['rate'])}/s{eta}")
+            f"{human_bytes(task['bytes_total'])}" + (f" ({part:.0%})" if share else "")
+            + f", {task['files_done']} of {count(task['files_total'], 'file')}, "
+            f"{human_bytes(task['rate'])}/s{eta}")
 
 
 def describe(what: BaseException | str) -> str:

@@ -27,7 +27,7 @@ from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
                                     SummaryMetricFamily)
 
 from ..errors import SpaceportError, UsageError
-from ..lock import human_age
+from ..wording import count, duration, quote
 from .state import PHASES, DaemonTracker, State, human_bytes
 
 log = logging.getLogger("spaceport.web")  # its name from before the package
@@ -48,7 +48,7 @@ def parse_listen(text: str) -> tuple[str, int]:
     """"HOST:PORT", "[V6]:PORT" or ":PORT" (all interfaces); port 0 picks a free one."""
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or int(port) > 65535:
-        raise UsageError(f"--listen {text!r}: give HOST:PORT, e.g. 127.0.0.1:8000")
+        raise UsageError(f"--listen {quote(text)}: give HOST:PORT, e.g. 127.0.0.1:8000")
     host = host.strip("[]") or "0.0.0.0"
     return host, int(port)
 
@@ -232,12 +232,13 @@ def _labelled(family, name: str, doc: str, label: str, values: dict):
 
 # -- the page ------------------------------------------------------------------------
 TASK_LABELS = {"deploy": "Project restore", "clone": "Source clone", "autosave": "Autosave",
-               "final save": "Final save", "save unsaved work": "Saving earlier work"}
+               "requested save": "Save on request (POST /save)", "final save": "Final save",
+               "save unsaved work": "Saving earlier work"}
 PHASE_TEXT = {
     "starting": "Starting up.",
     "locking": "Checking that nobody else has this project open.",
-    "staging-in": "Copying the project (and the source data) onto this machine. The "
-                  "application starts when this is done.",
+    "staging-in": "Copying the project onto this machine. The application starts when "
+                  "this is done.",
     "ready": "Everything is in place.",
     "running": "The application can run. Your work is saved to primary storage regularly.",
     "staging-out": "Saving your work to primary storage one last time.",
@@ -289,7 +290,7 @@ def render_page(s: dict) -> str:
 <body><main>
 <h1>spaceport</h1>
 <div class="sub">{e(s["primary"])} → {e(s["work"])}{_source_line(s)}</div>
-<section><span class="phase {tone}">{e(phase)}</span>{e(PHASE_TEXT.get(phase, ""))}
+<section><span class="phase {tone}">{e(phase)}</span>{e(_phase_text(s))}
 <p class="muted">{e(s["message"])} · since {e(_ago(s["now"] - s["phase_since"]))}</p>{health}
 </section>
 <section><h2>Progress</h2>{_tasks(s)}</section>
@@ -300,6 +301,13 @@ def render_page(s: dict) -> str:
 </main></body></html>
 """
     return body
+
+
+def _phase_text(s: dict) -> str:
+    text = PHASE_TEXT.get(s["phase"], "")
+    if s["phase"] == "staging-in" and s.get("source"):
+        text = text.replace("the project onto", "the project and the source data onto")
+    return text
 
 
 def _source_line(s: dict) -> str:
@@ -352,9 +360,10 @@ def _saves(s: dict) -> str:
     last = s["last_save"]
     if last:
         result = "succeeded" if last["ok"] else f"FAILED: {last.get('error', '')}"
-        what = f"{last['task']} {_ago(s['now'] - last['time'])} ago, {result}"
+        label = TASK_LABELS.get(last["task"], last["task"])
+        what = f"{label} {_ago(s['now'] - last['time'])} ago, {result}"
         if last["ok"]:
-            what += (f" ({last.get('uploaded', 0)} file(s), "
+            what += (f" ({count(last.get('uploaded', 0), 'file')}, "
                      f"{human_bytes(last.get('bytes', 0))} uploaded in {last['seconds']:.1f} s)")
         rows.append(("Last save", what))
     else:
@@ -382,10 +391,7 @@ def _errors(s: dict) -> str:
 
 
 def _ago(seconds: float | None) -> str:
-    seconds = max(0.0, seconds or 0.0)
-    if seconds < 10 and seconds != int(seconds):
-        return f"{seconds:.1f} s"
-    return human_age(seconds)
+    return duration(seconds)  # the same units as the daemon's messages and log
 
 
 def _clock(t: float) -> str:
