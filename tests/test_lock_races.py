@@ -335,3 +335,65 @@ def test_take_over_stale_watches_a_beating_daemon_and_takes_a_dead_one(tmp_path,
     assert res.code == 0, res.err
     assert lock_id(primary) == marker_id(str(tmp_path / "b"))
     assert [n for n in os.listdir(os.path.join(primary, S)) if n.startswith("lock.stale-")]
+
+
+# -- the race windows held open at a gate, acting from a second "node" ----------------------
+@pytest.fixture
+def two_nodes(tmp_path, onedata):
+    """A second mount of the same space: another node. (A call held on one mount keeps the
+    kernel's locks of its folder on that mount; a second mount shares none of them.)"""
+    node2 = OneDataFS(onedata.backing, str(tmp_path / "node2"), attr_timeout=0.0)
+    os.mkdir(node2.mountpoint)
+    node2.start()
+    yield onedata, node2
+    node2.stop()
+
+
+def test_a_heartbeat_held_across_a_takeover_cannot_bring_the_lock_back(tmp_path, two_nodes,
+                                                                       daemons):
+    """Failure 1 with the window held open: the daemon's heartbeat is stopped inside its
+    write while another node unlocks and deploys; then it goes on."""
+    node1, node2 = two_nodes
+    backing = str(node1.backing)
+    project(backing, files=4)
+    d = daemons(str(node1.mountpoint), str(tmp_path / "a"), "--stale-after", "2")
+    d.wait_phase("running")
+    gate = node1.hold(op="rename", path=f"/{S}/heartbeat.*", when="before", timeout=60)
+    node1.wait_held(gate, timeout=20)  # the daemon is inside its heartbeat's rename
+    assert run_cli("unlock", "--force", "--yes", str(node2.mountpoint)).code == 0
+    work_b = str(tmp_path / "b")
+    assert run_cli("deploy", str(node2.mountpoint), work_b).code == 0
+    node1.release(gate)
+    d.wait_phase("lock-lost", timeout=30)
+    assert lock_id(backing) == marker_id(work_b)
+    write(work_b, "b.txt", b"B's work")
+    assert run_cli("save", work_b).code == 0
+    assert open(os.path.join(backing, "b.txt"), "rb").read() == b"B's work"
+
+
+def test_a_release_held_across_a_takeover_never_deletes_the_new_lock(tmp_path, two_nodes):
+    """Failure 2 with the window held open: A's release has checked the lock is its own and
+    is stopped inside its rename while another node unlocks and deploys; then it goes on."""
+    node1, node2 = two_nodes
+    backing = str(node1.backing)
+    project(backing, files=4)
+    work_a, work_b = str(tmp_path / "a"), str(tmp_path / "b")
+    assert run_cli("deploy", str(node1.mountpoint), work_a).code == 0
+    gate = node1.hold(op="rename", path=f"/{S}/lock.release.*", when="before", timeout=60)
+    undeploy = subprocess.Popen([sys.executable, "-m", "spaceport", "undeploy", work_a],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    node1.wait_held(gate, timeout=30)
+    assert run_cli("unlock", "--force", "--yes", str(node2.mountpoint)).code == 0
+    assert run_cli("deploy", str(node2.mountpoint), work_b).code == 0
+    b_id = marker_id(work_b)
+    node1.release(gate)
+    err_a = undeploy.communicate(timeout=60)[1]
+    assert undeploy.returncode == 4, err_a
+    assert "took it just before this release" in err_a
+    status = os.path.join(backing, S)
+    kept = [json.load(open(os.path.join(status, n)))["deployment_id"]
+            for n in os.listdir(status) if n.startswith("lock.broken-")]
+    assert b_id in kept  # B's record was set aside, never deleted and never put back
+    assert not [n for n in os.listdir(status) if n.startswith("lock.release")]
+    assert os.path.isdir(work_a)  # the failed undeploy kept A's working copy
+    assert run_cli("save", work_b).code == 4  # B is fenced: it must deploy again
