@@ -37,7 +37,7 @@ from datetime import datetime, timezone
 
 from .links import Link, Unrestored, capture
 from .store.base import Store, join, relative_path_problem
-from .wording import count, quote
+from .wording import duration, count, quote
 
 log = logging.getLogger(__name__)
 
@@ -461,11 +461,10 @@ class LegacyLock:
         return f"a lock of a {self.system} instance ({self.file}): {quote(self.raw[:80])}"
 
     def _age(self) -> str:
-        from .lock import human_age  # lock.py imports this module
 
         delta = datetime.now(timezone.utc).timestamp() - (self.timestamp or 0)
         when = "ago" if delta >= 0 else "ahead"
-        return f"{human_age(abs(delta))} {when} by this host's clock"
+        return f"{duration(abs(delta))} {when} by this host's clock"
 
     def facts(self) -> dict:
         return {"kind": "legacy", "system": self.system, "file": self.file,

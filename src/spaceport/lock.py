@@ -41,6 +41,7 @@ from .errors import (FormatError, LockedError, LockLostError, SpaceportError,
 from .hostinfo import ProcessIdentity, current_user, hostname, machine_id
 from .legacy import LegacyLock, parse_westlife_lock, read_legacy_lock, set_aside_legacy_lock
 from .store.base import DetachedError, Store, join
+from .wording import duration
 from .wording import quote
 
 log = logging.getLogger(__name__)
@@ -71,17 +72,6 @@ def parse_iso(text: str) -> datetime:
     # Python 3.10's fromisoformat does not accept a trailing "Z".
     dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
-
-
-def human_age(seconds: float) -> str:
-    s = max(0, int(seconds))
-    if s < 120:
-        return f"{s} s"
-    if s < 7200:
-        return f"{s // 60} min"
-    if s < 172800:
-        return f"{s // 3600} h {s % 3600 // 60} min"
-    return f"{s // 86400} d {s % 86400 // 3600} h"
 
 
 def validate_status_dir(name: str) -> str:
@@ -337,7 +327,7 @@ def watch_stale(store: Store, status_dir: str, holder, *,
         if on_tick:
             on_tick(min(elapsed, total), total)
         if elapsed >= total:
-            return f"its heartbeat did not change for {human_age(total)} while watched"
+            return f"its heartbeat did not change for {duration(total)} while watched"
         time.sleep(min(poll, total - elapsed))
         if lock_id(read_lock(store, status_dir)) != holder.deployment_id:
             return None  # released or taken meanwhile: not this holder's lock any more

@@ -58,21 +58,21 @@ _UNSAFE = re.compile(r"[\x00-\x1f\x7f\udc80-\udcff\\\"]")
 _NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\", '"': '\\"'}
 
 
+def _escape(m: re.Match) -> str:
+    c = m.group()
+    if c in _NAMED:
+        return _NAMED[c]
+    code = ord(c)
+    return f"\\x{code - 0xdc00:02x}" if code >= 0xdc80 else f"\\x{code:02x}"
+
+
 def show_path(path: str) -> str:
     """A path as one line a person can read: as it is when it is plain, else in double
     quotes with newlines, tabs and bytes that are not UTF-8 written as escapes (\\n, \\t,
     \\xe9). Leading or trailing spaces are quoted so they can be seen."""
     if not _UNSAFE.search(path) and path == path.strip() and path:
         return path
-
-    def escape(m: re.Match) -> str:
-        c = m.group()
-        if c in _NAMED:
-            return _NAMED[c]
-        code = ord(c)
-        return f"\\x{code - 0xdc00:02x}" if code >= 0xdc80 else f"\\x{code:02x}"
-
-    return '"' + _UNSAFE.sub(escape, path) + '"'
+    return '"' + _UNSAFE.sub(_escape, path) + '"'
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\udc80-\udcff]")
@@ -81,11 +81,4 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f\udc80-\udcff]")
 def quote(text: str) -> str:
     """``text`` between single quotes, for a line of an old list or a name inside a
     sentence; newlines, tabs and bytes that are not UTF-8 are written as escapes."""
-    def escape(m: re.Match) -> str:
-        c = m.group()
-        if c in _NAMED:
-            return _NAMED[c]
-        code = ord(c)
-        return f"\\x{code - 0xdc00:02x}" if code >= 0xdc80 else f"\\x{code:02x}"
-
-    return "'" + _CONTROL.sub(escape, text) + "'"
+    return "'" + _CONTROL.sub(_escape, text) + "'"
