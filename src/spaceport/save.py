@@ -27,6 +27,7 @@ from .marker import DEPLOYING, MARKER_DIR, UNDEPLOYED, Marker, index_path, requi
 from .plan import SavePlan, by_depth, links_for_manifest, plan_save
 from .retry import is_unavailable, retry_call, unavailable
 from .scan import Entry, Kind, ScanResult, scan_tree
+from .snapshot import Snapshotter, companions_before_databases, fold_companions, split_databases
 from .store.base import DetachedError, Store, join, parent_of, temp_name
 from .store.posix import mkdir_mode
 from .transfer import Copier, CopyDone, CopyJob, interleave_folders, run_copies, run_parallel
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 JOURNAL_NAME = "journal.jsonl"
 ATTACH_CHECK_SECONDS = 1.0
 MANIFEST_STATE = "manifest_state"  # index meta: "ok" once the manifest matches the index
+SCRATCH_DIR = "snapshots"  # in the work marker: database snapshots on their way up
 
 
 @dataclass
@@ -54,6 +56,9 @@ class SaveReport:
     deletes_skipped: bool = False
     special: list[str] = field(default_factory=list)
     purged: list[str] = field(default_factory=list)
+    snapshots: int = 0  # databases saved as snapshots
+    vanished: int = 0  # files removed between the scan and their upload: deletions
+    databases_held: list[str] = field(default_factory=list)  # wait for files that failed
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
@@ -73,6 +78,7 @@ def scan_work(work: Store, marker: Marker) -> ScanResult:
             work.unlink(tmp)
         except FileNotFoundError:
             pass
+    fold_companions(scan, work)  # a database's -journal/-wal/-shm are never saved alone
     return scan
 
 
@@ -168,6 +174,10 @@ def save(work_path: str, opts: Options, *, dry_run: bool = False,
             remove_leftover_temps(index, primary, PRIMARY)
             scan = scan_work(work, marker)
             plan = plan_save(scan, index)  # streams the index: no copy of it in memory
+            snapshots = Snapshotter(join(work.root, MARKER_DIR, SCRATCH_DIR))
+            if not dry_run:
+                scan, plan = settle_databases(work, marker, index, scan, plan, snapshots)
+            companions_before_databases(plan)
             known_files = index.count(Kind.FILE)
             guard_mass_delete(plan, known_files, opts, allow_mass_delete)
             report = SaveReport(plan=plan.summary(), dry_run=dry_run, special=scan.special,
@@ -175,7 +185,9 @@ def save(work_path: str, opts: Options, *, dry_run: bool = False,
             if dry_run:
                 return report
             run = _SaveRun(primary, work, index, lock, marker, opts, report, task)
+            run.snapshots = snapshots
             run.stop = stop or threading.Event()
+            run.known_files, run.allow_mass_delete = known_files, allow_mass_delete
             with LockKeeper(lock, opts.heartbeat_interval) as keeper:
                 run.keeper = keeper
                 run.execute(plan, conflicts_to_trash)
@@ -185,7 +197,29 @@ def save(work_path: str, opts: Options, *, dry_run: bool = False,
             run.finish()
             return report
         finally:
+            snapshots.close()
             index.close()
+
+
+def settle_databases(work: Store, marker: Marker, index: Index, scan: ScanResult,
+                     plan: SavePlan, snapshots: Snapshotter) -> tuple[ScanResult, SavePlan]:
+    """Snapshot the databases this save uploads, then scan again and plan from that scan.
+
+    What a snapshot refers to existed when it was taken (Scipion writes a run's files
+    before it records them, and forgets a run before it deletes its files), so everything
+    it refers to that still exists is in the second scan and is uploaded before the
+    databases land. Deletions are only those both scans agree on: a file deleted after the
+    first scan may still be named in a snapshot; the next save deletes it.
+    """
+    _, databases = split_databases(plan.uploads, work)
+    if not databases:
+        return scan, plan
+    snapshots.take_early(work, [e.path for e in databases])
+    later = scan_work(work, marker)
+    again = plan_save(later, index)
+    gone_before = {k.entry.path for k in plan.deletes}
+    again.deletes = [k for k in again.deletes if k.entry.path in gone_before]
+    return later, again
 
 
 class _SaveRun:
@@ -201,6 +235,9 @@ class _SaveRun:
         self._trash: TrashBin | None = None
         self.recorder = IndexRecorder(index, PRIMARY)
         self.failed: list[tuple[str, BaseException]] = []
+        self.vanished: list[str] = []  # gone between the scan and their upload
+        self.snapshots: Snapshotter | None = None
+        self.known_files, self.allow_mass_delete = 0, False  # for the deletion guard
         self._attached_at = time.monotonic()
         self._detached: StorageUnavailableError | None = None
 
@@ -236,6 +273,7 @@ class _SaveRun:
             self._clear_replaced(plan)
             self._make_dirs(plan)
             self._upload(plan, conflicts_to_trash)
+            self._vanished_are_deleted(plan)
             self._set_dir_modes(plan)
             if self.failed:
                 # As rclone does: no deletions, and no manifest (it comes last, after all
@@ -368,13 +406,18 @@ class _SaveRun:
         tracker = self.opts.tracker
         tracker.start(self.task, files=len(jobs), nbytes=plan.upload_bytes)
         copier = Copier(self.work, self.primary, tracker=tracker, task=self.task,
-                        retry=self.opts.retry, stop=self.stop, check=self.check)
+                        retry=self.opts.retry, stop=self.stop, check=self.check,
+                        snapshots=self.snapshots)
 
         def before(job: CopyJob) -> None:
             self._trash_conflict(job.path, known.get(job.path))
 
         def on_done(done: CopyDone) -> None:
             tmp = join(parent_of(done.job.path), done.job.tmp)
+            if done.vanished:  # removed since the scan: a deletion (_vanished_are_deleted)
+                self.vanished.append(done.job.path)
+                self.recorder.done(tmp=tmp)
+                return
             if done.error is not None:
                 self.failed.append((done.job.path, done.error))
                 if not isinstance(done.error, Interrupted):
@@ -384,22 +427,66 @@ class _SaveRun:
                 return
             self.report.uploaded += 1
             self.report.uploaded_bytes += done.src_st.st_size
+            self.report.snapshots += done.snapshot
             if done.unstable:  # leave it unrecorded so the next save uploads it again
                 log.warning("%s kept changing while saved; it is saved again next time",
                             done.job.path)
                 self.recorder.done(tmp=tmp)
             else:
-                self.recorder.done(file_known(done.src_st, done.dst_st, done.job.path,
-                                              work_is_src=True), tmp=tmp)
+                row = file_known(done.src_st, done.dst_st, done.job.path, work_is_src=True)
+                if done.sig_mtime_ns is not None:  # a WAL database: its -wal counts too
+                    row.entry.mtime_ns = done.sig_mtime_ns
+                self.recorder.done(row, tmp=tmp)
 
         try:
             if conflicts_to_trash:
                 for job in jobs:
                     before(job)
-            run_copies(copier, jobs, self.opts.jobs, on_done)
+            # Files first, then databases, deepest folder first (project.sqlite last): a
+            # database never lands before the files and runs it refers to.
+            by_path = {job.path: job for job in jobs}
+            plain, databases = split_databases(plan.uploads, self.work)
+            run_copies(copier, [by_path[e.path] for e in plain], self.opts.jobs, on_done)
+            for level in by_depth(databases, lambda e: e.path, deepest_first=True):
+                held = [e.path for e in level if self._failed_below(parent_of(e.path))]
+                if held:
+                    self._hold(held)
+                ready = [by_path[e.path] for e in level if e.path not in set(held)]
+                run_copies(copier, ready, self.opts.jobs, on_done)
         finally:
             tracker.finish(self.task)
         self._raise_if_fatal()
+
+    def _failed_below(self, folder: str) -> bool:
+        prefix = folder + "/" if folder else ""
+        return any(path.startswith(prefix) for path, _ in self.failed)
+
+    def _hold(self, paths: list[str]) -> None:
+        """Databases whose folder holds a file that failed wait for the next save."""
+        self.report.databases_held.extend(paths)
+        for path in paths:
+            log.warning("%s is not saved this time: a file in its folder failed, and a "
+                        "database never lands before what it may refer to", path)
+
+    def _vanished_are_deleted(self, plan: SavePlan) -> None:
+        """A file removed between the scan and its upload is a deletion, not a failure:
+        its old version on the primary goes to the trash with the other deletions, under
+        the same mass-delete guard (if they would trip it, the next save decides)."""
+        self.report.vanished = len(self.vanished)
+        if self.report.snapshots:
+            return  # a database that landed may still name them: the next save deletes them
+        gone = [old for path in self.vanished
+                if (old := self.index.get(path)) is not None and old.entry.kind is Kind.FILE
+                and not self.work.exists(path)]
+        if not gone:
+            return
+        plan.deletes.extend(gone)
+        try:
+            guard_mass_delete(plan, self.known_files, self.opts, self.allow_mass_delete)
+        except RefusedError:
+            del plan.deletes[-len(gone):]
+            log.warning("%d files vanished during the save; so many that they are left for "
+                        "the next save's deletion guard", len(gone))
 
     def _trash_conflict(self, path: str, old: Known | None) -> None:
         """On --resume: a primary file changed by someone else goes to the trash first."""
