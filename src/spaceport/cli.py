@@ -229,7 +229,8 @@ def save(ctx, work, dry_run, allow_mass_delete, **_):
               + (", link manifest written" if report.manifest_written else "")
               + f", {plan['unchanged']} unchanged, in {report.seconds:.2f} s")
     if report.deletes_skipped:
-        err.print("[yellow]warning:[/] deletions were skipped because some uploads failed")
+        err.print("[yellow]warning:[/] deletions were skipped because some uploads failed"
+                  + (" or databases wait for the next save" if report.databases_held else ""))
     for path in report.kept_dirs:
         err.print(f"[yellow]note:[/] folder {path} kept on the primary: it holds files "
                   "spaceport never saw")

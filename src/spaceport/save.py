@@ -185,9 +185,8 @@ def save(work_path: str, opts: Options, *, dry_run: bool = False,
             if dry_run:
                 return report
             run = _SaveRun(primary, work, index, lock, marker, opts, report, task)
-            run.snapshots = snapshots
+            run.snapshots, run.unreadable = snapshots, scan.unreadable
             run.stop = stop or threading.Event()
-            run.known_files, run.allow_mass_delete = known_files, allow_mass_delete
             with LockKeeper(lock, opts.heartbeat_interval) as keeper:
                 run.keeper = keeper
                 run.execute(plan, conflicts_to_trash)
@@ -214,7 +213,11 @@ def settle_databases(work: Store, marker: Marker, index: Index, scan: ScanResult
     _, databases = split_databases(plan.uploads, work)
     if not databases:
         return scan, plan
-    snapshots.take_early(work, [e.path for e in databases])
+    # Shallowest first, the reverse of the order they land in: a database that refers to
+    # deeper ones (project.sqlite to run.db) is taken before them, so they are never older
+    # than what it says of them.
+    snapshots.take_early(work, [e.path for e in sorted(databases,
+                                                       key=lambda e: e.path.count("/"))])
     later = scan_work(work, marker)
     again = plan_save(later, index)
     gone_before = {k.entry.path for k in plan.deletes}
@@ -236,8 +239,9 @@ class _SaveRun:
         self.recorder = IndexRecorder(index, PRIMARY)
         self.failed: list[tuple[str, BaseException]] = []
         self.vanished: list[str] = []  # gone between the scan and their upload
+        self.vanished_new: list[str] = []  # of those, the ones the primary never had
         self.snapshots: Snapshotter | None = None
-        self.known_files, self.allow_mass_delete = 0, False  # for the deletion guard
+        self.unreadable: dict[str, OSError] = {}  # folders the scan could not list
         self._attached_at = time.monotonic()
         self._detached: StorageUnavailableError | None = None
 
@@ -275,9 +279,10 @@ class _SaveRun:
             self._upload(plan, conflicts_to_trash)
             self._vanished_are_deleted(plan)
             self._set_dir_modes(plan)
-            if self.failed:
+            if self.failed or self.report.databases_held:
                 # As rclone does: no deletions, and no manifest (it comes last, after all
-                # data), while anything failed. The next save does both.
+                # data), while anything failed. The next save does both. Nor while a
+                # database waits: the one on the primary may still name what would go.
                 self.report.deletes_skipped = bool(plan.deletes)
                 return
             self._remove_all(plan.deletes)
@@ -403,6 +408,8 @@ class _SaveRun:
         jobs = [CopyJob(e.path, e.size, temp_name(self.marker.token)) for e in plan.uploads]
         self.index.add_inflight(PRIMARY, [(j.path, join(parent_of(j.path), j.tmp)) for j in jobs])
         known = self.index.load() if conflicts_to_trash else {}
+        # Uploads the primary has an older version of (a vanished one keeps it there).
+        known_rows = {e.path for e in plan.uploads if self.index.get(e.path) is not None}
         tracker = self.opts.tracker
         tracker.start(self.task, files=len(jobs), nbytes=plan.upload_bytes)
         copier = Copier(self.work, self.primary, tracker=tracker, task=self.task,
@@ -416,6 +423,8 @@ class _SaveRun:
             tmp = join(parent_of(done.job.path), done.job.tmp)
             if done.vanished:  # removed since the scan: a deletion (_vanished_are_deleted)
                 self.vanished.append(done.job.path)
+                if done.job.path not in known_rows:
+                    self.vanished_new.append(done.job.path)
                 self.recorder.done(tmp=tmp)
                 return
             if done.error is not None:
@@ -431,6 +440,8 @@ class _SaveRun:
             if done.unstable:  # leave it unrecorded so the next save uploads it again
                 log.warning("%s kept changing while saved; it is saved again next time",
                             done.job.path)
+                self.recorder.done(tmp=tmp)
+            elif done.racy:  # changed too recently to trust its mtime: saved again next time
                 self.recorder.done(tmp=tmp)
             else:
                 row = file_known(done.src_st, done.dst_st, done.job.path, work_is_src=True)
@@ -458,35 +469,34 @@ class _SaveRun:
         self._raise_if_fatal()
 
     def _failed_below(self, folder: str) -> bool:
+        """A file in ``folder`` or below failed, or a folder there could not be listed, or
+        a file new since the last save vanished before it could be copied (a snapshot
+        taken before it vanished may name it, and the primary never had it)."""
         prefix = folder + "/" if folder else ""
-        return any(path.startswith(prefix) for path, _ in self.failed)
+        return any(path.startswith(prefix) for path, _ in self.failed) or \
+            any(path == folder or path.startswith(prefix) for path in self.unreadable) or \
+            any(path.startswith(prefix) for path in self.vanished_new)
 
     def _hold(self, paths: list[str]) -> None:
-        """Databases whose folder holds a file that failed wait for the next save."""
+        """Databases whose folder holds a file that failed (or vanished new) wait for the
+        next save: a database never lands before what it may refer to."""
         self.report.databases_held.extend(paths)
         for path in paths:
-            log.warning("%s is not saved this time: a file in its folder failed, and a "
-                        "database never lands before what it may refer to", path)
+            log.warning("%s is left for the next save: a file in its folder %s", path,
+                        "failed" if self.failed else "was removed before it could be saved")
 
     def _vanished_are_deleted(self, plan: SavePlan) -> None:
-        """A file removed between the scan and its upload is a deletion, not a failure:
-        its old version on the primary goes to the trash with the other deletions, under
-        the same mass-delete guard (if they would trip it, the next save decides)."""
+        """A file removed between the scan and its upload is a deletion, not a failure.
+
+        Its old version stays on the primary until the next save, which deletes it like
+        any other (to the trash, under the deletion guard): that save also uploads the
+        databases changed with the deletion (Scipion forgets a run before it deletes its
+        files), and deletions come after them. Deleting it now could take a run's files
+        away from under the project.sqlite still on the primary."""
         self.report.vanished = len(self.vanished)
-        if self.report.snapshots:
-            return  # a database that landed may still name them: the next save deletes them
-        gone = [old for path in self.vanished
-                if (old := self.index.get(path)) is not None and old.entry.kind is Kind.FILE
-                and not self.work.exists(path)]
-        if not gone:
-            return
-        plan.deletes.extend(gone)
-        try:
-            guard_mass_delete(plan, self.known_files, self.opts, self.allow_mass_delete)
-        except RefusedError:
-            del plan.deletes[-len(gone):]
-            log.warning("%d files vanished during the save; so many that they are left for "
-                        "the next save's deletion guard", len(gone))
+        if self.vanished:
+            log.info("%d file(s) were removed while this save ran; the next save deletes "
+                     "them on the primary", len(self.vanished))
 
     def _trash_conflict(self, path: str, old: Known | None) -> None:
         """On --resume: a primary file changed by someone else goes to the trash first."""

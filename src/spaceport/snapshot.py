@@ -35,6 +35,7 @@ import shutil
 import sqlite3
 import stat as stat_mod
 import threading
+import time
 from urllib.parse import quote
 
 from .scan import Entry, Kind, ScanResult
@@ -47,6 +48,7 @@ COMPANIONS = ("-journal", "-wal", "-shm")
 # How long a snapshot waits for a read lock (a writer holding the database) before the
 # save falls back to copying the file if it holds still.
 BUSY_SECONDS = 10.0
+RACY_SECONDS = 1.0  # see is_racy()
 _IMMUTABLE_ATTEMPTS = 3
 _STABLE_ATTEMPTS = 3
 _WAL_FORMAT = 2  # bytes 18 and 19 of the header: 1 rollback journal, 2 WAL
@@ -127,6 +129,18 @@ def folded_mtime_ns(store: Store, path: str, st: os.stat_result) -> int:
         else st.st_mtime_ns
 
 
+def is_racy(mtime_ns: int, st: os.stat_result, at_ns: int) -> bool:
+    """True if a database's mtime is too recent to be its signature.
+
+    File times come from a coarse kernel clock (a tick of up to 10 ms): a commit in the same
+    tick as the stat, rewriting pages in place, leaves size and mtime as they were, and a
+    save that recorded them would never see that commit. A database stat'ed (at ``at_ns``,
+    before its snapshot) within RACY_SECONDS of its last change is saved but not recorded,
+    so the next save takes it again (git's "racily clean" entries, for the same reason).
+    ``st.st_ctime_ns`` is as recent as any change to the file, from the same clock."""
+    return at_ns - max(mtime_ns, st.st_ctime_ns) < RACY_SECONDS * 1e9
+
+
 def split_databases(entries: list[Entry], store: Store) -> tuple[list[Entry], list[Entry]]:
     """(files that are not databases, databases), each in the order given."""
     plain, dbs = [], []
@@ -148,7 +162,7 @@ class Snapshotter:
         self.busy_seconds = busy_seconds
         self._count = 0
         self._lock = threading.Lock()
-        self._early: dict[str, tuple[str, os.stat_result, int]] = {}
+        self._early: dict[str, tuple[str, os.stat_result, int, int]] = {}
         os.makedirs(scratch, exist_ok=True)
         for name in os.listdir(scratch):  # leftovers of a killed run
             try:
@@ -180,29 +194,28 @@ class Snapshotter:
             out = self._scratch_name()
             try:
                 st = store.lstat(path)
+                at = time.time_ns()
                 sig = folded_mtime_ns(store, path, st)
                 self._snapshot(store.abspath(path), out)
             except (OSError, SnapshotError) as exc:
                 _remove_db(out)
                 log.info("%s: no early snapshot (%s); it is taken when copied", path, exc)
                 continue
-            self._early[path] = (out, st, sig)
+            self._early[path] = (out, st, sig, at)
 
-    def early(self, path: str) -> tuple[int, os.stat_result, int] | None:
-        """(descriptor, stat before, folded mtime) of an early snapshot of ``path``, once."""
+    def early(self, path: str) -> tuple[int, os.stat_result, int, int] | None:
+        """(descriptor, stat before, folded mtime, time of the stat) of the early snapshot
+        of ``path``; the same one each time asked (a retried copy sends the same one)."""
         with self._lock:
-            taken = self._early.pop(path, None)
+            taken = self._early.get(path)
         if taken is None:
             return None
-        out, st, sig = taken
-        try:
-            return os.open(out, os.O_RDONLY | os.O_CLOEXEC), st, sig
-        finally:
-            _remove_db(out)
+        out, st, sig, at = taken
+        return os.open(out, os.O_RDONLY | os.O_CLOEXEC), st, sig, at
 
     def close(self) -> None:
         """Remove the early snapshots nobody used."""
-        for out, _, _ in self._early.values():
+        for out, *_ in self._early.values():
             _remove_db(out)
         self._early.clear()
 

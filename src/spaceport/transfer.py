@@ -24,6 +24,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from dataclasses import dataclass, replace
 from operator import attrgetter, itemgetter
 from typing import Callable, Iterable, Sequence, Sized, TypeVar
@@ -31,7 +32,7 @@ from typing import Callable, Iterable, Sequence, Sized, TypeVar
 from .errors import Interrupted
 from .progress import Tracker
 from .retry import RetryPolicy, is_unavailable, retry_call
-from .snapshot import Snapshotter, SnapshotError, fd_is_database, folded_mtime_ns
+from .snapshot import Snapshotter, SnapshotError, fd_is_database, folded_mtime_ns, is_racy
 from .store.base import Store, is_retryable, parent_of
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class CopyDone:
     vanished: bool = False  # the source was gone when its turn came (not an error)
     snapshot: bool = False  # a database, copied as a snapshot (spaceport.snapshot)
     sig_mtime_ns: int | None = None  # a database's mtime with its -wal's folded in
+    racy: bool = False  # a database changed so recently that its mtime may change no more
 
 
 class SourceVanished(Exception):
@@ -148,8 +150,7 @@ class Copier:
         try:
             early = self.snapshots.early(job.src or job.path) if self.snapshots else None
             if early is not None:  # taken before the save's final scan
-                snap, before, sig = early
-                return self._copy_snapshot(job, snap, before, sig)
+                return self._copy_snapshot(job, *early)
             before = os.fstat(sfd)
             if self.snapshots is not None and fd_is_database(sfd, before.st_size):
                 return self._copy_database(job, sfd, before)
@@ -161,6 +162,7 @@ class Copier:
         """A database: its snapshot lands, or, if none can be taken within the bound, a
         copy of the file that held still; one that kept changing is never committed."""
         path = job.src or job.path
+        at = time.time_ns()
         sig = folded_mtime_ns(self.src, path, before)  # before the snapshot: never too new
         try:
             snap = self.snapshots.take(self.src.abspath(path))
@@ -172,17 +174,17 @@ class Copier:
             log.warning("%s: no snapshot (%s); copying the file if it holds still", job.path,
                         exc)
             done = self._copy_fd(job, sfd, before, stable=False, torn_ok=False)
-            done.sig_mtime_ns = sig
+            done.sig_mtime_ns, done.racy = sig, is_racy(sig, before, at)
             return done
-        return self._copy_snapshot(job, snap, before, sig)
+        return self._copy_snapshot(job, snap, before, sig, at)
 
-    def _copy_snapshot(self, job: CopyJob, snap: int, before: os.stat_result,
-                       sig: int) -> CopyDone:
+    def _copy_snapshot(self, job: CopyJob, snap: int, before: os.stat_result, sig: int,
+                       at: int) -> CopyDone:
         try:
             done = self._copy_fd(job, snap, before, stable=True, size=os.fstat(snap).st_size)
         finally:
             os.close(snap)
-        done.snapshot, done.sig_mtime_ns = True, sig
+        done.snapshot, done.sig_mtime_ns, done.racy = True, sig, is_racy(sig, before, at)
         return done
 
     def _copy_fd(self, job: CopyJob, sfd: int, before: os.stat_result, *, stable: bool,
