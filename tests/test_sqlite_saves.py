@@ -226,7 +226,7 @@ def test_companions_an_older_version_saved_go_to_the_trash(dirs, opts, tmp_path)
     assert save(work, opts).uploaded == 0
 
 
-def test_files_land_first_then_databases_deepest_first(dirs, opts, monkeypatch):
+def test_files_land_first_then_databases_runs_before_the_project(dirs, opts, monkeypatch):
     primary, work = dirs
     deploy(primary, work, opts)
     for run in ("000002_Import", "000010_Crop"):
@@ -249,8 +249,9 @@ def test_files_land_first_then_databases_deepest_first(dirs, opts, monkeypatch):
     assert save(work, opts).snapshots == 5
     dbs = [p for p in landed if p.endswith((".db", ".sqlite"))]
     assert landed[-len(dbs):] == dbs and len(landed) == 10  # every plain file came first
-    depths = [p.count("/") for p in dbs]
-    assert depths == sorted(depths, reverse=True) and dbs[-1] == "project.sqlite"
+    assert dbs[-1] == "project.sqlite"  # last: it names the runs
+    for run in ("000002_Import", "000010_Crop"):  # a run's run.db names its output sets
+        assert dbs.index(f"Runs/{run}/volumes.sqlite") < dbs.index(f"Runs/{run}/logs/run.db")
 
 
 def test_a_failed_file_holds_the_databases_above_it(dirs, opts, monkeypatch):

@@ -1,7 +1,8 @@
 """Save: bring the primary up to date with the working copy, touching only what changed.
 
-Order matters for safety: new directories, then uploads, then deletions (skipped if any
-upload failed, as rclone does), then the link manifest, last. A save with nothing changed
+Order matters for safety: new directories, then uploads (files first, then SQLite
+databases as snapshots, deepest folder first: docs/RELIABILITY.md), then deletions
+(skipped if any upload failed, as rclone does), then the link manifest, last. A save with nothing changed
 reads the lock, rewrites its heartbeat, and makes no per-file call on the primary.
 """
 
@@ -27,7 +28,8 @@ from .marker import DEPLOYING, MARKER_DIR, UNDEPLOYED, Marker, index_path, requi
 from .plan import SavePlan, by_depth, links_for_manifest, plan_save
 from .retry import is_unavailable, retry_call, unavailable
 from .scan import Entry, Kind, ScanResult, scan_tree
-from .snapshot import Snapshotter, companions_before_databases, fold_companions, split_databases
+from .snapshot import (Snapshotter, companions_before_databases, fold_companions,
+                       landing_levels, split_databases)
 from .store.base import DetachedError, Store, join, parent_of, temp_name
 from .store.posix import mkdir_mode
 from .transfer import Copier, CopyDone, CopyJob, interleave_folders, run_copies, run_parallel
@@ -57,8 +59,8 @@ class SaveReport:
     special: list[str] = field(default_factory=list)
     purged: list[str] = field(default_factory=list)
     snapshots: int = 0  # databases saved as snapshots
-    vanished: int = 0  # files removed between the scan and their upload: deletions
-    databases_held: list[str] = field(default_factory=list)  # wait for files that failed
+    vanished: int = 0  # files removed between the scan and their upload: not errors
+    databases_held: list[str] = field(default_factory=list)  # left for the next save
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
@@ -175,8 +177,10 @@ def save(work_path: str, opts: Options, *, dry_run: bool = False,
             scan = scan_work(work, marker)
             plan = plan_save(scan, index)  # streams the index: no copy of it in memory
             snapshots = Snapshotter(join(work.root, MARKER_DIR, SCRATCH_DIR))
+            unsettled: list[str] = []
             if not dry_run:
-                scan, plan = settle_databases(work, marker, index, scan, plan, snapshots)
+                scan, plan, unsettled = settle_databases(work, marker, index, scan, plan,
+                                                         snapshots)
             companions_before_databases(plan)
             known_files = index.count(Kind.FILE)
             guard_mass_delete(plan, known_files, opts, allow_mass_delete)
@@ -186,6 +190,7 @@ def save(work_path: str, opts: Options, *, dry_run: bool = False,
                 return report
             run = _SaveRun(primary, work, index, lock, marker, opts, report, task)
             run.snapshots, run.unreadable = snapshots, scan.unreadable
+            run.unsettled = set(unsettled)
             run.stop = stop or threading.Event()
             with LockKeeper(lock, opts.heartbeat_interval) as keeper:
                 run.keeper = keeper
@@ -200,29 +205,43 @@ def save(work_path: str, opts: Options, *, dry_run: bool = False,
             index.close()
 
 
+SETTLE_ROUNDS = 3
+
+
 def settle_databases(work: Store, marker: Marker, index: Index, scan: ScanResult,
-                     plan: SavePlan, snapshots: Snapshotter) -> tuple[ScanResult, SavePlan]:
-    """Snapshot the databases this save uploads, then scan again and plan from that scan.
+                     plan: SavePlan, snapshots: Snapshotter
+                     ) -> tuple[ScanResult, SavePlan, list[str]]:
+    """Snapshot the databases this save uploads, then scan again and plan from that scan;
+    returns it, with the databases that still have no snapshot (they wait).
 
     What a snapshot refers to existed when it was taken (Scipion writes a run's files
     before it records them, and forgets a run before it deletes its files), so everything
-    it refers to that still exists is in the second scan and is uploaded before the
-    databases land. Deletions are only those both scans agree on: a file deleted after the
-    first scan may still be named in a snapshot; the next save deletes it.
+    it refers to that still exists is in the later scan and is uploaded before the
+    databases land. If that scan finds databases changed since the first one, all are
+    taken again and the tree scanned again (a few rounds at most); those still without a
+    snapshot then are not saved this time, nor anything above them. Deletions are only
+    those every scan agrees on: a file deleted meanwhile may still be named in a snapshot.
     """
     _, databases = split_databases(plan.uploads, work)
-    if not databases:
-        return scan, plan
-    # Shallowest first, the reverse of the order they land in: a database that refers to
-    # deeper ones (project.sqlite to run.db) is taken before them, so they are never older
-    # than what it says of them.
-    snapshots.take_early(work, [e.path for e in sorted(databases,
-                                                       key=lambda e: e.path.count("/"))])
-    later = scan_work(work, marker)
-    again = plan_save(later, index)
-    gone_before = {k.entry.path for k in plan.deletes}
-    again.deletes = [k for k in again.deletes if k.entry.path in gone_before]
-    return later, again
+    gone = {k.entry.path for k in plan.deletes}
+    missing: list[str] = []
+    for _ in range(SETTLE_ROUNDS):
+        if not databases:
+            break
+        # In the reverse of the order they land in: a database that refers to others
+        # (project.sqlite to run.db, run.db to its output sets) is taken before them, so
+        # they are never older than what it says of them.
+        snapshots.take_early(work, [e.path for level in reversed(landing_levels(databases))
+                                    for e in level])
+        scan = scan_work(work, marker)
+        plan = plan_save(scan, index)
+        gone &= {k.entry.path for k in plan.deletes}
+        _, databases = split_databases(plan.uploads, work)
+        missing = [e.path for e in databases if not snapshots.has_early(e.path)]
+        if not missing:
+            break
+    plan.deletes = [k for k in plan.deletes if k.entry.path in gone]
+    return scan, plan, missing
 
 
 class _SaveRun:
@@ -242,6 +261,7 @@ class _SaveRun:
         self.vanished_new: list[str] = []  # of those, the ones the primary never had
         self.snapshots: Snapshotter | None = None
         self.unreadable: dict[str, OSError] = {}  # folders the scan could not list
+        self.unsettled: set[str] = set()  # databases without an early snapshot: they wait
         self._attached_at = time.monotonic()
         self._detached: StorageUnavailableError | None = None
 
@@ -277,7 +297,7 @@ class _SaveRun:
             self._clear_replaced(plan)
             self._make_dirs(plan)
             self._upload(plan, conflicts_to_trash)
-            self._vanished_are_deleted(plan)
+            self._report_vanished()
             self._set_dir_modes(plan)
             if self.failed or self.report.databases_held:
                 # As rclone does: no deletions, and no manifest (it comes last, after all
@@ -408,22 +428,25 @@ class _SaveRun:
         jobs = [CopyJob(e.path, e.size, temp_name(self.marker.token)) for e in plan.uploads]
         self.index.add_inflight(PRIMARY, [(j.path, join(parent_of(j.path), j.tmp)) for j in jobs])
         known = self.index.load() if conflicts_to_trash else {}
-        # Uploads the primary has an older version of (a vanished one keeps it there).
-        known_rows = {e.path for e in plan.uploads if self.index.get(e.path) is not None}
         tracker = self.opts.tracker
         tracker.start(self.task, files=len(jobs), nbytes=plan.upload_bytes)
         copier = Copier(self.work, self.primary, tracker=tracker, task=self.task,
                         retry=self.opts.retry, stop=self.stop, check=self.check,
-                        snapshots=self.snapshots)
+                        snapshots=self.snapshots, early_only=True)
 
         def before(job: CopyJob) -> None:
             self._trash_conflict(job.path, known.get(job.path))
 
         def on_done(done: CopyDone) -> None:
             tmp = join(parent_of(done.job.path), done.job.tmp)
-            if done.vanished:  # removed since the scan: a deletion (_vanished_are_deleted)
+            if done.unsettled:  # a database only now: it waits, and all above it
+                self.unsettled.add(done.job.path)
+                self._hold([done.job.path])
+                self.recorder.done(tmp=tmp)
+                return
+            if done.vanished:  # removed since the scan: deleted by the next save
                 self.vanished.append(done.job.path)
-                if done.job.path not in known_rows:
+                if self.index.get(done.job.path) is None:  # the primary never had it
                     self.vanished_new.append(done.job.path)
                 self.recorder.done(tmp=tmp)
                 return
@@ -458,8 +481,9 @@ class _SaveRun:
             by_path = {job.path: job for job in jobs}
             plain, databases = split_databases(plan.uploads, self.work)
             run_copies(copier, [by_path[e.path] for e in plain], self.opts.jobs, on_done)
-            for level in by_depth(databases, lambda e: e.path, deepest_first=True):
-                held = [e.path for e in level if self._failed_below(parent_of(e.path))]
+            for level in landing_levels(databases):
+                held = [e.path for e in level if e.path in self.unsettled
+                        or self._failed_below(parent_of(e.path))]
                 if held:
                     self._hold(held)
                 ready = [by_path[e.path] for e in level if e.path not in set(held)]
@@ -475,17 +499,21 @@ class _SaveRun:
         prefix = folder + "/" if folder else ""
         return any(path.startswith(prefix) for path, _ in self.failed) or \
             any(path == folder or path.startswith(prefix) for path in self.unreadable) or \
-            any(path.startswith(prefix) for path in self.vanished_new)
+            any(path.startswith(prefix) for path in self.vanished_new) or \
+            any(path.startswith(prefix) for path in self.unsettled)
 
     def _hold(self, paths: list[str]) -> None:
         """Databases whose folder holds a file that failed (or vanished new) wait for the
         next save: a database never lands before what it may refer to."""
         self.report.databases_held.extend(paths)
         for path in paths:
-            log.warning("%s is left for the next save: a file in its folder %s", path,
-                        "failed" if self.failed else "was removed before it could be saved")
+            log.warning("%s is left for the next save: %s", path,
+                        "a file in its folder failed" if self.failed else
+                        "it changed too often during this save to be snapshotted before the "
+                        "files it may name" if path in self.unsettled else
+                        "its folder changed too much during this save")
 
-    def _vanished_are_deleted(self, plan: SavePlan) -> None:
+    def _report_vanished(self) -> None:
         """A file removed between the scan and its upload is a deletion, not a failure.
 
         Its old version stays on the primary until the next save, which deletes it like

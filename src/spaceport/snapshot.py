@@ -141,6 +141,30 @@ def is_racy(mtime_ns: int, st: os.stat_result, at_ns: int) -> bool:
     return at_ns - max(mtime_ns, st.st_ctime_ns) < RACY_SECONDS * 1e9
 
 
+RUN_LOGS = "logs"  # Scipion keeps a run's own databases (run.db, steps.sqlite) here
+
+
+def landing_levels(databases: list) -> list[list]:
+    """Databases (anything with ``.path``) in the groups they land in, one after another.
+
+    Deepest folder first, so that a database lands after the deeper ones it refers to and
+    ``project.sqlite`` lands last. One exception, for Scipion's layout: a database in a
+    folder named ``logs`` (a run's ``run.db``) names the output sets beside that folder, so
+    it counts as being in the parent folder and lands right after that folder's others.
+    """
+    def key(path: str) -> tuple[int, int]:
+        folder = path.rpartition("/")[0]
+        parent, _, name = folder.rpartition("/")
+        if name == RUN_LOGS:
+            return (folder.count("/"), 0)  # the parent's depth, after the parent's others
+        return (path.count("/"), 1)
+
+    groups: dict[tuple[int, int], list] = {}
+    for db in databases:
+        groups.setdefault(key(db.path), []).append(db)
+    return [groups[k] for k in sorted(groups, reverse=True)]
+
+
 def split_databases(entries: list[Entry], store: Store) -> tuple[list[Entry], list[Entry]]:
     """(files that are not databases, databases), each in the order given."""
     plain, dbs = [], []
@@ -163,6 +187,7 @@ class Snapshotter:
         self._count = 0
         self._lock = threading.Lock()
         self._early: dict[str, tuple[str, os.stat_result, int, int]] = {}
+        self.unreadable: set[str] = set()  # no snapshot possible: the stable-copy rule
         os.makedirs(scratch, exist_ok=True)
         for name in os.listdir(scratch):  # leftovers of a killed run
             try:
@@ -188,8 +213,11 @@ class Snapshotter:
         return fd
 
     def take_early(self, store: Store, paths: list[str]) -> None:
-        """Snapshot these databases now, before the rest of the save; :meth:`early` hands
-        each one to the copy later. One that cannot be taken now is taken at its copy."""
+        """Snapshot these databases now (and forget earlier ones), before the rest of the
+        save; :meth:`early` hands each one to its copy later. One that cannot be taken now
+        is left out (see :meth:`has_early`)."""
+        self.close()
+        self.unreadable.clear()
         for path in paths:
             out = self._scratch_name()
             try:
@@ -199,9 +227,15 @@ class Snapshotter:
                 self._snapshot(store.abspath(path), out)
             except (OSError, SnapshotError) as exc:
                 _remove_db(out)
-                log.info("%s: no early snapshot (%s); it is taken when copied", path, exc)
+                if isinstance(exc, SnapshotError):  # copied if it holds still (Copier)
+                    self.unreadable.add(path)
+                log.info("%s: no early snapshot (%s)", path, exc)
                 continue
             self._early[path] = (out, st, sig, at)
+
+    def has_early(self, path: str) -> bool:
+        """Snapshotted early, or tried and found unreadable as a database."""
+        return path in self._early or path in self.unreadable
 
     def early(self, path: str) -> tuple[int, os.stat_result, int, int] | None:
         """(descriptor, stat before, folded mtime, time of the stat) of the early snapshot

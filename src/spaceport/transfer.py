@@ -69,6 +69,7 @@ class CopyDone:
     snapshot: bool = False  # a database, copied as a snapshot (spaceport.snapshot)
     sig_mtime_ns: int | None = None  # a database's mtime with its -wal's folded in
     racy: bool = False  # a database changed so recently that its mtime may change no more
+    unsettled: bool = False  # a database without an early snapshot, not copied (see save)
 
 
 class SourceVanished(Exception):
@@ -85,10 +86,12 @@ class Copier:
     def __init__(self, src: Store, dst: Store, *, tracker: Tracker, task: str,
                  retry: RetryPolicy, stop: threading.Event,
                  check: Callable[[], None] = lambda: None, stable_source: bool = False,
-                 snapshots: Snapshotter | None = None):
+                 snapshots: Snapshotter | None = None, early_only: bool = False):
         self.src, self.dst = src, dst
-        # Given, databases of the source are copied as snapshots (a save of a live project).
+        # Given, databases of the source are copied as snapshots (a save of a live project);
+        # with early_only, only those snapshotted early (others are reported unsettled).
         self.snapshots = snapshots
+        self.early_only = early_only
         # A source nobody writes while we copy (the primary, under our lock) is not stat'ed
         # again after the copy: on FUSE that costs a round trip per file, as reading marks
         # the cached atime stale. A change of size is still caught by the byte count.
@@ -153,6 +156,9 @@ class Copier:
                 return self._copy_snapshot(job, *early)
             before = os.fstat(sfd)
             if self.snapshots is not None and fd_is_database(sfd, before.st_size):
+                if self.early_only and (job.src or job.path) not in self.snapshots.unreadable:
+                    self.tracker.advance(self.task, files=1)
+                    return CopyDone(job, before, unsettled=True)
                 return self._copy_database(job, sfd, before)
             return self._copy_fd(job, sfd, before, stable=self.stable_source)
         finally:
