@@ -52,6 +52,7 @@ def check(python: str, env: dict, tmp_path, projects: list[str], items: bool = F
     return json.loads(report.read_text())
 
 
+@pytest.mark.timeout(1800)  # building the Scipion venv on first use takes minutes
 def test_real_scipion_project_saved_by_the_daemon(tmp_path, daemons):
     python, why = scipion_python()
     if python is None:
