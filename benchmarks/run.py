@@ -149,9 +149,23 @@ def write_outputs(run: dict, out: str | None, json_path: str | None) -> None:
         text = markdown(run["argv"], datetime.fromisoformat(run["started"]), run["minutes"],
                         run["machine"], run["results"], run["tools"], run["scale"],
                         run["bigfile"], NOTES)
+        text += kept_sections(out)
         with open(out, "w") as f:
             f.write(text)
         say(f"wrote {out}")
+
+
+def kept_sections(path: str) -> str:
+    """Sections other benchmarks wrote into the file (benchmarks.snapshots): kept."""
+    from .snapshots import BEGIN, END
+    try:
+        with open(path) as f:
+            doc = f.read()
+    except FileNotFoundError:
+        return ""
+    if BEGIN not in doc or END not in doc:
+        return ""
+    return "\n" + doc[doc.index(BEGIN):doc.index(END) + len(END)] + "\n"
 
 
 def dump_run(run: dict) -> dict:

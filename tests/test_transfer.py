@@ -62,12 +62,23 @@ def test_a_failing_file_does_not_harm_the_others(tmp_path):
     (tmp_path / "dst").mkdir()
     names = sorted(os.path.relpath(os.path.join(d, f), tmp_path / "src")
                    for d, _, fs in os.walk(tmp_path / "src") for f in fs)
-    results, _ = copy_all(tmp_path / "src", tmp_path / "dst", 8, names=names + ["missing/file"])
+    # One file cannot be committed: a non-empty folder stands where it should land.
+    write(tmp_path / "src", "clash/file", b"data")
+    write(tmp_path / "dst", "clash/file/inside", b"kept")
+    results, _ = copy_all(tmp_path / "src", tmp_path / "dst", 8,
+                          names=names + ["clash/file", "missing/file"])
     failed = [r for r in results if r.error is not None]
-    assert [r.job.path for r in failed] == ["missing/file"]
+    assert [r.job.path for r in failed] == ["clash/file"]
+    # A source that is gone when its turn comes is reported as vanished, not as an error.
+    assert [r.job.path for r in results if r.vanished] == ["missing/file"]
     dst = snapshot(tmp_path / "dst")
     assert dst.pop(b"missing") == ("dir", 0o755)  # made by the test, left empty
-    assert snapshot(tmp_path / "src") == dst
+    assert dst.pop(b"clash/file/inside")[0] == "file"
+    src = snapshot(tmp_path / "src")
+    del src[b"clash/file"]
+    assert [p for p in dst if p.startswith(b"clash")] == [b"clash", b"clash/file"]
+    assert {k: v for k, v in src.items() if not k.startswith(b"clash")} == \
+        {k: v for k, v in dst.items() if not k.startswith(b"clash")}
     leftovers = [f for _, _, fs in os.walk(tmp_path / "dst") for f in fs if "spaceport-tmp" in f]
     assert leftovers == []
 

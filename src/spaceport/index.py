@@ -168,6 +168,16 @@ class Index:
                                            _t(target)), psize, pmtime_ns)
         return differ, same
 
+    def get(self, path: str) -> Known | None:
+        """The row of one path, if the index has it."""
+        row = self.db.execute("SELECT path, kind, size, mtime_ns, mode, ino, target, psize, "
+                              "pmtime_ns FROM entries WHERE path=?", (_b(path),)).fetchone()
+        if row is None:
+            return None
+        path_b, kind, size, mtime_ns, mode, ino, target, psize, pmtime_ns = row
+        return row_known((_s(path_b), _kind(kind), size, mtime_ns, mode, ino, _t(target),
+                          psize, pmtime_ns))
+
     def count(self, kind: Kind | None = None) -> int:
         """How many rows (of one kind, if given)."""
         if kind is None:

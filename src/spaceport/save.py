@@ -1,7 +1,8 @@
 """Save: bring the primary up to date with the working copy, touching only what changed.
 
-Order matters for safety: new directories, then uploads, then deletions (skipped if any
-upload failed, as rclone does), then the link manifest, last. A save with nothing changed
+Order matters for safety: new directories, then uploads (files first, then SQLite
+databases as snapshots, deepest folder first: docs/RELIABILITY.md), then deletions
+(skipped if any upload failed, as rclone does), then the link manifest, last. A save with nothing changed
 reads the lock, rewrites its heartbeat, and makes no per-file call on the primary.
 """
 
@@ -31,6 +32,8 @@ from .marker import (DEPLOYING, MARKER_DIR, UNDEPLOYED, Marker, index_path, requ
 from .plan import SavePlan, by_depth, links_for_manifest, plan_save
 from .retry import is_unavailable, retry_call, unavailable
 from .scan import Entry, Kind, ScanResult, scan_tree
+from .snapshot import (Snapshotter, companions_before_databases, fold_companions,
+                       landing_levels, split_databases)
 from .store.base import DetachedError, Store, join, parent_of, temp_name
 from .store.posix import mkdir_mode
 from .transfer import Copier, CopyDone, CopyJob, interleave_folders, run_copies, run_parallel
@@ -43,6 +46,7 @@ log = logging.getLogger(__name__)
 JOURNAL_NAME = "journal.jsonl"
 ATTACH_CHECK_SECONDS = 1.0
 MANIFEST_STATE = "manifest_state"  # index meta: "ok" once the manifest matches the index
+SCRATCH_DIR = "snapshots"  # in the work marker: database snapshots on their way up
 
 
 @dataclass
@@ -60,6 +64,9 @@ class SaveReport:
     deletes_skipped: bool = False
     special: list[str] = field(default_factory=list)
     purged: list[str] = field(default_factory=list)
+    snapshots: int = 0  # databases saved as snapshots
+    vanished: int = 0  # files removed between the scan and their upload: not errors
+    databases_held: list[str] = field(default_factory=list)  # left for the next save
     seconds: float = 0.0
     planned: SavePlan | None = None  # a dry run's plan, path by path
     refused: RefusedError | None = None  # a dry run: the real save would stop with this
@@ -84,6 +91,7 @@ def scan_work(work: Store, marker: Marker) -> ScanResult:
             work.unlink(tmp)
         except FileNotFoundError:
             pass
+    fold_companions(scan, work)  # a database's -journal/-wal/-shm are never saved alone
     return scan
 
 
@@ -216,6 +224,12 @@ def _save_held(work_path: str, opts: Options, dry_run: bool, allow_mass_delete: 
             remove_leftover_temps(index, primary, PRIMARY)
             scan = scan_work(work, marker)
             plan = plan_save(scan, index)  # streams the index: no copy of it in memory
+            snapshots = Snapshotter(join(work.root, MARKER_DIR, SCRATCH_DIR))
+            unsettled: list[str] = []
+            if not dry_run:
+                scan, plan, unsettled = settle_databases(work, marker, index, scan, plan,
+                                                         snapshots)
+            companions_before_databases(plan)
             known_files = index.count(Kind.FILE)
             report = SaveReport(plan=plan.summary(), dry_run=dry_run, special=scan.special,
                                 links=len(plan.links))
@@ -226,6 +240,8 @@ def _save_held(work_path: str, opts: Options, dry_run: bool, allow_mass_delete: 
                 return report
             guard_mass_delete(plan, known_files, opts, allow_mass_delete)
             run = _SaveRun(primary, work, index, lock, marker, opts, report, task)
+            run.snapshots, run.unreadable = snapshots, scan.unreadable
+            run.unsettled = set(unsettled)
             run.stop = stop or threading.Event()
             with LockKeeper(lock, opts.heartbeat_interval, fence=run.fence) as keeper:
                 run.keeper = keeper
@@ -239,7 +255,47 @@ def _save_held(work_path: str, opts: Options, dry_run: bool, allow_mass_delete: 
             run.finish()
             return report
         finally:
+            snapshots.close()
             index.close()
+
+
+SETTLE_ROUNDS = 3
+
+
+def settle_databases(work: Store, marker: Marker, index: Index, scan: ScanResult,
+                     plan: SavePlan, snapshots: Snapshotter
+                     ) -> tuple[ScanResult, SavePlan, list[str]]:
+    """Snapshot the databases this save uploads, then scan again and plan from that scan;
+    returns it, with the databases that still have no snapshot (they wait).
+
+    What a snapshot refers to existed when it was taken (Scipion writes a run's files
+    before it records them, and forgets a run before it deletes its files), so everything
+    it refers to that still exists is in the later scan and is uploaded before the
+    databases land. If that scan finds databases changed since the first one, all are
+    taken again and the tree scanned again (a few rounds at most); those still without a
+    snapshot then are not saved this time, nor anything above them. Deletions are only
+    those every scan agrees on: a file deleted meanwhile may still be named in a snapshot.
+    """
+    _, databases = split_databases(plan.uploads, work)
+    gone = {k.entry.path for k in plan.deletes}
+    missing: list[str] = []
+    for _ in range(SETTLE_ROUNDS):
+        if not databases:
+            break
+        # In the reverse of the order they land in: a database that refers to others
+        # (project.sqlite to run.db, run.db to its output sets) is taken before them, so
+        # they are never older than what it says of them.
+        snapshots.take_early(work, [e.path for level in reversed(landing_levels(databases))
+                                    for e in level])
+        scan = scan_work(work, marker)
+        plan = plan_save(scan, index)
+        gone &= {k.entry.path for k in plan.deletes}
+        _, databases = split_databases(plan.uploads, work)
+        missing = [e.path for e in databases if not snapshots.has_early(e.path)]
+        if not missing:
+            break
+    plan.deletes = [k for k in plan.deletes if k.entry.path in gone]
+    return scan, plan, missing
 
 
 class _SaveRun:
@@ -256,6 +312,11 @@ class _SaveRun:
         self.recorder = IndexRecorder(index, PRIMARY)
         self.fence = Fence(lock.verify)  # gates every commit on the primary
         self.failed: list[tuple[str, BaseException]] = []
+        self.vanished: list[str] = []  # gone between the scan and their upload
+        self.vanished_new: list[str] = []  # of those, the ones the primary never had
+        self.snapshots: Snapshotter | None = None
+        self.unreadable: dict[str, OSError] = {}  # folders the scan could not list
+        self.unsettled: set[str] = set()  # databases without an early snapshot: they wait
         self._attached_at = time.monotonic()
         self._detached: StorageUnavailableError | None = None
 
@@ -291,10 +352,12 @@ class _SaveRun:
             self._clear_replaced(plan)
             self._make_dirs(plan)
             self._upload(plan, conflicts_to_trash)
+            self._report_vanished()
             self._set_dir_modes(plan)
-            if self.failed:
+            if self.failed or self.report.databases_held:
                 # As rclone does: no deletions, and no manifest (it comes last, after all
-                # data), while anything failed. The next save does both.
+                # data), while anything failed. The next save does both. Nor while a
+                # database waits: the one on the primary may still name what would go.
                 self.report.deletes_skipped = bool(plan.deletes)
                 return
             self._remove_all(plan.deletes)
@@ -428,13 +491,24 @@ class _SaveRun:
         tracker.start(self.task, files=len(jobs), nbytes=plan.upload_bytes)
         copier = Copier(self.work, self.primary, tracker=tracker, task=self.task,
                         retry=self.opts.retry, stop=self.stop, check=self.check,
-                        fence=self.fence)
+                        fence=self.fence, snapshots=self.snapshots, early_only=True)
 
         def before(job: CopyJob) -> None:
             self._trash_conflict(job.path, known.get(job.path))
 
         def on_done(done: CopyDone) -> None:
             tmp = join(parent_of(done.job.path), done.job.tmp)
+            if done.unsettled:  # a database only now: it waits, and all above it
+                self.unsettled.add(done.job.path)
+                self._hold([done.job.path])
+                self.recorder.done(tmp=tmp)
+                return
+            if done.vanished:  # removed since the scan: deleted by the next save
+                self.vanished.append(done.job.path)
+                if self.index.get(done.job.path) is None:  # the primary never had it
+                    self.vanished_new.append(done.job.path)
+                self.recorder.done(tmp=tmp)
+                return
             if done.error is not None:
                 self.failed.append((done.job.path, done.error))
                 if not isinstance(done.error, Interrupted):
@@ -444,22 +518,72 @@ class _SaveRun:
                 return
             self.report.uploaded += 1
             self.report.uploaded_bytes += done.src_st.st_size
+            self.report.snapshots += done.snapshot
             if done.unstable:  # leave it unrecorded so the next save uploads it again
                 log.warning("%s kept changing while saved; it is saved again next time",
                             done.job.path)
                 self.recorder.done(tmp=tmp)
+            elif done.racy:  # changed too recently to trust its mtime: saved again next time
+                self.recorder.done(tmp=tmp)
             else:
-                self.recorder.done(file_known(done.src_st, done.dst_st, done.job.path,
-                                              work_is_src=True), tmp=tmp)
+                row = file_known(done.src_st, done.dst_st, done.job.path, work_is_src=True)
+                if done.sig_mtime_ns is not None:  # a WAL database: its -wal counts too
+                    row.entry.mtime_ns = done.sig_mtime_ns
+                self.recorder.done(row, tmp=tmp)
 
         try:
             if conflicts_to_trash:
                 for job in jobs:
                     before(job)
-            run_copies(copier, jobs, self.opts.jobs, on_done)
+            # Files first, then databases, deepest folder first (project.sqlite last): a
+            # database never lands before the files and runs it refers to.
+            by_path = {job.path: job for job in jobs}
+            plain, databases = split_databases(plan.uploads, self.work)
+            run_copies(copier, [by_path[e.path] for e in plain], self.opts.jobs, on_done)
+            for level in landing_levels(databases):
+                held = [e.path for e in level if e.path in self.unsettled
+                        or self._failed_below(parent_of(e.path))]
+                if held:
+                    self._hold(held)
+                ready = [by_path[e.path] for e in level if e.path not in set(held)]
+                run_copies(copier, ready, self.opts.jobs, on_done)
         finally:
             tracker.finish(self.task)
         self._raise_if_fatal()
+
+    def _failed_below(self, folder: str) -> bool:
+        """A file in ``folder`` or below failed, or a folder there could not be listed, or
+        a file new since the last save vanished before it could be copied (a snapshot
+        taken before it vanished may name it, and the primary never had it)."""
+        prefix = folder + "/" if folder else ""
+        return any(path.startswith(prefix) for path, _ in self.failed) or \
+            any(path == folder or path.startswith(prefix) for path in self.unreadable) or \
+            any(path.startswith(prefix) for path in self.vanished_new) or \
+            any(path.startswith(prefix) for path in self.unsettled)
+
+    def _hold(self, paths: list[str]) -> None:
+        """Databases whose folder holds a file that failed (or vanished new) wait for the
+        next save: a database never lands before what it may refer to."""
+        self.report.databases_held.extend(paths)
+        for path in paths:
+            log.warning("%s is left for the next save: %s", path,
+                        "a file in its folder failed" if self.failed else
+                        "it changed too often during this save to be snapshotted before the "
+                        "files it may name" if path in self.unsettled else
+                        "its folder changed too much during this save")
+
+    def _report_vanished(self) -> None:
+        """A file removed between the scan and its upload is a deletion, not a failure.
+
+        Its old version stays on the primary until the next save, which deletes it like
+        any other (to the trash, under the deletion guard): that save also uploads the
+        databases changed with the deletion (Scipion forgets a run before it deletes its
+        files), and deletions come after them. Deleting it now could take a run's files
+        away from under the project.sqlite still on the primary."""
+        self.report.vanished = len(self.vanished)
+        if self.vanished:
+            log.info("%d file(s) were removed while this save ran; the next save deletes "
+                     "them on the primary", len(self.vanished))
 
     def _trash_conflict(self, path: str, old: Known | None) -> None:
         """On --resume: a primary file changed by someone else goes to the trash first."""
@@ -470,7 +594,7 @@ class _SaveRun:
         if old is None or (st.st_size, st.st_mtime_ns) != (old.psize, old.pmtime_ns):
             log.warning("%s changed on the primary since this copy was saved; the primary's "
                         "version is kept in the trash (%s)", path, self.trash.name)
-            self.trash.move(path)
+            self.fence.commit(f"{path} (moved to the trash)", lambda: self.trash.move(path))
 
     def _raise_if_fatal(self) -> None:
         """Lock lost or storage gone: stop now, nothing further is written."""

@@ -157,6 +157,10 @@ def scan_tree(store: Store, *, skip_top: set[str] | frozenset[str] = frozenset()
             raise Interrupted("stopped while scanning")
         try:
             return _list_one(store, rel, skip, temp_token)
+        except FileNotFoundError:
+            if not rel:
+                raise
+            return [], [], [], []  # removed since its parent was listed: it is empty now
         except OSError as exc:
             if is_retryable(exc):
                 raise  # the storage stumbled: that is not a property of this folder

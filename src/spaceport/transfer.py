@@ -24,6 +24,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from dataclasses import dataclass, replace
 from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence, Sized, TypeVar
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence, Sized, TypeVar
 from .errors import Interrupted
 from .progress import Tracker
 from .retry import RetryPolicy, is_unavailable, retry_call
+from .snapshot import Snapshotter, SnapshotError, fd_is_database, folded_mtime_ns, is_racy
 from .store.base import Store, is_retryable, parent_of
 
 if TYPE_CHECKING:
@@ -66,6 +68,19 @@ class CopyDone:
     dst_st: os.stat_result | None = None  # the destination as written
     error: BaseException | None = None
     unstable: bool = False  # the source kept changing during the copy
+    vanished: bool = False  # the source was gone when its turn came (not an error)
+    snapshot: bool = False  # a database, copied as a snapshot (spaceport.snapshot)
+    sig_mtime_ns: int | None = None  # a database's mtime with its -wal's folded in
+    racy: bool = False  # a database changed so recently that its mtime may change no more
+    unsettled: bool = False  # a database without an early snapshot, not copied (see save)
+
+
+class SourceVanished(Exception):
+    """The file to copy was removed after the scan: for a save, a deletion, not an error."""
+
+
+class UnstableDatabaseError(OSError):
+    """A database could not be snapshotted and kept changing while copied: not committed."""
 
 
 class Copier:
@@ -74,8 +89,13 @@ class Copier:
     def __init__(self, src: Store, dst: Store, *, tracker: Tracker, task: str,
                  retry: RetryPolicy, stop: threading.Event,
                  check: Callable[[], None] = lambda: None, stable_source: bool = False,
-                 fence: Fence | None = None):
+                 fence: Fence | None = None, snapshots: Snapshotter | None = None,
+                 early_only: bool = False):
         self.src, self.dst = src, dst
+        # Given, databases of the source are copied as snapshots (a save of a live project);
+        # with early_only, only those snapshotted early (others are reported unsettled).
+        self.snapshots = snapshots
+        self.early_only = early_only
         # A source nobody writes while we copy (the primary, under our lock) is not stat'ed
         # again after the copy: on FUSE that costs a round trip per file, as reading marks
         # the cached atime stale. A change of size is still caught by the byte count.
@@ -107,6 +127,9 @@ class Copier:
                     raise
             rest = replace(self.retry, attempts=self.retry.attempts - 1)
             return retry_call(rest, self._copy_stable, job, what=f"copy {job.path}")
+        except SourceVanished:
+            self.tracker.advance(self.task, files=1)
+            return CopyDone(job, vanished=True)
         except BaseException as exc:  # noqa: BLE001 - reported per file by the caller
             if is_unavailable(exc):
                 self.stop.set()
@@ -115,6 +138,11 @@ class Copier:
     def _copy_stable(self, job: CopyJob) -> CopyDone:
         for attempt in range(UNSTABLE_RETRIES + 1):
             done = self._copy_once(job)
+            if done.unstable and done.dst_st is None and attempt == UNSTABLE_RETRIES:
+                raise UnstableDatabaseError(
+                    errno.EBUSY, f"a database that could not be read as a snapshot and kept "
+                    f"changing while copied {UNSTABLE_RETRIES + 1} times; not saved, so "
+                    f"that no torn copy lands", job.path)
             if not done.unstable or attempt == UNSTABLE_RETRIES:
                 self.tracker.advance(self.task, files=1)
                 return done
@@ -123,33 +151,87 @@ class Copier:
         raise AssertionError("unreachable")
 
     def _copy_once(self, job: CopyJob) -> CopyDone:
-        moved = [0]  # bytes this attempt reported to the tracker, taken back on failure
-        sfd = self.src.open_read(job.src or job.path)
         try:
+            sfd = self.src.open_read(job.src or job.path)
+        except FileNotFoundError:
+            raise SourceVanished(job.path) from None
+        try:
+            early = self.snapshots.early(job.src or job.path) if self.snapshots else None
+            if early is not None:  # taken before the save's final scan
+                return self._copy_snapshot(job, *early)
             before = os.fstat(sfd)
-            fd, tmp = self.dst.create_temp(job.path, job.tmp, mode=before.st_mode)
-            try:
-                copied = self._copy_data(sfd, fd, before.st_size, moved)
-                after = before if self.stable_source else os.fstat(sfd)
-                self.check()
-                if self.fence is not None:
-                    self.fence.before_commit()  # the file becomes visible next
-            except BaseException:
-                self.dst.discard_temp(fd, tmp)
-                self.tracker.advance(self.task, nbytes=-moved[0])
-                raise
-            unstable = (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) \
-                or copied != after.st_size
-            try:
-                dst_st = self.dst.commit_temp(fd, tmp, job.path, mode=before.st_mode,
-                                              mtime_ns=before.st_mtime_ns)
-            except BaseException:
-                self.tracker.advance(self.task, nbytes=-moved[0])
-                raise
-            if self.fence is not None:
-                self.fence.committed(job.path)
+            if self.snapshots is not None and fd_is_database(sfd, before.st_size):
+                if self.early_only and (job.src or job.path) not in self.snapshots.unreadable:
+                    self.tracker.advance(self.task, files=1)
+                    return CopyDone(job, before, unsettled=True)
+                return self._copy_database(job, sfd, before)
+            return self._copy_fd(job, sfd, before, stable=self.stable_source)
         finally:
             os.close(sfd)
+
+    def _copy_database(self, job: CopyJob, sfd: int, before: os.stat_result) -> CopyDone:
+        """A database: its snapshot lands, or, if none can be taken within the bound, a
+        copy of the file that held still; one that kept changing is never committed."""
+        path = job.src or job.path
+        at = time.time_ns()
+        sig = folded_mtime_ns(self.src, path, before)  # before the snapshot: never too new
+        try:
+            snap = self.snapshots.take(self.src.abspath(path))
+        except FileNotFoundError:
+            raise SourceVanished(job.path) from None
+        except SnapshotError as exc:
+            if not self.src.exists(path):
+                raise SourceVanished(job.path) from None
+            log.warning("%s: no snapshot (%s); copying the file if it holds still", job.path,
+                        exc)
+            done = self._copy_fd(job, sfd, before, stable=False, torn_ok=False)
+            done.sig_mtime_ns, done.racy = sig, is_racy(sig, before, at)
+            return done
+        return self._copy_snapshot(job, snap, before, sig, at)
+
+    def _copy_snapshot(self, job: CopyJob, snap: int, before: os.stat_result, sig: int,
+                       at: int) -> CopyDone:
+        try:
+            done = self._copy_fd(job, snap, before, stable=True, size=os.fstat(snap).st_size)
+        finally:
+            os.close(snap)
+        done.snapshot, done.sig_mtime_ns, done.racy = True, sig, is_racy(sig, before, at)
+        return done
+
+    def _copy_fd(self, job: CopyJob, sfd: int, before: os.stat_result, *, stable: bool,
+                 size: int | None = None, torn_ok: bool = True) -> CopyDone:
+        """Copy what ``sfd`` holds (``size`` bytes, by default ``before``'s) into a temporary
+        and rename it into place. ``before`` is the source's stat: mode and mtime for the
+        destination, the signature to record. Unless ``stable``, the source is stat'ed
+        again after the copy: if it changed, the copy is committed but marked unstable, or,
+        without ``torn_ok``, discarded (the caller takes back its bytes and tries again)."""
+        moved = [0]  # bytes this attempt reported to the tracker, taken back on failure
+        size = before.st_size if size is None else size
+        fd, tmp = self.dst.create_temp(job.path, job.tmp, mode=before.st_mode)
+        try:
+            copied = self._copy_data(sfd, fd, size, moved)
+            after = before if stable else os.fstat(sfd)
+            unstable = (after.st_size, after.st_mtime_ns) != (before.st_size,
+                                                              before.st_mtime_ns) \
+                or copied != (size if stable else after.st_size)
+            if unstable and not torn_ok:
+                self.dst.discard_temp(fd, tmp)
+                return CopyDone(job, before, None, unstable=True)
+            self.check()
+            if self.fence is not None:
+                self.fence.before_commit()  # the file becomes visible next
+        except BaseException:
+            self.dst.discard_temp(fd, tmp)
+            self.tracker.advance(self.task, nbytes=-moved[0])
+            raise
+        try:
+            dst_st = self.dst.commit_temp(fd, tmp, job.path, mode=before.st_mode,
+                                          mtime_ns=before.st_mtime_ns)
+        except BaseException:
+            self.tracker.advance(self.task, nbytes=-moved[0])
+            raise
+        if self.fence is not None:
+            self.fence.committed(job.path)
         return CopyDone(job, before, dst_st, unstable=unstable)
 
     def _copy_data(self, sfd: int, dfd: int, size: int, moved: list[int]) -> int:

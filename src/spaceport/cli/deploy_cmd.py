@@ -161,7 +161,8 @@ def save(ctx, work, dry_run, allow_mass_delete, **_):
               + f", {count(plan['unchanged'], 'entry')} unchanged, in {report.seconds:.2f} s",
               markup=False)
     if report.deletes_skipped:
-        err.print("[yellow]warning:[/] deletions were skipped because some uploads failed")
+        err.print("[yellow]warning:[/] deletions were skipped because some uploads failed"
+                  + (" or databases wait for the next save" if report.databases_held else ""))
     for path in report.kept_dirs:
         err.print(f"[yellow]note:[/] folder {path} kept on the primary: it holds files "
                   "spaceport never saw")

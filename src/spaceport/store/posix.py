@@ -108,11 +108,28 @@ class PosixStore(Store):
             # scandir over a descriptor makes each entry's stat an fstatat() on it: no
             # path resolution from the root for every file. tuple.__new__ makes the named
             # tuples without the Python-level DirItem.__new__: a fifth of a local scan.
-            with os.scandir(dfd) as it:
-                return [_new_tuple(DirItem, (e.name, e.stat(follow_symlinks=False)))
-                        for e in it]
+            try:
+                with os.scandir(dfd) as it:
+                    return [_new_tuple(DirItem, (e.name, e.stat(follow_symlinks=False)))
+                            for e in it]
+            except FileNotFoundError:
+                # An entry was removed between the listing and its stat (a SQLite -journal
+                # lives milliseconds): it is simply not there. The folder is listed again.
+                return self._listdir_skipping_vanished(dfd)
         finally:
             os.close(dfd)
+
+    @staticmethod
+    def _listdir_skipping_vanished(dfd: int) -> list[DirItem]:
+        os.lseek(dfd, 0, os.SEEK_SET)
+        items = []
+        with os.scandir(dfd) as it:
+            for e in it:
+                try:
+                    items.append(_new_tuple(DirItem, (e.name, e.stat(follow_symlinks=False))))
+                except FileNotFoundError:
+                    continue
+        return items
 
     def readlink(self, rel: str) -> str:
         return os.readlink(rel, dir_fd=self._fd)

@@ -1,0 +1,136 @@
+"""A real Scipion project (scipion-pyworkflow 3.11.7, scipion-em 3.11.1 from PyPI) saved
+by the daemon while it runs: snapshots of the primary taken during autosaves all load in
+pyworkflow, every run with its status, every finished run with its outputs (issue 11).
+
+The Scipion venv is built on first use and cached outside the repository
+(tests/scipion/env.py); where it cannot be built, the test is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from spaceport.lock import DEFAULT_STATUS_DIR
+from spaceport.testing.onedatafs import OneDataFS, fuse_available
+
+from scipion.env import scipion_python
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DRIVER = os.path.join(HERE, "scipion", "driver.py")
+ROUNDS = int(os.environ.get("SPACEPORT_SCIPION_ROUNDS", "8"))  # 3 protocols a round
+NAME = "proj"
+S = DEFAULT_STATUS_DIR
+
+
+def scipion_env(tmp_path, python: str) -> dict:
+    home, data = tmp_path / "scipion-home", tmp_path / "scipion-data"
+    home.mkdir()
+    data.mkdir()
+    return {**os.environ, "SCIPION_HOME": str(home), "SCIPION_USER_DATA": str(data),
+            "SCIPION_PYTHON": python, "SCIPION_DOMAIN": "pwem", "SCIPION_NOTIFY": "False"}
+
+
+def copy_primary(backing: str, dest: str) -> None:
+    """The primary as a crash would leave it: files under real names, and the manifest."""
+    shutil.copytree(backing, dest, ignore=shutil.ignore_patterns(S, ".spaceport-tmp-*"))
+
+
+def check(python: str, env: dict, tmp_path, projects: list[str], items: bool = False) -> list:
+    report = tmp_path / f"check-{len(projects)}-{items}.json"
+    args = [python, DRIVER, "check", str(report)] + (["--items"] if items else []) + projects
+    out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(report.read_text())
+
+
+@pytest.mark.timeout(1800)  # building the Scipion venv on first use takes minutes
+def test_real_scipion_project_saved_by_the_daemon(tmp_path, daemons):
+    python, why = scipion_python()
+    if python is None:
+        pytest.skip(why)
+    env = scipion_env(tmp_path, python)
+    source, work = str(tmp_path / "source"), str(tmp_path / "work")
+    subprocess.run([python, DRIVER, "make-data", source, str(ROUNDS)], env=env, check=True,
+                   timeout=300)
+    fuse_ok, _ = fuse_available()
+    backing, mnt = str(tmp_path / "backing"), str(tmp_path / "mnt")
+    os.makedirs(backing)
+    os.makedirs(mnt)
+    fs = OneDataFS(backing, mnt, meta_delay_ms=5.0, attr_timeout=0.0).start() if fuse_ok \
+        else None
+    primary = mnt if fs else backing
+    try:
+        d = daemons(primary, work, "--interval", "2")
+        d.wait_phase("running", timeout=60)
+        scipion = subprocess.Popen([python, DRIVER, "run", work, NAME, source, str(ROUNDS)],
+                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        snaps, taken = [], 0
+        while scipion.poll() is None:
+            time.sleep(random.uniform(0.3, 1.2))
+            d.proc.send_signal(signal.SIGSTOP)  # the daemon frozen wherever its save is
+            try:
+                taken += 1
+                dest = str(tmp_path / "snaps" / f"{taken:03d}")
+                copy_primary(backing, dest)
+                if os.path.exists(os.path.join(dest, NAME, "project.sqlite")):
+                    snaps.append(dest)
+            finally:
+                d.proc.send_signal(signal.SIGCONT)
+        out = scipion.stdout.read().decode(errors="replace")
+        assert scipion.returncode == 0, out[-3000:]
+        # One more autosave after Scipion is done, snapshotted; then the final save.
+        done = time.time()
+        def saved_after_scipion(s: dict) -> bool:  # an autosave that started after it
+            last = s.get("last_save") or {}
+            return bool(last.get("ok")) and last["time"] - last["seconds"] > done + 0.2
+
+        d.wait_status(saved_after_scipion, 60, "an autosave after the last run")
+        last_autosave = str(tmp_path / "snaps" / "last-autosave")
+        d.proc.send_signal(signal.SIGSTOP)
+        try:
+            copy_primary(backing, last_autosave)
+        finally:
+            d.proc.send_signal(signal.SIGCONT)
+        status = d.status()
+        d.signal(signal.SIGTERM)
+        assert d.wait_exit(60) == 0, d.log()
+        log = d.log()
+        # Every snapshot loads; every run has a status; finished runs' outputs resolve.
+        results = check(python, env, tmp_path,
+                        [os.path.join(s, NAME) for s in snaps + [last_autosave]])
+        errors = {r["path"]: r["errors"] for r in results if r["errors"]}
+        assert not errors, json.dumps(errors, indent=1)[:5000]
+        runs = sum(len(r["runs"]) for r in results)
+        # The end: a fresh deployment of the primary (links restored from the manifest)
+        # holds every run finished, with every output and every item file.
+        again = str(tmp_path / "again")
+        restore = subprocess.run([sys.executable, "-m", "spaceport", "deploy", primary, again],
+                                 capture_output=True, text=True, timeout=300)
+        assert restore.returncode == 0, restore.stderr
+        final = check(python, env, tmp_path, [os.path.join(again, NAME)], items=True)[0]
+        assert final["errors"] == [], final["errors"]
+        expected = 3 * ROUNDS - ROUNDS // 3  # every third round deletes a crop run
+        assert len(final["runs"]) == expected
+        assert all(r["status"] == "finished" and r["outputs"] for r in final["runs"].values())
+        last = check(python, env, tmp_path, [os.path.join(last_autosave, NAME)])[0]
+        assert set(last["runs"]) == set(final["runs"])
+        assert all(r["status"] == "finished" for r in last["runs"].values())
+        held = log.count("is left for the next save")
+        print(f"real Scipion: {expected} runs over {ROUNDS} rounds, {status['saves']['ok']} "
+              f"autosaves ok, {status['saves']['failed']} failed, {len(snaps)} snapshots of "
+              f"the primary during the run + the last autosave, {runs} runs checked in them, "
+              f"all loaded; databases held for a later save {held} times; "
+              f"{'FUSE' if fs else 'plain folder'} primary")
+        assert len(snaps) >= 10 and status["saves"]["failed"] == 0
+    finally:
+        if fs:
+            fs.stop()
