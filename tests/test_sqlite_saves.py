@@ -510,6 +510,15 @@ def test_multi_file_project_snapshots_of_the_primary_never_miss_a_reference(tmp_
                 listed += check_project_snapshot(str(backing), str(scratch))
                 checked += 1
             assert writer.poll() is None, "the writer stopped"
+            # Under heavy churn every save may hold its databases (a run vanished under
+            # it); once the writer is gone, the next save lands them all, and the primary
+            # must then list its runs, each complete.
+            stop(writer)
+            last = subprocess.run([sys.executable, "-m", "spaceport", "save", work, "--jobs",
+                                   "4", "--allow-mass-delete"], capture_output=True, timeout=120)
+            assert last.returncode == 0, last.stderr.decode()
+            listed += check_project_snapshot(str(backing), str(scratch))
+            checked += 1
         finally:
             stop(writer)
             for proc in saves:  # one stopped mid-run by a failed check
