@@ -12,7 +12,8 @@ import os
 import click
 import pytest
 
-from spaceport.cli import cli
+from test_help import all_commands
+
 from spaceport.cli.options import SAFETY_FLAGS
 from spaceport.lock import DEFAULT_STATUS_DIR
 from spaceport.marker import MARKER_DIR
@@ -42,12 +43,6 @@ def deployed(tmp_path, files=("a", "b", "c"), name="p"):
     return primary, work
 
 
-def all_commands(group=cli, prefix=()):
-    for name, command in sorted(group.commands.items()):
-        if isinstance(command, click.Group):
-            yield from all_commands(command, prefix + (name,))
-        else:
-            yield prefix + (name,), command
 
 
 # -- safety overrides are flags only ------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from .. import __version__
 from ..errors import Interrupted, SpaceportError
 from ..progress import Tracker
-from ..wording import count, duration
+from ..wording import count, duration, human_size
 
 if TYPE_CHECKING:
     from .config import DaemonConfig
@@ -247,12 +247,9 @@ class State:
         return "progress: " + "; ".join(parts) if parts else None
 
 
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+# One size formatter for the whole tool (spaceport.wording); the daemon's modules import it
+# from here under its old name.
+human_bytes = human_size
 
 
 def progress_text(task: dict, *, share: bool = True) -> str:
