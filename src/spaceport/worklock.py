@@ -88,8 +88,11 @@ def hold_work(work: str, command: str, *, wait: float = DEFAULT_WAIT,
         _take(fd, work, wait, say)
         record = json.dumps({"command": command, "pid": os.getpid(), "host": hostname(),
                              "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}).encode()
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, record, 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, record, 0)
+        except OSError:
+            pass  # a full disk: the flock holds all the same; only the name is missing
         with _held_lock:
             _held[key] = 1
         try:

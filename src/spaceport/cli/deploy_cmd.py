@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .options import (common_options, env_option, err, jobs_option, make_options, out,
-                      stopping_on_sigterm)
+                      stopping_on_sigterm, wait_option)
 
 
 @click.command()
@@ -13,6 +13,7 @@ from .options import (common_options, env_option, err, jobs_option, make_options
 @click.argument("work", envvar="SPACEPORT_WORK", type=click.Path(file_okay=False))
 @jobs_option
 @common_options
+@wait_option
 @env_option("--resume", is_flag=True,
             help="The working copy holds changes never saved: save them to the primary first "
                  "(a primary file changed meanwhile goes to the trash), then deploy.")
@@ -83,6 +84,7 @@ def deploy(ctx, primary, work, resume, discard_local, take_over_stale, dry_run, 
 @click.argument("work", envvar="SPACEPORT_WORK", type=click.Path(file_okay=False))
 @jobs_option
 @common_options
+@wait_option
 @env_option("--dry-run", "-n", is_flag=True, help="Show what would be saved; change nothing.")
 @env_option("--allow-mass-delete", is_flag=True,
             help="Allow a save that deletes more than --mass-delete-threshold of the files "
@@ -134,6 +136,7 @@ def save(ctx, work, dry_run, allow_mass_delete, **_):
 @click.argument("work", envvar="SPACEPORT_WORK", type=click.Path(file_okay=False))
 @jobs_option
 @common_options
+@wait_option
 @env_option("--keep-work", is_flag=True, help="Keep the working copy after the final save.")
 @env_option("--allow-mass-delete", is_flag=True, help="As for save.")
 @click.pass_context

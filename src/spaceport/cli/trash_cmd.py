@@ -18,8 +18,9 @@ from ..progress import Tracker
 from ..status import human_size
 from ..store.base import join, parent_of, temp_name
 from ..transfer import Copier, CopyJob, run_copies
+from ..worklock import hold_work
 from ..trash import TRASH_DIR, batch_files, list_batches, purge
-from .options import common_options, env_option, err, make_options, out
+from .options import common_options, env_option, err, make_options, out, wait_option
 
 
 def _where(work: str | None, primary: str | None, status_dir: str):
@@ -85,6 +86,7 @@ def trash_list(ctx, work, primary, batch, **_):
 @target_options
 @env_option("--overwrite", is_flag=True, help="Replace files that exist at the same path.")
 @common_options
+@wait_option
 @click.pass_context
 def trash_restore(ctx, batch, paths, work, primary, overwrite, **_):
     """Bring files of BATCH back (all of them, or the PATHS given, files or folders).
@@ -123,7 +125,10 @@ def trash_restore(ctx, batch, paths, work, primary, overwrite, **_):
 
 
 def _restore_into_work(store, work_path, token, src_root, chosen, overwrite, opts):
-    with open_work(work_path, token) as work:
+    # Writes into the working copy: one command at a time (a save running meanwhile would
+    # see half-restored folders, a deploy would remove our temporaries).
+    with hold_work(work_path, "trash restore", wait=opts.busy_wait, say=opts.say), \
+            open_work(work_path, token) as work:
         todo = [(p, s) for p, s in chosen if overwrite or not work.exists(p)]
         for path, _ in todo:
             work.makedirs(parent_of(path))
