@@ -1,46 +1,205 @@
-"""Undeploy: final save, release the lock, clean the working copy.
+"""Undeploy: final save, proof that everything is saved, the working copy removed, unlock.
 
-If the final save fails, the lock and the working copy are kept and the error propagates
-(safety rule 10): the next attempt, or a person, can still bring the work home.
+The working copy is given up only when a final check proves every entry of it saved
+(:func:`~spaceport.invariant.find_unsaved`): each file still has the signature it was saved
+with, and the primary still holds what was written there (with ``--checksum``, the same
+bytes). What the check finds the primary lost or changed meanwhile is saved again (a changed
+primary version kept as a conflict copy) and checked again. A file that keeps changing while
+it is saved, or changes after the final save, keeps the lock and the working copy (safety
+rule 10), with the message to stop the application and run undeploy again.
+
+The removal goes through the guard (:mod:`spaceport.invariant`): an entry is removed only if
+it still is what was proven saved; the lock is released only when the removal is complete.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+import shutil
+from dataclasses import dataclass, field
 
-from .engine import Options, open_primary, wipe_folder
-from .marker import UNDEPLOYED, require_marker, write_marker
-from .save import SaveReport, adopt_lock, save
+from .engine import Options, open_primary, open_work, volume_artifacts
+from .errors import NotSavedError, PartialSaveError
+from .index import Index
+from .invariant import WorkGuard, find_unsaved, remove_saved
+from .links import read_manifest_full
+from .lock import lock_id, read_lock
+from .marker import (MARKER_DIR, REMOVING, UNDEPLOYED, Marker, index_path, marker_dir,
+                     require_marker, write_marker)
+from .plan import links_for_manifest
+from .save import MANIFEST_STATE, SaveReport, adopt_lock, save, scan_work
+from .scan import Kind
+from .stagein import scan_primary
 from .worklock import hold_work
 
 log = logging.getLogger(__name__)
+
+STOP_THE_APP = "stop the application, then run undeploy again"
+FINAL_ROUNDS = 3  # saves before giving up on a working copy that keeps changing
 
 
 @dataclass
 class UndeployReport:
     save: SaveReport
     work_removed: bool
+    resaved: list[str] = field(default_factory=list)  # found not saved by the check, saved
+    left: list[str] = field(default_factory=list)  # never project data, left in WORK
 
 
 def undeploy(work_path: str, opts: Options, *, keep_work: bool = False,
-             allow_mass_delete: bool = False) -> UndeployReport:
+             allow_mass_delete: bool = False, checksum: bool = False,
+             stop=None) -> UndeployReport:
     work_path = os.path.abspath(work_path)
     require_marker(work_path)
     with hold_work(work_path, "undeploy", wait=opts.busy_wait, say=opts.say):
-        return _undeploy_held(work_path, opts, keep_work, allow_mass_delete)
+        return _undeploy_held(work_path, opts, keep_work, allow_mass_delete, checksum, stop)
 
 
-def _undeploy_held(work_path: str, opts: Options, keep_work: bool,
-                   allow_mass_delete: bool) -> UndeployReport:
+def _undeploy_held(work_path: str, opts: Options, keep_work: bool, allow_mass_delete: bool,
+                   checksum: bool, stop) -> UndeployReport:
     marker = require_marker(work_path)
-    report = save(work_path, opts, allow_mass_delete=allow_mass_delete, task="final save")
+    if marker.phase in (REMOVING, UNDEPLOYED) and not _holds_lock(marker, work_path, opts):
+        return _finish_released(work_path, marker, opts, keep_work, checksum)
+    resaved: list[str] = []
+    report = final_save(work_path, marker, opts, allow_mass_delete=allow_mass_delete,
+                        checksum=checksum, stop=stop, resaved=resaved)
     with open_primary(marker.primary, marker.token, opts) as primary:
-        adopt_lock(primary, marker, work_path).release()
-    marker.phase = UNDEPLOYED
-    # Kept copies keep their marker: a later deploy sees an all-saved copy and reuses it.
-    write_marker(work_path, marker)
-    if not keep_work:
-        wipe_folder(work_path)
-    return UndeployReport(report, work_removed=not keep_work)
+        lock = adopt_lock(primary, marker, work_path)
+        # Proven saved: a rerun after a kill from here on finishes the undeploy, whether or
+        # not the lock was released yet (see _finish_released).
+        marker.phase = REMOVING
+        write_marker(work_path, marker)
+        left: list[str] = []
+        if not keep_work:
+            left = remove_saved_work(work_path, marker)
+        lock.release()
+    if keep_work:
+        marker.phase = UNDEPLOYED
+        # Kept copies keep their marker: a later deploy sees an all-saved copy and reuses it.
+        write_marker(work_path, marker)
+    else:
+        shutil.rmtree(marker_dir(work_path), ignore_errors=True)
+    return UndeployReport(report, work_removed=not keep_work, resaved=resaved, left=left)
+
+
+def _holds_lock(marker: Marker, work_path: str, opts: Options) -> bool:
+    with open_primary(marker.primary, marker.token, opts) as primary:
+        return lock_id(read_lock(primary, marker.status_dir)) == marker.deployment_id
+
+
+def _finish_released(work_path: str, marker: Marker, opts: Options, keep_work: bool,
+                     checksum: bool) -> UndeployReport:
+    """An undeploy (or a daemon's clean-up) that was stopped after it released the lock:
+    what is left is removed if it is proven saved, else it stays and is named."""
+    unsaved = check_saved(work_path, marker, opts, checksum=checksum)
+    if unsaved.in_work or unsaved.on_primary or unsaved.content:
+        how = "was undeployed (--keep-work)" if marker.phase == UNDEPLOYED else \
+            "was being undeployed"
+        raise NotSavedError(
+            f"{work_path} {how} and its lock is released, but it holds what is not saved: "
+            f"{', '.join(unsaved.paths()[:20]) or 'the link manifest'}.",
+            hint="Nothing was removed. Deploy it again with --resume to save it.")
+    left: list[str] = []
+    if keep_work:
+        marker.phase = UNDEPLOYED
+        write_marker(work_path, marker)
+    else:
+        left = remove_saved_work(work_path, marker)
+        shutil.rmtree(marker_dir(work_path), ignore_errors=True)
+    log.info("%s: the undeploy that was interrupted is complete", work_path)
+    return UndeployReport(SaveReport(), work_removed=not keep_work, left=left)
+
+
+def final_save(work_path: str, marker: Marker, opts: Options, *, allow_mass_delete=False,
+               checksum: bool = False, lock=None, stop=None, task: str = "final save",
+               resaved: list[str] | None = None) -> SaveReport:
+    """Save, then prove everything saved; what the proof misses is saved again. Raises
+    (the lock and the working copy kept) unless the proof holds."""
+    keep_conflicts = False
+    for _ in range(FINAL_ROUNDS):
+        try:
+            report = save(work_path, opts, allow_mass_delete=allow_mass_delete, lock=lock,
+                          keep_conflicts=keep_conflicts, task=task, stop=stop)
+        except PartialSaveError as exc:
+            if not exc.kept_changing:
+                raise
+            raise PartialSaveError(
+                f"{exc.message}\nAn application is still writing: {STOP_THE_APP}.",
+                exc.failed, kept_changing=exc.kept_changing,
+                hint="Their previous versions are on the primary, none torn.") from None
+        unsaved = check_saved(work_path, marker, opts, checksum=checksum)
+        if not unsaved:
+            return report
+        again = unsaved.on_primary + unsaved.content
+        log.warning("the final check found %d entries not proven saved (%s); saving again",
+                    len(unsaved.paths()) + unsaved.links, ", ".join(unsaved.paths()[:10]))
+        if resaved is not None:
+            resaved.extend(again)
+        _invalidate(work_path, again, links=unsaved.links)
+        keep_conflicts = bool(unsaved.on_primary)
+    names = ", ".join(unsaved.paths()[:20]) or "the link manifest"
+    raise NotSavedError(
+        f"{work_path} could not be proven saved after {FINAL_ROUNDS} saves: {names} kept "
+        f"changing. Nothing was removed and the lock is kept: {STOP_THE_APP}.",
+        hint="Nothing was lost. 'spaceport status WORK' shows what is not saved yet.")
+
+
+def check_saved(work_path: str, marker: Marker, opts: Options, *, checksum: bool = False):
+    """:class:`~spaceport.invariant.Unsaved` for the working copy as it is now."""
+    index = Index(index_path(work_path))
+    try:
+        with open_work(work_path, marker.token) as work, \
+                open_primary(marker.primary, marker.token, opts) as primary:
+            scan = scan_work(work, marker)
+            pscan = scan_primary(primary, opts)
+            links = [e for e in scan.entries.values() if e.kind is Kind.LINK]
+            manifest = read_manifest_full(primary, marker.status_dir)
+            wanted = set(links_for_manifest(links, [work.root, os.path.realpath(work.root)]))
+            manifest_ok = index.get_meta(MANIFEST_STATE) == "ok" and manifest is not None \
+                and set(manifest.links) == wanted
+            return find_unsaved(scan, index, pscan, primary, work, manifest_ok=manifest_ok,
+                                checksum=checksum)
+    finally:
+        index.close()
+
+
+def _invalidate(work_path: str, paths: list[str], *, links: bool) -> None:
+    """Make the next save upload ``paths`` (and write the manifest, if ``links``)."""
+    index = Index(index_path(work_path))
+    try:
+        index.invalidate(paths)
+        if links:
+            index.set_meta(MANIFEST_STATE, "stale")
+    finally:
+        index.close()
+
+
+def remove_saved_work(work_path: str, marker: Marker) -> list[str]:
+    """Remove what the index proves saved, through the guard; raise NotSavedError (the
+    caller keeps the lock) if anything changed meanwhile. Returns what is left in WORK that
+    was never project data (reserved names, special files, the volume's own)."""
+    if marker.phase != REMOVING:  # from now on, what goes missing was removed by us
+        marker.phase = REMOVING
+        write_marker(work_path, marker)
+    index = Index(index_path(work_path))
+    try:
+        with open_work(work_path, marker.token) as work:
+            scan = scan_work(work, marker, remove_temps=True, index=index)
+            guard = WorkGuard(work, marker.token)
+            removed = remove_saved(scan, index.load(), guard)
+            index.record([], forget=removed)  # a rerun must not take them for deletions
+            if guard.kept:
+                shown = "\n".join(f"  {path}: {why}" for path, why in guard.kept[:20])
+                raise NotSavedError(
+                    f"{len(guard.kept)} entries of {work_path} changed after the final save "
+                    f"and are kept:\n{shown}\nThe lock is kept too: {STOP_THE_APP}.",
+                    hint="Nothing was lost; what was removed is saved on the primary.")
+    finally:
+        index.close()
+    ignore = {MARKER_DIR} | volume_artifacts(work_path)
+    left = sorted(name for name in os.listdir(work_path) if name not in ignore)
+    for name in left:
+        log.warning("%s is left in the working copy: it was never saved (a reserved name or "
+                    "a special file)", os.path.join(work_path, name))
+    return left

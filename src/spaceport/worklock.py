@@ -18,6 +18,7 @@ import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
+from . import stopping
 from .errors import LockLostError, SpaceportError
 from .hostinfo import hostname
 from .marker import marker_dir
@@ -134,4 +135,4 @@ def _take(fd: int, work: str, wait: float, say: Callable[[str], None] | None) ->
         if say and not told:
             say(f"waiting for {holder} to finish with {work} (up to {wait:g} s)")
             told = True
-        time.sleep(0.1)
+        stopping.sleep(0.1)  # Ctrl-C while waiting: Interrupted, nothing was done

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
+from ..stopping import stop_on_signals
 from .options import (common_options, env_option, err, jobs_option, make_options, out,
-                      stopping_on_sigterm, wait_option)
+                      wait_option)
 
 
 @click.command()
@@ -20,6 +21,9 @@ from .options import (common_options, env_option, err, jobs_option, make_options
 @env_option("--discard-local", is_flag=True,
             help="The working copy holds changes never saved, or unknown files: delete them "
                  "and deploy afresh.")
+@env_option("--allow-mass-delete", is_flag=True,
+            help="With --resume: allow the save of the unsaved work to delete more than half "
+                 "of the files on the primary (the working copy lost them on purpose).")
 @env_option("--take-over-stale", is_flag=True,
             help="If a daemon holds the lock, watch its heartbeat for the lock's stale-after "
                  "time (on this machine's clock) and take the lock over if it never changes, or "
@@ -40,7 +44,8 @@ from .options import (common_options, env_option, err, jobs_option, make_options
 @env_option("--stale-after", type=click.IntRange(10), default=600, show_default=True,
             help="Seconds without heartbeat after which the lock counts as stale.")
 @click.pass_context
-def deploy(ctx, primary, work, resume, discard_local, take_over_stale, dry_run, **_):
+def deploy(ctx, primary, work, resume, discard_local, take_over_stale, dry_run,
+           allow_mass_delete, **_):
     """Lock PRIMARY and copy it onto WORK, re-creating its symbolic links.
 
     PRIMARY is the project folder on primary storage (e.g. a OneData mount). WORK is the
@@ -59,11 +64,13 @@ def deploy(ctx, primary, work, resume, discard_local, take_over_stale, dry_run, 
         if preview.outcome():
             raise preview.outcome()
         return
-    try:
-        report = run_deploy(primary, work, opts, resume=resume, discard_local=discard_local,
-                            take_over_stale=take_over_stale)
-    finally:
-        opts.tracker.close()
+    with stop_on_signals(restore=False) as stop:
+        try:
+            report = run_deploy(primary, work, opts, resume=resume,
+                                discard_local=discard_local, take_over_stale=take_over_stale,
+                                allow_mass_delete=allow_mass_delete, stop=stop)
+        finally:
+            opts.tracker.close()
     how = "resumed" if report.resumed_own else "deployed"
     out.print(f"{how} {primary} -> {work} (deployment {report.deployment_id[:8]}): "
               f"{report.files} files ({report.copied} copied, {_mib(report.copied_bytes)}; "
@@ -76,6 +83,7 @@ def deploy(ctx, primary, work, resume, discard_local, take_over_stale, dry_run, 
     for item in report.carried:
         err.print(f"note: not restored at an earlier deploy (kept in links.jsonl): {item}",
                   markup=False)
+    _notes(report)
     if report.incomplete():
         raise report.incomplete()
 
@@ -109,9 +117,10 @@ def save(ctx, work, dry_run, allow_mass_delete, **_):
     from ..save import save as run_save
 
     opts = make_options(ctx.params)
-    with stopping_on_sigterm():
+    with stop_on_signals(restore=False) as stop:
         try:
-            report = run_save(work, opts, dry_run=dry_run, allow_mass_delete=allow_mass_delete)
+            report = run_save(work, opts, dry_run=dry_run, allow_mass_delete=allow_mass_delete,
+                              stop=stop)
         finally:
             opts.tracker.close()
     plan = report.plan
@@ -125,6 +134,9 @@ def save(ctx, work, dry_run, allow_mass_delete, **_):
               + (f" ({report.trash_batch})" if report.trash_batch else "")
               + (", link manifest written" if report.manifest_written else "")
               + f", {plan['unchanged']} unchanged, in {report.seconds:.2f} s")
+    for path, kept_as in report.conflicts:
+        err.print(f"conflict: {path} changed on the primary too; the primary's version is "
+                  f"kept as {kept_as}", markup=False)
     if report.deletes_skipped:
         err.print("[yellow]warning:[/] deletions were skipped because some uploads failed")
     for path in report.kept_dirs:
@@ -139,8 +151,12 @@ def save(ctx, work, dry_run, allow_mass_delete, **_):
 @wait_option
 @env_option("--keep-work", is_flag=True, help="Keep the working copy after the final save.")
 @env_option("--allow-mass-delete", is_flag=True, help="As for save.")
+@env_option("--checksum", is_flag=True,
+            help="Before the working copy is removed, compare every file's content with the "
+                 "primary's (reads both sides). Catches what no change of size or time shows: "
+                 "writes through a long-lived mmap.")
 @click.pass_context
-def undeploy(ctx, work, keep_work, allow_mass_delete, **_):
+def undeploy(ctx, work, keep_work, allow_mass_delete, checksum, **_):
     """Final save of WORK, release the lock, remove the working copy.
 
     If the final save fails, the lock and the working copy are kept and the command exits
@@ -149,14 +165,31 @@ def undeploy(ctx, work, keep_work, allow_mass_delete, **_):
     from ..undeploy import undeploy as run_undeploy
 
     opts = make_options(ctx.params)
-    with stopping_on_sigterm():
+    with stop_on_signals(restore=False) as stop:
         try:
-            report = run_undeploy(work, opts, keep_work=keep_work,
-                                  allow_mass_delete=allow_mass_delete)
+            report = run_undeploy(work, opts, keep_work=keep_work, checksum=checksum,
+                                  allow_mass_delete=allow_mass_delete, stop=stop)
         finally:
             opts.tracker.close()
+    for path in report.resaved:
+        err.print(f"note: {path} was not on the primary as saved (changed there, or its "
+                  "content differed); it was saved again", markup=False)
     out.print(f"undeployed {work}: final save uploaded {report.save.uploaded} file(s), lock "
               f"released, working copy {'removed' if report.work_removed else 'kept'}")
+
+
+def _notes(report) -> None:
+    """What the deploy kept that a person should know about (nothing was lost)."""
+    for path, kept_as in report.saved.conflicts if report.saved else ():
+        err.print(f"conflict: {path} changed on the primary too; the primary's version is "
+                  f"kept as {kept_as}", markup=False)
+    if report.trashed:
+        err.print(f"note: {report.trashed} file(s) of this working copy had been changed or "
+                  "deleted on the primary meanwhile; this copy's versions are in the trash "
+                  "('spaceport trash list')", markup=False)
+    for path in report.kept:
+        err.print(f"kept: {path} holds changes never saved; it was left as it is (the next "
+                  "save uploads it)", markup=False)
 
 
 def _mib(n: int) -> str:

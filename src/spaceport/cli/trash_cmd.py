@@ -10,12 +10,15 @@ from datetime import timedelta
 import click
 from rich.table import Table
 
-from ..engine import open_primary, open_work
+from ..engine import open_primary
+from ..index import Index
+from ..invariant import GuardedWork, may_write
 from ..errors import LockedError, UsageError
 from ..lock import read_lock
-from ..marker import require_marker
+from ..marker import index_path, require_marker
 from ..progress import Tracker
 from ..status import human_size
+from ..store import WORK_CAPABILITIES
 from ..store.base import join, parent_of, temp_name
 from ..transfer import Copier, CopyJob, run_copies
 from ..worklock import hold_work
@@ -126,10 +129,20 @@ def trash_restore(ctx, batch, paths, work, primary, overwrite, **_):
 
 def _restore_into_work(store, work_path, token, src_root, chosen, overwrite, opts):
     # Writes into the working copy: one command at a time (a save running meanwhile would
-    # see half-restored folders, a deploy would remove our temporaries).
+    # see half-restored folders, a deploy would remove our temporaries). --overwrite
+    # replaces only files proven saved (spaceport.invariant); unsaved ones are named.
     with hold_work(work_path, "trash restore", wait=opts.busy_wait, say=opts.say), \
-            open_work(work_path, token) as work:
-        todo = [(p, s) for p, s in chosen if overwrite or not work.exists(p)]
+            GuardedWork(work_path, WORK_CAPABILITIES, temp_token=token) as work:
+        index = Index(index_path(work_path))
+        try:
+            names, _, refused = may_write(work, index, [p for p, _ in chosen],
+                                          overwrite=overwrite)
+        finally:
+            index.close()
+        for path in refused:
+            err.print(f"[yellow]not overwritten[/] {path}: it holds changes never saved "
+                      "(save it, or move it away, then restore again)")
+        todo = [(p, s) for p, s in chosen if p in set(names)]
         for path, _ in todo:
             work.makedirs(parent_of(path))
         jobs = [CopyJob(p, s, temp_name(token), src=join(src_root, p)) for p, s in todo]
@@ -141,7 +154,7 @@ def _restore_into_work(store, work_path, token, src_root, chosen, overwrite, opt
                    lambda d: failed.append(d) if d.error is not None else None)
         for d in failed:
             err.print(f"[red]could not restore[/] {d.job.path}: {d.error}")
-        if failed:
+        if failed or refused:
             sys.exit(1)
     return len(todo), len(chosen) - len(todo)
 
