@@ -193,6 +193,9 @@ def test_signals_at_many_points_stop_cleanly_exit_130_and_resume(tmp_path, comma
                     assert digest in (before.get(path), wanted.get(path)), path
             if read_marker_quietly(work):
                 assert_index_claims_only_what_landed(work, m.backing)
+            if command == "deploy" and os.path.isdir(work):  # the dry run says the same
+                preview = run_cli("deploy", "--dry-run", m.path, work)
+                assert preview.code == 0, preview.out + preview.err
             again = run_cli(*args)
             assert again.code == 0, (sig, again.err)
             primary_files = files_only(snapshot(m.backing))
@@ -202,6 +205,8 @@ def test_signals_at_many_points_stop_cleanly_exit_130_and_resume(tmp_path, comma
                 assert files_only(snapshot(work)) == wanted
             assert {p: d for p, d in primary_files.items()
                     if not p.startswith(os.fsencode(S))} == wanted
+            if command == "deploy":  # the rerun uploaded nothing and moved nothing away
+                assert not os.path.exists(os.path.join(m.backing, S, "trash"))
         finally:
             m.stop()
     print(f"{command}: {SIGNAL_POINTS} signal points over {total} calls, {stopped} stopped it")
@@ -709,3 +714,11 @@ def test_an_undeploy_killed_while_removing_is_finished_by_a_rerun(tmp_path, then
             assert run_cli("deploy", primary, work).code == 0
         assert files_only(snapshot(work)) == before
     assert landed >= 2 and partial >= 1  # killed in the middle of the removal
+
+
+def test_the_command_line_called_as_a_library_gives_the_signal_handlers_back(tmp_path):
+    from spaceport.cli import main
+
+    before = {sig: signal.getsignal(sig) for sig in SIGNALS}
+    assert main(["save", str(tmp_path)]) == 5  # not a working copy: refused
+    assert {sig: signal.getsignal(sig) for sig in SIGNALS} == before

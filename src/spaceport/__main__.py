@@ -26,7 +26,7 @@ def run() -> int:
     from . import cli  # the slow part: click, rich, the engine
 
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    return cli.main()
+    return cli.main(restore_signals=False)
 
 
 if __name__ == "__main__":

@@ -193,6 +193,9 @@ def _work_outlook(work: str, marker: Marker | None, primary: str,
             f"{work} is the working copy of another primary ({marker.primary}).")
     if own and marker.phase == DEPLOYED:
         return "already deployed here: the deploy changes nothing", None
+    if marker.phase == DEPLOYING:  # what it copied is told from edits by its content
+        return ("a deploy that was interrupted: what it copied is compared with the primary, "
+                "the rest is copied (edits made meanwhile are refused without --resume)"), None
     try:
         pending = pending_changes(work, marker).pending
     except IndexDamagedError:

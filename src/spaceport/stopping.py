@@ -105,7 +105,8 @@ def _say(text: str) -> None:
 def stop_on_signals(flag: StopFlag | None = None, *, restore: bool = True) -> Iterator[StopFlag]:
     """While inside, SIGINT, SIGTERM and SIGHUP set ``flag``; a second one exits 130 at once.
     ``restore=False`` leaves the handlers in place afterwards (a command line that has done
-    its work: a signal while it prints its report changes nothing, and it exits as it would)."""
+    its work: a signal while it prints its report changes nothing, and it exits as it would;
+    :func:`spaceport.cli.main` gives them back when it is called as a library)."""
     global _current
     flag = flag or StopFlag()
 

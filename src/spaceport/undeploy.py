@@ -128,7 +128,7 @@ def final_save(work_path: str, marker: Marker, opts: Options, *, allow_mass_dele
                 f"{exc.message}\nAn application is still writing: {STOP_THE_APP}.",
                 exc.failed, kept_changing=exc.kept_changing,
                 hint="Their previous versions are on the primary, none torn.") from None
-        unsaved = check_saved(work_path, marker, opts, checksum=checksum)
+        unsaved = check_saved(work_path, marker, opts, checksum=checksum, stop=stop)
         if not unsaved:
             return report
         again = unsaved.on_primary + unsaved.content
@@ -145,14 +145,15 @@ def final_save(work_path: str, marker: Marker, opts: Options, *, allow_mass_dele
         hint="Nothing was lost. 'spaceport status WORK' shows what is not saved yet.")
 
 
-def check_saved(work_path: str, marker: Marker, opts: Options, *, checksum: bool = False):
+def check_saved(work_path: str, marker: Marker, opts: Options, *, checksum: bool = False,
+                stop=None):
     """:class:`~spaceport.invariant.Unsaved` for the working copy as it is now."""
     index = Index(index_path(work_path))
     try:
         with open_work(work_path, marker.token) as work, \
                 open_primary(marker.primary, marker.token, opts) as primary:
             scan = scan_work(work, marker)
-            pscan = scan_primary(primary, opts)
+            pscan = scan_primary(primary, opts, stop)
             links = [e for e in scan.entries.values() if e.kind is Kind.LINK]
             manifest = read_manifest_full(primary, marker.status_dir)
             wanted = set(links_for_manifest(links, [work.root, os.path.realpath(work.root)]))

@@ -12,12 +12,15 @@ what they share is in ``options``.
 
 from __future__ import annotations
 
+import signal
+
 import click
 from rich.markup import escape
 
 from .. import __version__
 from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, Interrupted, SpaceportError
 from ..retry import is_unavailable, unavailable
+from ..stopping import SIGNALS
 from . import clone_cmd, daemon_cmd, demo_cmd, deploy_cmd, lock_cmd, status_cmd, trash_cmd
 from .options import err
 
@@ -54,8 +57,19 @@ def _interrupted() -> int:
     return EXIT_INTERRUPTED
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit code (callable from tests)."""
+def main(argv: list[str] | None = None, *, restore_signals: bool = True) -> int:
+    """Run the command line; returns the exit code (callable from tests). Deploy, save and
+    undeploy handle SIGINT, SIGTERM and SIGHUP until the process ends (a signal while they
+    print their report changes nothing); called as a library, the handlers are given back."""
+    previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
+    try:
+        return _main(argv)
+    finally:
+        for sig, handler in previous.items() if restore_signals else ():
+            signal.signal(sig, handler)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         cli.main(args=argv, prog_name="spaceport", standalone_mode=False)
         return 0
