@@ -178,18 +178,20 @@ def test_unsaved_work_is_never_discarded_silently(dirs, opts, tmp_path):
     assert snapshot(primary) == snapshot(work)
 
 
-def test_resume_keeps_a_primary_version_changed_meanwhile_in_the_trash(dirs, opts):
+def test_resume_keeps_a_primary_version_changed_meanwhile_as_a_conflict_copy(dirs, opts):
     primary, work = dirs
     project(primary)
     deploy(primary, work, opts)
     write(work, "run0/file0.dat", b"mine")
     os.unlink(os.path.join(primary, S, "lock"))
     write(primary, "run0/file0.dat", b"someone else's newer version")
-    deploy(primary, work, opts, resume=True)
+    report = deploy(primary, work, opts, resume=True)
     assert open(os.path.join(primary, "run0/file0.dat"), "rb").read() == b"mine"
-    trash = os.path.join(primary, S, "trash")
-    kept = [os.path.join(d, f) for d, _, fs in os.walk(trash) for f in fs]
-    assert [open(k, "rb").read() for k in kept] == [b"someone else's newer version"]
+    [(path, kept_as)] = report.saved.conflicts
+    assert path == "run0/file0.dat" and kept_as.startswith("run0/file0.dat.conflict-")
+    assert open(os.path.join(primary, kept_as), "rb").read() == b"someone else's newer version"
+    assert snapshot(primary) == snapshot(work)  # both versions, on both sides
+    assert not os.path.exists(os.path.join(primary, S, "trash"))  # never purged away
 
 
 def test_non_empty_folder_that_is_not_a_working_copy_is_refused(dirs, opts):
@@ -275,18 +277,18 @@ def test_a_stopped_stage_in_is_not_called_finished_and_reruns(dirs, opts):
 def test_stop_during_stage_in_after_folders_were_made(dirs, opts, monkeypatch):
     import threading
 
-    from spaceport import deploy as deploy_module
+    from spaceport import stagein
     from spaceport.errors import Interrupted
 
     primary, work = dirs
     project(primary)
     stop = threading.Event()
-    real_download = deploy_module._StageIn._download
+    real_download = stagein.StageIn._download
 
     def download_then_stop(self, plan):  # the signal arrives during the copies
         stop.set()
         real_download(self, plan)
-    monkeypatch.setattr(deploy_module._StageIn, "_download", download_then_stop)
+    monkeypatch.setattr(stagein.StageIn, "_download", download_then_stop)
     with pytest.raises(Interrupted):
         deploy(primary, work, opts, stop=stop)
     monkeypatch.undo()

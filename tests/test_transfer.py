@@ -16,7 +16,8 @@ from spaceport.retry import RetryPolicy
 from spaceport.save import save
 from spaceport.store import PRIMARY_CAPABILITIES, WORK_CAPABILITIES, PosixStore
 from spaceport.store.base import temp_name
-from spaceport.transfer import Copier, CopyJob, run_copies, run_parallel
+from spaceport.transfer import (RACY_NS, Copier, CopyJob, KeptChangingError, racy, run_copies,
+                                run_parallel)
 
 from conftest import snapshot, write
 
@@ -105,26 +106,60 @@ def test_a_write_error_in_one_worker_leaves_no_half_file(tmp_path):
     assert src == dst
 
 
-def test_a_file_changing_during_its_copy_is_flagged_unstable(tmp_path):
-    write(tmp_path / "src", "f", b"a" * 1000)
-    (tmp_path / "dst").mkdir()
+def _appending_copier(tmp_path, times):
+    """A copier whose destination appends to the source right after the copy took its first
+    stat, ``times`` times (a real writer does it at random moments)."""
+    left = [times]
 
     class Appending(PosixStore):
-        # Fake timing: the application appends right after the copy took its first stat,
-        # which a real writer does at random moments.
         def create_temp(self, rel, name=None, mode=None):
-            with open(tmp_path / "src" / "f", "ab") as f:
-                f.write(b"more")
+            if left[0]:
+                left[0] -= 1
+                with open(tmp_path / "src" / "f", "ab") as f:
+                    f.write(b"more")
             return super().create_temp(rel, name, mode)
 
     src = PosixStore(str(tmp_path / "src"), WORK_CAPABILITIES, temp_token="11111111")
     dst = Appending(str(tmp_path / "dst"), PRIMARY_CAPABILITIES, temp_token="11111111")
     tracker = Tracker()
     tracker.start("t", files=1, nbytes=1000)
-    copier = Copier(src, dst, tracker=tracker, task="t", stop=threading.Event(),
-                    retry=RetryPolicy.none())
+    return Copier(src, dst, tracker=tracker, task="t", stop=threading.Event(),
+                  retry=RetryPolicy.none())
+
+
+def test_a_file_changing_during_its_copy_is_copied_again_whole(tmp_path):
+    write(tmp_path / "src", "f", b"a" * 1000)
+    write(tmp_path / "dst", "f", b"previous version")
+    copier = _appending_copier(tmp_path, times=2)
     done = copier.copy(CopyJob("f", 1000, temp_name("11111111")))
-    assert done.error is None and done.unstable
+    assert done.error is None and not done.unstable
+    assert (tmp_path / "dst" / "f").read_bytes() == b"a" * 1000 + b"more" * 2
+    assert done.src_st.st_size == 1008  # the signature recorded is the one copied
+    assert os.listdir(tmp_path / "dst") == ["f"]
+
+
+def test_a_file_that_keeps_changing_is_never_committed(tmp_path):
+    write(tmp_path / "src", "f", b"a" * 1000)
+    write(tmp_path / "dst", "f", b"previous version")
+    copier = _appending_copier(tmp_path, times=100)
+    done = copier.copy(CopyJob("f", 1000, temp_name("11111111")))
+    assert isinstance(done.error, KeptChangingError) and "kept changing" in str(done.error)
+    assert (tmp_path / "dst" / "f").read_bytes() == b"previous version"
+    assert os.listdir(tmp_path / "dst") == ["f"]  # no temporary left either
+
+
+def test_a_file_written_this_very_moment_settles_before_it_is_copied(tmp_path):
+    """A write within the same tick as the copy's first look would not change the file's
+    times: a file changed that recently is copied only once it is older (racy files)."""
+    (tmp_path / "dst").mkdir()
+    (tmp_path / "src").mkdir()
+    copier = _appending_copier(tmp_path, times=0)
+    write(tmp_path / "src", "f", b"fresh")
+    done = copier.copy(CopyJob("f", 5, temp_name("11111111")))
+    copied_at = time.time_ns()
+    assert done.error is None and racy(done.src_st, done.src_st.st_ctime_ns)
+    assert copied_at - done.src_st.st_ctime_ns >= RACY_NS  # it waited for the file to settle
+    assert copied_at - done.src_st.st_ctime_ns < 1e9
 
 
 def test_a_stopped_run_says_so_and_leaves_only_whole_files(tmp_path):

@@ -106,20 +106,27 @@ def test_plan_save_sees_new_changed_deleted_and_unknown():
     assert plan.links_changed and plan.unchanged == 1 and plan.deleted_files == 2
 
 
-def test_plan_deploy_copies_only_what_changed():
+def test_plan_deploy_copies_only_what_changed_and_replaces_only_what_is_proven():
     primary = ScanResult(entries={
         "a": Entry("a", Kind.FILE, 1, 10, 0o644, 1),
         "b": Entry("b", Kind.FILE, 1, 99, 0o644, 2),
+        "c": Entry("c", Kind.FILE, 1, 99, 0o644, 3),
         "d": Entry("d", Kind.DIR, mode=0o755)})
     work = ScanResult(entries={
-        "a": Entry("a", Kind.FILE, 1, 10, 0o644, 11),
-        "b": Entry("b", Kind.FILE, 1, 10, 0o644, 12),
-        "old": Entry("old", Kind.FILE, 1, 10, 0o644, 13)})
-    idx = {"a": Known(work.entries["a"], 1, 10), "b": Known(work.entries["b"], 1, 10)}
+        "a": Entry("a", Kind.FILE, 1, 10, 0o644, 11, None, 7),
+        "b": Entry("b", Kind.FILE, 1, 10, 0o644, 12, None, 7),
+        "c": Entry("c", Kind.FILE, 1, 10, 0o644, 14, None, 8),  # rewritten since saved
+        "gone": Entry("gone", Kind.FILE, 1, 10, 0o644, 15, None, 7),
+        "old": Entry("old", Kind.FILE, 1, 10, 0o644, 13, None, 7)})
+    idx = {p: Known(work.entries[p], 1, 10) for p in ("a", "b", "gone")}
+    idx["c"] = Known(Entry("c", Kind.FILE, 1, 10, 0o644, 14, None, 7), 1, 10)
     plan = plan_deploy(primary, work, idx)
     assert [e.path for e, _ in plan.current] == ["a"]
     assert [e.path for e in plan.downloads] == ["b"]  # changed on the primary meanwhile
-    assert [e.path for e in plan.mkdirs] == ["d"] and [e.path for e in plan.removals] == ["old"]
+    assert list(plan.replaces) == ["b"]  # proven: its version goes to the trash first
+    assert sorted(e.path for e in plan.to_trash) == ["b", "gone"]
+    assert [e.path for e in plan.mkdirs] == ["d"] and [e.path for e in plan.removals] == ["gone"]
+    assert sorted(e.path for e in plan.kept) == ["c", "old"]  # not proven: the user's
 
 
 def test_marker_round_trip_and_damage(tmp_path):

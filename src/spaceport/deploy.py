@@ -18,26 +18,24 @@ from typing import Callable
 
 from . import preflight
 from .discard import Discard, prepare_discard
-from .engine import (PRIMARY, WORK, IndexRecorder, Options, file_known, folder_is_empty,
-                     open_primary, open_work, partial_error, remove_leftover_temps,
-                     separate_folders)
-from .errors import FormatError, Interrupted, RefusedError, SpaceportError
-from .index import Index, IndexDamagedError, Known
-from .legacy import TOP_LEVEL_NAMES, LegacyImport, RootUnknown, read_legacy_links
-from .links import (MANIFEST_NAME, NOTES_META, Link, Unrestored, capture, notes_for_index,
-                    read_manifest_full, resolve_target, unrestored_from)
-from .lock import (DeploymentLock, LockKeeper, WorkCopy, describe, held_error, lock_id,
-                   read_lock, utcnow, validate_status_dir)
-from .marker import (DEPLOYED, DEPLOYING, MARKER_DIR, Marker, index_path, marker_dir,
+from .engine import (Options, folder_is_empty, open_primary, open_work, separate_folders)
+from .errors import FormatError, RefusedError, SpaceportError
+from .hostinfo import hostname
+from .index import Index, IndexDamagedError
+from .invariant import prove_by_content
+from .legacy import LegacyImport
+from .links import Unrestored, resolve_target
+from .linksource import LinkSource, links_to_restore, with_primary_links
+from .lock import (DeploymentLock, LockInfo, LockKeeper, WorkCopy, describe, held_error,
+                   lock_id, read_lock, utcnow, validate_status_dir)
+from .marker import (DEPLOYED, DEPLOYING, MARKER_DIR, REMOVING, Marker, index_path, marker_dir,
                      new_marker, read_marker, remove_marker_file, work_id, write_marker)
-from .plan import DeployPlan, SavePlan, plan_deploy, unsaved_summary
-from .save import MANIFEST_STATE, pending_changes, save, scan_work
-from .scan import Entry, Kind, scan_tree
-from .store.base import Store, UnsafePathError, join, parent_of, temp_name
-from .store.posix import mkdir_mode
-from .transfer import Copier, CopyDone, CopyJob, run_copies
+from .plan import SavePlan, plan_save, unsaved_summary
+from .save import SaveReport, forget_removed, pending_changes, save, scan_work
+from .stagein import scan_primary, stage_in
+from .store.base import Store
 from .worklock import hold_work
-from .wording import count, human_size, show_path
+from .wording import count, human_size
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +57,9 @@ class DeployReport:
     carried: list[Unrestored] = field(default_factory=list)  # left out at an earlier one
     special: list[str] = field(default_factory=list)
     discarded: Discard | None = None  # what --discard-local set aside, and where
+    trashed: int = 0  # versions of this copy the primary had lost, kept in its trash
+    kept: list[str] = field(default_factory=list)  # the user's, left where they are
+    saved: SaveReport | None = None  # --resume: what was saved first (conflicts kept)
 
     def incomplete(self) -> SpaceportError | None:
         """The error (exit 1) for a deploy that completed but left links out, or None."""
@@ -96,65 +97,6 @@ def links_left_out(unrestored: list[Unrestored], *, done: str = "everything else
         hint="The lists on the primary are left as they are, and every links.jsonl a save "
              "writes keeps these lines in its header, so 'spaceport status --primary' keeps "
              "showing them. Re-create those links by hand where they are needed.")
-
-
-@dataclass
-class LinkSource:
-    """The links a deploy restores, where they come from, and what is known not restored."""
-
-    links: list[Link] = field(default_factory=list)
-    source: str = "none"  # manifest, legacy, none
-    legacy: LegacyImport | None = None
-    unrestored: list[Unrestored] = field(default_factory=list)  # left out now
-    carried: list[Unrestored] = field(default_factory=list)  # recorded by earlier saves
-    imported_from: dict | None = None
-
-
-def links_to_restore(primary: Store, opts: Options) -> LinkSource:
-    """The manifest's links; without a manifest, the import of the newest old tool's list.
-
-    RefusedError (exit 5) if an old list's working root cannot be told: importing it
-    without would put every link in the wrong place."""
-    manifest = read_manifest_full(primary, opts.status_dir)
-    if manifest is not None:
-        return LinkSource(manifest.links, "manifest", unrestored=manifest.refused,
-                          carried=manifest.unrestored, imported_from=manifest.imported_from)
-    try:
-        legacy = read_legacy_links(primary, opts.status_dir, opts.legacy_root)
-    except RootUnknown as exc:
-        raise RefusedError(
-            f"{exc}.", hint="Nothing was copied. Give the folder the old tool worked in, "
-                            "e.g. spaceport deploy --legacy-root /data/ScipionUserData ...; "
-                            "'spaceport deploy --dry-run' shows what an import will do.") from None
-    if legacy is None:
-        return LinkSource()
-    return LinkSource(legacy.links, "legacy", legacy, unrestored=list(legacy.unrestored),
-                      imported_from=legacy.summary())
-
-
-def with_primary_links(source: LinkSource, scan, root: str) -> LinkSource:
-    """A primary that can hold links (a plain folder, not OneData) brings them along: with
-    no manifest and no old list, the links found on it are restored like any other entry,
-    and the first save records them in the manifest. They are left alone on the primary."""
-    found = [capture(e.path, e.target or "", [root, os.path.realpath(root)])
-             for e in scan.entries.values() if e.kind is Kind.LINK]
-    if source.source != "none":
-        listed = {link.path for link in source.links}
-        extra = [link.path for link in found if link.path not in listed]
-        if extra:
-            log.warning("%s on the primary %s not restored: %s is the record of the "
-                        "project's links (%s)", count(len(extra), "symbolic link"),
-                        "is" if len(extra) == 1 else "are",
-                        "links.jsonl" if source.source == "manifest" else "the old list",
-                        ", ".join(show_path(p) for p in sorted(extra)[:5])
-                        + (", ..." if len(extra) > 5 else ""))
-        return source
-    if not found:
-        return source
-    log.info("no links.jsonl yet: %s found in the primary folder %s restored (the first "
-             "save records %s in links.jsonl)", count(len(found), "link"),
-             "is" if len(found) == 1 else "are", "it" if len(found) == 1 else "them")
-    return LinkSource(sorted(found), "primary")
 
 
 @dataclass
@@ -246,6 +188,9 @@ def _work_outlook(work: str, marker: Marker | None, primary: str,
                 other_primary(work, marker))
     if own and marker.phase == DEPLOYED:
         return "already deployed here: the deploy changes nothing", None
+    if marker.phase == DEPLOYING:  # what it copied is told from edits by its content
+        return ("a deploy that was interrupted: what it copied is compared with the primary, "
+                "the rest is copied (edits made meanwhile are refused without --resume)"), None
     try:
         pending = pending_changes(work, marker).pending
     except IndexDamagedError:
@@ -259,12 +204,14 @@ def _work_outlook(work: str, marker: Marker | None, primary: str,
 
 def deploy(primary_path: str, work_path: str, opts: Options, *, resume: bool = False,
            discard_local: bool = False, take_over_stale: bool = False,
+           allow_mass_delete: bool = False,
            stop: threading.Event | None = None,
            confirm: Callable[[Discard], None] | None = None) -> DeployReport:
     """Deploy ``primary_path`` onto ``work_path``. See the module docstring.
 
     ``discard_local``: set aside what the working copy holds that was never saved (see
-    :mod:`spaceport.discard`), after ``confirm`` (if given) accepted the list."""
+    :mod:`spaceport.discard`), after ``confirm`` (if given) accepted the list.
+    ``allow_mass_delete``: as for save, for the save of unsaved work ``resume`` makes."""
     validate_status_dir(opts.status_dir)
     primary_path, work_path = separate_folders(primary_path, work_path,
                                                ("primary", "working copy"))
@@ -278,7 +225,8 @@ def deploy(primary_path: str, work_path: str, opts: Options, *, resume: bool = F
     with _claimed(work_path), hold_work(work_path, "deploy", wait=opts.busy_wait,
                                         say=opts.say):
         return _deploy_held(primary_path, work_path, opts, resume, discard_local,
-                            take_over_stale, stop or threading.Event(), confirm)
+                            take_over_stale, stop or threading.Event(), allow_mass_delete,
+                            confirm)
 
 
 @contextmanager
@@ -338,8 +286,11 @@ def _take_lock(primary, work_path: str, marker: Marker, previous: Marker | None,
 
 def _deploy_held(primary_path: str, work_path: str, opts: Options, resume: bool,
                  discard_local: bool, take_over_stale: bool, stop: threading.Event,
-                 confirm: Callable[[Discard], None] | None) -> DeployReport:
+                 allow_mass_delete: bool, confirm: Callable[[Discard], None] | None
+                 ) -> DeployReport:
     marker = read_marker(work_path)
+    if marker is None and not discard_local and not folder_is_empty(work_path):
+        marker = _reattach(primary_path, work_path, opts, resume)  # or refused, saying why
     if marker and os.path.realpath(marker.primary) != os.path.realpath(primary_path) \
             and not discard_local:
         raise other_primary(work_path, marker)
@@ -361,15 +312,16 @@ def _deploy_held(primary_path: str, work_path: str, opts: Options, resume: bool,
                                            confirm=confirm)
     previous = marker
     pending = None
-    if not own:
-        pending = _check_local_work(work_path, marker, resume, discard_local, primary_path)
-        if discard_local and marker:
-            marker = None
-        if marker:  # an earlier deployment's copy, all saved (or to be saved first)
-            marker = Marker(new_marker(primary_path, opts.status_dir).deployment_id,
-                            primary_path, opts.status_dir, marker.created)
-        else:
-            marker = new_marker(primary_path, opts.status_dir)
+    if own and marker.phase != DEPLOYED:
+        # Our own deploy, interrupted: what it copied is recognised, what the user changed
+        # meanwhile is theirs (saved first with --resume, else refused).
+        pending = _check_local_work(primary_path, work_path, marker, opts, resume,
+                                    discard_local)
+    elif not own:
+        pending = _check_local_work(primary_path, work_path, marker, opts, resume,
+                                    discard_local)
+        marker = new_marker(primary_path, opts.status_dir, created=None if discard_local
+                            or marker is None else marker.created)
     report.deployment_id = marker.deployment_id
     with open_primary(primary_path, marker.token, opts) as primary:
         lock = _take_lock(primary, work_path, marker, previous, here, opts, take_over_stale)
@@ -391,15 +343,19 @@ def _deploy_held(primary_path: str, work_path: str, opts: Options, resume: bool,
             marker.phase = DEPLOYING
             write_marker(work_path, marker)
             if pending is not None and pending.pending and resume:
-                save(work_path, opts, lock=lock, conflicts_to_trash=True, task="save unsaved work")
+                report.saved = save(work_path, opts, lock=lock, keep_conflicts=True,
+                                    allow_mass_delete=allow_mass_delete,
+                                    task="save unsaved work", stop=stop)
                 report.saved_first = True
-            with LockKeeper(lock, opts.heartbeat_interval):
-                _stage_in(primary, work_path, marker, opts, report, source, stop)
+                source = links_to_restore(primary, opts)  # the save may have written it
+            with LockKeeper(lock, opts.heartbeat_interval) as keeper:
+                stage_in(primary, work_path, marker, opts, report, source, stop,
+                         check=keeper.check)
             marker.phase = DEPLOYED
             write_marker(work_path, marker)
         except BaseException:
-            # The primary was not changed (beyond the lock): give the folder back. A re-run
-            # resumes from what was copied, since the index kept it.
+            # The primary was not changed (beyond the lock, and what --resume saved): give
+            # the folder back. A re-run resumes from what was copied, since the index kept it.
             try:
                 lock.release()
             except Exception as exc:  # noqa: BLE001 - the original error matters more
@@ -417,27 +373,50 @@ def _put_marker_back(work_path: str, marker: Marker, previous: Marker | None) ->
         write_marker(work_path, previous)
 
 
-def _check_local_work(work: str, marker: Marker | None, resume: bool, discard: bool,
-                      primary: str):
-    """Safety rule 9: never silently discard changes not yet saved to the primary."""
+def _reattach(primary_path: str, work_path: str, opts: Options, resume: bool) -> Marker:
+    """A working copy whose marker is gone: re-attached by ``--resume`` when the lock on the
+    primary names this host and this very folder; refused, saying why, in any other case."""
+    with open_primary(primary_path, "00000000", opts) as probe:
+        holder = read_lock(probe, opts.status_dir)
+    ours = isinstance(holder, LockInfo) and holder.host == hostname() and \
+        os.path.abspath(holder.work) == work_path
+    if not (ours and resume):
+        if ours:
+            hint = (f"Nothing was changed. Its marker ({MARKER_DIR}/) is gone, and the lock on "
+                    f"{primary_path} names this folder on this host: 'spaceport deploy --resume "
+                    f"{primary_path} {work_path}' re-attaches it (it compares both sides, saves "
+                    "what differs and keeps both versions where the primary changed too).")
+        elif not resume:  # a folder of somebody's files, as far as anyone can tell
+            raise preflight.not_a_working_copy(work_path, primary_path)
+        else:  # a copy whose lock is not ours: never re-attached
+            why = describe(holder) if holder else "there is no lock"
+            hint = (f"Nothing was changed. The lock on {primary_path} does not name this folder "
+                    f"on this host ({why}), so it cannot be re-attached. Deploy into a new or "
+                    "empty folder.")
+        raise RefusedError(f"{work_path} is not empty and is not a spaceport working copy.",
+                           hint=hint)
+    if os.path.exists(index_path(work_path)):  # what is left of it proves nothing now
+        Index.set_aside(index_path(work_path), utcnow().strftime("%Y%m%dT%H%M%SZ"))
+    marker = Marker(holder.deployment_id, primary_path, opts.status_dir, holder.created,
+                    phase=DEPLOYING)
+    write_marker(work_path, marker)
+    log.warning("%s had lost its marker; re-attached to its deployment %s (held by this host): "
+                "both sides are compared", work_path, holder.deployment_id[:8])
+    return marker
+
+
+def _check_local_work(primary_path: str, work: str, marker: Marker | None, opts: Options,
+                      resume: bool, discard: bool) -> SavePlan | None:
+    """Safety rule 9: never silently discard changes not yet saved to the primary. What the
+    working copy holds that is provably the primary's (a killed deploy's copies) is recorded
+    first, so only real changes count."""
     if marker is None:
         if folder_is_empty(work):
             return None
-        raise preflight.not_a_working_copy(work, primary)
+        raise preflight.not_a_working_copy(work, primary_path)
     if discard:  # set aside once the lock is ours (spaceport.discard)
         return None
-    try:
-        plan = pending_changes(work, marker)
-    except IndexDamagedError as exc:
-        if resume:
-            return SavePlan(links_changed=True)  # unknown: the save first rebuilds the index
-        raise RefusedError(f"{work} may hold changes never saved, and its state index is "
-                           f"damaged ({exc.message}).",
-                           hint="Nothing was changed. Use --resume to save the working copy "
-                                "first (the index is rebuilt by comparing both sides), or "
-                                "--discard-local to set all of it aside (moved into "
-                                ".spaceport/discarded/, not deleted) and deploy "
-                                "afresh.") from exc
+    plan = user_changes(primary_path, work, marker, opts)
     if plan.pending and not resume:
         s = plan.summary()
         raise RefusedError(
@@ -447,170 +426,37 @@ def _check_local_work(work: str, marker: Marker | None, resume: bool, discard: b
     return plan
 
 
-def _stage_in(primary: Store, work_path: str, marker: Marker, opts: Options,
-              report: DeployReport, source: LinkSource, stop: threading.Event) -> None:
+def user_changes(primary_path: str, work: str, marker: Marker, opts: Options) -> SavePlan:
+    """What a save of the working copy would do, once what provably equals the primary is
+    recorded as saved (a damaged index is set aside first: nothing it says is trusted)."""
+    path = index_path(work)
     try:
-        index = Index(index_path(work_path))
+        index = Index(path)
     except IndexDamagedError as exc:
-        # Nobody worked on a copy that is still being staged in: start the index afresh.
-        Index.set_aside(index_path(work_path), utcnow().strftime("%Y%m%dT%H%M%SZ"))
-        log.warning("%s; starting it afresh (the stage-in compares again)", exc.message)
-        index = Index(index_path(work_path))
+        aside = Index.set_aside(path, utcnow().strftime("%Y%m%dT%H%M%SZ"))
+        log.warning("%s; it was moved to %s, and the working copy is compared with the "
+                    "primary instead", exc.message, aside)
+        index = Index(path)
     try:
-        with open_work(work_path, marker.token) as work:
-            remove_leftover_temps(index, work, WORK)
-            remove_leftover_temps(index, primary, PRIMARY)
-            pscan = scan_primary(primary, opts, stop)
-            if primary.exists(MARKER_DIR):
-                log.warning("the primary holds a folder named %s; it is not deployed (the "
-                            "name is reserved for spaceport's work marker)", MARKER_DIR)
-            report.special = pscan.special
-            source = with_primary_links(source, pscan, primary.root)
-            wscan = scan_work(work, marker)
-            known = index.load()
-            plan = plan_deploy(pscan, wscan, known)
-            report.links_source, report.legacy = source.source, source.legacy
-            report.unrestored, report.carried = list(source.unrestored), source.carried
-            if source.legacy and source.legacy.phantoms:
-                log.info("%s: %d entries found through links to folders (%s) are not links "
-                         "of the project; skipped", source.legacy.file,
-                         len(source.legacy.phantoms), ", ".join(source.legacy.through))
-            run = _StageIn(primary, work, index, marker, opts, report, stop)
-            run.failed.extend((path or ".", exc) for path, exc in pscan.unreadable.items())
-            run.execute(plan, wscan.entries, source.links, known)
-            for item in report.unrestored:
-                log.warning("link not restored: %s", item)
-            # The saves write these into the manifest's header: nothing left out is forgotten.
-            index.set_meta(NOTES_META, notes_for_index(report.carried + report.unrestored,
-                                                       source.imported_from))
-            index.set_meta(MANIFEST_STATE, "ok" if source.source == "manifest" else source.source)
+        with open_work(work, marker.token) as ws, \
+                open_primary(primary_path, marker.token, opts) as ps:
+            scan = scan_work(ws, marker, index=index)
+            plan = plan_save(scan, index)
+            if marker.phase == REMOVING:  # an undeploy was interrupted: not deletions
+                forget_removed(index, plan)
+            if plan.pending and prove_by_content(scan, index, ps, ws, jobs=opts.jobs,
+                                                 links=_manifest_targets(ps, opts, work)):
+                plan = plan_save(scan, index)
+            return plan
     finally:
         index.close()
 
 
-def scan_primary(primary: Store, opts: Options, stop: threading.Event | None = None):
-    """The primary's tree as a deploy copies it: without the status folder, the work
-    marker's name, and the old tools' own files (not project data)."""
-    return scan_tree(primary, skip_top={opts.status_dir, MARKER_DIR} | TOP_LEVEL_NAMES,
-                     jobs=opts.jobs, stop=stop)
-
-
-class _StageIn:
-    def __init__(self, primary, work, index, marker, opts, report, stop):
-        self.primary, self.work, self.index = primary, work, index
-        self.marker, self.opts, self.report, self.stop = marker, opts, report, stop
-        self.recorder = IndexRecorder(index, WORK)
-        self.failed: list[tuple[str, BaseException]] = []
-
-    def execute(self, plan: DeployPlan, here: dict[str, Entry], links: list[Link],
-                known: dict[str, Known]) -> None:
-        try:
-            self._remove_stale(plan)
-            for entry in plan.mkdirs:
-                self.work.makedirs(entry.path, entry.mode | 0o700)
-                # Known at once, with the mode it has now: an interrupted stage-in leaves
-                # nothing the index does not know, so a re-run sees no "unsaved work".
-                now = Entry(entry.path, Kind.DIR, mode=mkdir_mode(entry.mode))
-                self.recorder.done(Known(now, None, None))
-            self._download(plan)
-            if self.stop.is_set():
-                raise Interrupted("the deploy was stopped; run it again to resume")
-            for entry, old in plan.current:
-                self.recorder.done(old)
-            self.report.already_current = len(plan.current)
-            self.report.files = len(plan.current) + len(plan.downloads)
-            self._restore_links(links, here)
-            created = {e.path for e in plan.mkdirs}
-            for entry in sorted(plan.dirs, key=lambda e: -e.path.count("/")):
-                mode_now = mkdir_mode(entry.mode) if entry.path in created else here[entry.path].mode
-                if mode_now != entry.mode:
-                    self.work.chmod(entry.path, entry.mode)
-                self.recorder.done(Known(entry, None, None))
-            self._forget_others(plan, links, known)
-        finally:
-            self.recorder.flush()
-        if self.failed:
-            raise partial_error("deploy", self.failed, "Nothing on the primary was changed; "
-                                "run the same command again to resume.")
-
-    def _remove_stale(self, plan: DeployPlan) -> None:
-        """Work entries the primary no longer has (the folder was changed meanwhile)."""
-        for entry in plan.removals:
-            try:
-                if entry.kind is Kind.DIR:
-                    self.work.walk_remove(entry.path)
-                else:
-                    self.work.unlink(entry.path)
-            except FileNotFoundError:
-                pass
-            self.recorder.forget(entry.path)
-            self.report.removed_from_work += 1
-
-    def _download(self, plan: DeployPlan) -> None:
-        tracker = self.opts.tracker
-        jobs = [CopyJob(e.path, e.size, temp_name(self.marker.token)) for e in plan.downloads]
-        tracker.start("deploy", files=len(jobs), nbytes=plan.download_bytes)
-        self.index.add_inflight(WORK, [(j.path, join(parent_of(j.path), j.tmp)) for j in jobs])
-        copier = Copier(self.primary, self.work, tracker=tracker, task="deploy",
-                        retry=self.opts.retry, stop=self.stop, stable_source=True)
-
-        def on_done(done: CopyDone) -> None:
-            tmp = join(parent_of(done.job.path), done.job.tmp)
-            if done.error is not None:
-                self.failed.append((done.job.path, done.error))
-                if not isinstance(done.error, Interrupted):
-                    log.error("could not copy %s: %s", done.job.path, done.error)
-                # The temporary's record stays: if its removal failed too (the storage
-                # went away), the next run removes it.
-                return
-            self.report.copied += 1
-            self.report.copied_bytes += done.src_st.st_size
-            self.recorder.done(file_known(done.src_st, done.dst_st, done.job.path,
-                                          work_is_src=False), tmp=tmp)
-
-        try:
-            run_copies(copier, jobs, self.opts.jobs, on_done)
-        finally:
-            tracker.finish("deploy")
-        for _, exc in self.failed:
-            if isinstance(exc, BaseException) and not isinstance(exc, OSError):
-                raise exc  # interrupted: stop here, the index has what landed
-
-    def _restore_links(self, links: list[Link], here: dict[str, Entry]) -> None:
-        root = self.work.root
-        manifest = join(self.opts.status_dir, MANIFEST_NAME)
-        for link in links:
-            target = resolve_target(link, root, self.opts.rebase)
-            current = here.get(link.path)
-            if current is not None and current.kind is Kind.LINK and current.target == target:
-                pass
-            elif current is not None and current.kind is not Kind.LINK:
-                self.report.unrestored.append(unrestored_from(
-                    link, f"a {current.kind.name.lower()} of that name is on the primary "
-                          "(it is kept)", manifest))
-                continue
-            else:
-                if current is not None:
-                    self.work.unlink(link.path)
-                try:
-                    # Walks from WORK's descriptor; never through a link (safety rule 11).
-                    self.work.symlink(target, link.path, parents=True)
-                except UnsafePathError as exc:
-                    self.report.unrestored.append(unrestored_from(link, exc.strerror, manifest))
-                    continue
-            self.recorder.done(Known(Entry(link.path, Kind.LINK, target=target), None, None))
-            self.report.links += 1
-        wanted = {link.path for link in links}
-        for path, entry in here.items():
-            if entry.kind is Kind.LINK and path not in wanted:
-                self.work.unlink(path)  # a link that was removed in the saved project
-                self.recorder.forget(path)
-
-    def _forget_others(self, plan: DeployPlan, links: list[Link], known: dict[str, Known]) -> None:
-        """Index rows for anything not on the primary now are dropped: the index must
-        describe exactly what both sides hold after a deploy."""
-        present = {e.path for e in plan.dirs} | {e.path for e in plan.downloads} \
-            | {e.path for e, _ in plan.current} | {link.path for link in links}
-        for path in known:
-            if path not in present:
-                self.recorder.forget(path)
+def _manifest_targets(primary: Store, opts: Options, work: str) -> dict[str, str] | None:
+    """path -> target of the links the primary's manifest (or old list) holds, as they are
+    re-created under ``work``; None if they cannot be read."""
+    try:
+        links = links_to_restore(primary, opts).links
+    except SpaceportError:
+        return None
+    return {link.path: resolve_target(link, work, opts.rebase) for link in links}

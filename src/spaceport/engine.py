@@ -22,6 +22,7 @@ from .progress import Tracker
 from .retry import RetryPolicy, retry_call, unavailable
 from .scan import Entry, Kind
 from .store import PRIMARY_CAPABILITIES, WORK_CAPABILITIES, PosixStore
+from .transfer import KeptChangingError
 from .trash import DEFAULT_RETENTION_DAYS
 from .wording import count
 from .worklock import DEFAULT_WAIT
@@ -89,7 +90,7 @@ def file_known(src_st: os.stat_result, dst_st: os.stat_result, path: str, *,
     """The index row for a file just copied, from the two stats the copy already has."""
     work_st, primary_st = (src_st, dst_st) if work_is_src else (dst_st, src_st)
     entry = Entry(path, Kind.FILE, work_st.st_size, work_st.st_mtime_ns,
-                  stat_mod.S_IMODE(work_st.st_mode), work_st.st_ino)
+                  stat_mod.S_IMODE(work_st.st_mode), work_st.st_ino, None, work_st.st_ctime_ns)
     return Known(entry, primary_st.st_size, primary_st.st_mtime_ns)
 
 
@@ -181,9 +182,16 @@ def folder_is_empty(path: str) -> bool:
         return not any(e.name not in ignore for e in it)
 
 
+KEPT_CHANGING_HINT = ("Their previous versions are kept on the primary, none torn. Save "
+                      "again once the application has finished writing them (or stop it).")
+
+
 def describe_failures(failed: list[tuple[str, BaseException]]) -> tuple[str, str | None]:
     """A headline for per-file failures, and a hint when they share a known cause."""
     codes = {getattr(exc, "errno", None) for _, exc in failed}
+    if any(isinstance(exc, KeptChangingError) for _, exc in failed):
+        return ("files kept changing while they were copied (an application is writing "
+                "them)", KEPT_CHANGING_HINT)
     if codes & {errno.ENOSPC, errno.EDQUOT}:
         return ("the destination storage is full (no space left or quota exceeded)",
                 "Make room (or raise the quota), then run the same command again: the files "
@@ -200,5 +208,6 @@ def partial_error(verb: str, failed: list[tuple[str, BaseException]], kept: str)
     return PartialSaveError(
         f"{verb} incomplete: {headline}; {count(len(failed), 'file')} failed:\n{names}"
         f"{more}\n{kept}",
-        [(p, str(e)) for p, e in failed], hint=hint)
+        [(p, str(e)) for p, e in failed], hint=hint,
+        kept_changing=[p for p, e in failed if isinstance(e, KeptChangingError)])
 

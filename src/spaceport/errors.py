@@ -75,12 +75,28 @@ class PartialSaveError(SpaceportError):
 
     exit_code = EXIT_ERROR
 
-    def __init__(self, message: str, failed: list[tuple[str, str]], *, hint: str | None = None):
+    def __init__(self, message: str, failed: list[tuple[str, str]], *, hint: str | None = None,
+                 kept_changing: list[str] | None = None):
         super().__init__(message, hint=hint)
         self.failed = failed
+        # Files not saved because they changed during every copy (an application writes
+        # them): a final save in that state must not give the working copy up.
+        self.kept_changing = kept_changing or []
 
 
 class Interrupted(SpaceportError):
     """The user or the system asked us to stop (SIGINT/SIGTERM)."""
 
     exit_code = EXIT_INTERRUPTED
+
+
+class VolumeFullError(SpaceportError):
+    """The working volume has no room (space or inodes) for what a command must write."""
+
+    exit_code = EXIT_ERROR
+
+
+class NotSavedError(SpaceportError):
+    """A final save could not prove everything saved: the lock and the working copy stay."""
+
+    exit_code = EXIT_ERROR

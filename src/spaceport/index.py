@@ -1,10 +1,15 @@
 """The state index: what spaceport knows is on the primary, kept in the work marker folder.
 
 A SQLite file (``<work>/.spaceport/index.sqlite``) with one row per path that is known to be
-equal on both sides: the work file's size, mtime, mode and inode (to see what changed in the
-working copy without touching the primary) and the primary's size and mtime as written (to
-see what changed on the primary at the next deploy). A row is written only after the file's
-rename into place succeeded, so a killed run never claims what did not land.
+equal on both sides: the work file's size, mtime, mode, inode and ctime (to see what changed
+in the working copy without touching the primary) and the primary's size and mtime as
+written (to see what changed on the primary at the next deploy). A row is written only after
+the file's rename into place succeeded, so a killed run never claims what did not land.
+
+Format 2 added the ctime. A format-1 index is migrated in place: its rows get an unknown
+ctime (NULL), which proves nothing (:mod:`spaceport.invariant`); the first save takes the
+file's ctime into a row whose other fields still match, which is exactly what format 1
+would have decided, and from then on the row is whole.
 
 Temporaries being written are recorded first (``inflight``), so the next run removes the
 leftovers of a killed one without listing the primary.
@@ -18,17 +23,17 @@ import sys
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from .errors import FormatError
+from .errors import FormatError, VolumeFullError
 from .scan import Entry, Kind, paused_gc, signature
 
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS entries (
     path BLOB PRIMARY KEY, kind INTEGER NOT NULL, size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL, mode INTEGER NOT NULL, ino INTEGER NOT NULL, target BLOB,
-    psize INTEGER, pmtime_ns INTEGER
+    psize INTEGER, pmtime_ns INTEGER, ctime_ns INTEGER
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS inflight (
     side TEXT NOT NULL, path BLOB NOT NULL, tmp BLOB NOT NULL, PRIMARY KEY (side, tmp)
@@ -38,6 +43,17 @@ CREATE TABLE IF NOT EXISTS inflight (
 
 class IndexDamagedError(FormatError):
     """The index file cannot be read (truncated, overwritten): it can be rebuilt."""
+
+
+def _full(exc: sqlite3.Error) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc)
+
+
+def full_error(path: str) -> VolumeFullError:
+    return VolumeFullError(
+        f"the working volume is full: the state index {path} could not be written.",
+        hint="What was copied before is complete (the next run compares it instead of copying "
+             "it again). Make room on the working volume, then run the same command again.")
 
 
 @dataclass(slots=True)
@@ -72,8 +88,12 @@ def _kind(value: int) -> Kind:
 
 def row_known(row: tuple) -> Known:
     """The :class:`Known` for a tuple of :meth:`Index.rows`."""
-    path, kind, size, mtime_ns, mode, ino, target, psize, pmtime_ns = row
-    return Known(Entry(path, kind, size, mtime_ns, mode, ino, target), psize, pmtime_ns)
+    path, kind, size, mtime_ns, mode, ino, target, psize, pmtime_ns, ctime_ns = row
+    return Known(Entry(path, kind, size, mtime_ns, mode, ino, target, ctime_ns), psize,
+                 pmtime_ns)
+
+
+_COLUMNS = "path, kind, size, mtime_ns, mode, ino, target, psize, pmtime_ns, ctime_ns"
 
 
 class Index:
@@ -88,6 +108,8 @@ class Index:
             self.db.executescript(_SCHEMA)
             version = self.get_meta("index_format")
         except sqlite3.DatabaseError as exc:
+            if _full(exc):
+                raise full_error(path) from None
             raise IndexDamagedError(
                 f"the state index {path} is damaged ({exc}).",
                 hint="Nothing was changed. A save rebuilds it safely by comparing the working "
@@ -98,6 +120,17 @@ class Index:
         elif int(version) > INDEX_FORMAT:
             raise FormatError(f"the state index {path} was written by a newer spaceport "
                               f"(format {version}).", hint="Upgrade spaceport.")
+        elif int(version) < INDEX_FORMAT:
+            self._migrate(int(version))
+
+    def _migrate(self, version: int) -> None:
+        """Format 1 -> 2: the ctime column, unknown (NULL) in every old row."""
+        with self._tx():
+            columns = {row[1] for row in self.db.execute("PRAGMA table_info(entries)")}
+            if "ctime_ns" not in columns:
+                self.db.execute("ALTER TABLE entries ADD COLUMN ctime_ns INTEGER")
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('index_format', ?)",
+                            (str(INDEX_FORMAT),))
 
     def close(self) -> None:
         self.db.close()
@@ -117,10 +150,11 @@ class Index:
         return row[0] if row else default
 
     def set_meta(self, key: str, value: str | None) -> None:
-        if value is None:
-            self.db.execute("DELETE FROM meta WHERE key=?", (key,))
-        else:
-            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+        with self._tx():
+            if value is None:
+                self.db.execute("DELETE FROM meta WHERE key=?", (key,))
+            else:
+                self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     # -- entries ---------------------------------------------------------------------
     def load(self) -> dict[str, Known]:
@@ -129,17 +163,28 @@ class Index:
 
     def rows(self) -> Iterator[tuple]:
         """Every row as a tuple (path, kind, size, mtime_ns, mode, ino, target, psize,
-        pmtime_ns), streamed: a caller that compares them one by one (a save) never holds
-        the whole index in memory. :func:`row_known` makes one into a :class:`Known`."""
-        for path, kind, size, mtime_ns, mode, ino, target, psize, pmtime_ns in self.db.execute(
-                "SELECT path, kind, size, mtime_ns, mode, ino, target, psize, pmtime_ns "
-                "FROM entries"):
+        pmtime_ns, ctime_ns), streamed: a caller that compares them one by one (a save)
+        never holds the whole index in memory. :func:`row_known` makes one a :class:`Known`."""
+        for path, kind, size, mtime_ns, mode, ino, target, psize, pmtime_ns, ctime_ns in \
+                self.db.execute(f"SELECT {_COLUMNS} FROM entries"):
             yield (_s(path), _kind(kind), size, mtime_ns, mode, ino,
-                   None if target is None else _s(target), psize, pmtime_ns)
+                   None if target is None else _s(target), psize, pmtime_ns, ctime_ns)
 
-    def diff(self, entries: dict[str, Entry]) -> tuple[dict[str, Known], set[str]]:
+    def get(self, path: str) -> Known | None:
+        """The row of one path, if the index has it."""
+        row = self.db.execute(f"SELECT {_COLUMNS} FROM entries WHERE path=?",
+                              (_b(path),)).fetchone()
+        if row is None:
+            return None
+        path_b, kind, size, mtime_ns, mode, ino, target, psize, pmtime_ns, ctime_ns = row
+        return row_known((_s(path_b), _kind(kind), size, mtime_ns, mode, ino, _t(target),
+                          psize, pmtime_ns, ctime_ns))
+
+    def diff(self, entries: dict[str, Entry]) -> tuple[dict[str, Known], set[str], list[Known]]:
         """Compare the index with a scan: (the rows that differ from ``entries`` or are not
-        in it, as Known; the paths whose entry equals its row, as ``Entry.sig`` compares).
+        in it, as Known; the paths whose entry equals its row, as ``Entry.sig`` compares;
+        the rows of format 1, without a ctime, whose entry equals them in every other field,
+        as Known holding the scan's entry, for the caller to record: counted the same).
 
         One pass over the table without an object per row: a save with nothing changed of
         10^6 files holds no copy of the index. Files, nearly every row, are compared field
@@ -147,36 +192,31 @@ class Index:
         """
         differ: dict[str, Known] = {}
         same: set[str] = set()
+        adopt: list[Known] = []
         get, add, file = entries.get, same.add, int(Kind.FILE)
         with paused_gc():
-            for path, kind, size, mtime_ns, mode, ino, target, psize, pmtime_ns in \
-                    self.db.execute("SELECT path, kind, size, mtime_ns, mode, ino, target, "
-                                    "psize, pmtime_ns FROM entries"):
+            for path, kind, size, mtime_ns, mode, ino, target, psize, pmtime_ns, ctime_ns in \
+                    self.db.execute(f"SELECT {_COLUMNS} FROM entries"):
                 path = path.decode(_FS_ENCODING, _FS_ERRORS)
                 entry = get(path)
                 if entry is not None and entry.kind == kind:
                     if kind == file:
                         if (entry.size == size and entry.mtime_ns == mtime_ns
                                 and entry.mode == mode and entry.ino == ino):
-                            add(entry.path)  # the scan's string: the row's is let go at once
-                            continue
+                            if entry.ctime_ns == ctime_ns:
+                                add(entry.path)  # the scan's string: the row's is let go
+                                continue
+                            if ctime_ns is None:  # format 1: what it would have decided
+                                add(entry.path)
+                                adopt.append(Known(entry, psize, pmtime_ns))
+                                continue
                     elif entry.sig() == signature(_kind(kind), size, mtime_ns, mode, ino,
-                                                  _t(target)):
+                                                  _t(target), ctime_ns):
                         add(entry.path)
                         continue
                 differ[path] = Known(Entry(path, _kind(kind), size, mtime_ns, mode, ino,
-                                           _t(target)), psize, pmtime_ns)
-        return differ, same
-
-    def get(self, path: str) -> Known | None:
-        """The row of one path, if the index has it."""
-        row = self.db.execute("SELECT path, kind, size, mtime_ns, mode, ino, target, psize, "
-                              "pmtime_ns FROM entries WHERE path=?", (_b(path),)).fetchone()
-        if row is None:
-            return None
-        path_b, kind, size, mtime_ns, mode, ino, target, psize, pmtime_ns = row
-        return row_known((_s(path_b), _kind(kind), size, mtime_ns, mode, ino, _t(target),
-                          psize, pmtime_ns))
+                                           _t(target), ctime_ns), psize, pmtime_ns)
+        return differ, same, adopt
 
     def count(self, kind: Kind | None = None) -> int:
         """How many rows (of one kind, if given)."""
@@ -190,14 +230,22 @@ class Index:
         """In one transaction: store rows, forget paths, drop finished temporaries."""
         with self._tx():
             self.db.executemany(
-                "INSERT OR REPLACE INTO entries VALUES (?,?,?,?,?,?,?,?,?)",
+                f"INSERT OR REPLACE INTO entries ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 [(_b(k.entry.path), int(k.entry.kind), k.entry.size, k.entry.mtime_ns,
                   k.entry.mode, k.entry.ino,
                   _b(k.entry.target) if k.entry.target is not None else None,
-                  k.psize, k.pmtime_ns) for k in done])
+                  k.psize, k.pmtime_ns,
+                  k.entry.ctime_ns if k.entry.kind is Kind.FILE else None) for k in done])
             self.db.executemany("DELETE FROM entries WHERE path=?", [(_b(p),) for p in forget])
             self.db.executemany("DELETE FROM inflight WHERE side=? AND tmp=?",
                                 [(side, _b(tmp)) for side, tmp in finished_tmps])
+
+    def invalidate(self, paths: Iterable[str]) -> None:
+        """Make rows prove nothing (the next save uploads those files), keeping what they
+        say about the primary: a final check found them not saved after all."""
+        with self._tx():
+            self.db.executemany("UPDATE entries SET ctime_ns=-1 WHERE path=?",
+                                [(_b(p),) for p in paths])
 
     def clear(self) -> None:
         with self._tx():
@@ -220,15 +268,26 @@ class Index:
                                 [(side, _b(t)) for t in tmps])
 
     def _tx(self):
-        return _Transaction(self.db)
+        return _Transaction(self.db, self.path)
 
 
 class _Transaction:
-    def __init__(self, db: sqlite3.Connection):
-        self.db = db
+    """BEGIN ... COMMIT; a full disk becomes VolumeFullError (one line, no traceback)."""
+
+    def __init__(self, db: sqlite3.Connection, path: str):
+        self.db, self.path = db, path
 
     def __enter__(self):
         self.db.execute("BEGIN IMMEDIATE")
 
-    def __exit__(self, exc_type, *_):
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+    def __exit__(self, exc_type, exc, _tb):
+        try:
+            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        except sqlite3.OperationalError as failed:
+            if not _full(failed):
+                raise
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise full_error(self.path) from None
+        if exc_type is not None and isinstance(exc, sqlite3.Error) and _full(exc):
+            raise full_error(self.path) from None

@@ -8,12 +8,13 @@ rsync --delete wiped projects before.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
 from dataclasses import asdict, dataclass
 
-from .errors import FormatError, RefusedError
+from .errors import FormatError, RefusedError, VolumeFullError
 from .lock import iso, utcnow
 
 MARKER_DIR = ".spaceport"
@@ -26,6 +27,10 @@ MARKER_FORMAT = 1
 # Phases of a deployment as the work marker knows them.
 DEPLOYING = "deploying"
 DEPLOYED = "deployed"
+# An undeploy (or a daemon's clean-up) is removing the working copy, all of it proven saved:
+# what is missing now was removed by spaceport, not deleted by the user, and no save may
+# take it for a deletion on the primary.
+REMOVING = "removing"
 UNDEPLOYED = "undeployed"
 
 
@@ -92,12 +97,24 @@ def write_marker(work: str, marker: Marker) -> None:
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, MARKER_FILE)
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(json.dumps(asdict(marker), indent=2, ensure_ascii=False)
-                .encode("utf-8", "surrogateescape"))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(json.dumps(asdict(marker), indent=2, ensure_ascii=False)
+                    .encode("utf-8", "surrogateescape"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise VolumeFullError(
+                f"the working volume is full: the work marker {path} could not be written.",
+                hint="It is as it was before. Make room on the working volume, then run the "
+                     "same command again.") from None
+        raise
     try:  # a deployment again: the record of an earlier undeploy is history
         os.unlink(os.path.join(folder, UNDEPLOYED_FILE))
     except FileNotFoundError:
@@ -132,8 +149,10 @@ def remove_marker_file(work: str) -> None:
         pass
 
 
-def new_marker(primary: str, status_dir: str) -> Marker:
-    return Marker(new_deployment_id(), primary, status_dir, iso(utcnow()))
+def new_marker(primary: str, status_dir: str, *, created: str | None = None) -> Marker:
+    """A new deployment; ``created``: when the working copy was first made, if it is an
+    earlier deployment's copy, all saved (or to be saved first), that is reused."""
+    return Marker(new_deployment_id(), primary, status_dir, created or iso(utcnow()))
 
 
 def require_marker(work: str) -> Marker:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .index import Index, Known
+from .invariant import proven
 from .links import Link, capture
 from .scan import Entry, Kind, ScanResult
 from .wording import count, human_size, show_path
@@ -48,6 +49,7 @@ class SavePlan:
     removed_links: list[str] = field(default_factory=list)  # links gone from work
     unchanged: int = 0
     kept_unknown: list[str] = field(default_factory=list)  # under unreadable dirs
+    adopt: list[Known] = field(default_factory=list)  # format-1 rows given their ctime
 
     @property
     def upload_bytes(self) -> int:
@@ -87,9 +89,10 @@ def plan_save(scan: ScanResult, known: Mapping[str, Known] | Index) -> SavePlan:
     index, its rows are streamed and only those that differ from the scan become objects,
     so a save with nothing changed never holds a copy of the index (10^6 rows)."""
     same: set[str] = set()
+    adopt: list[Known] = []
     if isinstance(known, Index):
-        known, same = known.diff(scan.entries)
-    plan = SavePlan()
+        known, same, adopt = known.diff(scan.entries)
+    plan = SavePlan(adopt=adopt)
     for path, entry in scan.entries.items():
         if path in same:
             plan.unchanged += 1
@@ -179,10 +182,18 @@ def links_for_manifest(entries: list[Entry], roots: list[str]) -> list[Link]:
 
 @dataclass
 class DeployPlan:
+    """What a deploy does to a working copy. Only entries the index proves saved
+    (:func:`~spaceport.invariant.proven`) are ever replaced or removed; a proven file whose
+    version the primary no longer holds (changed or deleted there meanwhile) is first kept in
+    the primary's trash. Anything else in the way is the user's and stays (``kept``)."""
+
     mkdirs: list[Entry] = field(default_factory=list)  # directories to create in work
     downloads: list[Entry] = field(default_factory=list)  # primary files to copy to work
+    replaces: dict[str, Entry] = field(default_factory=dict)  # path -> proven work file
     current: list[tuple[Entry, Known]] = field(default_factory=list)  # already in place
+    to_trash: list[Entry] = field(default_factory=list)  # proven work files the primary lost
     removals: list[Entry] = field(default_factory=list)  # work entries gone from primary
+    kept: list[Entry] = field(default_factory=list)  # not proven saved: the user's, left alone
     dirs: list[Entry] = field(default_factory=list)  # every primary directory
 
     @property
@@ -190,29 +201,49 @@ class DeployPlan:
         return sum(e.size for e in self.downloads)
 
 
-def plan_deploy(primary: ScanResult, work: ScanResult, known: dict[str, Known]) -> DeployPlan:
+def plan_deploy(primary: ScanResult, work: ScanResult, known: Mapping[str, Known]) -> DeployPlan:
     plan = DeployPlan()
+
+    def retire(here: Entry) -> bool:
+        """A work entry the primary does not have (or not as this kind): removed if proven
+        saved (a file kept in the trash first), else kept. True if it goes."""
+        if here.kind is Kind.DIR:
+            plan.removals.append(here)  # removed only if empty by then: never a tree
+            return True
+        if here.kind is Kind.FILE and proven(here, known.get(here.path)):
+            plan.to_trash.append(here)
+            plan.removals.append(here)
+            return True
+        plan.kept.append(here)
+        return False
+
     for path, entry in primary.entries.items():
         here = work.entries.get(path)
         if entry.kind is Kind.DIR:
             plan.dirs.append(entry)
-            if here is None or here.kind is not Kind.DIR:
+            if here is None or (here.kind is Kind.FILE and retire(here)):
                 plan.mkdirs.append(entry)
+            elif here.kind is not Kind.DIR:
+                plan.kept.append(here)  # a link or the user's file: the folder is not made
             continue
         if entry.kind is not Kind.FILE:
             continue  # a primary cannot hold links; never copy one from there
         old = known.get(path)
-        if (old is not None and here is not None and old.entry.sig() == here.sig()
-                and (old.psize, old.pmtime_ns) == (entry.size, entry.mtime_ns)):
-            plan.current.append((entry, old))
-        else:
+        if here is None:
             plan.downloads.append(entry)
+        elif here.kind is Kind.FILE and proven(here, old):
+            if (old.psize, old.pmtime_ns) == (entry.size, entry.mtime_ns):
+                plan.current.append((entry, old))
+            else:  # changed on the primary meanwhile: ours goes to the trash, theirs here
+                plan.to_trash.append(here)
+                plan.replaces[path] = here
+                plan.downloads.append(entry)
+        elif here.kind is not Kind.LINK:
+            plan.kept.append(here)  # the user's file, or a folder: the primary's is not copied
     for path, here in work.entries.items():
-        source = primary.entries.get(path)
-        if here.kind is Kind.LINK:
+        if here.kind is Kind.LINK or path in primary.entries:
             continue  # links come from the manifest, handled by the caller
-        if source is None or source.kind is not here.kind:
-            plan.removals.append(here)
+        retire(here)
     plan.mkdirs = parents_first(plan.mkdirs)
     plan.removals = children_first(plan.removals)
     return plan

@@ -14,6 +14,7 @@ from typing import Callable, TypeVar
 
 import tenacity
 
+from . import stopping
 from .errors import StorageUnavailableError
 from .store.base import UNAVAILABLE_ERRNOS, is_retryable
 
@@ -50,6 +51,7 @@ def retry_call(policy: RetryPolicy, fn: Callable[..., T], *args, what: str = "",
                                               max=policy.max_delay, jitter=policy.initial_delay),
         retry=tenacity.retry_if_exception(is_retryable),
         before_sleep=log_retry,
+        sleep=stopping.sleep,  # a signal ends the backoff at once
         reraise=True,
     )
     return retryer(fn, *args, **kwargs)

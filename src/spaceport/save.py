@@ -12,6 +12,7 @@ import errno
 import json
 import logging
 import os
+import stat as stat_mod
 import threading
 import time
 from contextlib import contextmanager
@@ -23,12 +24,13 @@ from .engine import (PRIMARY, IndexRecorder, Options, file_known, open_primary, 
 from .errors import Interrupted, LockLostError, RefusedError, StorageUnavailableError
 from .index import Index, IndexDamagedError, Known
 from .fence import Fence
+from .invariant import conflict_name, prove_by_content, settle_asides
 from .legacy import TOP_LEVEL_NAMES as LEGACY_TOP_NAMES
 from .links import MANIFEST_NAME, manifest_notes, write_manifest
 from .lock import (DeploymentLock, LockKeeper, WorkCopy, iso, lock_id, read_lock,
                    utcnow)
-from .marker import (DEPLOYING, MARKER_DIR, UNDEPLOYED, Marker, index_path, require_marker,
-                     work_id)
+from .marker import (DEPLOYING, MARKER_DIR, REMOVING, UNDEPLOYED, Marker, index_path,
+                     require_marker, work_id)
 from .plan import SavePlan, by_depth, links_for_manifest, plan_save
 from .retry import is_unavailable, retry_call, unavailable
 from .scan import Entry, Kind, ScanResult, scan_tree
@@ -47,6 +49,7 @@ JOURNAL_NAME = "journal.jsonl"
 ATTACH_CHECK_SECONDS = 1.0
 MANIFEST_STATE = "manifest_state"  # index meta: "ok" once the manifest matches the index
 SCRATCH_DIR = "snapshots"  # in the work marker: database snapshots on their way up
+REBUILT = "rebuilt"  # index meta: rebuilt by comparing both sides; a save keeps conflicts
 
 
 @dataclass
@@ -59,6 +62,7 @@ class SaveReport:
     deleted: int = 0
     kept_dirs: list[str] = field(default_factory=list)  # not removed: hold unknown files
     trash_batch: str | None = None
+    conflicts: list[tuple[str, str]] = field(default_factory=list)  # (path, primary's kept as)
     manifest_written: bool = False
     links: int = 0
     deletes_skipped: bool = False
@@ -75,24 +79,41 @@ class SaveReport:
         return dict(self.__dict__)
 
 
-def scan_work(work: Store, marker: Marker) -> ScanResult:
+def scan_work(work: Store, marker: Marker, *, remove_temps: bool = False,
+              stop=None, index: Index | None = None) -> ScanResult:
     # The status folder's name is reserved at the top: a folder of that name in the working
     # copy would otherwise be saved into the primary's status folder, over the lock.
     # The old tools' files (symlink-dump, scipion-docker/) are not project data: a deploy
     # never copies them, so a save must neither overwrite them nor let them into the index.
     scan = scan_tree(work, skip_top={MARKER_DIR, marker.status_dir} | LEGACY_TOP_NAMES
-                     | volume_artifacts(work.root), temp_token=marker.token)
+                     | volume_artifacts(work.root), temp_token=marker.token, stop=stop)
     for name in (marker.status_dir, *sorted(LEGACY_TOP_NAMES)):
         if work.exists(name):
             log.warning("%s in the working copy is not saved: that name is reserved for the "
                         "primary's status folder or the old tools' files", name)
-    for tmp in scan.temps:  # our own leftovers from a killed deploy
+    # Our own leftovers from a killed deploy; removed only by a command that holds the
+    # working copy (a status beside a running deploy must not take its temporaries away).
+    for tmp in scan.temps if remove_temps else ():
         try:
             work.unlink(tmp)
         except FileNotFoundError:
             pass
+    if index is not None and settle_asides(work, index, scan.asides, marker.token):
+        return scan_work(work, marker, stop=stop)
     fold_companions(scan, work)  # a database's -journal/-wal/-shm are never saved alone
     return scan
+
+
+def forget_removed(index: Index, plan: SavePlan) -> None:
+    """In a working copy being removed (marker phase REMOVING), what is gone was removed by
+    spaceport after it was proven saved: its rows are dropped, it is never deleted on the
+    primary."""
+    gone = [k.entry.path for k in plan.deletes]
+    if gone:
+        index.record([], forget=gone)
+        log.info("%d entries removed by an undeploy that was interrupted are not deletions",
+                 len(gone))
+    plan.deletes = []
 
 
 def adopt_lock(primary: Store, marker: Marker, work_path: str) -> DeploymentLock:
@@ -126,10 +147,11 @@ def open_or_rebuild_index(work_path: str, marker: Marker, primary: Store, work: 
                           opts: Options) -> Index:
     """The state index; a damaged one is set aside and rebuilt by comparing both sides.
 
-    The rebuild trusts only what it can see: a work file counts as saved when the primary
-    holds one of the same size and mtime; anything else is uploaded again, and files on the
+    The rebuild trusts only what it can prove: a work file counts as saved when the primary
+    holds the same bytes (:func:`~spaceport.invariant.prove_by_content`); anything else is
+    uploaded again (a differing primary version kept as a conflict copy), and files on the
     primary that the new index does not know are never deleted. Nothing can be lost, at
-    the price of one full read of the primary's metadata.
+    the price of reading the files both sides hold.
     """
     path = index_path(work_path)
     try:
@@ -139,17 +161,8 @@ def open_or_rebuild_index(work_path: str, marker: Marker, primary: Store, work: 
         log.warning("%s; it was moved to %s and is rebuilt from the working copy and the "
                     "primary", exc.message, aside)
     index = Index(path)
-    pscan = scan_tree(primary, skip_top={marker.status_dir, MARKER_DIR}, jobs=opts.jobs)
-    rows = []
-    for rel, entry in scan_work(work, marker).entries.items():
-        there = pscan.entries.get(rel)
-        if there is None or there.kind is not entry.kind or entry.kind is Kind.LINK:
-            continue
-        if entry.kind is Kind.DIR:
-            rows.append(Known(entry, None, None))
-        elif (there.size, there.mtime_ns) == (entry.size, entry.mtime_ns):
-            rows.append(Known(entry, there.size, there.mtime_ns))
-    index.record(rows)
+    prove_by_content(scan_work(work, marker), index, primary, work, jobs=opts.jobs)
+    index.set_meta(REBUILT, "1")  # the next save keeps differing primary versions
     return index
 
 
@@ -191,20 +204,23 @@ def mass_delete_refusal(plan: SavePlan, known_files: int, opts: Options,
 
 def save(work_path: str, opts: Options, *, dry_run: bool = False,
          allow_mass_delete: bool = False, lock: DeploymentLock | None = None,
-         conflicts_to_trash: bool = False, task: str = "save",
+         keep_conflicts: bool = False, task: str = "save",
          stop: threading.Event | None = None) -> SaveReport:
     """Save the working copy at ``work_path`` to its primary. See the module docstring.
 
-    ``stop.set()`` stops the running uploads within one chunk (the daemon's SIGTERM)."""
+    ``keep_conflicts``: a primary file that is not the version this copy last saved there
+    (changed by someone else, or never known) is kept as ``NAME.conflict-<host>-<time>``
+    before it is replaced (``deploy --resume``, a rebuilt index, a final save that found the
+    primary changed). ``stop.set()`` stops the running uploads within one chunk."""
     work_path = os.path.abspath(work_path)
     require_marker(work_path)  # before the busy lock, which would create the marker folder
     with hold_work(work_path, task, wait=opts.busy_wait, say=opts.say):
         return _save_held(work_path, opts, dry_run, allow_mass_delete, lock,
-                          conflicts_to_trash, task, stop)
+                          keep_conflicts, task, stop)
 
 
 def _save_held(work_path: str, opts: Options, dry_run: bool, allow_mass_delete: bool,
-               lock: DeploymentLock | None, conflicts_to_trash: bool, task: str,
+               lock: DeploymentLock | None, keep_conflicts: bool, task: str,
                stop: threading.Event | None) -> SaveReport:
     started = time.monotonic()
     marker = require_marker(work_path)
@@ -220,16 +236,18 @@ def _save_held(work_path: str, opts: Options, dry_run: bool, allow_mass_delete: 
         lock = lock or adopt_lock(primary, marker, work_path)
         lock.verify()  # fencing before anything is written
         index = open_or_rebuild_index(work_path, marker, primary, work, opts)
+        snapshots = Snapshotter(join(work.root, MARKER_DIR, SCRATCH_DIR))
         try:
             remove_leftover_temps(index, primary, PRIMARY)
-            scan = scan_work(work, marker)
+            scan = scan_work(work, marker, remove_temps=True, stop=stop, index=index)
             plan = plan_save(scan, index)  # streams the index: no copy of it in memory
-            snapshots = Snapshotter(join(work.root, MARKER_DIR, SCRATCH_DIR))
             unsettled: list[str] = []
             if not dry_run:
                 scan, plan, unsettled = settle_databases(work, marker, index, scan, plan,
                                                          snapshots)
             companions_before_databases(plan)
+            if marker.phase == REMOVING:
+                forget_removed(index, plan)
             known_files = index.count(Kind.FILE)
             report = SaveReport(plan=plan.summary(), dry_run=dry_run, special=scan.special,
                                 links=len(plan.links))
@@ -239,20 +257,24 @@ def _save_held(work_path: str, opts: Options, dry_run: bool, allow_mass_delete: 
                                                      allow_mass_delete)
                 return report
             guard_mass_delete(plan, known_files, opts, allow_mass_delete)
+            if plan.adopt:  # rows of a format-1 index, whole from now on
+                index.record(plan.adopt)
             run = _SaveRun(primary, work, index, lock, marker, opts, report, task)
             run.snapshots, run.unreadable = snapshots, scan.unreadable
             run.unsettled = set(unsettled)
             run.stop = stop or threading.Event()
+            keep_conflicts = keep_conflicts or index.get_meta(REBUILT) == "1"
             with LockKeeper(lock, opts.heartbeat_interval, fence=run.fence) as keeper:
                 run.keeper = keeper
                 try:
-                    run.execute(plan, conflicts_to_trash)
+                    run.execute(plan, keep_conflicts)
                 except LockLostError as exc:
                     raise lost_during_save(exc, run.fence) from exc
             report.seconds = time.monotonic() - started
             # Folders that could not be listed were neither saved nor deleted: say so.
             run.failed.extend((path or ".", exc) for path, exc in scan.unreadable.items())
             run.finish()
+            index.set_meta(REBUILT, None)
             return report
         finally:
             snapshots.close()
@@ -347,11 +369,13 @@ class _SaveRun:
                 self._detached = unavailable(exc, self.primary.root)
                 raise self._detached from exc
 
-    def execute(self, plan: SavePlan, conflicts_to_trash: bool) -> None:
+    def execute(self, plan: SavePlan, keep_conflicts: bool) -> None:
         try:
             self._clear_replaced(plan)
             self._make_dirs(plan)
-            self._upload(plan, conflicts_to_trash)
+            self._stopped()
+            self._upload(plan, keep_conflicts)
+            self._stopped()
             self._report_vanished()
             self._set_dir_modes(plan)
             if self.failed or self.report.databases_held:
@@ -361,9 +385,16 @@ class _SaveRun:
                 self.report.deletes_skipped = bool(plan.deletes)
                 return
             self._remove_all(plan.deletes)
+            self._stopped()
             self._write_links(plan)
         finally:
             self.recorder.flush()
+
+    def _stopped(self) -> None:
+        """Between steps: a signal (or the daemon) asked to stop; what landed is recorded."""
+        if self.stop.is_set():
+            raise Interrupted("the save was stopped; what landed is recorded, and the same "
+                              "command run again saves the rest")
 
     def _clear_replaced(self, plan: SavePlan) -> None:
         """Make way for entries whose kind changed (a folder became a file, or back)."""
@@ -388,6 +419,7 @@ class _SaveRun:
 
     def _take_off(self, old: Known, stuck_dir_to_trash: bool = False) -> str:
         """The storage part of _remove, safe in a worker thread; says what happened."""
+        self._stopped()
         self.check()
         path, kind = old.entry.path, old.entry.kind
         try:
@@ -481,12 +513,12 @@ class _SaveRun:
                     self.primary.chmod, entry.path, entry.mode, what=f"chmod {entry.path}"))
                 self.recorder.done(Known(entry, None, None))
 
-    def _upload(self, plan: SavePlan, conflicts_to_trash: bool) -> None:
+    def _upload(self, plan: SavePlan, keep_conflicts: bool) -> None:
         if not plan.uploads:
             return
         jobs = [CopyJob(e.path, e.size, temp_name(self.marker.token)) for e in plan.uploads]
         self.index.add_inflight(PRIMARY, [(j.path, join(parent_of(j.path), j.tmp)) for j in jobs])
-        known = self.index.load() if conflicts_to_trash else {}
+        known = self.index.load() if keep_conflicts else {}
         tracker = self.opts.tracker
         tracker.start(self.task, files=len(jobs), nbytes=plan.upload_bytes)
         copier = Copier(self.work, self.primary, tracker=tracker, task=self.task,
@@ -494,7 +526,8 @@ class _SaveRun:
                         fence=self.fence, snapshots=self.snapshots, early_only=True)
 
         def before(job: CopyJob) -> None:
-            self._trash_conflict(job.path, known.get(job.path))
+            with self.entry_step(job.path):
+                self._keep_conflict(job.path, known.get(job.path))
 
         def on_done(done: CopyDone) -> None:
             tmp = join(parent_of(done.job.path), done.job.tmp)
@@ -519,11 +552,7 @@ class _SaveRun:
             self.report.uploaded += 1
             self.report.uploaded_bytes += done.src_st.st_size
             self.report.snapshots += done.snapshot
-            if done.unstable:  # leave it unrecorded so the next save uploads it again
-                log.warning("%s kept changing while saved; it is saved again next time",
-                            done.job.path)
-                self.recorder.done(tmp=tmp)
-            elif done.racy:  # changed too recently to trust its mtime: saved again next time
+            if done.racy:  # changed too recently to trust its mtime: saved again next time
                 self.recorder.done(tmp=tmp)
             else:
                 row = file_known(done.src_st, done.dst_st, done.job.path, work_is_src=True)
@@ -532,7 +561,7 @@ class _SaveRun:
                 self.recorder.done(row, tmp=tmp)
 
         try:
-            if conflicts_to_trash:
+            if keep_conflicts:
                 for job in jobs:
                     before(job)
             # Files first, then databases, deepest folder first (project.sqlite last): a
@@ -585,16 +614,25 @@ class _SaveRun:
             log.info("%d file(s) were removed while this save ran; the next save deletes "
                      "them on the primary", len(self.vanished))
 
-    def _trash_conflict(self, path: str, old: Known | None) -> None:
-        """On --resume: a primary file changed by someone else goes to the trash first."""
+    def _keep_conflict(self, path: str, old: Known | None) -> None:
+        """A primary file that is not what this copy last saved there (changed by someone
+        else meanwhile, or never known to this copy) is kept beside it under a conflict name
+        before the working copy's version replaces it: both are kept, and said."""
         try:
             st = self.primary.lstat(path)
         except FileNotFoundError:
             return
-        if old is None or (st.st_size, st.st_mtime_ns) != (old.psize, old.pmtime_ns):
-            log.warning("%s changed on the primary since this copy was saved; the primary's "
-                        "version is kept in the trash (%s)", path, self.trash.name)
-            self.fence.commit(f"{path} (moved to the trash)", lambda: self.trash.move(path))
+        if not stat_mod.S_ISREG(st.st_mode):
+            return  # a folder or a link in the way: the upload reports it
+        if old is not None and (st.st_size, st.st_mtime_ns) == (old.psize, old.pmtime_ns):
+            return  # the version this copy saved: replacing it is an ordinary save
+        name = conflict_name(path, self.primary.exists)
+        self.check()
+        self.fence.commit(f"{path} (kept as {name})", lambda: self.retry(
+            self.primary.rename, path, name, what=f"keep {path} as {name}"))
+        self.report.conflicts.append((path, name))
+        log.warning("%s changed on the primary too; the primary's version is kept as %s",
+                    path, name)
 
     def _raise_if_fatal(self) -> None:
         """Lock lost or storage gone: stop now, nothing further is written."""
@@ -606,6 +644,9 @@ class _SaveRun:
                 raise unavailable(exc, self.primary.root)
 
     def _write_links(self, plan: SavePlan) -> None:
+        # "ok" only while the manifest on the primary is the one this copy wrote: a deploy
+        # that found none, or a final check that found it gone or different, clears it, and
+        # the manifest is written again from the working copy, which has every link.
         if not plan.links_changed and self.index.get_meta(MANIFEST_STATE) == "ok":
             return
         self.recorder.flush()

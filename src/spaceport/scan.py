@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from .errors import Interrupted
-from .store.base import TEMP_PREFIX, Store, is_our_temp, is_retryable
+from .store.base import TEMP_PREFIX, Store, is_our_temp, is_retryable, our_aside
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +40,23 @@ class Entry:
     mode: int = 0
     ino: int = 0
     target: str | None = None
+    # The inode's change time. Every write changes it and nothing can set it back, unlike
+    # the mtime (``touch -r``, archive tools): a file rewritten with the same size and its
+    # old mtime is still seen as changed, as git sees it. None: not known (an index row of
+    # format 1, before its first save under format 2).
+    ctime_ns: int | None = 0
 
     def sig(self) -> tuple:
         """What must be equal for the entry to count as unchanged."""
-        return signature(self.kind, self.size, self.mtime_ns, self.mode, self.ino, self.target)
+        return signature(self.kind, self.size, self.mtime_ns, self.mode, self.ino, self.target,
+                         self.ctime_ns)
 
 
 def signature(kind: Kind, size: int, mtime_ns: int, mode: int, ino: int,
-              target: str | None) -> tuple:
+              target: str | None, ctime_ns: int | None = 0) -> tuple:
     """:meth:`Entry.sig` of these fields (index rows are compared without making entries)."""
     if kind is Kind.FILE:
-        return (Kind.FILE, size, mtime_ns, mode, ino)
+        return (Kind.FILE, size, mtime_ns, mode, ino, ctime_ns)
     if kind is Kind.DIR:
         return (Kind.DIR, mode)
     return (Kind.LINK, target)
@@ -61,6 +67,7 @@ class ScanResult:
     entries: dict[str, Entry] = field(default_factory=dict)
     special: list[str] = field(default_factory=list)  # skipped fifos, sockets, devices
     temps: list[str] = field(default_factory=list)  # our own leftover temporaries
+    asides: list[str] = field(default_factory=list)  # entries a killed removal moved aside
     unreadable: dict[str, OSError] = field(default_factory=dict)  # dirs we could not list
 
     @property
@@ -83,7 +90,8 @@ _FILE, _DIR, _LINK = Kind.FILE, Kind.DIR, Kind.LINK
 def _entry(store: Store, path: str, st) -> Entry | None:
     mode = st.st_mode
     if stat_mod.S_ISREG(mode):
-        return Entry(path, Kind.FILE, st.st_size, st.st_mtime_ns, stat_mod.S_IMODE(mode), st.st_ino)
+        return Entry(path, Kind.FILE, st.st_size, st.st_mtime_ns, stat_mod.S_IMODE(mode),
+                     st.st_ino, None, st.st_ctime_ns)
     if stat_mod.S_ISDIR(mode):
         return Entry(path, Kind.DIR, mode=stat_mod.S_IMODE(mode))
     if stat_mod.S_ISLNK(mode):
@@ -94,21 +102,25 @@ def _entry(store: Store, path: str, st) -> Entry | None:
 def _list_one(store: Store, rel: str, skip_top: frozenset[str], temp_token: str | None):
     # The inner loop of every save, once per file of the working copy (10^5-10^6): what
     # _entry() does, inlined, with the file type tested on the mode bits directly.
-    entries, subdirs, special, temps = [], [], [], []
+    entries, subdirs, special, temps, asides = [], [], [], [], []
     prefix = rel + "/" if rel else ""
     skip = skip_top if not rel else ()
     for name, st in store.listdir(rel):
         if name in skip:
             continue
         path = prefix + name
-        if name.startswith(TEMP_PREFIX) and temp_token and is_our_temp(name, temp_token):
-            temps.append(path)
-            continue
+        if name.startswith(TEMP_PREFIX) and temp_token:
+            if is_our_temp(name, temp_token):
+                temps.append(path)
+                continue
+            if our_aside(name, temp_token) is not None:
+                asides.append(path)  # never a temporary: see spaceport.invariant
+                continue
         mode = st.st_mode
         fmt = mode & _IFMT
         if fmt == _IFREG:
             entries.append(Entry(path, _FILE, st.st_size, st.st_mtime_ns, mode & 0o7777,
-                                 st.st_ino))
+                                 st.st_ino, None, st.st_ctime_ns))
         elif fmt == _IFDIR:
             entries.append(Entry(path, _DIR, mode=mode & 0o7777))
             subdirs.append(path)
@@ -116,7 +128,7 @@ def _list_one(store: Store, rel: str, skip_top: frozenset[str], temp_token: str 
             entries.append(Entry(path, _LINK, target=store.readlink(path)))
         else:
             special.append(path)
-    return entries, subdirs, special, temps
+    return entries, subdirs, special, temps, asides
 
 
 @contextmanager
@@ -145,11 +157,12 @@ def scan_tree(store: Store, *, skip_top: set[str] | frozenset[str] = frozenset()
     found = result.entries
 
     def absorb(rel: str, outcome) -> list[str]:
-        entries, subdirs, special, temps = outcome
+        entries, subdirs, special, temps, asides = outcome
         for entry in entries:
             found[entry.path] = entry
         result.special.extend(special)
         result.temps.extend(temps)
+        result.asides.extend(asides)
         return subdirs
 
     def list_or_note(rel: str):
@@ -165,7 +178,7 @@ def scan_tree(store: Store, *, skip_top: set[str] | frozenset[str] = frozenset()
             if is_retryable(exc):
                 raise  # the storage stumbled: that is not a property of this folder
             result.unreadable[rel] = exc  # EACCES, ENAMETOOLONG, ELOOP...: report it
-            return [], [], [], []
+            return [], [], [], [], []
 
     if jobs <= 1:
         stack = [""]

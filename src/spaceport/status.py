@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from .deploy import links_to_restore, with_primary_links
+from .linksource import links_to_restore, with_primary_links
 from .engine import Options, open_primary, open_work
 from .errors import FormatError, SpaceportError
 from .index import Index

@@ -6,6 +6,12 @@ file under a real name, and the primary sees the fewest metadata calls per file.
 with ``copy_file_range`` where the kernel allows it (no copy through user space), else
 ``sendfile``, else large ``pread``/``pwrite`` buffers.
 
+A file that changes while it is copied is copied again; one that keeps changing is never
+committed (the destination keeps its previous version) and is reported as
+:class:`KeptChangingError`. A change is seen in the file's size, mtime or ctime; a file
+changed within the last tick of the clock that stamps those times is first left to settle,
+since a second write within the same tick would not show in them (git's "racy" files).
+
 A file that fails is retried with backoff if the error is transient; one that keeps failing
 is reported by name while the other workers go on. A storage that is gone (ENOTCONN) stops
 everything at once: there is no point in trying a thousand more files.
@@ -48,6 +54,11 @@ _FALLBACK_ERRNOS = {errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, e
                     errno.ENOTSUP}
 BIG_FILE = 64 << 20  # copied first: a big file started last would end the run alone
 UNSTABLE_RETRIES = 3  # re-copies of a file that changes while being copied
+UNSTABLE_PAUSE = 0.2  # seconds before the first re-copy, doubling: a writer may be ending
+# A file whose ctime is this close to now may be written again within the same tick of the
+# filesystem's clock without its times changing: the copy waits until it is older.
+RACY_NS = max(10_000_000, 2 * int(time.clock_getres(getattr(time, "CLOCK_REALTIME_COARSE", 5))
+                                  * 1e9))
 _WORKER_DONE = object()  # a worker's last message; also the end of its items
 T = TypeVar("T")
 R = TypeVar("R")
@@ -61,13 +72,29 @@ class CopyJob:
     src: str | None = None  # source path when it differs (restoring from the trash)
 
 
+class KeptChangingError(OSError):
+    """The source changed during every copy: nothing was committed (no torn file lands)."""
+
+    def __init__(self, path: str, attempts: int):
+        super().__init__(errno.EBUSY, f"it kept changing while it was copied ({attempts} "
+                         "times); its previous version is kept, none torn", path)
+
+
+def racy(st: os.stat_result, now_ns: int | None = None) -> bool:
+    """Changed so recently that a write in the same clock tick would not show in its times.
+    (A ctime far in the future, after the clock was set back, is not: any write now gives
+    the file another one.)"""
+    now_ns = now_ns if now_ns is not None else time.time_ns()
+    return abs(st.st_ctime_ns - now_ns) < RACY_NS
+
+
 @dataclass(slots=True)
 class CopyDone:
     job: CopyJob
     src_st: os.stat_result | None = None  # the source as it was copied
     dst_st: os.stat_result | None = None  # the destination as written
     error: BaseException | None = None
-    unstable: bool = False  # the source kept changing during the copy
+    unstable: bool = False  # the source changed during this copy: it was not committed
     vanished: bool = False  # the source was gone when its turn came (not an error)
     snapshot: bool = False  # a database, copied as a snapshot (spaceport.snapshot)
     sig_mtime_ns: int | None = None  # a database's mtime with its -wal's folded in
@@ -77,10 +104,6 @@ class CopyDone:
 
 class SourceVanished(Exception):
     """The file to copy was removed after the scan: for a save, a deletion, not an error."""
-
-
-class UnstableDatabaseError(OSError):
-    """A database could not be snapshotted and kept changing while copied: not committed."""
 
 
 class Copier:
@@ -136,19 +159,27 @@ class Copier:
             return CopyDone(job, error=exc)
 
     def _copy_stable(self, job: CopyJob) -> CopyDone:
+        pause = UNSTABLE_PAUSE
         for attempt in range(UNSTABLE_RETRIES + 1):
             done = self._copy_once(job)
-            if done.unstable and done.dst_st is None and attempt == UNSTABLE_RETRIES:
-                raise UnstableDatabaseError(
-                    errno.EBUSY, f"a database that could not be read as a snapshot and kept "
-                    f"changing while copied {UNSTABLE_RETRIES + 1} times; not saved, so "
-                    f"that no torn copy lands", job.path)
-            if not done.unstable or attempt == UNSTABLE_RETRIES:
+            if not done.unstable:
                 self.tracker.advance(self.task, files=1)
                 return done
-            self.tracker.advance(self.task, nbytes=-done.src_st.st_size)
+            if attempt == UNSTABLE_RETRIES:
+                raise KeptChangingError(job.path, UNSTABLE_RETRIES + 1)
             log.info("%s changed while being copied; copying again", job.path)
+            if self.stop.wait(pause):
+                raise Interrupted("stopped before copying " + job.path)
+            pause *= 2
         raise AssertionError("unreachable")
+
+    def _settled_stat(self, sfd: int) -> os.stat_result:
+        """The source's stat, once it is old enough for any later write to show in it."""
+        before = os.fstat(sfd)
+        if self.stable_source or not racy(before):
+            return before
+        time.sleep(max(0, before.st_ctime_ns + RACY_NS - time.time_ns()) / 1e9)
+        return os.fstat(sfd)
 
     def _copy_once(self, job: CopyJob) -> CopyDone:
         try:
@@ -165,6 +196,9 @@ class Copier:
                     self.tracker.advance(self.task, files=1)
                     return CopyDone(job, before, unsettled=True)
                 return self._copy_database(job, sfd, before)
+            before = self._settled_stat(sfd)
+            if racy(before):  # written again while it settled
+                return CopyDone(job, before, unstable=True)
             return self._copy_fd(job, sfd, before, stable=self.stable_source)
         finally:
             os.close(sfd)
@@ -184,7 +218,7 @@ class Copier:
                 raise SourceVanished(job.path) from None
             log.warning("%s: no snapshot (%s); copying the file if it holds still", job.path,
                         exc)
-            done = self._copy_fd(job, sfd, before, stable=False, torn_ok=False)
+            done = self._copy_fd(job, sfd, before, stable=False)
             done.sig_mtime_ns, done.racy = sig, is_racy(sig, before, at)
             return done
         return self._copy_snapshot(job, snap, before, sig, at)
@@ -199,24 +233,25 @@ class Copier:
         return done
 
     def _copy_fd(self, job: CopyJob, sfd: int, before: os.stat_result, *, stable: bool,
-                 size: int | None = None, torn_ok: bool = True) -> CopyDone:
+                 size: int | None = None) -> CopyDone:
         """Copy what ``sfd`` holds (``size`` bytes, by default ``before``'s) into a temporary
         and rename it into place. ``before`` is the source's stat: mode and mtime for the
         destination, the signature to record. Unless ``stable``, the source is stat'ed
-        again after the copy: if it changed, the copy is committed but marked unstable, or,
-        without ``torn_ok``, discarded (the caller takes back its bytes and tries again)."""
+        again after the copy: if it changed, nothing is committed (the destination keeps
+        what it had) and the copy is marked unstable, for the caller to try again."""
         moved = [0]  # bytes this attempt reported to the tracker, taken back on failure
         size = before.st_size if size is None else size
         fd, tmp = self.dst.create_temp(job.path, job.tmp, mode=before.st_mode)
         try:
             copied = self._copy_data(sfd, fd, size, moved)
             after = before if stable else os.fstat(sfd)
-            unstable = (after.st_size, after.st_mtime_ns) != (before.st_size,
-                                                              before.st_mtime_ns) \
-                or copied != (size if stable else after.st_size)
-            if unstable and not torn_ok:
+            unstable = copied != (size if stable else after.st_size) or (
+                after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (
+                before.st_size, before.st_mtime_ns, before.st_ctime_ns)
+            if unstable:  # never committed: the destination keeps what it had
                 self.dst.discard_temp(fd, tmp)
-                return CopyDone(job, before, None, unstable=True)
+                self.tracker.advance(self.task, nbytes=-moved[0])
+                return CopyDone(job, before, unstable=True)
             self.check()
             if self.fence is not None:
                 self.fence.before_commit()  # the file becomes visible next
@@ -232,7 +267,7 @@ class Copier:
             raise
         if self.fence is not None:
             self.fence.committed(job.path)
-        return CopyDone(job, before, dst_st, unstable=unstable)
+        return CopyDone(job, before, dst_st)
 
     def _copy_data(self, sfd: int, dfd: int, size: int, moved: list[int]) -> int:
         """Copy the ``size`` bytes the source had when opened, or less if it ends sooner.

@@ -55,6 +55,12 @@ class TrashBin:
         self.store.rename(rel, join(self.root, rel))
         self.moved += 1
 
+    def place_for(self, rel: str) -> str:
+        """Where ``rel`` goes in this batch, its folder made: for a copy put there (a
+        working copy's version the primary no longer has, kept by a deploy)."""
+        self._ensure_dir(join(self.root, parent_of(rel)) if parent_of(rel) else self.root)
+        return join(self.root, rel)
+
     def _ensure_dir(self, rel: str) -> None:
         if rel in self._made:
             return

@@ -18,6 +18,7 @@ import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
+from . import stopping
 from .errors import LockLostError, SpaceportError
 from .hostinfo import hostname
 from .marker import marker_dir
@@ -44,6 +45,9 @@ class DaemonOwnsWorkError(LockLostError):
 
 def busy_path(work: str) -> str:
     return os.path.join(marker_dir(work), BUSY_FILE)
+
+
+NAME_GRACE = 0.5  # seconds a refused command waits for the holder's name to appear
 
 
 def read_holder(work: str) -> dict:
@@ -88,8 +92,11 @@ def hold_work(work: str, command: str, *, wait: float = DEFAULT_WAIT,
         _take(fd, work, wait, say)
         record = json.dumps({"command": command, "pid": os.getpid(), "host": hostname(),
                              "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}).encode()
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, record, 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, record, 0)
+        except OSError:
+            pass  # a full disk: the flock holds all the same; only the name is missing
         with _held_lock:
             _held[key] = 1
         try:
@@ -107,6 +114,7 @@ def hold_work(work: str, command: str, *, wait: float = DEFAULT_WAIT,
 
 def _take(fd: int, work: str, wait: float, say: Callable[[str], None] | None) -> None:
     deadline = time.monotonic() + max(0.0, wait)
+    named_by = time.monotonic() + NAME_GRACE
     told = False
     while True:
         try:
@@ -114,6 +122,11 @@ def _take(fd: int, work: str, wait: float, say: Callable[[str], None] | None) ->
             return
         except BlockingIOError:
             pass
+        if not read_holder(work) and time.monotonic() < named_by:
+            # The holder writes its name just after it takes the flock (and clears it just
+            # before it lets go): give it that moment rather than answer "someone".
+            time.sleep(0.02)
+            continue
         if read_holder(work).get("command") == DAEMON_COMMAND:
             info = read_holder(work)
             raise DaemonOwnsWorkError(
@@ -131,4 +144,4 @@ def _take(fd: int, work: str, wait: float, say: Callable[[str], None] | None) ->
         if say and not told:
             say(f"waiting for {holder} to finish with {work} (up to {wait:g} s)")
             told = True
-        time.sleep(0.1)
+        stopping.sleep(0.1)  # Ctrl-C while waiting: Interrupted, nothing was done

@@ -14,6 +14,7 @@ what they share is in ``options``.
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import click
@@ -22,6 +23,7 @@ from rich.markup import escape
 from .. import __version__
 from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, Interrupted, SpaceportError
 from ..retry import is_unavailable, unavailable
+from ..stopping import SIGNALS
 from . import options
 from . import clone_cmd, daemon_cmd, demo_cmd, deploy_cmd, lock_cmd, status_cmd, trash_cmd
 from .options import err, ignored_safety_variables
@@ -66,11 +68,18 @@ def _interrupted() -> int:
     return EXIT_INTERRUPTED
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit code (callable from tests)."""
+def main(argv: list[str] | None = None, *, restore_signals: bool = True) -> int:
+    """Run the command line; returns the exit code (callable from tests). Deploy, save and
+    undeploy handle SIGINT, SIGTERM and SIGHUP until the process ends (a signal while they
+    print their report changes nothing); called as a library, the handlers are given back."""
     options.command_line[:] = sys.argv[1:] if argv is None else list(argv)
     options.last_error.clear()
-    code = _main(argv)
+    previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
+    try:
+        code = _main(argv)
+    finally:
+        for sig, handler in previous.items() if restore_signals else ():
+            signal.signal(sig, handler)
     options.finish_work_logs(code, options.last_error[0] if options.last_error else None)
     return code
 

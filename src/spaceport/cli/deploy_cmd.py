@@ -9,10 +9,11 @@ from rich.markup import escape
 
 from ..errors import RefusedError, UsageError
 from ..plan import save_listing
+from ..stopping import stop_on_signals
 from ..wording import count, human_size
 from . import options
 from .options import (common_options, env_option, err, jobs_option, log_to_work, make_options, out,
-                      safety_flag, stale_after_option, status_dir_option, stopping_on_sigterm)
+                      safety_flag, stale_after_option, status_dir_option, wait_option)
 
 
 @click.command()
@@ -20,15 +21,20 @@ from .options import (common_options, env_option, err, jobs_option, log_to_work,
 @click.argument("work", envvar="SPACEPORT_WORK", type=click.Path(file_okay=False))
 @jobs_option
 @common_options
+@wait_option
 @status_dir_option()
 @env_option("--resume", is_flag=True,
             help="The working copy holds changes never saved: save them to the primary first "
-                 "(a primary file changed meanwhile goes to the trash), then deploy.")
+                 "(a primary file changed meanwhile is kept beside it as a conflict copy), "
+                 "then deploy.")
 @safety_flag("--discard-local",
              help="Only for a working copy of PRIMARY that holds changes never saved: set "
                   "them aside in WORK/.spaceport/discarded/<time>/ (moved, not deleted) and "
                   "deploy what the primary holds. Asks for confirmation unless --yes.")
 @safety_flag("--yes", "-y", help="Do not ask before --discard-local sets files aside.")
+@safety_flag("--allow-mass-delete",
+             help="With --resume: allow the save of the unsaved work to delete more than half "
+                  "of the files on the primary (the working copy lost them on purpose).")
 @safety_flag("--take-over-stale",
              help="If a daemon holds the lock, watch its heartbeat for the lock's stale-after "
                  "time (on this machine's clock) and take the lock over if it never changes, or "
@@ -50,7 +56,8 @@ from .options import (common_options, env_option, err, jobs_option, log_to_work,
                          "stale (no process beats between commands); while a command runs, "
                          "its heartbeat beats every quarter of this.")
 @click.pass_context
-def deploy(ctx, primary, work, resume, discard_local, yes, take_over_stale, dry_run, **_):
+def deploy(ctx, primary, work, resume, discard_local, yes, take_over_stale, dry_run,
+           allow_mass_delete, **_):
     """Lock PRIMARY and copy it onto WORK, re-creating its symbolic links.
 
     PRIMARY is the project folder on primary storage (e.g. a OneData mount). WORK is the
@@ -70,13 +77,15 @@ def deploy(ctx, primary, work, resume, discard_local, yes, take_over_stale, dry_
         if preview.outcome():
             raise preview.outcome()
         return
-    try:
-        report = run_deploy(primary, work, opts, resume=resume, discard_local=discard_local,
-                            take_over_stale=take_over_stale,
-                            confirm=None if yes else confirm_discard)
-    finally:
-        opts.tracker.close()
-        opts.on_watch.close()
+    with stop_on_signals(restore=False) as stop:
+        try:
+            report = run_deploy(primary, work, opts, resume=resume,
+                                discard_local=discard_local, take_over_stale=take_over_stale,
+                                allow_mass_delete=allow_mass_delete, stop=stop,
+                                confirm=None if yes else confirm_discard)
+        finally:
+            opts.tracker.close()
+            opts.on_watch.close()
     if report.discarded is not None:
         if report.discarded.folder:
             err.print(report.discarded.how_to_get_back(), markup=False)
@@ -96,6 +105,7 @@ def deploy(ctx, primary, work, resume, discard_local, yes, take_over_stale, dry_
     for item in report.carried:
         err.print(f"note: not restored at an earlier deploy (kept in links.jsonl): {item}",
                   markup=False)
+    _notes(report)
     if report.incomplete():
         raise report.incomplete()
 
@@ -104,6 +114,7 @@ def deploy(ctx, primary, work, resume, discard_local, yes, take_over_stale, dry_
 @click.argument("work", envvar="SPACEPORT_WORK", type=click.Path(file_okay=False))
 @jobs_option
 @common_options
+@wait_option
 @env_option("--dry-run", "-n", is_flag=True,
             help="Show every path the save would upload, create, move to the trash or "
                  "remove (the first 20 of each kind; all with -v), and change nothing. "
@@ -132,9 +143,10 @@ def save(ctx, work, dry_run, allow_mass_delete, **_):
 
     opts = make_options(ctx.params)
     log_to_work(work, "save")
-    with stopping_on_sigterm():
+    with stop_on_signals(restore=False) as stop:
         try:
-            report = run_save(work, opts, dry_run=dry_run, allow_mass_delete=allow_mass_delete)
+            report = run_save(work, opts, dry_run=dry_run, allow_mass_delete=allow_mass_delete,
+                              stop=stop)
         except RefusedError as exc:
             if dry_run:
                 would_be_refused(exc)
@@ -160,6 +172,9 @@ def save(ctx, work, dry_run, allow_mass_delete, **_):
               + (", link manifest written" if report.manifest_written else "")
               + f", {count(plan['unchanged'], 'entry')} unchanged, in {report.seconds:.2f} s",
               markup=False)
+    for path, kept_as in report.conflicts:
+        err.print(f"conflict: {path} changed on the primary too; the primary's version is "
+                  f"kept as {kept_as}", markup=False)
     if report.deletes_skipped:
         err.print("[yellow]warning:[/] deletions were skipped because some uploads failed"
                   + (" or databases wait for the next save" if report.databases_held else ""))
@@ -172,12 +187,17 @@ def save(ctx, work, dry_run, allow_mass_delete, **_):
 @click.argument("work", envvar="SPACEPORT_WORK", type=click.Path(file_okay=False))
 @jobs_option
 @common_options
+@wait_option
 @env_option("--keep-work", is_flag=True, help="Keep the working copy after the final save.")
 @safety_flag("--allow-mass-delete",
              help="Allow a final save that deletes more than half of the files on the "
                   "primary.")
+@env_option("--checksum", is_flag=True,
+            help="Before the working copy is removed, compare every file's content with the "
+                 "primary's (reads both sides). Catches what no change of size or time shows: "
+                 "writes through a long-lived mmap.")
 @click.pass_context
-def undeploy(ctx, work, keep_work, allow_mass_delete, **_):
+def undeploy(ctx, work, keep_work, allow_mass_delete, checksum, **_):
     """Final save of WORK, release the lock, remove the working copy.
 
     If the final save fails, the lock and the working copy are kept and the command exits
@@ -190,12 +210,15 @@ def undeploy(ctx, work, keep_work, allow_mass_delete, **_):
 
     opts = make_options(ctx.params)
     log_to_work(work, "undeploy")
-    with stopping_on_sigterm():
+    with stop_on_signals(restore=False) as stop:
         try:
-            report = run_undeploy(work, opts, keep_work=keep_work,
-                                  allow_mass_delete=allow_mass_delete)
+            report = run_undeploy(work, opts, keep_work=keep_work, checksum=checksum,
+                                  allow_mass_delete=allow_mass_delete, stop=stop)
         finally:
             opts.tracker.close()
+    for path in report.resaved:
+        err.print(f"note: {path} was not on the primary as saved (changed there, or its "
+                  "content differed); it was saved again", markup=False)
     if report.already:  # the working copy was removed then
         out.print(f"{work} is already undeployed (on {report.already}): its work was saved "
                   "and its lock released. Nothing to do.", markup=False)
@@ -258,3 +281,17 @@ def links_phrase(n: int, source: str, legacy=None) -> str:
     if source == "legacy" and legacy is not None:
         where = f"the old list {legacy.file}"
     return f"{count(n, 'link')} from {where}"
+
+
+def _notes(report) -> None:
+    """What the deploy kept that a person should know about (nothing was lost)."""
+    for path, kept_as in report.saved.conflicts if report.saved else ():
+        err.print(f"conflict: {path} changed on the primary too; the primary's version is "
+                  f"kept as {kept_as}", markup=False)
+    if report.trashed:
+        err.print(f"note: {count(report.trashed, 'file')} of this working copy had been "
+                  "changed or deleted on the primary meanwhile; this copy's versions are in the trash "
+                  "('spaceport trash list')", markup=False)
+    for path in report.kept:
+        err.print(f"kept: {path} holds changes never saved; it was left as it is (the next "
+                  "save uploads it)", markup=False)

@@ -23,6 +23,7 @@ from ..progress import RichTracker, Tracker
 from ..retry import RetryPolicy
 from ..wording import quote
 from ..worklog import WorkLogHandler, started_line
+from ..worklock import DEFAULT_WAIT
 
 # soft_wrap: long messages are one line each; the terminal wraps them, log collectors and
 # tests that read them are not given line breaks in the middle of a path.
@@ -115,6 +116,18 @@ def stale_after_option(help: str):  # noqa: A002
                       show_default=True, help=help)
 
 
+def wait_option(fn):
+    """``--wait SECONDS`` / ``--no-wait``: how long to wait for another command that works
+    on the same working copy (one command at a time, safety rule 9)."""
+    fn = env_option("--no-wait", is_flag=True,
+                    help="If another spaceport command works on this working copy, exit at "
+                         "once (exit 1, naming it) instead of waiting.")(fn)
+    return env_option("--wait", "busy_wait", type=click.FloatRange(0), metavar="SECONDS",
+                      default=DEFAULT_WAIT, show_default=True,
+                      help="Wait up to SECONDS for another spaceport command working on this "
+                           "working copy to finish, then exit 1 naming it.")(fn)
+
+
 def make_options(ctx_params: dict, *, tracker: Tracker | None = None) -> Options:
     setup_logging(ctx_params.get("verbose") or 0)
     status_dir = validate_status_dir(ctx_params.get("status_dir") or DEFAULT_STATUS_DIR)
@@ -129,6 +142,11 @@ def make_options(ctx_params: dict, *, tracker: Tracker | None = None) -> Options
                 "legacy_root", "stale_after"):
         if ctx_params.get(key) is not None:
             setattr(opts, key, ctx_params[key])
+    opts.say = lambda line: err.print(line, markup=False)
+    if ctx_params.get("busy_wait") is not None:
+        opts.busy_wait = ctx_params["busy_wait"]
+    if ctx_params.get("no_wait"):
+        opts.busy_wait = 0.0
     if ctx_params.get("rebase"):
         opts.rebase = parse_rebase(ctx_params["rebase"])
     if ctx_params.get("no_fsync"):

@@ -11,17 +11,21 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from ..engine import open_primary, open_work
+from ..engine import open_primary
+from ..index import Index
+from ..invariant import GuardedWork, may_write
 from ..errors import LockedError, UsageError
 from ..lock import read_lock
-from ..marker import require_marker
+from ..marker import index_path, require_marker
 from ..progress import Tracker
+from ..store import WORK_CAPABILITIES
 from ..store.base import join, parent_of, temp_name
 from ..transfer import Copier, CopyJob, run_copies
+from ..worklock import hold_work
 from ..trash import TRASH_DIR, batch_files, list_batches, purge
 from ..wording import count, human_size, quote, show_path
 from .options import (common_options, env_option, err, jobs_option, log_to_work, make_options, out,
-                      safety_flag, status_dir_option, storage_options, verbose_option)
+                      safety_flag, status_dir_option, storage_options, verbose_option, wait_option)
 
 
 def _where(work: str | None, primary: str | None, status_dir: str):
@@ -96,6 +100,7 @@ def trash_list(ctx, work, primary, batch, **_):
 @env_option("--overwrite", is_flag=True, help="Replace files that exist at the same path.")
 @jobs_option
 @common_options
+@wait_option
 @click.pass_context
 def trash_restore(ctx, args, primary, overwrite, **_):
     """Bring files of BATCH back (all of them, or the PATHs given, files or folders).
@@ -157,8 +162,21 @@ def _restore_arguments(args: tuple[str, ...], primary: str | None):
 
 
 def _restore_into_work(store, work_path, token, src_root, chosen, overwrite, opts):
-    with open_work(work_path, token) as work:
-        todo = [(p, s) for p, s in chosen if overwrite or not work.exists(p)]
+    # Writes into the working copy: one command at a time (a save running meanwhile would
+    # see half-restored folders, a deploy would remove our temporaries). --overwrite
+    # replaces only files proven saved (spaceport.invariant); unsaved ones are named.
+    with hold_work(work_path, "trash restore", wait=opts.busy_wait, say=opts.say), \
+            GuardedWork(work_path, WORK_CAPABILITIES, temp_token=token) as work:
+        index = Index(index_path(work_path))
+        try:
+            names, _, refused = may_write(work, index, [p for p, _ in chosen],
+                                          overwrite=overwrite)
+        finally:
+            index.close()
+        for path in refused:
+            err.print(f"[yellow]not overwritten[/] {escape(show_path(path))}: it holds changes never saved "
+                      "(save it, or move it away, then restore again)")
+        todo = [(p, s) for p, s in chosen if p in set(names)]
         for path, _ in todo:
             work.makedirs(parent_of(path))
         jobs = [CopyJob(p, s, temp_name(token), src=join(src_root, p)) for p, s in todo]
@@ -171,7 +189,7 @@ def _restore_into_work(store, work_path, token, src_root, chosen, overwrite, opt
         for d in failed:
             err.print(f"[red]could not restore[/] {escape(show_path(d.job.path))}: "
                       f"{escape(str(d.error))}")
-        if failed:
+        if failed or refused:
             sys.exit(1)
     return len(todo), len(chosen) - len(todo)
 

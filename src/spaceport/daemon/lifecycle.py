@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import threading
 import time
@@ -24,14 +25,15 @@ from dataclasses import replace
 
 from ..clone import clone, wipe_clone
 from ..deploy import deploy
-from ..engine import Options, open_primary, wipe_folder
+from ..engine import Options, open_primary
 from ..errors import (EXIT_INTERRUPTED, EXIT_LOCK_LOST, Interrupted, LockLostError,
                       PartialSaveError, SpaceportError, StorageUnavailableError)
 from ..lock import DeploymentLock, LockInfo, WorkCopy, locked_error, read_lock
-from ..marker import (DEPLOYED, UNDEPLOYED, Marker, read_marker, require_marker, work_id,
-                      write_marker)
+from ..marker import (DEPLOYED, UNDEPLOYED, Marker, marker_dir, read_marker, require_marker,
+                      work_id, write_marker)
 from ..retry import RetryPolicy, is_unavailable
 from ..save import save
+from ..undeploy import final_save, remove_saved_work
 from ..worklock import DAEMON_COMMAND, hold_work
 from ..wording import count, duration
 from .config import DaemonConfig, remove_file, write_file_atomic
@@ -353,7 +355,10 @@ class Daemon:
             if not worker.is_alive() and worker.error is None:
                 self.state.set_phase(RELEASED, "final save done, lock released")
                 return 0
-            last = worker.error or last or StorageUnavailableError(
+            error = worker.error
+            if isinstance(error, Interrupted) and last is not None:
+                error = None  # cut short by the deadline: the attempt before says why
+            last = error or last or StorageUnavailableError(
                 "the final save did not finish within the deadline.")
             if isinstance(last, LockLostError):
                 self._lock_trouble(last)  # replaced: fenced, no retry; missing: may come back
@@ -369,7 +374,9 @@ class Daemon:
     def _final_attempt(self) -> None:
         marker = self.marker
         with self.primary_busy:
-            report = save(self.cfg.work, self.opts, task="final save", stop=self.abort)
+            # Saved and proven saved (spaceport.undeploy): what the primary lost meanwhile is
+            # saved again; a file that keeps changing keeps the lock and the working copy.
+            report = final_save(self.cfg.work, marker, self.opts, stop=self.abort)
             self.state.record_save(time.time() - report.seconds, report=report, task="final save")
             with open_primary(self.cfg.primary, marker.token, self.opts) as store:
                 DeploymentLock(store, marker.status_dir, self._adopt(store)).release()
@@ -381,15 +388,20 @@ class Daemon:
             self._clean()
 
     def _clean(self) -> None:
-        """The work is safe on the primary; a leftover file here is only a nuisance."""
-        for path, wipe in ((self.cfg.work, wipe_folder), (self.cfg.source_work, wipe_clone)):
+        """The work is proven safe on the primary: removed through the guard (only what
+        still is what was saved; anything written after the final save stays)."""
+        for path, wipe in ((self.cfg.work, self._remove_work), (self.cfg.source_work, wipe_clone)):
             if not path:
                 continue
             try:
                 wipe(path)
                 log.info("removed the working copy %s", path)
-            except OSError as exc:
-                log.warning("could not clean %s: %s", path, exc)
+            except (OSError, SpaceportError) as exc:
+                log.warning("could not clean %s: %s", path, describe(exc))
+
+    def _remove_work(self, path: str) -> None:
+        remove_saved_work(path, self.marker)  # raises, keeping all, if anything changed
+        shutil.rmtree(marker_dir(path), ignore_errors=True)
 
     def _final_failed(self, exc: BaseException, attempts: int) -> int:
         code = exc.exit_code if isinstance(exc, SpaceportError) else 6 if is_unavailable(exc) else 1

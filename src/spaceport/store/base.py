@@ -50,6 +50,22 @@ def is_our_temp(name: str, token: str) -> bool:
     return bool(m) and m.group(1) == token
 
 
+_ASIDE_RE = re.compile(r"^\.spaceport-tmp-([0-9a-f]{8})-aside-([0-9]+)$")
+
+
+def aside_name(token: str, ino: int) -> str:
+    """The name a working-copy entry is moved to just before spaceport removes it
+    (spaceport.invariant): it carries the inode, so the entry can be found again by its
+    index row if the process dies before the removal."""
+    return f"{TEMP_PREFIX}{token}-aside-{ino}"
+
+
+def our_aside(name: str, token: str) -> int | None:
+    """The inode an aside name of ours carries, or None."""
+    m = _ASIDE_RE.match(name)
+    return int(m.group(2)) if m and m.group(1) == token else None
+
+
 class UnsafePathError(OSError):
     """A path that would lead out of the store's root: absolute, with ``..``, or through a
     symbolic link. Nothing was created."""
