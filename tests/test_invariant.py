@@ -616,12 +616,11 @@ def test_a_stage_in_that_cannot_fit_is_refused_before_copying(tmp_path):
 
 def fill_up(path: str, leave: int) -> None:
     """Another tenant of the volume takes all the room but ``leave`` bytes."""
-    with open(path, "wb") as f:
+    with open(path, "wb", buffering=0) as f:  # unbuffered: no bytes left to flush at close
         chunk = b"\0" * 65536
         try:
-            while True:
-                f.write(chunk)
-                f.flush()
+            while f.write(chunk):
+                pass
         except OSError:
             pass
         size = f.seek(0, os.SEEK_END)
