@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import click
@@ -197,7 +198,9 @@ def save(ctx, work, dry_run, allow_mass_delete, **_):
 def warn_held(summary: dict, how_to_confirm: str) -> None:
     """A save that held deletions: a yellow warning, exit 0 (everything else was saved, and
     the primary lost nothing; status lists them until they are confirmed or come back)."""
-    err.print("[yellow]warning:[/] " + escape(held_warning(summary, how_to_confirm)))
+    text = held_warning(summary, how_to_confirm)
+    err.print("[yellow]warning:[/] " + escape(text))
+    options._to_work_logs(logging.WARNING, text)  # the terminal has it; the work log too
 
 
 def held_lines(summary: dict, paths: list[str], limit: int | None) -> None:
