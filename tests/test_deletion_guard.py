@@ -345,3 +345,67 @@ def test_daemon_warns_about_a_fifo_once_across_many_autosaves(tmp_path, daemons)
     assert b"special file" in page and b"Runs/sock" in page
     d.signal(signal.SIGTERM)
     assert d.wait_exit() == 0, d.log()
+
+
+# -- counted on the OneData-like FUSE mount ---------------------------------------------------
+@pytest.mark.fuse
+def test_held_deletions_cost_no_call_on_the_primary_and_a_cleaned_tmp_one_rename_per_file(
+        tmp_path):
+    import time
+
+    from spaceport.engine import Options
+    from spaceport.retry import RetryPolicy
+    from spaceport.testing.onedatafs import OneDataFS, fuse_available, metadata_calls
+
+    ok, why = fuse_available()
+    if not ok:
+        pytest.skip(why)
+    backing, mnt = tmp_path / "backing", tmp_path / "mnt"
+    backing.mkdir()
+    mnt.mkdir()
+    opts = Options(jobs=4, retry=RetryPolicy(attempts=1))
+    with OneDataFS(str(backing), str(mnt), attr_timeout=3600.0) as fs:
+        primary, work = os.path.join(fs.mountpoint, "p"), str(tmp_path / "work")
+        os.mkdir(primary)
+        deploy(primary, work, opts)
+        for i in range(2000):
+            write(work, f"Runs/run{i % 10:03d}/tmp/f{i:05d}.mrc", b"x" * 100)
+        for i in range(10):
+            write(work, f"Runs/run{i:03d}/extra/out.mrc", b"out")
+        write(work, "Logs/project.log", b"log")
+        write(work, "project.conf", b"conf")
+        save(work, opts)
+
+        def counted(**kwargs) -> tuple[dict, object]:
+            fs.reset_counts()
+            report = save(work, opts, **kwargs)
+            counts = fs.counts()
+            while True:  # the kernel's asynchronous releases
+                time.sleep(0.05)
+                again = fs.counts()
+                if again == counts:
+                    return counts, report
+                counts = again
+
+        nothing, _ = counted()
+        gut(work)  # 2011 of 2012 files, 2 of 3 top-level entries: held
+        first, report = counted()
+        assert report.held["files"] == 2011 and first.get("rename", 0) == nothing.get("rename", 0), (first, nothing)
+        again, report = counted()
+        assert report.held and not report.held_new
+        assert metadata_calls(again) == metadata_calls(nothing), (again, nothing)
+        print(f"\nno-change save: {metadata_calls(nothing)} metadata calls; first save holding "
+              f"2011 deletions: {metadata_calls(first)} (the journal line); the next: "
+              f"{metadata_calls(again)}")
+        # Back as it was, then a cleaned tmp/ of 200 files: one rename each into the trash.
+        save(work, opts, allow_mass_delete=True)
+        for i in range(200):
+            write(work, f"Runs/run000/tmp/g{i:05d}.mrc", b"y" * 100)
+        write(work, "Runs/run000/extra/out.mrc", b"out")
+        save(work, opts)
+        shutil.rmtree(os.path.join(work, "Runs/run000/tmp"))
+        cleaned, report = counted()
+        assert report.held is None and report.deleted == 200
+        assert cleaned["rename"] == 200 + nothing["rename"], cleaned  # + the heartbeat's
+        print(f"cleaned tmp/ of 200 files: {metadata_calls(cleaned)} metadata calls, "
+              f"{cleaned['rename'] - nothing['rename']} renames into the trash, {cleaned.get('rmdir', 0)} rmdir")
