@@ -83,9 +83,11 @@ def test_exit_codes(tmp_path):
     assert other.code == 3 and "instance" in other.err and "heartbeat" in other.err
     os.unlink(os.path.join(work, "a"))
     os.unlink(os.path.join(work, "b"))
-    mass = run_cli("save", work)
-    assert mass.code == 5 and "--allow-mass-delete" in mass.err
+    mass = run_cli("save", work)  # held by the deletion guard: exit 0, with a warning
+    assert mass.code == 0 and "--allow-mass-delete" in mass.err and "2 deletions held" in mass.err
+    assert os.path.exists(os.path.join(primary, "a")) and os.path.exists(os.path.join(primary, "b"))
     assert run_cli("save", work, "--allow-mass-delete").code == 0
+    assert not os.path.exists(os.path.join(primary, "a"))
     lock = os.path.join(primary, S, "lock")
     data = json.load(open(lock))
     json.dump({**data, "deployment_id": "e" * 32}, open(lock, "w"))

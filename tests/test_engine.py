@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import stat
 
 import pytest
@@ -135,9 +136,17 @@ def test_mass_delete_guard(dirs, opts):
     for i in range(7):
         os.unlink(os.path.join(work, f"run{i % 3}/file{i}.dat"))
     before = snapshot(primary)
-    with pytest.raises(RefusedError, match="would delete 7 of the 12") as info:
-        save(work, opts)
-    assert info.value.exit_code == 5
+    report = save(work, opts)  # a run's few files deleted: normal work, not held
+    assert report.held is None and report.deleted == 7
+    assert snapshot(primary) == snapshot(work) != before
+    for name in os.listdir(work):  # the volume emptied: held, nothing deleted
+        path = os.path.join(work, name)
+        if name != ".spaceport":
+            shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
+    before = snapshot(primary)
+    report = save(work, opts)
+    assert report.held["files"] == 5 and report.deleted == 0
+    assert "none of the 5 files the index knows is left" in report.held["reason"]
     assert snapshot(primary) == before
     save(work, opts, allow_mass_delete=True)
     assert snapshot(primary) == snapshot(work)

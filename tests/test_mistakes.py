@@ -67,15 +67,18 @@ def test_exported_allow_mass_delete_is_ignored_by_save_and_undeploy(tmp_path):
     primary, work = deployed(tmp_path)
     os.unlink(os.path.join(work, "a"))
     os.unlink(os.path.join(work, "b"))
-    before_primary, before_work = tree_of(primary), tree_of(work)
+    before_primary, before_work = snapshot(primary), tree_of(work)
     env = {"SPACEPORT_ALLOW_MASS_DELETE": "1"}
-    for command in ("save", "undeploy"):
+    # The deletion guard holds the deletions (2 of the 3 top-level files gone): the save
+    # says so and exits 0, the undeploy stops with exit 5; the variable changes nothing.
+    for command, code in (("save", 0), ("undeploy", 5)):
         r = run_cli(command, work, env=env)
-        assert r.code == 5, (command, r.err)
+        assert r.code == code, (command, r.err)
         assert "SPACEPORT_ALLOW_MASS_DELETE is set in the environment and ignored" in r.err
-        assert "--allow-mass-delete" in r.err
-        assert tree_of(primary) == before_primary  # nothing moved to the trash
+        assert "--allow-mass-delete" in r.err and "2 deletions" in r.err
+        assert snapshot(primary) == before_primary  # nothing moved to the trash
         assert tree_of(work) == before_work  # the working copy and its lock are kept
+        assert os.path.exists(os.path.join(primary, S, "lock"))
     assert run_cli("save", work, "--allow-mass-delete").code == 0  # the flag still works
     assert sorted(os.listdir(primary)) == [S, "c"]
 
@@ -516,14 +519,14 @@ def test_save_dry_run_shows_the_plan_and_the_refusal(tmp_path):
     os.unlink(os.path.join(work, "a"))
     os.unlink(os.path.join(work, "b"))
     before = snapshot(primary, skip_top=set())
-    r = run_cli("save", "--dry-run", work)
-    assert r.code == 5
-    assert "move to trash: 2 files" in r.out and "  a" in r.out.splitlines()
-    assert "the save would be refused: this save would delete 2 of the 3 files" in r.err
-    assert "--allow-mass-delete" in r.err
+    r = run_cli("save", "--dry-run", work)  # the deletion guard would hold them: exit 0
+    assert r.code == 0, r.err
+    assert "hold:          2 deletions (the deletion guard: 2 of the 3 top-level entries" \
+        in r.out and "  a" in r.out.splitlines() and "move to trash" not in r.out
+    assert "--allow-mass-delete carries them out" in r.out
     assert snapshot(primary, skip_top=set()) == before
     r = run_cli("save", "--dry-run", "--allow-mass-delete", work)
-    assert r.code == 0 and "would be refused" not in r.err
+    assert r.code == 0 and "move to trash: 2 files" in r.out and "hold:" not in r.out
     os.rename(os.path.join(work, MARKER_DIR), str(tmp_path / "marker-away"))
     r = run_cli("save", "--dry-run", work)
     assert r.code == 5 and "the save would be refused:" in r.err
@@ -631,7 +634,8 @@ def test_every_command_leaves_plain_lines_with_times_in_the_working_copy_log(tmp
     assert run_cli("save", work).code == 0
     for name in ("a", "b", "c"):
         os.unlink(os.path.join(work, name))
-    assert run_cli("save", work).code == 5
+    held = run_cli("save", work)  # the deletion guard holds them: exit 0, a warning
+    assert held.code == 0 and "3 deletions held" in held.err
     assert run_cli("undeploy", work, "--allow-mass-delete").code == 0
     lines = read_log(work)  # kept by the undeploy, with the record of it
     stamp = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ (INFO |ERROR|WARNING) ")
@@ -641,8 +645,9 @@ def test_every_command_leaves_plain_lines_with_times_in_the_working_copy_log(tmp
         ["deploy", "save", "save", "undeploy"]
     text = "\n".join(lines)
     assert "said: saved" in text and "1 file uploaded" in text
-    assert "ended with exit code 5: this save would delete 3 of the 4 files" in text
-    assert "said: undeployed" in text and text.count("ended with exit code 0") == 3
+    assert any(line.split()[1] == "WARNING" and "3 deletions held (3 files stay on the "
+               "primary)" in line for line in lines)
+    assert "said: undeployed" in text and text.count("ended with exit code 0") == 4
     assert "True" not in text and "None" not in text
 
 

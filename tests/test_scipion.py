@@ -8,6 +8,7 @@ The Scipion venv is built on first use and cached outside the repository
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import random
@@ -131,6 +132,80 @@ def test_real_scipion_project_saved_by_the_daemon(tmp_path, daemons):
               f"all loaded; databases held for a later save {held} times; "
               f"{'FUSE' if fs else 'plain folder'} primary")
         assert len(snaps) >= 10 and status["saves"]["failed"] == 0
+    finally:
+        if fs:
+            fs.stop()
+
+
+TMP_FILES = int(os.environ.get("SPACEPORT_SCIPION_TMP_FILES", "3000"))
+
+
+def files_in(folder: str) -> int:
+    return sum(len(names) for _, _, names in os.walk(folder))
+
+
+@pytest.mark.timeout(1800)
+def test_scipion_clean_tmp_under_the_daemon_never_blocks_later_saves(tmp_path, daemons):
+    """Issue 12: a run's tmp/ of thousands of files, saved, then deleted by Scipion's own
+    cleanTmp. The deletion guard does not fire: the files go to the trash, a later run
+    reaches the primary, and SIGTERM ends the daemon with exit 0, the lock released."""
+    python, why = scipion_python()
+    if python is None:
+        pytest.skip(why)
+    env = scipion_env(tmp_path, python)
+    source, work = str(tmp_path / "source"), str(tmp_path / "work")
+    subprocess.run([python, DRIVER, "make-data", source, "2"], env=env, check=True,
+                   timeout=300)
+    fuse_ok, _ = fuse_available()
+    backing, mnt = str(tmp_path / "backing"), str(tmp_path / "mnt")
+    os.makedirs(backing)
+    os.makedirs(mnt)
+    fs = OneDataFS(backing, mnt, meta_delay_ms=1.0, attr_timeout=0.0).start() if fuse_ok \
+        else None
+    primary = mnt if fs else backing
+    gate = str(tmp_path / "gate")
+    try:
+        d = daemons(primary, work, "--interval", "2")
+        d.wait_phase("running", timeout=60)
+        scipion = subprocess.Popen([python, DRIVER, "cleantmp", work, NAME, source,
+                                    str(TMP_FILES), gate], env=env, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        # The run's tmp/ reaches the primary whole before Scipion cleans it.
+        d.wait_for(lambda: any(files_in(tmp) >= TMP_FILES for tmp in
+                               glob.glob(os.path.join(backing, NAME, "Runs", "*", "tmp"))),
+                   600, f"the {TMP_FILES} tmp files on the primary")
+        open(gate, "w").close()
+        out, _ = scipion.communicate(timeout=600)
+        assert scipion.returncode == 0, out[-3000:]
+        later = out.split("later run ")[1].split()[0]
+        done = time.time()
+
+        def saved_after(s: dict) -> bool:
+            last = s.get("last_save") or {}
+            return bool(last.get("ok")) and last["time"] - last["seconds"] > done + 0.2
+
+        status = d.wait_status(saved_after, 120, "an autosave after the later run")
+        assert status["held_deletions"] is None and status["saves"]["failed"] == 0, status
+        assert os.path.isfile(os.path.join(backing, NAME, later, "logs", "run.db"))
+        assert files_in(os.path.join(backing, S, "trash")) >= TMP_FILES  # cleanTmp's files
+        assert not any(files_in(tmp) for tmp in
+                       glob.glob(os.path.join(backing, NAME, "Runs", "*", "tmp")))
+        d.signal(signal.SIGTERM)
+        assert d.wait_exit(120) == 0, d.log()[-5000:]
+        assert not os.path.exists(os.path.join(backing, S, "lock"))
+        assert "refus" not in d.log() and "deletions held" not in d.log()
+        # The primary holds the project with both rounds' runs finished.
+        again = str(tmp_path / "again")
+        restore = subprocess.run([sys.executable, "-m", "spaceport", "deploy", primary, again],
+                                 capture_output=True, text=True, timeout=300)
+        assert restore.returncode == 0, restore.stderr
+        final = check(python, env, tmp_path, [os.path.join(again, NAME)], items=True)[0]
+        assert final["errors"] == [], final["errors"]
+        assert len(final["runs"]) == 4 and later in final["runs"]
+        assert all(r["status"] == "finished" for r in final["runs"].values())
+        print(f"real Scipion cleanTmp: {TMP_FILES} tmp files saved then cleaned, "
+              f"{status['saves']['ok']} autosaves ok, none failed, none held; "
+              f"{'FUSE' if fs else 'plain folder'} primary")
     finally:
         if fs:
             fs.stop()

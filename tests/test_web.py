@@ -113,7 +113,8 @@ def test_no_secret_in_any_response_or_log(slow_project, daemons, tmp_path):
     d.wait_phase("running")
     answers = [d.request(path) for path in ("/", "/status", "/metrics", "/healthz", "/readyz",
                                             f"/?token={TOKEN}", "/missing")]
-    answers += [d.request(path, "POST", headers) for path in ("/save", "/clone", "/nope")
+    answers += [d.request(path, "POST", headers)
+                for path in ("/save", "/clone", "/confirm-deletions", "/nope")
                 for headers in ({}, AUTH, {"Authorization": f"Bearer {TOKEN}x"})]
     d.signal(signal.SIGTERM)
     assert d.wait_exit() == 0
@@ -138,6 +139,26 @@ def test_page_escapes_everything_it_shows():
     assert "<script>" not in page and "<b>bold" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "&amp; ampersands" in page
     assert "33%" in page
+
+
+def test_page_lists_held_deletions_and_special_files_escaped():
+    from spaceport.save import SaveReport
+
+    evil = "<script>alert(1)</script>"
+    state = State(DaemonConfig(primary="/p", work="/w"), DaemonTracker())
+    assert "Deletions held" not in render_page(state.snapshot())
+    held = {"count": 25, "files": 20, "reason": f"2 of the 3 top-level entries ({evil})",
+            "since": "2026-11-29T10:00:00Z", "top_level": {evil: 20},
+            "sample": [f"Runs/{evil}/{i}" for i in range(20)]}
+    state.record_save(0, report=SaveReport(held=held, held_new=True, special=[f"Tmp/{evil}"]))
+    snap = state.snapshot()
+    assert snap["held_deletions"]["count"] == 25 and snap["special"] == [f"Tmp/{evil}"]
+    page = render_page(snap)
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert "Deletions held" in page and "25 deletions" in page and "… and 15 more" in page
+    assert "POST /confirm-deletions" in page and "1 special file" in page
+    state.record_save(0, report=SaveReport())  # a later save held nothing
+    assert "Deletions held" not in render_page(state.snapshot())
 
 
 def test_page_says_source_data_only_when_there_is_a_source():

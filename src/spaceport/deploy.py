@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from . import preflight
+from .deletion_guard import held_refusal
 from .discard import Discard, prepare_discard
 from .engine import (Options, folder_is_empty, open_primary, open_work, separate_folders)
 from .errors import FormatError, RefusedError, SpaceportError
@@ -347,6 +348,9 @@ def _deploy_held(primary_path: str, work_path: str, opts: Options, resume: bool,
                                     allow_mass_delete=allow_mass_delete,
                                     task="save unsaved work", stop=stop)
                 report.saved_first = True
+                if report.saved.held:  # the deploy would bring the held files back: ask
+                    raise held_refusal(report.saved.held, "deploy", "spaceport deploy --resume "
+                                       f"--allow-mass-delete {primary_path} {work_path}")
                 source = links_to_restore(primary, opts)  # the save may have written it
             with LockKeeper(lock, opts.heartbeat_interval) as keeper:
                 stage_in(primary, work_path, marker, opts, report, source, stop,

@@ -225,6 +225,13 @@ class Index:
         return self.db.execute("SELECT count(*) FROM entries WHERE kind=?",
                                (int(kind),)).fetchone()[0]
 
+    def count_top_level(self) -> int:
+        """How many files and folders the index knows at the top of the tree (the deletion
+        guard weighs how many of them a save would delete)."""
+        return self.db.execute("SELECT count(*) FROM entries WHERE instr(path, X'2F') = 0 "
+                               "AND kind IN (?, ?)",
+                               (int(Kind.FILE), int(Kind.DIR))).fetchone()[0]
+
     def record(self, done: Iterable[Known], *, forget: Iterable[str] = (),
                finished_tmps: Iterable[tuple[str, str]] = ()) -> None:
         """In one transaction: store rows, forget paths, drop finished temporaries."""

@@ -35,6 +35,7 @@ import stat as stat_mod
 from dataclasses import dataclass, field
 from typing import Callable
 
+from .deletion_guard import held_paths
 from .hostinfo import hostname
 from .index import Index, Known
 from .lock import stamp
@@ -251,7 +252,11 @@ def find_unsaved(scan: ScanResult, index: Index, primary_scan: ScanResult,
             found.on_primary.append(path)
         elif checksum and not same_bytes(work, primary, path):
             found.content.append(path)
-    found.in_work += [p for p in known if p not in scan.entries
+    # A deletion the deletion guard held is not unsaved work: the primary keeps the file on
+    # purpose and the save recorded it (status, the journal). Without this, a working copy
+    # with held deletions could never be given up.
+    held = held_paths(index)
+    found.in_work += [p for p in known if p not in scan.entries and p not in held
                       and not scan.under_unreadable(p)]
     return found
 

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from .deletion_guard import Held, held_summary, judge, record_held, warn_special_once
 from .engine import (PRIMARY, IndexRecorder, Options, file_known, open_primary, open_work,
                      partial_error, remove_leftover_temps, volume_artifacts)
 from .errors import Interrupted, LockLostError, RefusedError, StorageUnavailableError
@@ -74,6 +75,9 @@ class SaveReport:
     seconds: float = 0.0
     planned: SavePlan | None = None  # a dry run's plan, path by path
     refused: RefusedError | None = None  # a dry run: the real save would stop with this
+    held: dict | None = None  # deletions the guard held (deletion_guard.Held.summary)
+    held_paths: list[str] = field(default_factory=list)  # all of them
+    held_new: bool = False  # not held (or not these) by the save before
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -85,8 +89,11 @@ def scan_work(work: Store, marker: Marker, *, remove_temps: bool = False,
     # copy would otherwise be saved into the primary's status folder, over the lock.
     # The old tools' files (symlink-dump, scipion-docker/) are not project data: a deploy
     # never copies them, so a save must neither overwrite them nor let them into the index.
+    # Special files are said once per deployment by the save (deletion_guard), not here:
+    # the daemon scans every 2 s.
     scan = scan_tree(work, skip_top={MARKER_DIR, marker.status_dir} | LEGACY_TOP_NAMES
-                     | volume_artifacts(work.root), temp_token=marker.token, stop=stop)
+                     | volume_artifacts(work.root), temp_token=marker.token, stop=stop,
+                     warn_special=False)
     for name in (marker.status_dir, *sorted(LEGACY_TOP_NAMES)):
         if work.exists(name):
             log.warning("%s in the working copy is not saved: that name is reserved for the "
@@ -133,12 +140,17 @@ def adopt_lock(primary: Store, marker: Marker, work_path: str) -> DeploymentLock
                         f"{primary.root}: {what}.", hint=hint)
 
 
-def pending_changes(work_path: str, marker: Marker) -> SavePlan:
-    """What a save would do now (used by status and the unsaved-work check of deploy)."""
+def pending_changes(work_path: str, marker: Marker,
+                    special: list[str] | None = None) -> SavePlan:
+    """What a save would do now (used by status and the unsaved-work check of deploy);
+    the special files found are added to ``special`` if given."""
     index = Index(index_path(work_path))
     try:
         with open_work(work_path, marker.token) as work:
-            return plan_save(scan_work(work, marker), index)
+            scan = scan_work(work, marker)
+            if special is not None:
+                special.extend(scan.special)
+            return plan_save(scan, index)
     finally:
         index.close()
 
@@ -183,45 +195,48 @@ def lost_during_save(exc: LockLostError, fence: Fence) -> LockLostError:
              "which files above to check.")
 
 
-def guard_mass_delete(plan: SavePlan, known_files: int, opts: Options, allow: bool) -> None:
-    refusal = mass_delete_refusal(plan, known_files, opts, allow)
-    if refusal is not None:
-        raise refusal
-
-
-def mass_delete_refusal(plan: SavePlan, known_files: int, opts: Options,
-                        allow: bool) -> RefusedError | None:
-    share = plan.deleted_files / known_files if known_files else 0.0
-    if not allow and plan.deleted_files and share > opts.mass_delete_threshold:
-        return RefusedError(
-            f"this save would delete {plan.deleted_files} of the {known_files} files on the "
-            f"primary ({share:.0%}, more than the {opts.mass_delete_threshold:.0%} allowed).",
-            hint="Nothing was changed. If the working copy is wrong (an empty or unmounted "
-                 "volume), fix that. If you really deleted them, save with "
-                 "--allow-mass-delete.")
-    return None
+def hold_deletions(plan: SavePlan, index: Index, opts: Options, report: SaveReport, *,
+                   allow: bool, confirmed: frozenset[str], record: bool) -> Held | None:
+    """The deletion guard (:mod:`spaceport.deletion_guard`): the deletions it holds leave
+    ``plan`` and go into ``report``; everything else in the plan is saved as usual. With
+    ``record``, the index keeps what is held (status, the final check); the caller says it
+    (the command line at every save, the daemon when ``report.held_new``)."""
+    held = judge(plan, index, opts.mass_delete_threshold, allow=allow, confirmed=confirmed)
+    if held is not None:
+        report.held_paths = held.paths
+    if record:
+        report.held_new = record_held(index, held, iso(utcnow()))
+        report.held = held_summary(index) if held else None
+    elif held is not None:
+        report.held = held.summary()
+    return held
 
 
 def save(work_path: str, opts: Options, *, dry_run: bool = False,
          allow_mass_delete: bool = False, lock: DeploymentLock | None = None,
          keep_conflicts: bool = False, task: str = "save",
-         stop: threading.Event | None = None) -> SaveReport:
+         stop: threading.Event | None = None,
+         confirmed: frozenset[str] = frozenset()) -> SaveReport:
     """Save the working copy at ``work_path`` to its primary. See the module docstring.
 
     ``keep_conflicts``: a primary file that is not the version this copy last saved there
     (changed by someone else, or never known) is kept as ``NAME.conflict-<host>-<time>``
     before it is replaced (``deploy --resume``, a rebuilt index, a final save that found the
-    primary changed). ``stop.set()`` stops the running uploads within one chunk."""
+    primary changed). ``stop.set()`` stops the running uploads within one chunk.
+
+    Deletions the deletion guard holds (the working copy looks wrong) wait; the rest of the
+    save goes on (``report.held``). ``allow_mass_delete``: nothing is held. ``confirmed``:
+    these held paths were confirmed (the daemon's POST /confirm-deletions) and are deleted."""
     work_path = os.path.abspath(work_path)
     require_marker(work_path)  # before the busy lock, which would create the marker folder
     with hold_work(work_path, task, wait=opts.busy_wait, say=opts.say):
         return _save_held(work_path, opts, dry_run, allow_mass_delete, lock,
-                          keep_conflicts, task, stop)
+                          keep_conflicts, task, stop, confirmed)
 
 
 def _save_held(work_path: str, opts: Options, dry_run: bool, allow_mass_delete: bool,
                lock: DeploymentLock | None, keep_conflicts: bool, task: str,
-               stop: threading.Event | None) -> SaveReport:
+               stop: threading.Event | None, confirmed: frozenset[str]) -> SaveReport:
     started = time.monotonic()
     marker = require_marker(work_path)
     if marker.phase == DEPLOYING and lock is None:
@@ -248,15 +263,14 @@ def _save_held(work_path: str, opts: Options, dry_run: bool, allow_mass_delete: 
             companions_before_databases(plan)
             if marker.phase == REMOVING:
                 forget_removed(index, plan)
-            known_files = index.count(Kind.FILE)
-            report = SaveReport(plan=plan.summary(), dry_run=dry_run, special=scan.special,
-                                links=len(plan.links))
-            if dry_run:  # the plan is shown, with the refusal the real save would meet
+            report = SaveReport(dry_run=dry_run, special=scan.special, links=len(plan.links))
+            hold_deletions(plan, index, opts, report, allow=allow_mass_delete,
+                           confirmed=confirmed, record=not dry_run)
+            report.plan = plan.summary()  # without the deletions held
+            if dry_run:  # the plan is shown, with what the guard would hold
                 report.planned = plan
-                report.refused = mass_delete_refusal(plan, known_files, opts,
-                                                     allow_mass_delete)
                 return report
-            guard_mass_delete(plan, known_files, opts, allow_mass_delete)
+            warn_special_once(index, marker.deployment_id, scan.special)
             if plan.adopt:  # rows of a format-1 index, whole from now on
                 index.record(plan.adopt)
             run = _SaveRun(primary, work, index, lock, marker, opts, report, task)
@@ -684,7 +698,13 @@ class _SaveRun:
                 "host": self.lock.info.host, "instance": self.lock.info.instance,
                 "uploaded": r.uploaded, "bytes": r.uploaded_bytes, "deleted": r.deleted,
                 "trash": r.trash_batch, "seconds": round(r.seconds, 3)}
-        if not (r.uploaded or r.deleted or r.dirs_created or r.manifest_written):
+        # Held deletions are on the record when they change, and at a final save: the
+        # working copy that knew them may be gone after it (status --primary shows them).
+        held = r.held is not None and (r.held_new or self.task == "final save")
+        if held:
+            line["held_deletions"] = {k: r.held[k] for k in
+                                      ("count", "files", "reason", "top_level", "sample")}
+        if not (r.uploaded or r.deleted or r.dirs_created or r.manifest_written or held):
             return  # keep the journal to saves that changed something
         try:
             self.fence.commit(JOURNAL_NAME, lambda: self.primary.append_bytes(

@@ -147,8 +147,9 @@ def paused_gc():
 
 def scan_tree(store: Store, *, skip_top: set[str] | frozenset[str] = frozenset(),
               temp_token: str | None = None, jobs: int = 1,
-              stop: threading.Event | None = None) -> ScanResult:
+              stop: threading.Event | None = None, warn_special: bool = True) -> ScanResult:
     """Walk ``store`` from its root; ``skip_top`` names are ignored at the top level only.
+    ``warn_special=False``: the caller says what it skipped (a save, once per deployment).
 
     ``stop.set()`` ends the walk at the next folder with Interrupted (a scan of a large
     primary over a slow mount takes minutes; SIGTERM must not wait for it)."""
@@ -196,7 +197,7 @@ def scan_tree(store: Store, *, skip_top: set[str] | frozenset[str] = frozenset()
                     rel = pending.pop(future)
                     for sub in absorb(rel, future.result()):
                         pending[pool.submit(list_or_note, sub)] = sub
-    for path in result.special:
+    for path in result.special if warn_special else ():
         log.warning("skipping %s: special files (fifo, socket, device) cannot be saved", path)
     for rel, exc in result.unreadable.items():
         log.warning("cannot list %s: %s; nothing below it is saved or deleted", rel or ".", exc)

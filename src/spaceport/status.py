@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from .linksource import links_to_restore, with_primary_links
+from .deletion_guard import held_summary
 from .engine import Options, open_primary, open_work
 from .errors import FormatError, SpaceportError
 from .index import Index
@@ -77,6 +78,7 @@ def work_status(work_path: str, opts: Options) -> dict:
     try:
         facts["last_save"] = index.get_meta("last_save")
         facts["known_entries"] = index.count()
+        facts["held_deletions"] = held_summary(index)
     finally:
         index.close()
     try:
@@ -89,7 +91,8 @@ def work_status(work_path: str, opts: Options) -> dict:
         facts["lock"] = None
         facts["lock_error"] = str(exc)
         facts["lock_is_ours"] = None
-    facts["pending"] = pending_changes(work_path, marker).summary()
+    facts["special"] = []
+    facts["pending"] = pending_changes(work_path, marker, facts["special"]).summary()
     return facts
 
 
@@ -178,6 +181,7 @@ def format_status(facts: dict) -> str:
             lines.append(f"unsaved       {unsaved_summary(pending)}")
         else:
             lines.append("unsaved       nothing: the primary is up to date")
+    lines += held_lines(facts)
     if "recent_saves" in facts:
         links = facts.get("manifest_links")
         lines.append("manifest      " + ("none yet (no links.jsonl)" if links is None
@@ -189,10 +193,37 @@ def format_status(facts: dict) -> str:
                          f"{count(save.get('uploaded') or 0, 'file')} uploaded, "
                          f"{human_size(save.get('bytes') or 0)}, {save.get('deleted') or 0} "
                          f"deleted ({save.get('instance') or save.get('host') or 'unknown'})")
+            held = save.get("held_deletions")
+            if held:
+                lines.append(f"              {count(held.get('count') or 0, 'deletion')} held "
+                             f"(still on the primary): {held.get('reason')}")
+                lines += [f"                {show_path(p)}" for p in held.get("sample") or ()]
         for batch in facts["trash"]:
             lines.append(f"trash         {batch['batch']}  {count(batch['files'], 'file')}, "
                          f"{human_size(batch['bytes'])}")
     return "\n".join(lines)
+
+
+def held_lines(facts: dict) -> list[str]:
+    """The deletions the deletion guard holds, and the special files not saved."""
+    lines = []
+    held = facts.get("held_deletions")
+    if held:
+        lines.append(f"held          {count(held['count'], 'deletion')} "
+                     f"({count(held['files'], 'file')}) since {held.get('since') or '?'}: the "
+                     f"working copy looks wrong: {held['reason']}")
+        lines += [f"                {show_path(p)}" for p in held["sample"][:10]]
+        if held["count"] > min(len(held["sample"]), 10):
+            lines.append(f"                ... and {held['count'] - min(len(held['sample']), 10)} more")
+        lines.append(f"              they stay on the primary; to carry them out: spaceport "
+                     f"save --allow-mass-delete {facts['work']} (or POST /confirm-deletions "
+                     "to its daemon)")
+    special = facts.get("special") or []
+    if special:
+        lines.append(f"special       {count(len(special), 'special file')} (fifo, socket, "
+                     "device) cannot be saved and are skipped:")
+        lines += [f"                {show_path(p)}" for p in special[:20]]
+    return lines
 
 
 def _legacy_lines(facts: dict) -> list[str]:

@@ -23,6 +23,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 
+from .deletion_guard import held_refusal
 from .discard import DISCARDED_DIR
 from .engine import Options, open_primary, open_work, volume_artifacts
 from .errors import NotSavedError, PartialSaveError, RefusedError
@@ -78,6 +79,9 @@ def _undeploy_held(work_path: str, opts: Options, keep_work: bool, allow_mass_de
     resaved: list[str] = []
     report = final_save(work_path, marker, opts, allow_mass_delete=allow_mass_delete,
                         checksum=checksum, stop=stop, resaved=resaved)
+    if report.held:  # a person is there to answer: the daemon goes on instead (lifecycle)
+        raise held_refusal(report.held, "undeploy",
+                           f"spaceport undeploy --allow-mass-delete {work_path}")
     with open_primary(marker.primary, marker.token, opts) as primary:
         lock = adopt_lock(primary, marker, work_path)
         # Proven saved: a rerun after a kill from here on finishes the undeploy, whether or
@@ -177,14 +181,18 @@ def _finish_released(work_path: str, marker: Marker, opts: Options, keep_work: b
 
 def final_save(work_path: str, marker: Marker, opts: Options, *, allow_mass_delete=False,
                checksum: bool = False, lock=None, stop=None, task: str = "final save",
-               resaved: list[str] | None = None) -> SaveReport:
+               resaved: list[str] | None = None,
+               confirmed: frozenset[str] = frozenset()) -> SaveReport:
     """Save, then prove everything saved; what the proof misses is saved again. Raises
-    (the lock and the working copy kept) unless the proof holds."""
+    (the lock and the working copy kept) unless the proof holds. Deletions the deletion
+    guard held are in ``report.held``: the proof accepts them (recorded, the primary keeps
+    the files); the caller decides what to do (see held_refusal)."""
     keep_conflicts = False
     for _ in range(FINAL_ROUNDS):
         try:
             report = save(work_path, opts, allow_mass_delete=allow_mass_delete, lock=lock,
-                          keep_conflicts=keep_conflicts, task=task, stop=stop)
+                          keep_conflicts=keep_conflicts, task=task, stop=stop,
+                          confirmed=confirmed)
         except PartialSaveError as exc:
             if not exc.kept_changing:
                 raise

@@ -6,6 +6,12 @@
                                           SOURCE), crop/resize it (ProtCropResizeVols),
                                           import micrographs (a set), and every third
                                           round delete an earlier crop run
+    driver.py cleantmp WORK NAME SOURCE FILES GATE
+                                          create WORK/NAME; import a volume and crop it;
+                                          fill the crop run's tmp/ with FILES scratch
+                                          files (as a long run leaves them), wait for the
+                                          file GATE, then Scipion's own cleanTmp of that
+                                          run deletes them; then one more round of runs
     driver.py check REPORT [--items] PROJECT...
                                           load each project with pyworkflow; write what
                                           was found (JSON) to REPORT; --items: every
@@ -82,6 +88,52 @@ def run(work: str, name: str, source: str, n: int) -> None:
         print(f"round {i}: {[p.getStatus() for p in (imp, crop, mics)]}", flush=True)
 
 
+def clean_tmp(work: str, name: str, source: str, files: int, gate: str) -> None:
+    import time
+    _host_config()
+    from pyworkflow.project import Manager
+    from pwem.protocols import ProtCropResizeVols, ProtImportVolumes
+    manager = Manager()
+    os.makedirs(manager.PROJECTS, exist_ok=True)
+    project = manager.createProject(name, location=work)
+    os.chdir(project.getPath())
+
+    def one_round(i: int):
+        imp = project.newProtocol(ProtImportVolumes, objLabel=f"import vol {i}",
+                                  importFrom=ProtImportVolumes.IMPORT_FROM_FILES,
+                                  filesPath=os.path.join(source, "vols"),
+                                  filesPattern=f"vol_{i:03d}.mrc", samplingRate=2.0,
+                                  copyFiles=False)
+        project.launchProtocol(imp, wait=True)
+        crop = project.newProtocol(ProtCropResizeVols, objLabel=f"crop {i}", doResize=True,
+                                   resizeOption=ProtCropResizeVols.RESIZE_DIMENSIONS,
+                                   resizeDim=24)
+        crop.inVolume.set(imp)
+        crop.inVolume.setExtended("outputVolume")
+        project.launchProtocol(crop, wait=True)
+        print(f"round {i}: {imp.getStatus()} {crop.getStatus()} {crop.getWorkingDir()}",
+              flush=True)
+        return crop
+
+    crop = one_round(0)
+    tmp = crop._getTmpPath()
+    os.makedirs(tmp, exist_ok=True)
+    for i in range(files):
+        with open(os.path.join(tmp, f"particle_{i:06d}.mrc"), "wb") as f:
+            f.write(b"scratch %d" % i)
+    print(f"filled {tmp} with {files} files", flush=True)
+    end = time.monotonic() + 900
+    while not os.path.exists(gate):
+        if time.monotonic() > end:
+            sys.exit("the gate never opened")
+        time.sleep(0.2)
+    crop.cleanTmp()  # Scipion's own: what it does when a run ends
+    print(f"cleanTmp done: {tmp} holds {len(os.listdir(tmp)) if os.path.isdir(tmp) else 0}",
+          flush=True)
+    later = one_round(1)
+    print(f"later run {later.getWorkingDir()}", flush=True)
+
+
 def check(report: str, paths: list[str], items: bool) -> None:
     """For each project: databases intact, it loads, each run's status, each finished run's
     outputs resolve (set files there, sizes as recorded, item files present)."""
@@ -153,6 +205,8 @@ if __name__ == "__main__":
         make_data(args[0], int(args[1]))
     elif cmd == "run":
         run(args[0], args[1], args[2], int(args[3]))
+    elif cmd == "cleantmp":
+        clean_tmp(args[0], args[1], args[2], int(args[3]), args[4])
     elif cmd == "check":
         check(args[0], [a for a in args[1:] if a != "--items"], "--items" in args)
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import click
@@ -10,7 +11,8 @@ from rich.markup import escape
 from ..errors import RefusedError, UsageError
 from ..plan import save_listing
 from ..stopping import stop_on_signals
-from ..wording import count, human_size
+from ..deletion_guard import held_warning
+from ..wording import count, human_size, show_path
 from . import options
 from .options import (common_options, env_option, err, jobs_option, log_to_work, make_options, out,
                       safety_flag, stale_after_option, status_dir_option, wait_option)
@@ -33,8 +35,8 @@ from .options import (common_options, env_option, err, jobs_option, log_to_work,
                   "deploy what the primary holds. Asks for confirmation unless --yes.")
 @safety_flag("--yes", "-y", help="Do not ask before --discard-local sets files aside.")
 @safety_flag("--allow-mass-delete",
-             help="With --resume: allow the save of the unsaved work to delete more than half "
-                  "of the files on the primary (the working copy lost them on purpose).")
+             help="With --resume: let the save of the unsaved work carry out the deletions "
+                  "the deletion guard holds (the working copy lost them on purpose).")
 @safety_flag("--take-over-stale",
              help="If a daemon holds the lock, watch its heartbeat for the lock's stale-after "
                  "time (on this machine's clock) and take the lock over if it never changes, or "
@@ -117,13 +119,18 @@ def deploy(ctx, primary, work, resume, discard_local, yes, take_over_stale, dry_
 @wait_option
 @env_option("--dry-run", "-n", is_flag=True,
             help="Show every path the save would upload, create, move to the trash or "
-                 "remove (the first 20 of each kind; all with -v), and change nothing. "
-                 "Exits 5 if the real save would be refused, and says why.")
+                 "remove (the first 20 of each kind; all with -v), and the deletions the "
+                 "deletion guard would hold; change nothing. Exits 5 if the real save would "
+                 "be refused, and says why.")
 @safety_flag("--allow-mass-delete",
-             help="Allow a save that deletes more than --mass-delete-threshold of the files "
-                  "on the primary.")
+             help="Carry out the deletions the deletion guard holds (the working copy looked "
+                  "wrong to it): you deleted them on purpose.")
 @env_option("--mass-delete-threshold", type=click.FloatRange(0, 1), default=0.5,
-            show_default=True, help="Share of the primary's files a save may delete.")
+            show_default=True,
+            help="The deletion guard holds a save's deletions (the rest is saved) when more "
+                 "than this share of the top-level files and folders the index knows are "
+                 "gone, and with them more than this share of its files; or when none of its "
+                 "files is left. A cleaned tmp/ or a deleted run never trips it.")
 @env_option("--trash-retention-days", type=click.FloatRange(0), default=7.0, show_default=True,
             help="Trash batches older than this are purged by saves.")
 @env_option("--no-fsync", is_flag=True,
@@ -135,9 +142,10 @@ def save(ctx, work, dry_run, allow_mass_delete, **_):
     trash, rewrite the link manifest. Only what changed is touched; a save with no change
     makes no per-file call on the primary.
 
-    Refuses (exit 5) if WORK has no work marker (an unmounted volume looks like that) or if
-    the save would delete more than half the primary's files. Exits 4 if the lock is not
-    held by this working copy.
+    Refuses (exit 5) if WORK has no work marker (an unmounted volume looks like that).
+    If WORK looks wrong (most of its top level gone, or nothing left), the deletions are
+    held and everything else is saved: exit 0 with a warning naming them; --allow-mass-delete
+    carries them out. Exits 4 if the lock is not held by this working copy.
     """
     from ..save import save as run_save
 
@@ -159,6 +167,8 @@ def save(ctx, work, dry_run, allow_mass_delete, **_):
         limit = None if ctx.params.get("verbose") else 20
         for line in save_listing(report.planned, limit):
             out.print(line, markup=False)
+        if report.held:
+            held_lines(report.held, report.held_paths, limit)
         if report.refused is not None:
             would_be_refused(report.refused)
         return
@@ -181,6 +191,27 @@ def save(ctx, work, dry_run, allow_mass_delete, **_):
     for path in report.kept_dirs:
         err.print(f"[yellow]note:[/] folder {path} kept on the primary: it holds files "
                   "spaceport never saw")
+    if report.held:
+        warn_held(report.held, f"run: spaceport save --allow-mass-delete {work}")
+
+
+def warn_held(summary: dict, how_to_confirm: str) -> None:
+    """A save that held deletions: a yellow warning, exit 0 (everything else was saved, and
+    the primary lost nothing; status lists them until they are confirmed or come back)."""
+    text = held_warning(summary, how_to_confirm)
+    err.print("[yellow]warning:[/] " + escape(text))
+    options._to_work_logs(logging.WARNING, text)  # the terminal has it; the work log too
+
+
+def held_lines(summary: dict, paths: list[str], limit: int | None) -> None:
+    """A dry run's listing of what the deletion guard would hold."""
+    out.print(f"{'hold:':<15}{count(summary['count'], 'deletion')} (the deletion guard: "
+              f"{summary['reason']}; --allow-mass-delete carries them out)", markup=False)
+    shown = paths if limit is None else paths[:limit]
+    for path in shown:
+        out.print(f"  {show_path(path)}", markup=False)
+    if len(paths) > len(shown):
+        out.print(f"  ... and {len(paths) - len(shown)} more (-v lists them all)", markup=False)
 
 
 @click.command()
@@ -190,8 +221,10 @@ def save(ctx, work, dry_run, allow_mass_delete, **_):
 @wait_option
 @env_option("--keep-work", is_flag=True, help="Keep the working copy after the final save.")
 @safety_flag("--allow-mass-delete",
-             help="Allow a final save that deletes more than half of the files on the "
-                  "primary.")
+             help="Let the final save carry out the deletions the deletion guard holds (the "
+                  "working copy looked wrong to it). Without it, an undeploy whose final save "
+                  "held deletions saves everything else, then stops (exit 5) keeping the lock "
+                  "and the working copy.")
 @env_option("--checksum", is_flag=True,
             help="Before the working copy is removed, compare every file's content with the "
                  "primary's (reads both sides). Catches what no change of size or time shows: "

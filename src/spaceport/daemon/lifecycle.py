@@ -70,6 +70,8 @@ class Daemon:
         self._signals: list[int] = []
         self._applied = 0
         self._clone_lock = threading.Lock()
+        self.held_paths: list[str] = []  # deletions the last save held (deletion_guard)
+        self.confirmed: frozenset[str] = frozenset()  # of those, confirmed: the next save
 
     # -- the life ------------------------------------------------------------------
     def run(self) -> int:
@@ -291,8 +293,14 @@ class Daemon:
         return min(self.cfg.interval, first * 2 ** (failures - 1))
 
     def _save_worker(self, task: str):
+        confirmed = self.confirmed
         with self.primary_busy:
-            return save(self.cfg.work, self.opts, task=task, stop=self.save_stop)
+            report = save(self.cfg.work, self.opts, task=task, stop=self.save_stop,
+                          confirmed=confirmed)
+        self.held_paths = report.held_paths
+        if confirmed and self.confirmed is confirmed:
+            self.confirmed = frozenset()  # carried out; a new confirmation is needed for more
+        return report
 
     def _autosave_done(self, worker: Worker) -> bool:
         if worker.error is None:
@@ -376,8 +384,18 @@ class Daemon:
         with self.primary_busy:
             # Saved and proven saved (spaceport.undeploy): what the primary lost meanwhile is
             # saved again; a file that keeps changing keeps the lock and the working copy.
-            report = final_save(self.cfg.work, marker, self.opts, stop=self.abort)
+            report = final_save(self.cfg.work, marker, self.opts, stop=self.abort,
+                                confirmed=self.confirmed)
             self.state.record_save(time.time() - report.seconds, report=report, task="final save")
+            if report.held:
+                # Nothing is lost (the primary keeps the files) and nothing stays stuck: the
+                # journal on the primary records them, and the lock is released as always.
+                log.warning("the final save held %s (the working copy looks wrong: %s); "
+                            "everything else is saved. They stay on the primary, recorded in "
+                            "its journal ('spaceport status --primary %s'); the lock is "
+                            "released.", count(report.held["count"], "deletion"),
+                            report.held["reason"], self.cfg.primary,
+                            extra=fields(event="deletions-held", held=report.held["count"]))
             with open_primary(self.cfg.primary, marker.token, self.opts) as store:
                 DeploymentLock(store, marker.status_dir, self._adopt(store)).release()
             self.heartbeat.stop(released=True)
@@ -426,6 +444,23 @@ class Daemon:
         self.save_now.set()
         return 202, "a save starts now" if self.autosaver is None else \
             "a save is running; another one follows it"
+
+    def request_confirm_deletions(self) -> tuple[int, str]:
+        """POST /confirm-deletions: the deletions the last save held are carried out by the
+        next save (exactly those paths: the guard still judges anything else)."""
+        if self.fenced.is_set():
+            return 409, "the lock was lost: nothing is saved any more"
+        if self.state.phase != RUNNING:
+            return 409, f"not running (phase {self.state.phase})"
+        paths = self.held_paths
+        if not paths:
+            return 409, "no deletions are held"
+        self.confirmed = frozenset(paths)
+        self.save_now.set()
+        log.info("%s confirmed: the next save carries them out",
+                 count(len(paths), "held deletion"), extra=fields(event="deletions-confirmed"))
+        return 202, (f"{count(len(paths), 'held deletion')} confirmed: the save that starts "
+                     "now moves them to the trash on the primary")
 
     def request_clone(self) -> tuple[int, str]:
         if not self.cfg.source:

@@ -16,6 +16,7 @@ from collections import Counter, defaultdict, deque
 from typing import TYPE_CHECKING
 
 from .. import __version__
+from ..deletion_guard import held_warning
 from ..errors import Interrupted, SpaceportError
 from ..progress import Tracker
 from ..wording import count, duration, human_size
@@ -125,6 +126,8 @@ class State:
         self.last_save: dict | None = None
         self.last_ok_save: float | None = None
         self.last_clone: dict | None = None
+        self.held_deletions: dict | None = None  # what the deletion guard holds (last save)
+        self.special: list[str] = []  # special files the last save skipped
         self._tick = time.monotonic()
         self._last_progress_log = time.monotonic()
 
@@ -173,6 +176,8 @@ class State:
             self.save_seconds += seconds
             if error is None:
                 self.last_ok_save = entry["time"]
+        if report is not None:
+            self.record_held(report)
         if error is None:
             self.solved("save")
             log.info("%s done in %.1f s: %s uploaded, %d moved to the trash", task, seconds,
@@ -180,6 +185,17 @@ class State:
                      extra={"fields": {"event": "save", **entry}})
         else:
             self.problem("save", f"{task} failed: {entry['error']}")
+
+    def record_held(self, report) -> None:
+        """The deletions the save held (said in the log when they change, not at every
+        autosave) and the special files it skipped."""
+        with self._lock:
+            self.held_deletions, self.special = report.held, list(report.special)
+        if report.held and report.held_new:
+            log.warning("%s", held_warning(report.held, "confirm them with POST "
+                                           "/confirm-deletions (token) or on this page"),
+                        extra={"fields": {"event": "deletions-held",
+                                          "held": report.held["count"]}})
 
     def record_clone(self, started: float, *, report=None, error: BaseException | None = None):
         entry = {"time": time.time(), "seconds": round(time.time() - started, 3),
@@ -230,6 +246,7 @@ class State:
                 "saves": {"ok": self.saves["ok"], "failed": self.saves["failed"],
                           "seconds_total": round(self.save_seconds, 3)},
                 "last_clone": self.last_clone, "errors": list(self.errors)[::-1],
+                "held_deletions": self.held_deletions, "special": list(self.special),
                 "error_counts": dict(self.error_counts), "exit_code": self.exit_code,
             }
 

@@ -2,8 +2,9 @@
 
 ``/`` progress page (auto-refresh) · ``/status`` JSON · ``/metrics`` Prometheus text ·
 ``/healthz`` 200 while the daemon lives (even with OneData unreachable; 503 only if its main
-loop is stuck) · ``/readyz`` 200 only when stage-in is done · ``POST /save``, ``POST /clone``
-with ``Authorization: Bearer <token>``.
+loop is stuck) · ``/readyz`` 200 only when stage-in is done · ``POST /save``, ``POST /clone``,
+``POST /confirm-deletions`` (the deletions the deletion guard holds are carried out by the
+next save; 409 when none are held) with ``Authorization: Bearer <token>``.
 
 The standard library's ThreadingHTTPServer is enough for a page refreshed by a few people
 and probed by a kubelet. Everything shown comes from :meth:`State.snapshot`, which holds no
@@ -42,6 +43,8 @@ class Backend(Protocol):
     def request_save(self) -> tuple[int, str]: ...
 
     def request_clone(self) -> tuple[int, str]: ...
+
+    def request_confirm_deletions(self) -> tuple[int, str]: ...
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -126,7 +129,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         self._drain()
         actions = {"/save": self.server.backend.request_save,
-                   "/clone": self.server.backend.request_clone}
+                   "/clone": self.server.backend.request_clone,
+                   "/confirm-deletions": self.server.backend.request_confirm_deletions}
         if path not in actions:
             self._json(404, {"error": "not found"})
             return
@@ -294,7 +298,7 @@ def render_page(s: dict) -> str:
 <p class="muted">{e(s["message"])} · since {e(_ago(s["now"] - s["phase_since"]))}</p>{health}
 </section>
 <section><h2>Progress</h2>{_tasks(s)}</section>
-<section><h2>Saves</h2>{_saves(s)}</section>
+<section><h2>Saves</h2>{_saves(s)}</section>{_held(s)}
 <section><h2>Errors</h2>{_errors(s)}</section>
 <footer>Updated {e(_clock(s["now"]))} · refreshes every {REFRESH_SECONDS} s · spaceport
 {e(s["version"])}{_deployment(s)}</footer>
@@ -380,6 +384,29 @@ def _saves(s: dict) -> str:
                                    + ("succeeded" if c["ok"] else "failed")))
     return "<table>" + "".join(f"<tr><td>{e(k)}</td><td>{e(v)}</td></tr>" for k, v in rows) \
         + "</table>"
+
+
+def _held(s: dict) -> str:
+    """Deletions the deletion guard holds, and special files not saved: a section only when
+    there are any."""
+    parts = []
+    held = s.get("held_deletions")
+    if held:
+        paths = "".join(f"<li>{e(p)}</li>" for p in held["sample"][:10])
+        more = held["count"] - min(len(held["sample"]), 10)
+        parts.append(
+            f'<section><h2>Deletions held</h2><p class="err">{e(count(held["count"], "deletion"))}'
+            f' held since {e(held.get("since"))}: the working copy looks wrong: '
+            f'{e(held["reason"])}.</p><p>Everything else is saved; these files stay on primary '
+            f'storage. If they were deleted on purpose, confirm with <code>POST '
+            f'/confirm-deletions</code> (token).</p><ul>{paths}</ul>'
+            + (f'<p class="muted">… and {e(more)} more</p>' if more > 0 else "") + "</section>")
+    special = s.get("special") or []
+    if special:
+        items = "".join(f"<li>{e(p)}</li>" for p in special[:20])
+        parts.append(f'<section><h2>Not saved</h2><p>{e(count(len(special), "special file"))} '
+                     f'(fifo, socket, device) cannot be saved:</p><ul>{items}</ul></section>')
+    return "".join(parts)
 
 
 def _errors(s: dict) -> str:
