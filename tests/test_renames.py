@@ -423,3 +423,23 @@ def test_random_moves_and_edits_leave_the_primary_as_a_plain_upload_would(
     assert report.trash_batch is None or report.deleted
     assert not pending_changes(work, require_marker(work)).pending  # the index agrees
     assert save(work, opts).uploaded == 0
+
+
+def test_links_in_a_moved_folder_are_recorded_at_their_new_path(dirs, opts, tmp_path):
+    primary, work = dirs
+    write(primary, "A/a.txt", b"a")
+    deploy(primary, work, opts)
+    os.symlink("a.txt", os.path.join(work, "A/link"))
+    save(work, opts)
+    os.rename(os.path.join(work, "A"), os.path.join(work, "X"))
+    report = save(work, opts)
+    assert (report.moved, report.uploaded, report.manifest_written) == (1, 0, True)
+    manifest = open(os.path.join(primary, DEFAULT_STATUS_DIR, "links.jsonl")).read()
+    assert '"X/link"' in manifest and '"A/link"' not in manifest
+    again = save(work, opts)
+    assert not again.manifest_written and again.uploaded == 0  # nothing left to say
+    other = str(tmp_path / "other")
+    from spaceport.undeploy import undeploy
+    undeploy(work, opts)
+    deploy(primary, other, opts)
+    assert os.readlink(os.path.join(other, "X/link")) == "a.txt"

@@ -253,15 +253,16 @@ class Index:
         """Move the row of ``old`` and every row under it to ``new``, in one transaction,
         each row otherwise kept as it is (what the primary holds did not change: it was
         renamed). Rows that were at ``new`` or under it are dropped first: the rename on
-        the primary only succeeds where nothing was. Returns how many rows moved."""
+        the primary only succeeds where nothing was. Link rows stay: links are not on the
+        primary, and the save writes the manifest again. Returns how many rows moved."""
         old_b, new_b = _b(old), _b(new)
         low, high = old_b + b"/", old_b + b"0"  # "0" follows "/": every path under old
+        under = "(path=? OR (path>=? AND path<?)) AND kind!=?"
         with self._tx():
-            rows = self.db.execute(
-                f"SELECT {_COLUMNS} FROM entries WHERE path=? OR (path>=? AND path<?)",
-                (old_b, low, high)).fetchall()
-            self.db.execute("DELETE FROM entries WHERE path=? OR (path>=? AND path<?)",
-                            (old_b, low, high))
+            rows = self.db.execute(f"SELECT {_COLUMNS} FROM entries WHERE {under}",
+                                   (old_b, low, high, int(Kind.LINK))).fetchall()
+            self.db.execute(f"DELETE FROM entries WHERE {under}",
+                            (old_b, low, high, int(Kind.LINK)))
             self.db.execute("DELETE FROM entries WHERE path=? OR (path>=? AND path<?)",
                             (new_b, new_b + b"/", new_b + b"0"))
             self.db.executemany(

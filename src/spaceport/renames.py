@@ -160,7 +160,7 @@ def find_moves(scan: ScanResult, known: Mapping[str, Known], same: set[str]) -> 
     moves = _folder_moves(gone_dirs, new_dirs, rows, entries, same)
     moved = _rekeyed(known, moves)
     moves += _file_moves(gone_files, new_files, moved, moves, entries)
-    return FoundMoves(moves, moved, _adopt_folders(moved, entries))
+    return FoundMoves(moves, moved, _adopt_folders(moved, entries, moves))
 
 
 def _folder_moves(gone: dict[int, list[str]], new: dict[int, list[str]], rows: _Rows,
@@ -247,7 +247,10 @@ def _rekeyed(known: Mapping[str, Known], moves: list[Move]) -> dict[str, Known]:
     moved = dict(known)
     for m in moves:
         prefix = m.old + "/"
-        carried = [p for p in moved if p == m.old or p.startswith(prefix)]
+        # Links are not on the primary (they are in the manifest): their rows stay, so the
+        # manifest is written again with them at their new path.
+        carried = [p for p, row in moved.items() if (p == m.old or p.startswith(prefix))
+                   and row.entry.kind is not Kind.LINK]
         taken = {p: moved.pop(p) for p in carried}
         for p, row in taken.items():
             path = m.new + p[len(m.old):]
@@ -273,12 +276,15 @@ def _file_moves(gone: dict[tuple, list[str]], new: dict[tuple, list[str]],
     return found
 
 
-def _adopt_folders(known: Mapping[str, Known], entries: Mapping[str, Entry]) -> list[Known]:
+def _adopt_folders(known: Mapping[str, Known], entries: Mapping[str, Entry],
+                   moves: list[Move] = ()) -> list[Known]:
     """Folder rows whose folder is another one now (deleted and made again, or swapped
-    with another) or whose inode was never recorded: given the inode they have now."""
+    with another) or whose inode was never recorded: given the inode they have now. Not
+    under a moved folder: those rows are written by the move, once it is made."""
     adopt = []
+    landed = [m for m in moves if m.kind is Kind.DIR]
     for path, row in known.items():
-        if row.entry.kind is not Kind.DIR:
+        if row.entry.kind is not Kind.DIR or any(m.lands(path) for m in landed):
             continue
         now = entries.get(path)
         if now is not None and now.kind is Kind.DIR and now.ino != row.entry.ino and \

@@ -752,6 +752,8 @@ class _SaveRun:
             manifest_notes(self.index), what=f"write {MANIFEST_NAME}"))
         for entry in plan.links:
             self.recorder.done(Known(entry, None, None))
+        for path in plan.removed_links:  # else the manifest is written at every save again
+            self.recorder.forget(path)
         self.recorder.flush()
         self.index.set_meta(MANIFEST_STATE, "ok")
         self.report.manifest_written = True
