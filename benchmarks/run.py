@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -156,16 +157,20 @@ def write_outputs(run: dict, out: str | None, json_path: str | None) -> None:
 
 
 def kept_sections(path: str) -> str:
-    """Sections other benchmarks wrote into the file (benchmarks.snapshots): kept."""
-    from .snapshots import BEGIN, END
+    """Sections other benchmarks wrote into the file (benchmarks.snapshots,
+    benchmarks.renames, any ``<!-- benchmarks.NAME: begin -->`` ... ``end -->``): kept,
+    in the order they were in."""
     try:
         with open(path) as f:
             doc = f.read()
     except FileNotFoundError:
         return ""
-    if BEGIN not in doc or END not in doc:
-        return ""
-    return "\n" + doc[doc.index(BEGIN):doc.index(END) + len(END)] + "\n"
+    kept = [m.group(0) for m in SECTION.finditer(doc)]
+    return "".join("\n" + section + "\n" for section in kept)
+
+
+SECTION = re.compile(r"<!-- benchmarks\.(?P<name>[A-Za-z0-9_]+): begin -->.*?"
+                     r"<!-- benchmarks\.(?P=name): end -->", re.S)
 
 
 def dump_run(run: dict) -> dict:

@@ -188,12 +188,15 @@ class Index:
 
         One pass over the table without an object per row: a save with nothing changed of
         10^6 files holds no copy of the index. Files, nearly every row, are compared field
-        by field here; other kinds through :func:`~spaceport.scan.signature`.
+        by field here; other kinds through :func:`~spaceport.scan.signature`. A folder row
+        also names its inode (which tells a moved folder): one without it (written before
+        renames were detected) is adopted like a format-1 row; one with another inode
+        differs, though its signature is equal.
         """
         differ: dict[str, Known] = {}
         same: set[str] = set()
         adopt: list[Known] = []
-        get, add, file = entries.get, same.add, int(Kind.FILE)
+        get, add, file, folder = entries.get, same.add, int(Kind.FILE), int(Kind.DIR)
         with paused_gc():
             for path, kind, size, mtime_ns, mode, ino, target, psize, pmtime_ns, ctime_ns in \
                     self.db.execute(f"SELECT {_COLUMNS} FROM entries"):
@@ -212,8 +215,14 @@ class Index:
                                 continue
                     elif entry.sig() == signature(_kind(kind), size, mtime_ns, mode, ino,
                                                   _t(target), ctime_ns):
-                        add(entry.path)
-                        continue
+                        if kind != folder or ino == entry.ino:
+                            add(entry.path)
+                            continue
+                        if not ino:  # a folder row without its inode (before renames)
+                            add(entry.path)
+                            adopt.append(Known(entry, psize, pmtime_ns))
+                            continue
+                        # Another folder under this name: spaceport.renames decides.
                 differ[path] = Known(Entry(path, _kind(kind), size, mtime_ns, mode, ino,
                                            _t(target), ctime_ns), psize, pmtime_ns)
         return differ, same, adopt
@@ -246,6 +255,27 @@ class Index:
             self.db.executemany("DELETE FROM entries WHERE path=?", [(_b(p),) for p in forget])
             self.db.executemany("DELETE FROM inflight WHERE side=? AND tmp=?",
                                 [(side, _b(tmp)) for side, tmp in finished_tmps])
+
+    def rekey(self, old: str, new: str) -> int:
+        """Move the row of ``old`` and every row under it to ``new``, in one transaction,
+        each row otherwise kept as it is (what the primary holds did not change: it was
+        renamed). Rows that were at ``new`` or under it are dropped first: the rename on
+        the primary only succeeds where nothing was. Link rows stay: links are not on the
+        primary, and the save writes the manifest again. Returns how many rows moved."""
+        old_b, new_b = _b(old), _b(new)
+        low, high = old_b + b"/", old_b + b"0"  # "0" follows "/": every path under old
+        under = "(path=? OR (path>=? AND path<?)) AND kind!=?"
+        with self._tx():
+            rows = self.db.execute(f"SELECT {_COLUMNS} FROM entries WHERE {under}",
+                                   (old_b, low, high, int(Kind.LINK))).fetchall()
+            self.db.execute(f"DELETE FROM entries WHERE {under}",
+                            (old_b, low, high, int(Kind.LINK)))
+            self.db.execute("DELETE FROM entries WHERE path=? OR (path>=? AND path<?)",
+                            (new_b, new_b + b"/", new_b + b"0"))
+            self.db.executemany(
+                f"INSERT INTO entries ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [(new_b + row[0][len(old_b):], *row[1:]) for row in rows])
+        return len(rows)
 
     def invalidate(self, paths: Iterable[str]) -> None:
         """Make rows prove nothing (the next save uploads those files), keeping what they

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from .index import Index, Known
 from .invariant import proven
 from .links import Link, capture
+from .renames import Move, find_moves, moves_in_words
 from .scan import Entry, Kind, ScanResult
 from .wording import count, human_size, show_path
 
@@ -50,6 +51,7 @@ class SavePlan:
     unchanged: int = 0
     kept_unknown: list[str] = field(default_factory=list)  # under unreadable dirs
     adopt: list[Known] = field(default_factory=list)  # format-1 rows given their ctime
+    moves: list[Move] = field(default_factory=list)  # renames, in the order they are made
 
     @property
     def upload_bytes(self) -> int:
@@ -62,19 +64,21 @@ class SavePlan:
     @property
     def pending(self) -> bool:
         return bool(self.mkdirs or self.chmods or self.uploads or self.replaced or self.deletes
-                    or self.links_changed)
+                    or self.links_changed or self.moves)
 
     def summary(self) -> dict:
         return {"new_dirs": len(self.mkdirs), "files_to_upload": len(self.uploads),
                 "bytes_to_upload": self.upload_bytes, "files_to_delete": self.deleted_files,
                 "entries_to_delete": len(self.deletes) + len(self.replaced),
                 "links": len(self.links), "links_changed": self.links_changed,
-                "unchanged": self.unchanged}
+                "unchanged": self.unchanged, "moves": len(self.moves)}
 
 
 def unsaved_summary(s: dict) -> str:
     """A plan's summary in words: "2 files to upload (1.2 MiB), 1 deletion, links changed"."""
     parts = [f"{count(s['files_to_upload'], 'file')} to upload ({human_size(s['bytes_to_upload'])})"]
+    if s.get("moves"):
+        parts.append(count(s["moves"], "move"))
     if s["new_dirs"]:
         parts.append(count(s["new_dirs"], "new folder"))
     if s["entries_to_delete"]:
@@ -84,14 +88,32 @@ def unsaved_summary(s: dict) -> str:
     return ", ".join(parts)
 
 
-def plan_save(scan: ScanResult, known: Mapping[str, Known] | Index) -> SavePlan:
+def plan_save(scan: ScanResult, known: Mapping[str, Known] | Index, *,
+              renames: bool = True) -> SavePlan:
     """What a save must do. ``known`` is the index or what its ``load()`` returns; given the
     index, its rows are streamed and only those that differ from the scan become objects,
-    so a save with nothing changed never holds a copy of the index (10^6 rows)."""
+    so a save with nothing changed never holds a copy of the index (10^6 rows).
+
+    Files and folders moved in the working copy are found first (:mod:`spaceport.renames`):
+    they become ``moves``, and the rest is planned against the rows as they will be once
+    moved, so a moved folder is neither uploaded nor deleted. ``renames=False``: not."""
     same: set[str] = set()
     adopt: list[Known] = []
     if isinstance(known, Index):
         known, same, adopt = known.diff(scan.entries)
+    moves: list[Move] = []
+    if renames:
+        found = find_moves(scan, known, same)
+        moves, known, adopt = found.moves, found.known, adopt + found.adopt
+    plan = _plan_changes(scan, known, same, adopt)
+    plan.moves = moves
+    return plan
+
+
+def _plan_changes(scan: ScanResult, known: Mapping[str, Known], same: set[str],
+                  adopt: list[Known]) -> SavePlan:
+    """The uploads, new folders and deletions that make the primary equal the scan, given
+    the rows that differ from it (``known``) and the paths whose row equals it (``same``)."""
     plan = SavePlan(adopt=adopt)
     for path, entry in scan.entries.items():
         if path in same:
@@ -150,6 +172,10 @@ def save_listing(plan: SavePlan, limit: int | None = 20) -> list[str]:
         return [show_path(p) for p in sorted(paths)]
 
     kinds = [
+        ("move", moves_in_words(plan.moves),
+         [f"{show_path(m.old)}{'/' * (m.kind is Kind.DIR)} -> "
+          f"{show_path(m.new)}{'/' * (m.kind is Kind.DIR)}"
+          for m in plan.moves]),
         ("upload", f"{count(len(plan.uploads), 'file')} ({human_size(plan.upload_bytes)})",
          shown(e.path for e in plan.uploads)),
         ("create", count(len(plan.mkdirs), "folder"), shown(e.path for e in plan.mkdirs)),

@@ -33,6 +33,7 @@ from .lock import (DeploymentLock, LockKeeper, WorkCopy, iso, lock_id, read_lock
 from .marker import (DEPLOYING, MARKER_DIR, REMOVING, UNDEPLOYED, Marker, index_path,
                      require_marker, work_id)
 from .plan import SavePlan, by_depth, links_for_manifest, plan_save
+from .renames import Move, ancestors, depends_on, plan_without
 from .retry import is_unavailable, retry_call, unavailable
 from .scan import Entry, Kind, ScanResult, scan_tree
 from .snapshot import (Snapshotter, companions_before_databases, fold_companions,
@@ -61,6 +62,7 @@ class SaveReport:
     uploaded_bytes: int = 0
     dirs_created: int = 0
     deleted: int = 0
+    moved: int = 0  # files and folders renamed on the primary (a folder: one, whatever it holds)
     kept_dirs: list[str] = field(default_factory=list)  # not removed: hold unknown files
     trash_batch: str | None = None
     conflicts: list[tuple[str, str]] = field(default_factory=list)  # (path, primary's kept as)
@@ -276,6 +278,7 @@ def _save_held(work_path: str, opts: Options, dry_run: bool, allow_mass_delete: 
             run = _SaveRun(primary, work, index, lock, marker, opts, report, task)
             run.snapshots, run.unreadable = snapshots, scan.unreadable
             run.unsettled = set(unsettled)
+            run.entries = scan.entries
             run.stop = stop or threading.Event()
             keep_conflicts = keep_conflicts or index.get_meta(REBUILT) == "1"
             with LockKeeper(lock, opts.heartbeat_interval, fence=run.fence) as keeper:
@@ -353,6 +356,7 @@ class _SaveRun:
         self.snapshots: Snapshotter | None = None
         self.unreadable: dict[str, OSError] = {}  # folders the scan could not list
         self.unsettled: set[str] = set()  # databases without an early snapshot: they wait
+        self.entries: dict[str, Entry] = {}  # the scan the plan was made from
         self._attached_at = time.monotonic()
         self._detached: StorageUnavailableError | None = None
 
@@ -385,6 +389,8 @@ class _SaveRun:
 
     def execute(self, plan: SavePlan, keep_conflicts: bool) -> None:
         try:
+            self._move_all(plan)  # first: what a move carries is neither uploaded nor trashed
+            self._stopped()
             self._clear_replaced(plan)
             self._make_dirs(plan)
             self._stopped()
@@ -403,6 +409,95 @@ class _SaveRun:
             self._write_links(plan)
         finally:
             self.recorder.flush()
+
+    # -- renames (spaceport.renames) -------------------------------------------------
+    def _move_all(self, plan: SavePlan) -> None:
+        """The moves found in the working copy, one rename each on the primary, in order.
+
+        Each rename is fenced and never replaces an entry; the index rows follow only once
+        it is made (a save killed in between finds the move made and only rekeys: see
+        :meth:`_made_already`). A move that cannot be made (its new name taken on the
+        primary by something spaceport does not know) is saved as before renames: what is
+        at its new path is uploaded; its old files stay known where they were, and the
+        next save deletes them (through the deletion guard). So do the moves after it that
+        depend on it."""
+        new_dirs = {e.path: e for e in plan.mkdirs}
+        not_made: list[Move] = []
+        for move in list(plan.moves):
+            self._stopped()
+            if any(depends_on(move, other) for other in not_made):
+                not_made.append(move)
+                continue
+            reason = self._move(move, new_dirs)
+            if reason is None:
+                self.report.moved += 1
+                continue
+            not_made.append(move)
+            log.warning("%s could not be moved to %s on the primary (%s): it is uploaded there "
+                        "instead, and the next save deletes the old copy", move.old, move.new,
+                        reason)
+        for move in not_made:
+            plan_without(plan, move, self.entries)
+
+    def _move(self, move: Move, new_dirs: dict[str, Entry]) -> str | None:
+        """One move; None once made and recorded, else why it was not made."""
+        old, new = move.old, move.new
+        for parent in [p for p in ancestors(new) if p in new_dirs]:  # a new folder first
+            self.check()
+            try:
+                self.fence.commit(f"{parent}/ (created)", lambda: self.retry(
+                    self.primary.mkdir, parent, new_dirs[parent].mode | 0o700,
+                    what=f"create folder {parent}"))
+            except FileExistsError:
+                pass
+        self.check()
+        try:
+            self.fence.commit(f"{old} -> {new} (moved)", lambda: self.retry(
+                self._rename_noreplace, old, new, what=f"move {old} to {new}"))
+        except (FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
+            if not self._made_already(move):
+                return "its new name is taken there" if isinstance(exc, FileExistsError) \
+                    else f"{exc.strerror or exc}"
+        except OSError as exc:
+            if is_unavailable(exc):
+                raise
+            return f"{exc.strerror or exc}"
+        self.recorder.flush()
+        self.index.rekey(old, new)
+        return None
+
+    def _rename_noreplace(self, old: str, new: str) -> None:
+        try:
+            self.primary.rename_noreplace(old, new)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise
+            # No RENAME_NOREPLACE on this storage: look, then rename (we hold the lock).
+            if self.primary.exists(new):
+                raise FileExistsError(errno.EEXIST, "exists", new) from None
+            self.primary.rename(old, new)
+
+    def _made_already(self, move: Move) -> bool:
+        """A rename that did not happen now: was it made before (a killed save, or a
+        retried call whose first try landed)? Yes if the old path is gone and the new one
+        holds what the rows say (a file: the size and mtime it was saved with)."""
+        if self.primary.exists(move.old):
+            return False
+        try:
+            st = self.primary.lstat(move.new)
+        except FileNotFoundError:
+            return False
+        if stat_mod.S_ISDIR(st.st_mode) != (move.kind is Kind.DIR):
+            return False
+        if move.expect is None:
+            return True  # a folder that carried no file: its name is what is left to check
+        rel, psize, pmtime_ns = move.expect
+        if rel:
+            try:
+                st = self.primary.lstat(join(move.new, rel))
+            except FileNotFoundError:
+                return False
+        return (st.st_size, st.st_mtime_ns) == (psize, pmtime_ns)
 
     def _stopped(self) -> None:
         """Between steps: a signal (or the daemon) asked to stop; what landed is recorded."""
@@ -671,6 +766,8 @@ class _SaveRun:
             manifest_notes(self.index), what=f"write {MANIFEST_NAME}"))
         for entry in plan.links:
             self.recorder.done(Known(entry, None, None))
+        for path in plan.removed_links:  # else the manifest is written at every save again
+            self.recorder.forget(path)
         self.recorder.flush()
         self.index.set_meta(MANIFEST_STATE, "ok")
         self.report.manifest_written = True
@@ -697,6 +794,7 @@ class _SaveRun:
         line = {"time": stamp, "deployment_id": self.marker.deployment_id,
                 "host": self.lock.info.host, "instance": self.lock.info.instance,
                 "uploaded": r.uploaded, "bytes": r.uploaded_bytes, "deleted": r.deleted,
+                "moved": r.moved,
                 "trash": r.trash_batch, "seconds": round(r.seconds, 3)}
         # Held deletions are on the record when they change, and at a final save: the
         # working copy that knew them may be gone after it (status --primary shows them).
@@ -704,7 +802,8 @@ class _SaveRun:
         if held:
             line["held_deletions"] = {k: r.held[k] for k in
                                       ("count", "files", "reason", "top_level", "sample")}
-        if not (r.uploaded or r.deleted or r.dirs_created or r.manifest_written or held):
+        if not (r.uploaded or r.deleted or r.dirs_created or r.manifest_written or r.moved
+                or held):
             return  # keep the journal to saves that changed something
         try:
             self.fence.commit(JOURNAL_NAME, lambda: self.primary.append_bytes(

@@ -93,7 +93,7 @@ def _entry(store: Store, path: str, st) -> Entry | None:
         return Entry(path, Kind.FILE, st.st_size, st.st_mtime_ns, stat_mod.S_IMODE(mode),
                      st.st_ino, None, st.st_ctime_ns)
     if stat_mod.S_ISDIR(mode):
-        return Entry(path, Kind.DIR, mode=stat_mod.S_IMODE(mode))
+        return Entry(path, Kind.DIR, mode=stat_mod.S_IMODE(mode), ino=st.st_ino)
     if stat_mod.S_ISLNK(mode):
         return Entry(path, Kind.LINK, target=store.readlink(path))
     return None
@@ -122,7 +122,9 @@ def _list_one(store: Store, rel: str, skip_top: frozenset[str], temp_token: str 
             entries.append(Entry(path, _FILE, st.st_size, st.st_mtime_ns, mode & 0o7777,
                                  st.st_ino, None, st.st_ctime_ns))
         elif fmt == _IFDIR:
-            entries.append(Entry(path, _DIR, mode=mode & 0o7777))
+            # The folder's inode is not part of its signature: it only tells a folder
+            # moved in the working copy (spaceport.renames).
+            entries.append(Entry(path, _DIR, mode=mode & 0o7777, ino=st.st_ino))
             subdirs.append(path)
         elif fmt == _IFLNK:
             entries.append(Entry(path, _LINK, target=store.readlink(path)))

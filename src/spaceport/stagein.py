@@ -344,7 +344,16 @@ class StageIn:
             mode_now = mkdir_mode(entry.mode) if entry.path in created else now.mode
             if mode_now != entry.mode:
                 self.work.chmod(entry.path, entry.mode)
-            self.recorder.done(Known(entry, None, None))
+            self.recorder.done(Known(self._work_folder(entry), None, None))
+
+    def _work_folder(self, entry: Entry) -> Entry:
+        """A primary folder's row, with the inode of the working copy's folder (the
+        primary's inode means nothing here; the work one tells a folder moved later)."""
+        try:
+            ino = self.work.lstat(entry.path).st_ino
+        except OSError:
+            ino = 0  # unknown: the next save adopts it
+        return Entry(entry.path, Kind.DIR, mode=entry.mode, ino=ino)
 
     def _forget_others(self, plan: DeployPlan, links: list[Link], known: dict[str, Known]) -> None:
         """Index rows for anything not on the primary now are dropped: the index must

@@ -177,7 +177,8 @@ def format_status(facts: dict) -> str:
             lines.append(f"              {'held by this working copy' if facts['lock_is_ours'] else 'NOT held by this working copy'}")
     pending = facts.get("pending")
     if pending is not None:
-        if pending["files_to_upload"] or pending["entries_to_delete"] or pending["links_changed"] or pending["new_dirs"]:
+        if pending["files_to_upload"] or pending["entries_to_delete"] or pending["links_changed"] or pending["new_dirs"] \
+                or pending.get("moves"):
             lines.append(f"unsaved       {unsaved_summary(pending)}")
         else:
             lines.append("unsaved       nothing: the primary is up to date")

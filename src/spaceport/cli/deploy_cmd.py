@@ -174,6 +174,7 @@ def save(ctx, work, dry_run, allow_mass_delete, **_):
         return
     out.print(f"saved {work}: {count(report.uploaded, 'file')} uploaded "
               f"({human_size(report.uploaded_bytes)})"
+              + (f", {report.moved} moved" if report.moved else "")
               + (f", {count(report.dirs_created, 'folder')} created"
                  if report.dirs_created else "")
               + (f", {count(report.deleted, 'file')} moved to the trash"

@@ -167,7 +167,8 @@ class State:
                  "ok": error is None}
         if report is not None:
             entry.update(uploaded=report.uploaded, bytes=report.uploaded_bytes,
-                         deleted=report.deleted, unchanged=report.plan.get("unchanged", 0))
+                         deleted=report.deleted, moved=getattr(report, "moved", 0),
+                         unchanged=report.plan.get("unchanged", 0))
         if error is not None:
             entry["error"] = describe(error)
         with self._lock:
@@ -180,8 +181,9 @@ class State:
             self.record_held(report)
         if error is None:
             self.solved("save")
-            log.info("%s done in %.1f s: %s uploaded, %d moved to the trash", task, seconds,
-                     count(entry["uploaded"], "file"), entry["deleted"],
+            log.info("%s done in %.1f s: %s uploaded, %d renamed, %d moved to the trash", task,
+                     seconds, count(entry["uploaded"], "file"), entry.get("moved", 0),
+                     entry["deleted"],
                      extra={"fields": {"event": "save", **entry}})
         else:
             self.problem("save", f"{task} failed: {entry['error']}")

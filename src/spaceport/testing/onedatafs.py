@@ -147,6 +147,7 @@ class OneDataOperations(_Base):
         self.utimens_noop = utimens_noop
         self._lock = threading.Lock()
         self._counts = dict.fromkeys(OPS, 0)
+        self._written = 0  # bytes passed to write(), counted like the calls
         self._rules: list[FaultRule] = []
         self._stalls = Stalls(OPS)
         self._after = threading.local()  # stalls to apply once this thread's call is done
@@ -311,7 +312,10 @@ class OneDataOperations(_Base):
 
     def write(self, path: Optional[str], data: bytes, offset: int, fh: int) -> int:
         self._enter("write", path)
-        return os.pwrite(fh, data, offset)
+        written = os.pwrite(fh, data, offset)
+        with self._lock:
+            self._written += written
+        return written
 
     def flush(self, path: Optional[str], fh: int) -> None:
         self._enter("flush", path)
@@ -332,9 +336,10 @@ class OneDataOperations(_Base):
             return self._stall_control(cmd, request)
         with self._lock:
             if cmd == "counts":
-                return {"counts": dict(self._counts)}
+                return {"counts": dict(self._counts), "written": self._written}
             if cmd == "reset_counts":
                 self._counts = dict.fromkeys(OPS, 0)
+                self._written = 0
             elif cmd == "inject":
                 self._rules.append(FaultRule(**request["rule"]).validate())
             elif cmd == "clear_faults":
@@ -605,6 +610,10 @@ class OneDataFS:
 
     def counts(self) -> dict[str, int]:
         return self._request("counts")["counts"]
+
+    def bytes_written(self) -> int:
+        """Bytes written through the mount since the last :meth:`reset_counts`."""
+        return self._request("counts")["written"]
 
     def reset_counts(self) -> None:
         self._request("reset_counts")
