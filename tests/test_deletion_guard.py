@@ -14,13 +14,12 @@ import signal
 import pytest
 
 from spaceport.deploy import deploy
-from spaceport.deletion_guard import HELD_META, HELD_PATHS_META, held_paths
+from spaceport.deletion_guard import HELD_META, held_paths
 from spaceport.errors import RefusedError
 from spaceport.index import Index
 from spaceport.lock import DEFAULT_STATUS_DIR
 from spaceport.marker import index_path
 from spaceport.save import save
-from spaceport.undeploy import undeploy
 
 from conftest import run_cli, write
 from daemon_helpers import read_lock_file
