@@ -50,6 +50,9 @@ class SavePlan:
     unchanged: int = 0
     kept_unknown: list[str] = field(default_factory=list)  # under unreadable dirs
     adopt: list[Known] = field(default_factory=list)  # format-1 rows given their ctime
+    # Uploads that may be appends (spaceport.append): path -> the row saved before. The save
+    # proves each (the saved bytes unchanged) before it writes only the new ones.
+    appends: dict[str, Known] = field(default_factory=dict)
 
     @property
     def upload_bytes(self) -> int:
@@ -82,6 +85,15 @@ def unsaved_summary(s: dict) -> str:
     if s["links_changed"]:
         parts.append("links changed")
     return ", ".join(parts)
+
+
+def may_be_append(entry: Entry, old: Known) -> bool:
+    """A file that grew since it was saved, still the same file (same inode and mode), whose
+    row keeps a digest of the bytes saved: the save may write only what was added, once it
+    proved the saved bytes unchanged (:mod:`spaceport.append`)."""
+    return (old.digest is not None and old.entry.kind is Kind.FILE
+            and entry.ino == old.entry.ino and entry.mode == old.entry.mode
+            and entry.size > old.entry.size and old.psize == old.entry.size)
 
 
 def plan_save(scan: ScanResult, known: Mapping[str, Known] | Index) -> SavePlan:
@@ -117,6 +129,8 @@ def plan_save(scan: ScanResult, known: Mapping[str, Known] | Index) -> SavePlan:
             plan.unchanged += 1
         elif entry.kind is Kind.FILE:
             plan.uploads.append(entry)
+            if old is not None and may_be_append(entry, old):
+                plan.appends[path] = old
         elif old is None:
             plan.mkdirs.append(entry)
         else:

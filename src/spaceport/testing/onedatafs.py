@@ -147,6 +147,7 @@ class OneDataOperations(_Base):
         self.utimens_noop = utimens_noop
         self._lock = threading.Lock()
         self._counts = dict.fromkeys(OPS, 0)
+        self._bytes = dict.fromkeys(IO_OPS, 0)  # bytes read and written through the mount
         self._rules: list[FaultRule] = []
         self._stalls = Stalls(OPS)
         self._after = threading.local()  # stalls to apply once this thread's call is done
@@ -307,11 +308,17 @@ class OneDataOperations(_Base):
 
     def read(self, path: Optional[str], size: int, offset: int, fh: int) -> bytes:
         self._enter("read", path)
-        return os.pread(fh, size, offset)
+        data = os.pread(fh, size, offset)
+        with self._lock:
+            self._bytes["read"] += len(data)
+        return data
 
     def write(self, path: Optional[str], data: bytes, offset: int, fh: int) -> int:
         self._enter("write", path)
-        return os.pwrite(fh, data, offset)
+        n = os.pwrite(fh, data, offset)
+        with self._lock:
+            self._bytes["write"] += n
+        return n
 
     def flush(self, path: Optional[str], fh: int) -> None:
         self._enter("flush", path)
@@ -333,8 +340,11 @@ class OneDataOperations(_Base):
         with self._lock:
             if cmd == "counts":
                 return {"counts": dict(self._counts)}
+            if cmd == "io_bytes":
+                return {"bytes": dict(self._bytes)}
             if cmd == "reset_counts":
                 self._counts = dict.fromkeys(OPS, 0)
+                self._bytes = dict.fromkeys(IO_OPS, 0)
             elif cmd == "inject":
                 self._rules.append(FaultRule(**request["rule"]).validate())
             elif cmd == "clear_faults":
@@ -605,6 +615,11 @@ class OneDataFS:
 
     def counts(self) -> dict[str, int]:
         return self._request("counts")["counts"]
+
+    def io_bytes(self) -> dict[str, int]:
+        """Bytes read and written through the mount: {"read": n, "write": n} (reset with
+        the call counts by :meth:`reset_counts`)."""
+        return self._request("io_bytes")["bytes"]
 
     def reset_counts(self) -> None:
         self._request("reset_counts")
