@@ -202,7 +202,7 @@ WRITER = textwrap.dedent("""
         while not os.path.exists(stop):
             i += 1
             f.write(b"%08d " % i + bytes(rnd.choice(b"abcdefgh") for _ in range(rnd.randrange(20, 3000))) + b"\\n")
-            time.sleep(rnd.random() * 0.03)
+            time.sleep(0.005 + rnd.random() * 0.075)
 """)
 
 
@@ -211,13 +211,15 @@ def test_a_writer_appending_while_saves_run_never_leaves_a_wrong_byte(project, t
     local, there = os.path.join(work, LOG), os.path.join(m.backing, LOG)
     stop = str(tmp_path / "stop-writer")
     writer = subprocess.Popen([sys.executable, "-c", WRITER, local, stop])
-    outcomes = []
+    outcomes, appended = [], 0
+    m.fs.reset_counts()
     try:
         for r in range(8):
             time.sleep(0.2)
             res = run_cli("save", work)
             assert res.code in (0, 1) and "Traceback" not in res.err, res
             outcomes.append(res.code)
+            appended += "1 file appended to" in res.out
             # The writer only appends: whatever landed must be a prefix of the file now.
             landed, now = content(there), content(local)
             assert now.startswith(landed), f"round {r}: the primary holds a wrong byte"
@@ -225,9 +227,15 @@ def test_a_writer_appending_while_saves_run_never_leaves_a_wrong_byte(project, t
     finally:
         open(stop, "w").close()
         assert writer.wait(timeout=20) == 0
+    during = m.fs.io_bytes()["write"]
     written, _ = counted_save(m, work)  # the quiet save
     assert content(there) == content(local)
-    print(f"8 saves beside a writer (exit codes {outcomes}); the quiet save wrote {written}")
+    grown = len(content(local)) - (3 << 20)
+    print(f"8 saves beside a writer (exit codes {outcomes}, {appended} appended): "
+          f"{during} bytes written while the log grew by {grown}; the quiet save wrote "
+          f"{written}")
+    assert appended >= 2  # the writer leaves gaps: saves append between its lines
+
 
 
 # -- a save killed during an append ----------------------------------------------------
