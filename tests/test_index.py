@@ -38,3 +38,56 @@ def test_damaged_index_is_a_format_error(tmp_path):
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(FormatError, match="damaged"):
         Index(str(path))
+
+
+FORMAT_2 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE entries (
+    path BLOB PRIMARY KEY, kind INTEGER NOT NULL, size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL, mode INTEGER NOT NULL, ino INTEGER NOT NULL, target BLOB,
+    psize INTEGER, pmtime_ns INTEGER, ctime_ns INTEGER
+) WITHOUT ROWID;
+CREATE TABLE inflight (
+    side TEXT NOT NULL, path BLOB NOT NULL, tmp BLOB NOT NULL, PRIMARY KEY (side, tmp)
+) WITHOUT ROWID;
+INSERT INTO meta VALUES ('index_format', '2');
+INSERT INTO entries VALUES (X'6c6f67', 1, 5000000, 10, 420, 7, NULL, 5000000, 11, 12);
+"""
+
+
+def test_an_index_of_format_2_is_migrated_its_rows_without_a_digest(tmp_path):
+    """Format 3 adds the digest (issue 12): old rows have none, so a file that grew is
+    uploaded whole once (never appended on faith), and gets one then."""
+    import sqlite3
+
+    from spaceport.index import INDEX_FORMAT
+
+    path = str(tmp_path / "i.sqlite")
+    db = sqlite3.connect(path)
+    db.executescript(FORMAT_2)
+    db.close()
+    index = Index(path)
+    assert index.get_meta("index_format") == str(INDEX_FORMAT) == "3"
+    old = index.get("log")
+    assert (old.entry.size, old.entry.ctime_ns, old.psize, old.digest) == (5000000, 12,
+                                                                           5000000, None)
+    old.digest = b"\x01" * 32
+    index.record([old])
+    assert index.get("log").digest == b"\x01" * 32
+    index.invalidate(["log"])  # a row that proves nothing carries no digest either
+    assert index.get("log").digest is None
+    index.close()
+
+
+def test_appends_in_flight_end_with_their_row_in_one_step(tmp_path):
+    index = Index(str(tmp_path / "i.sqlite"))
+    row = Known(Entry("log", Kind.FILE, 3 << 20, 10, 0o644, 7, None, 12), 3 << 20, 11,
+                b"\x02" * 32)
+    index.start_append("log", 2 << 20)
+    assert index.appending("log") == 2 << 20 and index.appends_in_flight() == {"log": 2 << 20}
+    index.end_append("log", row)
+    assert index.appending("log") is None and index.get("log").digest == b"\x02" * 32
+    index.start_append("other", 5)
+    index.clear()
+    assert index.appends_in_flight() == {}
+    index.close()

@@ -11,8 +11,15 @@ ctime (NULL), which proves nothing (:mod:`spaceport.invariant`); the first save 
 file's ctime into a row whose other fields still match, which is exactly what format 1
 would have decided, and from then on the row is whole.
 
+Format 3 added the digest: the sha256 of the bytes a save put on the primary, kept for big
+plain files only (:mod:`spaceport.append`), so that a file that grew can be saved by writing
+its new bytes alone once its first bytes are proven unchanged. Older rows have none (NULL):
+such a file is uploaded whole once, as before, and has one from then on.
+
 Temporaries being written are recorded first (``inflight``), so the next run removes the
-leftovers of a killed one without listing the primary.
+leftovers of a killed one without listing the primary. So are appends being written
+(``appending``): a primary file longer than its row says is then known to be this copy's own
+unfinished append, finished by the next save, not someone else's change.
 """
 
 from __future__ import annotations
@@ -26,18 +33,20 @@ from typing import Iterable, Iterator
 from .errors import FormatError, VolumeFullError
 from .scan import Entry, Kind, paused_gc, signature
 
-INDEX_FORMAT = 2
+INDEX_FORMAT = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS entries (
     path BLOB PRIMARY KEY, kind INTEGER NOT NULL, size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL, mode INTEGER NOT NULL, ino INTEGER NOT NULL, target BLOB,
-    psize INTEGER, pmtime_ns INTEGER, ctime_ns INTEGER
+    psize INTEGER, pmtime_ns INTEGER, ctime_ns INTEGER, digest BLOB
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS inflight (
     side TEXT NOT NULL, path BLOB NOT NULL, tmp BLOB NOT NULL, PRIMARY KEY (side, tmp)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS appending (path BLOB PRIMARY KEY, saved_size INTEGER NOT NULL)
+    WITHOUT ROWID;
 """
 
 
@@ -58,11 +67,13 @@ def full_error(path: str) -> VolumeFullError:
 
 @dataclass(slots=True)
 class Known:
-    """An index row: the work entry as saved, plus the primary's size and mtime."""
+    """An index row: the work entry as saved, plus the primary's size and mtime, and for a
+    big plain file the sha256 of the bytes saved (:mod:`spaceport.append`)."""
 
     entry: Entry
     psize: int | None
     pmtime_ns: int | None
+    digest: bytes | None = None
 
 
 def _b(path: str) -> bytes:
@@ -88,12 +99,14 @@ def _kind(value: int) -> Kind:
 
 def row_known(row: tuple) -> Known:
     """The :class:`Known` for a tuple of :meth:`Index.rows`."""
-    path, kind, size, mtime_ns, mode, ino, target, psize, pmtime_ns, ctime_ns = row
+    path, kind, size, mtime_ns, mode, ino, target, psize, pmtime_ns, ctime_ns, digest = row
     return Known(Entry(path, kind, size, mtime_ns, mode, ino, target, ctime_ns), psize,
-                 pmtime_ns)
+                 pmtime_ns, digest)
 
 
-_COLUMNS = "path, kind, size, mtime_ns, mode, ino, target, psize, pmtime_ns, ctime_ns"
+_COLUMNS = ("path, kind, size, mtime_ns, mode, ino, target, psize, pmtime_ns, ctime_ns, "
+            "digest")
+_PLACEHOLDERS = ",".join("?" * len(_COLUMNS.split(",")))
 
 
 class Index:
@@ -124,11 +137,14 @@ class Index:
             self._migrate(int(version))
 
     def _migrate(self, version: int) -> None:
-        """Format 1 -> 2: the ctime column, unknown (NULL) in every old row."""
+        """Format 1 -> 2: the ctime column; 2 -> 3: the digest column; unknown (NULL) in
+        every old row."""
         with self._tx():
             columns = {row[1] for row in self.db.execute("PRAGMA table_info(entries)")}
             if "ctime_ns" not in columns:
                 self.db.execute("ALTER TABLE entries ADD COLUMN ctime_ns INTEGER")
+            if "digest" not in columns:
+                self.db.execute("ALTER TABLE entries ADD COLUMN digest BLOB")
             self.db.execute("INSERT OR REPLACE INTO meta VALUES ('index_format', ?)",
                             (str(INDEX_FORMAT),))
 
@@ -163,12 +179,13 @@ class Index:
 
     def rows(self) -> Iterator[tuple]:
         """Every row as a tuple (path, kind, size, mtime_ns, mode, ino, target, psize,
-        pmtime_ns, ctime_ns), streamed: a caller that compares them one by one (a save)
-        never holds the whole index in memory. :func:`row_known` makes one a :class:`Known`."""
-        for path, kind, size, mtime_ns, mode, ino, target, psize, pmtime_ns, ctime_ns in \
-                self.db.execute(f"SELECT {_COLUMNS} FROM entries"):
+        pmtime_ns, ctime_ns, digest), streamed: a caller that compares them one by one (a
+        save) never holds the whole index in memory. :func:`row_known` makes one a
+        :class:`Known`."""
+        for path, kind, size, mtime_ns, mode, ino, target, psize, pmtime_ns, ctime_ns, \
+                digest in self.db.execute(f"SELECT {_COLUMNS} FROM entries"):
             yield (_s(path), _kind(kind), size, mtime_ns, mode, ino,
-                   None if target is None else _s(target), psize, pmtime_ns, ctime_ns)
+                   None if target is None else _s(target), psize, pmtime_ns, ctime_ns, digest)
 
     def get(self, path: str) -> Known | None:
         """The row of one path, if the index has it."""
@@ -176,9 +193,9 @@ class Index:
                               (_b(path),)).fetchone()
         if row is None:
             return None
-        path_b, kind, size, mtime_ns, mode, ino, target, psize, pmtime_ns, ctime_ns = row
+        path_b, kind, size, mtime_ns, mode, ino, target, psize, pmtime_ns, ctime_ns, digest = row
         return row_known((_s(path_b), _kind(kind), size, mtime_ns, mode, ino, _t(target),
-                          psize, pmtime_ns, ctime_ns))
+                          psize, pmtime_ns, ctime_ns, digest))
 
     def diff(self, entries: dict[str, Entry]) -> tuple[dict[str, Known], set[str], list[Known]]:
         """Compare the index with a scan: (the rows that differ from ``entries`` or are not
@@ -198,8 +215,8 @@ class Index:
         adopt: list[Known] = []
         get, add, file, folder = entries.get, same.add, int(Kind.FILE), int(Kind.DIR)
         with paused_gc():
-            for path, kind, size, mtime_ns, mode, ino, target, psize, pmtime_ns, ctime_ns in \
-                    self.db.execute(f"SELECT {_COLUMNS} FROM entries"):
+            for path, kind, size, mtime_ns, mode, ino, target, psize, pmtime_ns, ctime_ns, \
+                    digest in self.db.execute(f"SELECT {_COLUMNS} FROM entries"):
                 path = path.decode(_FS_ENCODING, _FS_ERRORS)
                 entry = get(path)
                 if entry is not None and entry.kind == kind:
@@ -211,7 +228,7 @@ class Index:
                                 continue
                             if ctime_ns is None:  # format 1: what it would have decided
                                 add(entry.path)
-                                adopt.append(Known(entry, psize, pmtime_ns))
+                                adopt.append(Known(entry, psize, pmtime_ns, digest))
                                 continue
                     elif entry.sig() == signature(_kind(kind), size, mtime_ns, mode, ino,
                                                   _t(target), ctime_ns):
@@ -224,7 +241,7 @@ class Index:
                             continue
                         # Another folder under this name: spaceport.renames decides.
                 differ[path] = Known(Entry(path, _kind(kind), size, mtime_ns, mode, ino,
-                                           _t(target), ctime_ns), psize, pmtime_ns)
+                                           _t(target), ctime_ns), psize, pmtime_ns, digest)
         return differ, same, adopt
 
     def count(self, kind: Kind | None = None) -> int:
@@ -245,13 +262,7 @@ class Index:
                finished_tmps: Iterable[tuple[str, str]] = ()) -> None:
         """In one transaction: store rows, forget paths, drop finished temporaries."""
         with self._tx():
-            self.db.executemany(
-                f"INSERT OR REPLACE INTO entries ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                [(_b(k.entry.path), int(k.entry.kind), k.entry.size, k.entry.mtime_ns,
-                  k.entry.mode, k.entry.ino,
-                  _b(k.entry.target) if k.entry.target is not None else None,
-                  k.psize, k.pmtime_ns,
-                  k.entry.ctime_ns if k.entry.kind is Kind.FILE else None) for k in done])
+            self._store(done)
             self.db.executemany("DELETE FROM entries WHERE path=?", [(_b(p),) for p in forget])
             self.db.executemany("DELETE FROM inflight WHERE side=? AND tmp=?",
                                 [(side, _b(tmp)) for side, tmp in finished_tmps])
@@ -273,21 +284,33 @@ class Index:
             self.db.execute("DELETE FROM entries WHERE path=? OR (path>=? AND path<?)",
                             (new_b, new_b + b"/", new_b + b"0"))
             self.db.executemany(
-                f"INSERT INTO entries ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO entries ({_COLUMNS}) VALUES ({_PLACEHOLDERS})",
                 [(new_b + row[0][len(old_b):], *row[1:]) for row in rows])
         return len(rows)
 
+    def _store(self, done: Iterable[Known]) -> None:
+        self.db.executemany(
+            f"INSERT OR REPLACE INTO entries ({_COLUMNS}) VALUES ({_PLACEHOLDERS})",
+            [(_b(k.entry.path), int(k.entry.kind), k.entry.size, k.entry.mtime_ns,
+              k.entry.mode, k.entry.ino,
+              _b(k.entry.target) if k.entry.target is not None else None,
+              k.psize, k.pmtime_ns,
+              k.entry.ctime_ns if k.entry.kind is Kind.FILE else None,
+              k.digest if k.entry.kind is Kind.FILE else None) for k in done])
+
     def invalidate(self, paths: Iterable[str]) -> None:
         """Make rows prove nothing (the next save uploads those files), keeping what they
-        say about the primary: a final check found them not saved after all."""
+        say about the primary: a final check found them not saved after all. Their digest
+        goes too: no append is ever made onto what may not be there."""
         with self._tx():
-            self.db.executemany("UPDATE entries SET ctime_ns=-1 WHERE path=?",
+            self.db.executemany("UPDATE entries SET ctime_ns=-1, digest=NULL WHERE path=?",
                                 [(_b(p),) for p in paths])
 
     def clear(self) -> None:
         with self._tx():
             self.db.execute("DELETE FROM entries")
             self.db.execute("DELETE FROM inflight")
+            self.db.execute("DELETE FROM appending")
 
     # -- temporaries in flight ---------------------------------------------------------
     def add_inflight(self, side: str, pairs: Iterable[tuple[str, str]]) -> None:
@@ -303,6 +326,35 @@ class Index:
         with self._tx():
             self.db.executemany("DELETE FROM inflight WHERE side=? AND tmp=?",
                                 [(side, _b(t)) for t in tmps])
+
+    # -- appends in flight (spaceport.append) ----------------------------------------------
+    def start_append(self, path: str, saved_size: int) -> None:
+        """Before the first byte of an append is written: the primary file may from now on
+        be longer than its row says, and that is this copy's own doing."""
+        with self._tx():
+            self.db.execute("INSERT OR REPLACE INTO appending VALUES (?, ?)",
+                            (_b(path), saved_size))
+
+    def appends_in_flight(self) -> dict[str, int]:
+        """Every unfinished append: path -> the saved size it started from."""
+        return {_s(path): size for path, size in
+                self.db.execute("SELECT path, saved_size FROM appending")}
+
+    def appending(self, path: str) -> int | None:
+        """The saved size an unfinished append of ``path`` started from, if one is."""
+        row = self.db.execute("SELECT saved_size FROM appending WHERE path=?",
+                              (_b(path),)).fetchone()
+        return None if row is None else row[0]
+
+    def end_append(self, path: str, row: Known | None = None) -> None:
+        """The append is complete (its row is stored, in the same transaction) or the
+        primary file is back at its saved size (no row). One transaction: a row never
+        stands beside a stale "in flight", which would let a later save take someone
+        else's longer file for its own unfinished append."""
+        with self._tx():
+            if row is not None:
+                self._store([row])
+            self.db.execute("DELETE FROM appending WHERE path=?", (_b(path),))
 
     def _tx(self):
         return _Transaction(self.db, self.path)

@@ -52,6 +52,9 @@ class SavePlan:
     kept_unknown: list[str] = field(default_factory=list)  # under unreadable dirs
     adopt: list[Known] = field(default_factory=list)  # format-1 rows given their ctime
     moves: list[Move] = field(default_factory=list)  # renames, in the order they are made
+    # Uploads that may be appends (spaceport.append): path -> the row saved before. The save
+    # proves each (the saved bytes unchanged) before it writes only the new ones.
+    appends: dict[str, Known] = field(default_factory=dict)
 
     @property
     def upload_bytes(self) -> int:
@@ -86,6 +89,15 @@ def unsaved_summary(s: dict) -> str:
     if s["links_changed"]:
         parts.append("links changed")
     return ", ".join(parts)
+
+
+def may_be_append(entry: Entry, old: Known) -> bool:
+    """A file that grew since it was saved, still the same file (same inode and mode), whose
+    row keeps a digest of the bytes saved: the save may write only what was added, once it
+    proved the saved bytes unchanged (:mod:`spaceport.append`)."""
+    return (old.digest is not None and old.entry.kind is Kind.FILE
+            and entry.ino == old.entry.ino and entry.mode == old.entry.mode
+            and entry.size > old.entry.size and old.psize == old.entry.size)
 
 
 def plan_save(scan: ScanResult, known: Mapping[str, Known] | Index, *,
@@ -139,6 +151,8 @@ def _plan_changes(scan: ScanResult, known: Mapping[str, Known], same: set[str],
             plan.unchanged += 1
         elif entry.kind is Kind.FILE:
             plan.uploads.append(entry)
+            if old is not None and may_be_append(entry, old):
+                plan.appends[path] = old
         elif old is None:
             plan.mkdirs.append(entry)
         else:

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from .append import Appender
 from .deletion_guard import Held, held_summary, judge, record_held, warn_special_once
 from .engine import (PRIMARY, IndexRecorder, Options, file_known, open_primary, open_work,
                      partial_error, remove_leftover_temps, volume_artifacts)
@@ -59,7 +60,8 @@ class SaveReport:
     plan: dict = field(default_factory=dict)
     dry_run: bool = False
     uploaded: int = 0
-    uploaded_bytes: int = 0
+    uploaded_bytes: int = 0  # bytes written: an append counts its new bytes only
+    appended: int = 0  # of the files uploaded, those saved by writing their new bytes alone
     dirs_created: int = 0
     deleted: int = 0
     moved: int = 0  # files and folders renamed on the primary (a folder: one, whatever it holds)
@@ -625,14 +627,19 @@ class _SaveRun:
     def _upload(self, plan: SavePlan, keep_conflicts: bool) -> None:
         if not plan.uploads:
             return
-        jobs = [CopyJob(e.path, e.size, temp_name(self.marker.token)) for e in plan.uploads]
+        uploads = plan.uploads
+        if not keep_conflicts:  # (such a save compares every primary file first: no appends)
+            appended = self._append_grown(plan)
+            uploads = [e for e in plan.uploads if e.path not in appended]
+        jobs = [CopyJob(e.path, e.size, temp_name(self.marker.token)) for e in uploads]
         self.index.add_inflight(PRIMARY, [(j.path, join(parent_of(j.path), j.tmp)) for j in jobs])
         known = self.index.load() if keep_conflicts else {}
         tracker = self.opts.tracker
-        tracker.start(self.task, files=len(jobs), nbytes=plan.upload_bytes)
+        tracker.start(self.task, files=len(jobs), nbytes=sum(e.size for e in uploads))
         copier = Copier(self.work, self.primary, tracker=tracker, task=self.task,
                         retry=self.opts.retry, stop=self.stop, check=self.check,
-                        fence=self.fence, snapshots=self.snapshots, early_only=True)
+                        fence=self.fence, snapshots=self.snapshots, early_only=True,
+                        digests=True)
 
         def before(job: CopyJob) -> None:
             with self.entry_step(job.path):
@@ -665,6 +672,7 @@ class _SaveRun:
                 self.recorder.done(tmp=tmp)
             else:
                 row = file_known(done.src_st, done.dst_st, done.job.path, work_is_src=True)
+                row.digest = done.digest  # a big plain file's: its next append is proven
                 if done.sig_mtime_ns is not None:  # a WAL database: its -wal counts too
                     row.entry.mtime_ns = done.sig_mtime_ns
                 self.recorder.done(row, tmp=tmp)
@@ -676,7 +684,7 @@ class _SaveRun:
             # Files first, then databases, deepest folder first (project.sqlite last): a
             # database never lands before the files and runs it refers to.
             by_path = {job.path: job for job in jobs}
-            plain, databases = split_databases(plan.uploads, self.work)
+            plain, databases = split_databases(uploads, self.work)
             run_copies(copier, [by_path[e.path] for e in plain], self.opts.jobs, on_done)
             for level in landing_levels(databases):
                 held = [e.path for e in level if e.path in self.unsettled
@@ -688,6 +696,44 @@ class _SaveRun:
         finally:
             tracker.finish(self.task)
         self._raise_if_fatal()
+
+    def _append_grown(self, plan: SavePlan) -> set[str]:
+        """Files that only grew are saved by writing their new bytes alone
+        (spaceport.append), one after another in this thread (it records each in the
+        index); returns their paths. The others are uploaded whole with the rest: a
+        primary file that is not what this copy saved there is first kept as a conflict
+        copy (and if that fails, the file waits: it is not uploaded over it)."""
+        appender = Appender(self.work, self.primary, self.index, fence=self.fence,
+                            check=self.check, stop=self.stop)
+        appender.forget_stale(set(plan.appends))
+        done: set[str] = set()
+        for entry in plan.uploads:
+            old = plan.appends.get(entry.path)
+            if old is None:
+                continue
+            self._stopped()
+            try:
+                result = appender.append(entry, old)
+            except OSError as exc:
+                if is_unavailable(exc):
+                    raise
+                log.warning("%s could not be appended to (%s); it is uploaded whole",
+                            entry.path, exc)
+                continue
+            if result.appended:
+                done.add(entry.path)
+                self.report.uploaded += 1
+                self.report.appended += 1
+                self.report.uploaded_bytes += result.written
+                continue
+            log.info("%s is uploaded whole: %s", entry.path, result.whole)
+            if result.foreign:
+                failed = len(self.failed)
+                with self.entry_step(entry.path):
+                    self._keep_conflict(entry.path, old)
+                if len(self.failed) > failed:
+                    done.add(entry.path)  # never uploaded over a version not kept
+        return done
 
     def _failed_below(self, folder: str) -> bool:
         """A file in ``folder`` or below failed, or a folder there could not be listed, or

@@ -35,6 +35,7 @@ from dataclasses import dataclass, replace
 from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence, Sized, TypeVar
 
+from .digest import digest_of, wants_digest
 from .errors import Interrupted
 from .progress import Tracker
 from .retry import RetryPolicy, is_unavailable, retry_call
@@ -100,6 +101,7 @@ class CopyDone:
     sig_mtime_ns: int | None = None  # a database's mtime with its -wal's folded in
     racy: bool = False  # a database changed so recently that its mtime may change no more
     unsettled: bool = False  # a database without an early snapshot, not copied (see save)
+    digest: bytes | None = None  # of the bytes copied, for a big plain file (spaceport.digest)
 
 
 class SourceVanished(Exception):
@@ -113,8 +115,10 @@ class Copier:
                  retry: RetryPolicy, stop: threading.Event,
                  check: Callable[[], None] = lambda: None, stable_source: bool = False,
                  fence: Fence | None = None, snapshots: Snapshotter | None = None,
-                 early_only: bool = False):
+                 early_only: bool = False, digests: bool = False):
         self.src, self.dst = src, dst
+        # Given, big plain files are hashed as they are copied (a save: spaceport.digest).
+        self.digests = digests
         # Given, databases of the source are copied as snapshots (a save of a live project);
         # with early_only, only those snapshotted early (others are reported unsettled).
         self.snapshots = snapshots
@@ -199,7 +203,8 @@ class Copier:
             before = self._settled_stat(sfd)
             if racy(before):  # written again while it settled
                 return CopyDone(job, before, unstable=True)
-            return self._copy_fd(job, sfd, before, stable=self.stable_source)
+            digest = self.digests and wants_digest(job.path, before.st_size)
+            return self._copy_fd(job, sfd, before, stable=self.stable_source, digest=digest)
         finally:
             os.close(sfd)
 
@@ -233,17 +238,25 @@ class Copier:
         return done
 
     def _copy_fd(self, job: CopyJob, sfd: int, before: os.stat_result, *, stable: bool,
-                 size: int | None = None) -> CopyDone:
+                 size: int | None = None, digest: bool = False) -> CopyDone:
         """Copy what ``sfd`` holds (``size`` bytes, by default ``before``'s) into a temporary
         and rename it into place. ``before`` is the source's stat: mode and mtime for the
         destination, the signature to record. Unless ``stable``, the source is stat'ed
         again after the copy: if it changed, nothing is committed (the destination keeps
-        what it had) and the copy is marked unstable, for the caller to try again."""
+        what it had) and the copy is marked unstable, for the caller to try again.
+        ``digest``: the source is hashed after the copy and before that stat, so a copy
+        committed is a copy of the bytes hashed (spaceport.digest)."""
         moved = [0]  # bytes this attempt reported to the tracker, taken back on failure
         size = before.st_size if size is None else size
         fd, tmp = self.dst.create_temp(job.path, job.tmp, mode=before.st_mode)
         try:
             copied = self._copy_data(sfd, fd, size, moved)
+            hashed = None
+            if digest and copied == size:
+                try:
+                    hashed = digest_of(sfd, size)
+                except EOFError:  # it shrank meanwhile: the stat below says unstable
+                    pass
             after = before if stable else os.fstat(sfd)
             unstable = copied != (size if stable else after.st_size) or (
                 after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (
@@ -267,7 +280,7 @@ class Copier:
             raise
         if self.fence is not None:
             self.fence.committed(job.path)
-        return CopyDone(job, before, dst_st)
+        return CopyDone(job, before, dst_st, digest=hashed)
 
     def _copy_data(self, sfd: int, dfd: int, size: int, moved: list[int]) -> int:
         """Copy the ``size`` bytes the source had when opened, or less if it ends sooner.

@@ -173,7 +173,9 @@ def save(ctx, work, dry_run, allow_mass_delete, **_):
             would_be_refused(report.refused)
         return
     out.print(f"saved {work}: {count(report.uploaded, 'file')} uploaded "
-              f"({human_size(report.uploaded_bytes)})"
+              f"({human_size(report.uploaded_bytes)}"
+              + (f"; {count(report.appended, 'file')} appended to, only the new bytes written"
+                 if report.appended else "") + ")"
               + (f", {report.moved} moved" if report.moved else "")
               + (f", {count(report.dirs_created, 'folder')} created"
                  if report.dirs_created else "")

@@ -166,6 +166,16 @@ class Store(ABC):
     def discard_temp(self, fd: int | None, tmp: str) -> None: ...
 
     @abstractmethod
+    def open_in_place(self, rel: str) -> int:
+        """Open an existing file for writing in place, never truncating nor creating it:
+        an append writes its new bytes past the ones saved (spaceport.append)."""
+
+    @abstractmethod
+    def finish_in_place(self, fd: int, *, mtime_ns: int | None) -> os.stat_result:
+        """After writing in place: set the mtime through ``fd``, fsync it if this store
+        fsyncs, and return its stat (the caller closes ``fd``)."""
+
+    @abstractmethod
     def create_exclusive(self, rel: str, data: bytes) -> None:
         """Create ``rel`` holding ``data``; FileExistsError if it exists (lock files)."""
 

@@ -195,6 +195,17 @@ class PosixStore(Store):
             # The next run removes leftovers; the original error is what matters here.
             pass
 
+    def open_in_place(self, rel: str) -> int:
+        return os.open(rel, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=self._fd)
+
+    def finish_in_place(self, fd: int, *, mtime_ns: int | None) -> os.stat_result:
+        if mtime_ns is not None:
+            self._tolerant(os.utime, fd, ns=(mtime_ns, mtime_ns), what="set mtime",
+                           reliable=self.capabilities.reliable_mtime)
+        if self.fsync:
+            os.fsync(fd)
+        return os.fstat(fd)
+
     def create_exclusive(self, rel: str, data: bytes) -> None:
         fd = os.open(rel, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644,
                      dir_fd=self._fd)

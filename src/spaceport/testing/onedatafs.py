@@ -147,7 +147,7 @@ class OneDataOperations(_Base):
         self.utimens_noop = utimens_noop
         self._lock = threading.Lock()
         self._counts = dict.fromkeys(OPS, 0)
-        self._written = 0  # bytes passed to write(), counted like the calls
+        self._bytes = dict.fromkeys(IO_OPS, 0)  # bytes read and written through the mount
         self._rules: list[FaultRule] = []
         self._stalls = Stalls(OPS)
         self._after = threading.local()  # stalls to apply once this thread's call is done
@@ -308,14 +308,17 @@ class OneDataOperations(_Base):
 
     def read(self, path: Optional[str], size: int, offset: int, fh: int) -> bytes:
         self._enter("read", path)
-        return os.pread(fh, size, offset)
+        data = os.pread(fh, size, offset)
+        with self._lock:
+            self._bytes["read"] += len(data)
+        return data
 
     def write(self, path: Optional[str], data: bytes, offset: int, fh: int) -> int:
         self._enter("write", path)
-        written = os.pwrite(fh, data, offset)
+        n = os.pwrite(fh, data, offset)
         with self._lock:
-            self._written += written
-        return written
+            self._bytes["write"] += n
+        return n
 
     def flush(self, path: Optional[str], fh: int) -> None:
         self._enter("flush", path)
@@ -336,10 +339,12 @@ class OneDataOperations(_Base):
             return self._stall_control(cmd, request)
         with self._lock:
             if cmd == "counts":
-                return {"counts": dict(self._counts), "written": self._written}
+                return {"counts": dict(self._counts)}
+            if cmd == "io_bytes":
+                return {"bytes": dict(self._bytes)}
             if cmd == "reset_counts":
                 self._counts = dict.fromkeys(OPS, 0)
-                self._written = 0
+                self._bytes = dict.fromkeys(IO_OPS, 0)
             elif cmd == "inject":
                 self._rules.append(FaultRule(**request["rule"]).validate())
             elif cmd == "clear_faults":
@@ -611,9 +616,14 @@ class OneDataFS:
     def counts(self) -> dict[str, int]:
         return self._request("counts")["counts"]
 
+    def io_bytes(self) -> dict[str, int]:
+        """Bytes read and written through the mount: {"read": n, "write": n} (reset with
+        the call counts by :meth:`reset_counts`)."""
+        return self._request("io_bytes")["bytes"]
+
     def bytes_written(self) -> int:
         """Bytes written through the mount since the last :meth:`reset_counts`."""
-        return self._request("counts")["written"]
+        return self.io_bytes()["write"]
 
     def reset_counts(self) -> None:
         self._request("reset_counts")

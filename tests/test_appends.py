@@ -1,0 +1,322 @@
+"""Appends are appends (issue 12): a file that only grew is saved by writing its new bytes.
+
+Everything runs on the project's OneData-like FUSE mount, with real ``spaceport``
+processes; the bytes written on the primary are counted by the mount itself
+(``OneDataFS.io_bytes``), never timed, and every file is compared byte for byte afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from spaceport.digest import DIGEST_MIN_SIZE
+from spaceport.index import Index
+from spaceport.lock import DEFAULT_STATUS_DIR
+from spaceport.marker import index_path
+
+from conftest import run_cli, write
+from test_faults import Mount, needs_fuse, spaceport_proc
+
+S = DEFAULT_STATUS_DIR
+LOG = "Logs/project.log"
+# What a save writes on the primary besides file data: the heartbeat, a journal line.
+OVERHEAD = 64 << 10
+
+pytestmark = needs_fuse
+
+
+def content(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def append_to(path: str, data: bytes) -> None:
+    with open(path, "ab") as f:
+        f.write(data)
+
+
+def lines(n_bytes: int, seed: int) -> bytes:
+    """Log-like text: numbered lines with random words, ``n_bytes`` long."""
+    out, i = bytearray(), 0
+    rnd = hashlib.sha256(b"%d" % seed).hexdigest().encode()
+    while len(out) < n_bytes:
+        out += b"%08d %d INFO run %s step %d\n" % (seed, i, rnd[: 8 + i % 40], i)
+        i += 1
+    return bytes(out[:n_bytes])
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A mounted primary, deployed; the working copy holds a 3 MiB log and a few small
+    files, saved. Yields (mount, work)."""
+    m = Mount(tmp_path, meta_delay_ms=0.5)
+    work = str(tmp_path / "work")
+    try:
+        assert run_cli("deploy", m.path, work).code == 0
+        write(work, LOG, lines(3 << 20, 0))
+        for i in range(5):
+            write(work, f"Runs/000{i}/extra/f{i}.xmd", os.urandom(2000 + i))
+        saved = run_cli("save", work)
+        assert saved.code == 0, saved.err
+        yield m, work
+    finally:
+        m.stop()
+
+
+def counted_save(m, work) -> tuple[int, dict]:
+    """Run ``spaceport save``; returns (bytes written on the mount, calls by op)."""
+    m.fs.reset_counts()
+    res = run_cli("save", work)
+    assert res.code == 0, res.out + res.err
+    return m.fs.io_bytes()["write"], m.fs.counts()
+
+
+def row(work: str, path: str):
+    index = Index(index_path(work))
+    try:
+        return index.get(path), index.appends_in_flight()
+    finally:
+        index.close()
+
+
+def conflicts(backing: str, path: str) -> list[str]:
+    folder, name = os.path.split(os.path.join(backing, path))
+    return [n for n in os.listdir(folder) if n.startswith(name + ".conflict-")]
+
+
+def test_an_append_writes_only_the_new_bytes(project):
+    m, work = project
+    local = os.path.join(work, LOG)
+    known, _ = row(work, LOG)
+    assert known.digest == hashlib.sha256(content(local)).digest()  # of what was saved
+    tail = lines(1 << 20, 1)
+    append_to(local, tail)
+    written, calls = counted_save(m, work)
+    print(f"append of {len(tail)} bytes to a {3 << 20}-byte log: {written} bytes written, "
+          f"calls {sum(calls.values())} ({ {k: v for k, v in calls.items() if v} })")
+    assert len(tail) <= written <= len(tail) + OVERHEAD
+    assert calls["rename"] <= 1 and calls["create"] <= 1  # no temporary for the log
+    assert content(os.path.join(m.backing, LOG)) == content(local)
+    known, inflight = row(work, LOG)
+    assert known.digest == hashlib.sha256(content(local)).digest() and not inflight
+    assert (known.entry.size, known.psize) == (os.path.getsize(local),) * 2
+    assert os.stat(os.path.join(m.backing, LOG)).st_mtime_ns == os.stat(local).st_mtime_ns
+    written, _ = counted_save(m, work)  # nothing changed: nothing written but the beat
+    assert written <= OVERHEAD
+
+
+def test_repeated_appends_over_several_saves(project):
+    m, work = project
+    local = os.path.join(work, LOG)
+    for r in range(6):
+        tail = lines(200_000 + 50_000 * r, r + 10)
+        append_to(local, tail)
+        written, _ = counted_save(m, work)
+        assert len(tail) <= written <= len(tail) + OVERHEAD, (r, written)
+        assert content(os.path.join(m.backing, LOG)) == content(local), r
+
+
+def test_a_small_file_that_grew_is_uploaded_whole_and_gets_no_digest(project):
+    m, work = project
+    small = os.path.join(work, "Runs/0000/extra/f0.xmd")
+    append_to(small, b"more")
+    written, _ = counted_save(m, work)
+    assert written >= os.path.getsize(small)
+    assert content(os.path.join(m.backing, "Runs/0000/extra/f0.xmd")) == content(small)
+    assert row(work, "Runs/0000/extra/f0.xmd")[0].digest is None
+    assert os.path.getsize(small) < DIGEST_MIN_SIZE
+
+
+def test_a_changed_prefix_is_uploaded_whole(project):
+    m, work = project
+    local = os.path.join(work, LOG)
+    ino = os.stat(local).st_ino
+    with open(local, "r+b") as f:  # the same size rewritten in place, then grown
+        f.seek(1000)
+        f.write(b"X" * 10)
+    append_to(local, lines(300_000, 2))
+    assert os.stat(local).st_ino == ino
+    written, calls = counted_save(m, work)
+    assert written >= os.path.getsize(local)  # whole
+    assert calls["rename"] >= 1  # through a temporary, atomically
+    assert content(os.path.join(m.backing, LOG)) == content(local)
+    assert conflicts(m.backing, LOG) == []
+    append_to(local, lines(100_000, 3))  # and appends again from there
+    written, _ = counted_save(m, work)
+    assert written <= 100_000 + OVERHEAD
+    assert content(os.path.join(m.backing, LOG)) == content(local)
+
+
+def test_a_truncated_then_regrown_file_is_uploaded_whole(project):
+    m, work = project
+    local = os.path.join(work, LOG)
+    saved = os.path.getsize(local)
+    with open(local, "r+b") as f:
+        f.truncate(1000)
+        f.seek(1000)
+        f.write(lines(saved + 500_000, 4))  # longer than saved, other bytes after 1000
+    written, _ = counted_save(m, work)
+    assert written >= os.path.getsize(local)
+    assert content(os.path.join(m.backing, LOG)) == content(local)
+
+
+def test_a_file_replaced_by_another_is_uploaded_whole(project):
+    m, work = project
+    local = os.path.join(work, LOG)
+    old = content(local)
+    write(work, LOG + ".new", old + lines(200_000, 5))  # the same prefix, but a new file
+    os.replace(local + ".new", local)
+    written, _ = counted_save(m, work)
+    assert written >= os.path.getsize(local)
+    assert content(os.path.join(m.backing, LOG)) == content(local)
+
+
+def test_a_primary_file_changed_by_someone_else_is_kept_as_a_conflict_copy(project):
+    m, work = project
+    local, there = os.path.join(work, LOG), os.path.join(m.backing, LOG)
+    append_to(there, b"someone else's line\n")  # on the primary, behind spaceport's back
+    theirs = content(there)
+    append_to(local, lines(100_000, 6))
+    res = run_cli("save", work)
+    assert res.code == 0, res.err
+    assert content(there) == content(local)  # ours, whole
+    kept = conflicts(m.backing, LOG)
+    assert len(kept) == 1 and content(os.path.join(os.path.dirname(there), kept[0])) == theirs
+    assert "changed on the primary too" in res.err
+
+
+WRITER = textwrap.dedent("""
+    import os, random, sys, time
+    path, stop = sys.argv[1], sys.argv[2]
+    rnd = random.Random(7)
+    i = 0
+    with open(path, "ab", buffering=0) as f:
+        while not os.path.exists(stop):
+            i += 1
+            f.write(b"%08d " % i + bytes(rnd.choice(b"abcdefgh") for _ in range(rnd.randrange(20, 3000))) + b"\\n")
+            time.sleep(0.005 + rnd.random() * 0.075)
+""")
+
+
+def test_a_writer_appending_while_saves_run_never_leaves_a_wrong_byte(project, tmp_path):
+    m, work = project
+    local, there = os.path.join(work, LOG), os.path.join(m.backing, LOG)
+    stop = str(tmp_path / "stop-writer")
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, local, stop])
+    outcomes, appended = [], 0
+    m.fs.reset_counts()
+    try:
+        for r in range(8):
+            time.sleep(0.2)
+            res = run_cli("save", work)
+            assert res.code in (0, 1) and "Traceback" not in res.err, res
+            outcomes.append(res.code)
+            appended += "1 file appended to" in res.out
+            # The writer only appends: whatever landed must be a prefix of the file now.
+            landed, now = content(there), content(local)
+            assert now.startswith(landed), f"round {r}: the primary holds a wrong byte"
+            assert not [n for n in os.listdir(os.path.dirname(there)) if "conflict" in n]
+    finally:
+        open(stop, "w").close()
+        assert writer.wait(timeout=20) == 0
+    during = m.fs.io_bytes()["write"]
+    written, _ = counted_save(m, work)  # the quiet save
+    assert content(there) == content(local)
+    grown = len(content(local)) - (3 << 20)
+    print(f"8 saves beside a writer (exit codes {outcomes}, {appended} appended): "
+          f"{during} bytes written while the log grew by {grown}; the quiet save wrote "
+          f"{written}")
+    assert appended >= 2  # the writer leaves gaps: saves append between its lines
+
+
+
+# -- a save killed during an append ----------------------------------------------------
+def hold_points(tail: int) -> list[dict]:
+    """Where the killed save is held: at the first write of the tail, in its middle, at its
+    last write (the mount takes writes of 1 MiB), at the mtime, at the fsync, at the close
+    (its flush: the release that follows is not waited for)."""
+    writes = tail // (1 << 20)
+    return [dict(op="write", after=0), dict(op="write", after=writes // 2),
+            dict(op="write", after=max(writes - 1, 0)), dict(op="utimens"),
+            dict(op="fsync"), dict(op="flush")]
+
+
+@pytest.mark.parametrize("point", range(6))
+def test_a_save_killed_during_an_append_leaves_the_prefix_and_the_next_save_finishes(
+        tmp_path, point):
+    m = Mount(tmp_path, meta_delay_ms=0.5)
+    work = str(tmp_path / "work")
+    try:
+        assert run_cli("deploy", m.path, work).code == 0
+        write(work, LOG, lines(3 << 20, 20))
+        assert run_cli("save", work).code == 0
+        local, there = os.path.join(work, LOG), os.path.join(m.backing, LOG)
+        saved = content(local)
+        tail = lines(6 << 20, 21)
+        append_to(local, tail)
+        where = hold_points(len(tail))[point]
+        gate = m.fs.hold(path="/" + LOG, timeout=60, **where)
+        proc = spaceport_proc("save", work)
+        try:
+            m.fs.wait_held(gate, timeout=60)
+            proc.send_signal(signal.SIGKILL)  # it dies as the held call returns
+        finally:
+            m.fs.clear_stalls()
+        proc.communicate(timeout=30)
+        assert proc.returncode == -signal.SIGKILL
+        # The crash rule: the saved prefix, byte for byte, then part of the tail at most.
+        after_kill = content(there)
+        assert after_kill[:len(saved)] == saved, where
+        assert (saved + tail).startswith(after_kill), where
+        print(f"killed at {where}: {len(after_kill) - len(saved)} of {len(tail)} new bytes "
+              "had landed")
+        known, inflight = row(work, LOG)
+        assert known.entry.size == len(saved)  # the index records no unfinished append
+        assert inflight == {LOG: len(saved)}
+        written, _ = counted_save(m, work)
+        assert content(there) == content(local), where
+        assert written <= len(tail) + OVERHEAD, (where, written)  # redone, not whole
+        assert conflicts(m.backing, LOG) == []
+        known, inflight = row(work, LOG)
+        assert known.entry.size == len(saved) + len(tail) and not inflight
+    finally:
+        m.stop()
+
+
+# -- the daemon -------------------------------------------------------------------------
+def test_a_daemon_autosaving_a_growing_log_writes_only_what_grew(tmp_path, daemons):
+    m = Mount(tmp_path, meta_delay_ms=0.5)
+    work = str(tmp_path / "work")
+    try:
+        d = daemons(m.path, work)
+        d.wait_phase("running")
+        local, there = os.path.join(work, LOG), os.path.join(m.backing, LOG)
+        write(work, LOG, lines(4 << 20, 30))
+        d.wait_for(lambda: os.path.exists(there) and content(there) == content(local), 60,
+                   "the first autosave of the log")
+        m.fs.reset_counts()
+        grown, saves = 0, d.status()["saves"]["ok"]
+        for r in range(6):
+            tail = lines(300_000, 31 + r)
+            append_to(local, tail)
+            grown += len(tail)
+            d.wait_for(lambda: os.path.getsize(there) == os.path.getsize(local), 60,
+                       f"autosave {r}")
+        saves = d.status()["saves"]["ok"] - saves
+        written = m.fs.io_bytes()["write"]
+        print(f"daemon: the log grew by {grown} bytes over {saves} autosaves; "
+              f"{written} bytes written on the mount")
+        assert content(there) == content(local)
+        assert written <= grown + OVERHEAD * max(saves, 1), written
+        d.signal(signal.SIGTERM)
+        assert d.wait_exit(60) == 0, d.log()
+    finally:
+        m.stop()
