@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -443,3 +444,35 @@ def test_links_in_a_moved_folder_are_recorded_at_their_new_path(dirs, opts, tmp_
     undeploy(work, opts)
     deploy(primary, other, opts)
     assert os.readlink(os.path.join(other, "X/link")) == "a.txt"
+
+
+def test_a_new_folder_that_got_a_deleted_ones_inode_back_is_not_a_move(tmp_path):
+    """ext4 gives a deleted folder's and file's inode numbers to the next ones created at
+    once. Scipion deletes a run and starts another: taken for a move, the old run's folder
+    was renamed on the primary while the project.sqlite there still listed it. A move needs
+    a file proven the same (inode, size, mtime and ctime), never an inode number alone."""
+    primary, work = str(tmp_path / "p"), str(tmp_path / "w")
+    for i in range(3):
+        write(primary, f"Runs/old{i}/extra/output.mrc", b"old run %d" % i)
+    assert run_cli("deploy", primary, work).code == 0
+    reused = 0
+    for i in range(3):
+        old = os.path.join(work, f"Runs/old{i}")
+        inodes = {os.stat(os.path.join(old, p)).st_ino for p in ("", "extra", "extra/output.mrc")}
+        subprocess.run(["rm", "-rf", old], check=True)
+        write(work, f"Runs/new{i}/extra/output.mrc", b"new run %d, another size" % i)
+        new = os.path.join(work, f"Runs/new{i}")
+        reused += len(inodes & {os.stat(os.path.join(new, p)).st_ino
+                                for p in ("", "extra", "extra/output.mrc")})
+        res = run_cli("save", work)
+        assert res.code == 0, res.err
+        assert not re.search(r"\d+ moved", res.out), res.out
+        assert open(os.path.join(primary, f"Runs/new{i}/extra/output.mrc"), "rb").read() == \
+            b"new run %d, another size" % i
+        assert not os.path.exists(os.path.join(primary, f"Runs/old{i}"))
+        trash = os.path.join(primary, DEFAULT_STATUS_DIR, TRASH_DIR)
+        kept = [os.path.join(d, f) for d, _, fs in os.walk(trash) for f in fs
+                if d.endswith(f"Runs/old{i}/extra")]
+        assert [open(k, "rb").read() for k in kept] == [b"old run %d" % i]
+    if not reused:
+        pytest.skip("this filesystem gave no inode number back: the case did not arise")

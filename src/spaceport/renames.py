@@ -7,10 +7,14 @@ to the trash (the primary holds two copies for a week) and trips the deletion gu
 What proves a move, from the index rows whose path is gone and the scan entries the index
 does not know (never from the primary):
 
-* a folder was moved when a new folder has the inode of a gone folder row, and, if that row
-  held files, at least one of them is found at its place under the new folder with the same
-  inode (a folder deleted and another created may get the same inode number back: that is
-  not a move). One rename carries the whole subtree.
+* a folder was moved when a new folder has the inode of a gone folder row, and at least one
+  file it held is found at its place under the new folder as the same file (inode, size,
+  mtime and ctime, as below). An inode number alone proves nothing: a folder deleted and
+  another created get the same number back at once on most filesystems, and so do the files
+  in them (Scipion deletes a run and starts the next one; taking that for a move renamed the
+  old run's folder on the primary while the project.sqlite there still listed it). A folder
+  that held no file is never taken for moved: creating the new one costs no more. One rename
+  carries the whole subtree.
 * a file was moved when a new file has the inode, size, mtime and ctime of a gone file row:
   the same file, not written since it was saved. Linux changes a file's ctime when the file
   itself is renamed, so a file renamed directly is not proven unchanged and is uploaded as
@@ -208,21 +212,21 @@ def _folder_moves(gone: dict[int, list[str]], new: dict[int, list[str]], rows: _
 def _same_folder(src: str, dst: str, rows: _Rows, entries: Mapping[str, Entry],
                  same: set[str]) -> bool:
     """Is the new folder ``dst`` the old ``src`` (not another folder that got its inode
-    number back)? Yes if the old one held no file, or one of its files is at its place
-    under ``dst`` with the same inode. A folder whose name still exists (a chain) must
-    have all its rows among those that differ (else the index knows more below it)."""
+    number back)? Yes if one of the files it held is at its place under ``dst``, the same
+    file by inode, size, mtime and ctime (an inode number alone is reused at once). A
+    folder whose name still exists (a chain) must have all its rows among those that
+    differ (else the index knows more below it)."""
     if src in entries and any(p.startswith(src + "/") for p in same):
         return False
-    files = 0
     for path in rows.under(src):
-        row = rows.known[path].entry
-        if row.kind is not Kind.FILE:
+        row = rows.known[path]
+        if row.entry.kind is not Kind.FILE or not _proves(row):
             continue
-        files += 1
         there = entries.get(dst + path[len(src):])
-        if there is not None and there.kind is Kind.FILE and there.ino == row.ino:
+        if there is not None and there.kind is Kind.FILE and \
+                _file_key(there) == _file_key(row.entry):
             return True
-    return files == 0
+    return False
 
 
 def _probe(move: Move, at: int, moves: list[Move], rows: _Rows):
