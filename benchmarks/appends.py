@@ -36,10 +36,10 @@ from spaceport.testing.onedatafs import (OneDataFS, fuse_available,  # noqa: E40
                                          metadata_calls)
 
 from .measure import ATTR_TIMEOUT, settled_counts  # noqa: E402
+from .sections import markers, write_section  # noqa: E402
 from .tools import Case, ToolMissing, make_tools, version_of  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BEGIN, END = "<!-- benchmarks.appends: begin -->", "<!-- benchmarks.appends: end -->"
+BEGIN, END = markers("appends")
 LOG = "Logs/project.log"
 DELAY_MS = 1.0
 TARGET = 12 << 20  # the target: at most 12 MiB written for a 10 MiB append
@@ -200,19 +200,6 @@ def section(run: dict, argv: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str) -> str:
-    path = os.path.join(REPO, "docs", "BENCHMARKS.md")
-    with open(path) as f:
-        doc = f.read()
-    if BEGIN in doc and END in doc:
-        doc = doc[:doc.index(BEGIN)] + text.rstrip("\n") + doc[doc.index(END) + len(END):]
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    with open(path, "w") as f:
-        f.write(doc)
-    return path
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.appends", description=__doc__)
     p.add_argument("--write", action="store_true", help="update docs/BENCHMARKS.md")
@@ -236,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     text = section(run, "python -m benchmarks.appends" + (" --quick" if args.quick else ""))
     print(text)
     if args.write:
-        print(f"wrote {write_section(text)}")
+        print(f"wrote {write_section('appends', text)}")
     sp = next((r for r in run["rows"] if r["tool"] == "spaceport"), None)
     ok = all(r["identical"] for r in run["rows"])
     if sp and not args.quick and sp["written"] > TARGET:

@@ -36,10 +36,10 @@ if __package__ in (None, ""):  # python benchmarks/renames.py
 
 from spaceport.testing.onedatafs import OneDataFS, fuse_available, metadata_calls  # noqa: E402
 
+from .sections import markers, write_section  # noqa: E402
 from .tools import Case, Tool, ToolMissing, make_tools  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BEGIN, END = "<!-- benchmarks.renames: begin -->", "<!-- benchmarks.renames: end -->"
+BEGIN, END = markers("renames")
 ATTR_TIMEOUT = 1.0  # the mount's attribute and entry cache (libfuse's default), seconds
 TARGET_CALLS = 10  # issue 12: at most this many metadata calls beyond a no-change save
 
@@ -146,23 +146,11 @@ def table(results: dict, files: int, argv: list[str], meta_delay_ms: float) -> s
                          f"its bytes written for the same rename.")
     lines += ["", "A folder renamed in the working copy is one rename on the primary: "
                   "spaceport finds it from the index (the folder's inode, and a file inside "
-                  "it at its place), makes it, then moves the index rows "
+                  "it at its place as the same file: inode, size, mtime and ctime), makes it, "
+                  "then moves the index rows "
                   "(src/spaceport/renames.py; tests/test_renames.py counts the same on every "
                   "run).", END]
     return "\n".join(lines) + "\n"
-
-
-def write_section(text: str) -> str:
-    path = os.path.join(REPO, "docs", "BENCHMARKS.md")
-    with open(path) as f:
-        doc = f.read()
-    if BEGIN in doc:
-        doc = doc[:doc.index(BEGIN)] + text.rstrip("\n") + doc[doc.index(END) + len(END):]
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    with open(path, "w") as f:
-        f.write(doc)
-    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
     if args.write:
-        print("wrote", write_section(text))
+        print("wrote", write_section("renames", text))
     return 0
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import signal
 import sys
@@ -30,6 +29,7 @@ from .measure import Results, Runner, Sample, Scenario  # noqa: E402
 from .notes import NOTES  # noqa: E402
 from .report import machine, markdown, scenario_tables, targets  # noqa: E402
 from .scale import bigfile, scale  # noqa: E402
+from .sections import kept_sections  # noqa: E402
 from .tools import ToolMissing, make_tools  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -154,23 +154,6 @@ def write_outputs(run: dict, out: str | None, json_path: str | None) -> None:
         with open(out, "w") as f:
             f.write(text)
         say(f"wrote {out}")
-
-
-def kept_sections(path: str) -> str:
-    """Sections other benchmarks wrote into the file (benchmarks.snapshots,
-    benchmarks.renames, any ``<!-- benchmarks.NAME: begin -->`` ... ``end -->``): kept,
-    in the order they were in."""
-    try:
-        with open(path) as f:
-            doc = f.read()
-    except FileNotFoundError:
-        return ""
-    kept = [m.group(0) for m in SECTION.finditer(doc)]
-    return "".join("\n" + section + "\n" for section in kept)
-
-
-SECTION = re.compile(r"<!-- benchmarks\.(?P<name>[A-Za-z0-9_]+): begin -->.*?"
-                     r"<!-- benchmarks\.(?P=name): end -->", re.S)
 
 
 def dump_run(run: dict) -> dict:

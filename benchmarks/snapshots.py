@@ -38,8 +38,9 @@ from spaceport.store import PRIMARY_CAPABILITIES, WORK_CAPABILITIES, PosixStore 
 from spaceport.store.base import temp_name  # noqa: E402
 from spaceport.transfer import Copier, CopyJob  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BEGIN, END = "<!-- benchmarks.snapshots: begin -->", "<!-- benchmarks.snapshots: end -->"
+from .sections import markers, write_section  # noqa: E402
+
+BEGIN, END = markers("snapshots")
 TOKEN = "5eed5eed"
 
 WRITER = textwrap.dedent("""
@@ -195,19 +196,6 @@ def table(rows: list[dict], argv: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str) -> str:
-    path = os.path.join(REPO, "docs", "BENCHMARKS.md")
-    with open(path) as f:
-        doc = f.read()
-    if BEGIN in doc:
-        doc = doc[:doc.index(BEGIN)] + text.rstrip("\n") + doc[doc.index(END) + len(END):]
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    with open(path, "w") as f:
-        f.write(doc)
-    return path
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.snapshots", description=__doc__)
     p.add_argument("--quick", action="store_true", help="10 and 100 MiB, one repetition")
@@ -229,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
     if args.write:
-        print("wrote", write_section(text))
+        print("wrote", write_section("snapshots", text))
     return 0
 
 

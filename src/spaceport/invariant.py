@@ -109,7 +109,7 @@ class WorkGuard:
         if aside is None:
             raise NotProvenError(rel, "it changed since it was saved; it was not replaced")
         try:
-            self._rename_noreplace(tmp, rel)
+            self.store.rename_or_refuse(tmp, rel)
         except FileExistsError:
             self._drop(aside)  # proven saved: nothing is lost with it
             self._keep(rel, "it appeared while the deploy copied it; ours was dropped")
@@ -152,7 +152,7 @@ class WorkGuard:
             return None
         aside = join(parent_of(rel), aside_name(self.token, st.st_ino))
         try:
-            self._rename_noreplace(rel, aside)
+            self.store.rename_or_refuse(rel, aside)
         except FileNotFoundError:
             return ""
         except FileExistsError:  # a hard link of it is being removed too: not now
@@ -170,7 +170,7 @@ class WorkGuard:
 
     def _put_back(self, aside: str, rel: str) -> None:
         try:
-            self._rename_noreplace(aside, rel)
+            self.store.rename_or_refuse(aside, rel)
             self._keep(rel, "it changed while it was being removed")
         except FileExistsError:
             other = conflict_name(rel, self.store.exists)
@@ -189,16 +189,6 @@ class WorkGuard:
         except FileNotFoundError:
             pass
 
-    def _rename_noreplace(self, src: str, dst: str) -> None:
-        try:
-            self.store.rename_noreplace(src, dst)
-        except OSError as exc:
-            if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
-                raise
-            # No RENAME_NOREPLACE on this filesystem: look, then rename (a narrow window).
-            if self.store.exists(dst):
-                raise FileExistsError(errno.EEXIST, "exists", dst) from None
-            self.store.rename(src, dst)
 
 
 class GuardedWork(PosixStore):

@@ -455,7 +455,7 @@ class _SaveRun:
         self.check()
         try:
             self.fence.commit(f"{old} -> {new} (moved)", lambda: self.retry(
-                self._rename_noreplace, old, new, what=f"move {old} to {new}"))
+                self.primary.rename_or_refuse, old, new, what=f"move {old} to {new}"))
         except (FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
             if not self._made_already(move):
                 return "its new name is taken there" if isinstance(exc, FileExistsError) \
@@ -467,17 +467,6 @@ class _SaveRun:
         self.recorder.flush()
         self.index.rekey(old, new)
         return None
-
-    def _rename_noreplace(self, old: str, new: str) -> None:
-        try:
-            self.primary.rename_noreplace(old, new)
-        except OSError as exc:
-            if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
-                raise
-            # No RENAME_NOREPLACE on this storage: look, then rename (we hold the lock).
-            if self.primary.exists(new):
-                raise FileExistsError(errno.EEXIST, "exists", new) from None
-            self.primary.rename(old, new)
 
     def _made_already(self, move: Move) -> bool:
         """A rename that did not happen now: was it made before (a killed save, or a

@@ -194,6 +194,19 @@ class Store(ABC):
         """rename(src, dst) that fails with FileExistsError if dst exists (the lock is
         published this way); OSError EINVAL/ENOSYS where the storage cannot do it."""
 
+    def rename_or_refuse(self, src: str, dst: str) -> None:
+        """rename(src, dst), never over an existing ``dst`` (FileExistsError): atomically
+        where the storage has RENAME_NOREPLACE; where it has not, by looking first, which
+        leaves a narrow window only a second writer could use (the caller holds the lock)."""
+        try:
+            self.rename_noreplace(src, dst)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise
+            if self.exists(dst):
+                raise FileExistsError(errno.EEXIST, "exists", dst) from None
+            self.rename(src, dst)
+
     @abstractmethod
     def unlink(self, rel: str) -> None: ...
 
