@@ -40,6 +40,26 @@ def scipion_env(tmp_path, python: str) -> dict:
             "SCIPION_PYTHON": python, "SCIPION_DOMAIN": "pwem", "SCIPION_NOTIFY": "False"}
 
 
+def scipion_project(tmp_path, rounds: int, meta_delay_ms: float):
+    """Scipion's Python and environment, input data for ``rounds`` rounds, and a primary:
+    the OneData-like FUSE mount where FUSE works (``fs``, to stop), else a plain folder.
+    Returns (python, env, source, work, backing, primary, fs); skips without Scipion."""
+    python, why = scipion_python()
+    if python is None:
+        pytest.skip(why)
+    env = scipion_env(tmp_path, python)
+    source, work = str(tmp_path / "source"), str(tmp_path / "work")
+    subprocess.run([python, DRIVER, "make-data", source, str(rounds)], env=env, check=True,
+                   timeout=300)
+    fuse_ok, _ = fuse_available()
+    backing, mnt = str(tmp_path / "backing"), str(tmp_path / "mnt")
+    os.makedirs(backing)
+    os.makedirs(mnt)
+    fs = OneDataFS(backing, mnt, meta_delay_ms=meta_delay_ms, attr_timeout=0.0).start() \
+        if fuse_ok else None
+    return python, env, source, work, backing, mnt if fs else backing, fs
+
+
 def copy_primary(backing: str, dest: str) -> None:
     """The primary as a crash would leave it: files under real names, and the manifest."""
     shutil.copytree(backing, dest, ignore=shutil.ignore_patterns(S, ".spaceport-tmp-*"))
@@ -55,20 +75,7 @@ def check(python: str, env: dict, tmp_path, projects: list[str], items: bool = F
 
 @pytest.mark.timeout(1800)  # building the Scipion venv on first use takes minutes
 def test_real_scipion_project_saved_by_the_daemon(tmp_path, daemons):
-    python, why = scipion_python()
-    if python is None:
-        pytest.skip(why)
-    env = scipion_env(tmp_path, python)
-    source, work = str(tmp_path / "source"), str(tmp_path / "work")
-    subprocess.run([python, DRIVER, "make-data", source, str(ROUNDS)], env=env, check=True,
-                   timeout=300)
-    fuse_ok, _ = fuse_available()
-    backing, mnt = str(tmp_path / "backing"), str(tmp_path / "mnt")
-    os.makedirs(backing)
-    os.makedirs(mnt)
-    fs = OneDataFS(backing, mnt, meta_delay_ms=5.0, attr_timeout=0.0).start() if fuse_ok \
-        else None
-    primary = mnt if fs else backing
+    python, env, source, work, backing, primary, fs = scipion_project(tmp_path, ROUNDS, 5.0)
     try:
         d = daemons(primary, work, "--interval", "2")
         d.wait_phase("running", timeout=60)
@@ -149,20 +156,7 @@ def test_scipion_clean_tmp_under_the_daemon_never_blocks_later_saves(tmp_path, d
     """Issue 12: a run's tmp/ of thousands of files, saved, then deleted by Scipion's own
     cleanTmp. The deletion guard does not fire: the files go to the trash, a later run
     reaches the primary, and SIGTERM ends the daemon with exit 0, the lock released."""
-    python, why = scipion_python()
-    if python is None:
-        pytest.skip(why)
-    env = scipion_env(tmp_path, python)
-    source, work = str(tmp_path / "source"), str(tmp_path / "work")
-    subprocess.run([python, DRIVER, "make-data", source, "2"], env=env, check=True,
-                   timeout=300)
-    fuse_ok, _ = fuse_available()
-    backing, mnt = str(tmp_path / "backing"), str(tmp_path / "mnt")
-    os.makedirs(backing)
-    os.makedirs(mnt)
-    fs = OneDataFS(backing, mnt, meta_delay_ms=1.0, attr_timeout=0.0).start() if fuse_ok \
-        else None
-    primary = mnt if fs else backing
+    python, env, source, work, backing, primary, fs = scipion_project(tmp_path, 2, 1.0)
     gate = str(tmp_path / "gate")
     try:
         d = daemons(primary, work, "--interval", "2")

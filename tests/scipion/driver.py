@@ -54,28 +54,42 @@ def _host_config() -> None:
         HostConfig.writeBasic(hosts)
 
 
-def run(work: str, name: str, source: str, n: int) -> None:
+def _new_project(work: str, name: str):
+    """A new Scipion project in ``work``, with the current folder in it (pyworkflow names
+    its files relative to the project)."""
     _host_config()
     from pyworkflow.project import Manager
-    from pwem.protocols import ProtCropResizeVols, ProtImportMicrographs, ProtImportVolumes
     manager = Manager()
     os.makedirs(manager.PROJECTS, exist_ok=True)
     project = manager.createProject(name, location=work)
-    os.chdir(project.getPath())  # pyworkflow names its files relative to the project
+    os.chdir(project.getPath())
+    return project
+
+
+def _import_and_crop(project, source: str, i: int):
+    """Import volume ``i`` (linked, not copied) and crop it: the two runs, finished."""
+    from pwem.protocols import ProtCropResizeVols, ProtImportVolumes
+    imp = project.newProtocol(ProtImportVolumes, objLabel=f"import vol {i}",
+                              importFrom=ProtImportVolumes.IMPORT_FROM_FILES,
+                              filesPath=os.path.join(source, "vols"),
+                              filesPattern=f"vol_{i:03d}.mrc", samplingRate=2.0,
+                              copyFiles=False)
+    project.launchProtocol(imp, wait=True)
+    crop = project.newProtocol(ProtCropResizeVols, objLabel=f"crop {i}", doResize=True,
+                               resizeOption=ProtCropResizeVols.RESIZE_DIMENSIONS,
+                               resizeDim=24)
+    crop.inVolume.set(imp)
+    crop.inVolume.setExtended("outputVolume")
+    project.launchProtocol(crop, wait=True)
+    return imp, crop
+
+
+def run(work: str, name: str, source: str, n: int) -> None:
+    from pwem.protocols import ProtImportMicrographs
+    project = _new_project(work, name)
     crops = []
     for i in range(n):
-        imp = project.newProtocol(ProtImportVolumes, objLabel=f"import vol {i}",
-                                  importFrom=ProtImportVolumes.IMPORT_FROM_FILES,
-                                  filesPath=os.path.join(source, "vols"),
-                                  filesPattern=f"vol_{i:03d}.mrc", samplingRate=2.0,
-                                  copyFiles=False)
-        project.launchProtocol(imp, wait=True)
-        crop = project.newProtocol(ProtCropResizeVols, objLabel=f"crop {i}", doResize=True,
-                                   resizeOption=ProtCropResizeVols.RESIZE_DIMENSIONS,
-                                   resizeDim=24)
-        crop.inVolume.set(imp)
-        crop.inVolume.setExtended("outputVolume")
-        project.launchProtocol(crop, wait=True)
+        imp, crop = _import_and_crop(project, source, i)
         crops.append(crop)
         mics = project.newProtocol(ProtImportMicrographs, objLabel=f"import mics {i}",
                                    importFrom=ProtImportMicrographs.IMPORT_FROM_FILES,
@@ -90,27 +104,10 @@ def run(work: str, name: str, source: str, n: int) -> None:
 
 def clean_tmp(work: str, name: str, source: str, files: int, gate: str) -> None:
     import time
-    _host_config()
-    from pyworkflow.project import Manager
-    from pwem.protocols import ProtCropResizeVols, ProtImportVolumes
-    manager = Manager()
-    os.makedirs(manager.PROJECTS, exist_ok=True)
-    project = manager.createProject(name, location=work)
-    os.chdir(project.getPath())
+    project = _new_project(work, name)
 
     def one_round(i: int):
-        imp = project.newProtocol(ProtImportVolumes, objLabel=f"import vol {i}",
-                                  importFrom=ProtImportVolumes.IMPORT_FROM_FILES,
-                                  filesPath=os.path.join(source, "vols"),
-                                  filesPattern=f"vol_{i:03d}.mrc", samplingRate=2.0,
-                                  copyFiles=False)
-        project.launchProtocol(imp, wait=True)
-        crop = project.newProtocol(ProtCropResizeVols, objLabel=f"crop {i}", doResize=True,
-                                   resizeOption=ProtCropResizeVols.RESIZE_DIMENSIONS,
-                                   resizeDim=24)
-        crop.inVolume.set(imp)
-        crop.inVolume.setExtended("outputVolume")
-        project.launchProtocol(crop, wait=True)
+        imp, crop = _import_and_crop(project, source, i)
         print(f"round {i}: {imp.getStatus()} {crop.getStatus()} {crop.getWorkingDir()}",
               flush=True)
         return crop
