@@ -3,6 +3,8 @@
 import os
 import socket
 
+import pytest
+
 from spaceport.scan import Kind, scan_tree
 from spaceport.store import WORK_CAPABILITIES, PosixStore
 from spaceport.store.base import temp_name
@@ -54,3 +56,29 @@ def test_unreadable_directories_are_reported_not_treated_as_empty(tmp_path):
         result = scan_tree(store)
     assert "a" in result.unreadable and result.under_unreadable("a/f")
     assert "b/g" in result.entries and "a/f" not in result.entries
+
+
+class VanishingStore(PosixStore):
+    """A writer removes a folder between the listing of its parent and its own (Scipion
+    deleting a run while a save scans): the real folder is removed at that moment."""
+
+    def __init__(self, root: str, victim: str):
+        super().__init__(root, WORK_CAPABILITIES, temp_token="cafe0001")
+        self.victim = victim
+
+    def listdir(self, rel: str):
+        if rel == self.victim:
+            import shutil
+            shutil.rmtree(os.path.join(self.root, rel))
+        return super().listdir(rel)
+
+
+@pytest.mark.parametrize("jobs", [1, 4])
+def test_a_folder_removed_during_the_scan_is_empty_not_an_error(tmp_path, jobs):
+    write(str(tmp_path), "Runs/run1/f.mrc", b"1")
+    write(str(tmp_path), "Runs/run2/f.mrc", b"2")
+    with VanishingStore(str(tmp_path), "Runs/run1") as store:
+        result = scan_tree(store, jobs=jobs)
+    assert not os.path.exists(tmp_path / "Runs" / "run1")
+    assert "Runs/run2/f.mrc" in result.entries
+    assert "Runs/run1/f.mrc" not in result.entries and not result.unreadable

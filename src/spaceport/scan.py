@@ -133,6 +133,11 @@ def _list_one(store: Store, rel: str, skip_top: frozenset[str], temp_token: str 
     return entries, subdirs, special, temps, asides
 
 
+# What _list_one returns for a folder with nothing to list: entries, subdirs, special, temps,
+# asides (one constant, so that a new kind of finding cannot be forgotten on one path).
+_NOTHING: tuple[list, list, list, list, list] = ((), (), (), (), ())  # type: ignore[assignment]
+
+
 @contextmanager
 def paused_gc():
     """No cyclic garbage collection while 10^5 small objects are made that all stay alive:
@@ -176,12 +181,12 @@ def scan_tree(store: Store, *, skip_top: set[str] | frozenset[str] = frozenset()
         except FileNotFoundError:
             if not rel:
                 raise
-            return [], [], [], []  # removed since its parent was listed: it is empty now
+            return _NOTHING  # removed since its parent was listed: it is empty now
         except OSError as exc:
             if is_retryable(exc):
                 raise  # the storage stumbled: that is not a property of this folder
             result.unreadable[rel] = exc  # EACCES, ENAMETOOLONG, ELOOP...: report it
-            return [], [], [], [], []
+            return _NOTHING
 
     if jobs <= 1:
         stack = [""]
