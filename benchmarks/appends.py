@@ -31,9 +31,8 @@ if __package__ in (None, ""):  # python benchmarks/appends.py
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     __package__ = "benchmarks"
 
-from spaceport.digest import digest_of  # noqa: E402
-from spaceport.testing.onedatafs import (OneDataFS, fuse_available,  # noqa: E402
-                                         metadata_calls)
+from spaceport.engine.digest import digest_of  # noqa: E402
+from spaceport.testing.onedatafs import OneDataFS, fuse_available, metadata_calls
 
 from .measure import ATTR_TIMEOUT, settled_counts  # noqa: E402
 from .sections import markers, write_section  # noqa: E402

@@ -31,12 +31,12 @@ if __package__ in (None, ""):  # python benchmarks/snapshots.py
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     __package__ = "benchmarks"
 
-from spaceport.progress import Tracker  # noqa: E402
-from spaceport.retry import RetryPolicy  # noqa: E402
-from spaceport.snapshot import Snapshotter  # noqa: E402
+from spaceport.engine.progress import Tracker  # noqa: E402
+from spaceport.engine.snapshot import Snapshotter  # noqa: E402
+from spaceport.engine.transfer import Copier, CopyJob  # noqa: E402
 from spaceport.store import PRIMARY_CAPABILITIES, WORK_CAPABILITIES, PosixStore  # noqa: E402
 from spaceport.store.base import temp_name  # noqa: E402
-from spaceport.transfer import Copier, CopyJob  # noqa: E402
+from spaceport.store.retry import RetryPolicy  # noqa: E402
 
 from .sections import markers, write_section  # noqa: E402
 

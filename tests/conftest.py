@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from spaceport.engine import Options
-from spaceport.lock import DEFAULT_STATUS_DIR
-from spaceport.marker import MARKER_DIR
-from spaceport.retry import RetryPolicy
+from spaceport.commands.options import Options
+from spaceport.formats.marker import MARKER_DIR
+from spaceport.safety.lock import DEFAULT_STATUS_DIR
+from spaceport.store.retry import RetryPolicy
 
 SKIP_TOP = {os.fsencode(MARKER_DIR), os.fsencode(DEFAULT_STATUS_DIR)}
 

@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from spaceport.lock import DEFAULT_STATUS_DIR, LockInfo
+from spaceport.safety.lock import DEFAULT_STATUS_DIR, LockInfo
 
 # Small numbers so that a test sees several beats and saves in a few seconds.
 FAST = ["--interval", "0.5", "--stale-after", "4", "--retries", "2", "--retry-delay", "0.05",

@@ -16,14 +16,13 @@ import textwrap
 import time
 
 import pytest
-
-from spaceport.digest import DIGEST_MIN_SIZE
-from spaceport.index import Index
-from spaceport.lock import DEFAULT_STATUS_DIR
-from spaceport.marker import index_path
-
 from conftest import run_cli, write
 from test_faults import Mount, needs_fuse, spaceport_proc
+
+from spaceport.engine.digest import DIGEST_MIN_SIZE
+from spaceport.engine.index import Index
+from spaceport.formats.marker import index_path
+from spaceport.safety.lock import DEFAULT_STATUS_DIR
 
 S = DEFAULT_STATUS_DIR
 LOG = "Logs/project.log"

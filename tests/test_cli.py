@@ -8,10 +8,9 @@ import sys
 import time
 
 import pytest
-
-from spaceport.lock import DEFAULT_STATUS_DIR
-
 from conftest import run_cli, snapshot, write
+
+from spaceport.safety.lock import DEFAULT_STATUS_DIR
 
 S = DEFAULT_STATUS_DIR
 ODD = ['a "quoted" name', "new\nline", "tab\there", "back\\slash", " leading space",

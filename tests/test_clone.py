@@ -13,16 +13,15 @@ import tempfile
 import time
 
 import pytest
-
-from spaceport.clone import ClonePlan, clone, plan_clone, wipe_clone
-from spaceport.engine import Options
-from spaceport.errors import RefusedError, UsageError
-from spaceport.retry import RetryPolicy
-from spaceport.scan import Entry, Kind, ScanResult
-from spaceport.store.base import temp_name
-
 from conftest import run_cli, write
 from daemon_helpers import make_tree
+
+from spaceport.commands.clone import ClonePlan, clone, plan_clone, wipe_clone
+from spaceport.commands.options import Options
+from spaceport.engine.scan import Entry, Kind, ScanResult
+from spaceport.errors import RefusedError, UsageError
+from spaceport.store.base import temp_name
+from spaceport.store.retry import RetryPolicy
 
 
 def files(root: str) -> dict[str, tuple[bytes, int]]:

@@ -13,13 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
-
-from spaceport.lock import DEFAULT_STATUS_DIR, LockInfo, iso, utcnow
-from spaceport.marker import read_marker
-from spaceport.testing.onedatafs import OneDataFS, fuse_available
-
 from conftest import run_cli, snapshot, write
 from daemon_helpers import make_tree, read_heartbeat_file, read_lock_file
+
+from spaceport.clock import iso, utcnow
+from spaceport.formats.marker import read_marker
+from spaceport.safety.lock import DEFAULT_STATUS_DIR, LockInfo
+from spaceport.testing.onedatafs import OneDataFS, fuse_available
 
 TOKEN = "tok-5f1d2c9e-daemon-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

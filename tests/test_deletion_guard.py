@@ -12,17 +12,16 @@ import shutil
 import signal
 
 import pytest
-
-from spaceport.deploy import deploy
-from spaceport.deletion_guard import HELD_META, held_paths
-from spaceport.errors import RefusedError
-from spaceport.index import Index
-from spaceport.lock import DEFAULT_STATUS_DIR
-from spaceport.marker import index_path
-from spaceport.save import save
-
 from conftest import run_cli, write
 from daemon_helpers import read_lock_file
+
+from spaceport.commands.deploy import deploy
+from spaceport.commands.save import save
+from spaceport.engine.index import Index
+from spaceport.errors import RefusedError
+from spaceport.formats.marker import index_path
+from spaceport.safety.deletion_guard import HELD_META, held_paths
+from spaceport.safety.lock import DEFAULT_STATUS_DIR
 
 S = DEFAULT_STATUS_DIR
 TOKEN = "s3cret-token-for-tests"
@@ -352,8 +351,8 @@ def test_held_deletions_cost_no_call_on_the_primary_and_a_cleaned_tmp_one_rename
         tmp_path):
     import time
 
-    from spaceport.engine import Options
-    from spaceport.retry import RetryPolicy
+    from spaceport.commands.options import Options
+    from spaceport.store.retry import RetryPolicy
     from spaceport.testing.onedatafs import OneDataFS, fuse_available, metadata_calls
 
     ok, why = fuse_available()

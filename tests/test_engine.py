@@ -6,15 +6,14 @@ import shutil
 import stat
 
 import pytest
-
-from spaceport.deploy import deploy
-from spaceport.errors import LockedError, LockLostError, RefusedError
-from spaceport.lock import DEFAULT_STATUS_DIR, read_lock
-from spaceport.save import save
-from spaceport.store import PRIMARY_CAPABILITIES, PosixStore
-from spaceport.undeploy import undeploy
-
 from conftest import snapshot, write
+
+from spaceport.commands.deploy import deploy
+from spaceport.commands.save import save
+from spaceport.commands.undeploy import undeploy
+from spaceport.errors import LockedError, LockLostError, RefusedError
+from spaceport.safety.lock import DEFAULT_STATUS_DIR, read_lock
+from spaceport.store import PRIMARY_CAPABILITIES, PosixStore
 
 S = DEFAULT_STATUS_DIR
 
@@ -286,7 +285,7 @@ def test_a_stopped_stage_in_is_not_called_finished_and_reruns(dirs, opts):
 def test_stop_during_stage_in_after_folders_were_made(dirs, opts, monkeypatch):
     import threading
 
-    from spaceport import stagein
+    from spaceport.commands import stagein
     from spaceport.errors import Interrupted
 
     primary, work = dirs

@@ -15,17 +15,16 @@ import sys
 import time
 
 import pytest
-
-from spaceport.deploy import deploy
-from spaceport.errors import PartialSaveError, StorageUnavailableError
-from spaceport.index import Index
-from spaceport.lock import DEFAULT_STATUS_DIR
-from spaceport.marker import index_path, read_marker
-from spaceport.save import save
-from spaceport.scan import Kind
-from spaceport.testing.onedatafs import OneDataFS, fuse_available
-
 from conftest import run_cli, snapshot, write
+
+from spaceport.commands.deploy import deploy
+from spaceport.commands.save import save
+from spaceport.engine.index import Index
+from spaceport.engine.scan import Kind
+from spaceport.errors import PartialSaveError, StorageUnavailableError
+from spaceport.formats.marker import index_path, read_marker
+from spaceport.safety.lock import DEFAULT_STATUS_DIR
+from spaceport.testing.onedatafs import OneDataFS, fuse_available
 
 S = DEFAULT_STATUS_DIR
 AVAILABLE, REASON = fuse_available()

@@ -13,15 +13,19 @@ import threading
 import time
 
 import pytest
-
-from spaceport.engine import Options
-from spaceport.errors import LockLostError
-from spaceport.fence import Fence
-from spaceport.lock import DEFAULT_STATUS_DIR, DeploymentLock, WorkCopy, force_unlock
-from spaceport.retry import RetryPolicy
-from spaceport.store import PRIMARY_CAPABILITIES, PosixStore
-
 from conftest import write
+
+from spaceport.commands.options import Options
+from spaceport.errors import LockLostError
+from spaceport.safety.fence import Fence
+from spaceport.safety.lock import (
+    DEFAULT_STATUS_DIR,
+    DeploymentLock,
+    WorkCopy,
+    force_unlock,
+)
+from spaceport.store import PRIMARY_CAPABILITIES, PosixStore
+from spaceport.store.retry import RetryPolicy
 
 ROUNDS = int(os.environ.get("SPACEPORT_FENCE_ROUNDS", "150"))
 
@@ -118,8 +122,8 @@ def test_a_commit_never_relies_on_a_verification_older_than_max_age():
 def test_a_save_taken_over_at_a_random_moment_writes_at_most_one_file_per_worker(
         tmp_path, monkeypatch, seed):
     """Issue 9, failure 3: a save in flight kept writing 117 files after a takeover."""
-    from spaceport.deploy import deploy
-    from spaceport.save import save
+    from spaceport.commands.deploy import deploy
+    from spaceport.commands.save import save
 
     rnd = random.Random(seed)
     primary, work = str(tmp_path / "p"), str(tmp_path / "w")

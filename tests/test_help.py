@@ -32,16 +32,19 @@ from pathlib import Path
 
 import click
 import pytest
+from conftest import run_cli, write
 
 import spaceport.daemon
-from spaceport.cli import cli, main
-from spaceport.cli import daemon_cmd
-from spaceport.cli.options import make_options, status_dir_option, storage_options, verbose_option
-from spaceport.engine import Options
-from spaceport.lock import DEFAULT_STATUS_DIR
-from spaceport.progress import Tracker
-
-from conftest import run_cli, write
+from spaceport.cli import cli, daemon_cmd, main
+from spaceport.cli.options import (
+    make_options,
+    status_dir_option,
+    storage_options,
+    verbose_option,
+)
+from spaceport.commands.options import Options
+from spaceport.engine.progress import Tracker
+from spaceport.safety.lock import DEFAULT_STATUS_DIR
 
 FIELDS = {f.name for f in dataclasses.fields(Options)}
 # A value unlike the default for each key make_options may read; which field it lands in

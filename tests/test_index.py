@@ -4,9 +4,9 @@ import os
 
 import pytest
 
+from spaceport.engine.index import Index, Known
+from spaceport.engine.scan import Entry, Kind
 from spaceport.errors import FormatError
-from spaceport.index import Index, Known
-from spaceport.scan import Entry, Kind
 
 
 def test_rows_round_trip_with_non_utf8_paths(tmp_path):
@@ -60,7 +60,7 @@ def test_an_index_of_format_2_is_migrated_its_rows_without_a_digest(tmp_path):
     uploaded whole once (never appended on faith), and gets one then."""
     import sqlite3
 
-    from spaceport.index import INDEX_FORMAT
+    from spaceport.engine.index import INDEX_FORMAT
 
     path = str(tmp_path / "i.sqlite")
     db = sqlite3.connect(path)

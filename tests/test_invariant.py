@@ -16,13 +16,18 @@ import textwrap
 import time
 
 import pytest
-
-from spaceport.deploy import read_marker_quietly
-from spaceport.lock import DEFAULT_STATUS_DIR
-
 from conftest import run_cli, snapshot, write
-from test_faults import (Mount, assert_index_claims_only_what_landed, files_only,
-                         measure_calls, needs_fuse, spaceport_proc)
+from test_faults import (
+    Mount,
+    assert_index_claims_only_what_landed,
+    files_only,
+    measure_calls,
+    needs_fuse,
+    spaceport_proc,
+)
+
+from spaceport.commands.deploy import read_marker_quietly
+from spaceport.safety.lock import DEFAULT_STATUS_DIR
 
 S = DEFAULT_STATUS_DIR
 
@@ -461,11 +466,11 @@ def test_a_rewrite_with_the_same_size_and_the_old_mtime_is_saved(tmp_path):
 def test_an_index_of_format_1_is_migrated_never_misread(tmp_path, opts):
     import sqlite3
 
-    from spaceport.deploy import deploy
-    from spaceport.index import INDEX_FORMAT, Index
-    from spaceport.marker import index_path
-    from spaceport.save import save
-    from spaceport.undeploy import undeploy
+    from spaceport.commands.deploy import deploy
+    from spaceport.commands.save import save
+    from spaceport.commands.undeploy import undeploy
+    from spaceport.engine.index import INDEX_FORMAT, Index
+    from spaceport.formats.marker import index_path
 
     primary, work = str(tmp_path / "p"), str(tmp_path / "w")
     project(primary)

@@ -17,13 +17,17 @@ import sys
 import time
 
 import pytest
-
-from spaceport.lock import DEFAULT_STATUS_DIR, DeploymentLock, WorkCopy, force_unlock
-from spaceport.store import PRIMARY_CAPABILITIES, PosixStore
-from spaceport.testing.onedatafs import OneDataFS, fuse_available
-
 from conftest import run_cli, snapshot, write
 from daemon_helpers import make_tree, read_lock_file
+
+from spaceport.safety.lock import (
+    DEFAULT_STATUS_DIR,
+    DeploymentLock,
+    WorkCopy,
+    force_unlock,
+)
+from spaceport.store import PRIMARY_CAPABILITIES, PosixStore
+from spaceport.testing.onedatafs import OneDataFS, fuse_available
 
 S = DEFAULT_STATUS_DIR
 

@@ -11,15 +11,13 @@ import os
 
 import click
 import pytest
-
+from conftest import run_cli, snapshot, write
+from legacy_spaces import put, westlife_linklist
 from test_help import all_commands
 
 from spaceport.cli.options import SAFETY_FLAGS
-from spaceport.lock import DEFAULT_STATUS_DIR
-from spaceport.marker import MARKER_DIR
-
-from conftest import run_cli, snapshot, write
-from legacy_spaces import put, westlife_linklist
+from spaceport.formats.marker import MARKER_DIR
+from spaceport.safety.lock import DEFAULT_STATUS_DIR
 
 S = DEFAULT_STATUS_DIR
 

@@ -41,18 +41,18 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from spaceport.deploy import deploy
-from spaceport.engine import Options
+from spaceport.commands.deploy import deploy
+from spaceport.commands.options import Options
+from spaceport.commands.save import save
+from spaceport.commands.undeploy import undeploy
+from spaceport.engine.index import Index, proven
+from spaceport.engine.scan import Kind
 from spaceport.errors import SpaceportError
-from spaceport.index import Index
-from spaceport.invariant import entry_at, proven
-from spaceport.lock import DEFAULT_STATUS_DIR
-from spaceport.marker import index_path, read_marker
-from spaceport.retry import RetryPolicy
-from spaceport.save import save
-from spaceport.scan import Kind
+from spaceport.formats.marker import index_path, read_marker
+from spaceport.safety.invariant import entry_at
+from spaceport.safety.lock import DEFAULT_STATUS_DIR
 from spaceport.store import WORK_CAPABILITIES, PosixStore
-from spaceport.undeploy import undeploy
+from spaceport.store.retry import RetryPolicy
 
 S = DEFAULT_STATUS_DIR
 PATHS = ["a.xmd", "b.mrc", "Runs/001/c.star", "Runs/001/logs/run.log", "Runs/002/d.mrc",

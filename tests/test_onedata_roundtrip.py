@@ -3,13 +3,12 @@
 import os
 
 import pytest
-
-from spaceport.deploy import deploy
-from spaceport.save import save
-from spaceport.testing.onedatafs import OneDataFS, fuse_available
-from spaceport.undeploy import undeploy
-
 from conftest import snapshot, write
+
+from spaceport.commands.deploy import deploy
+from spaceport.commands.save import save
+from spaceport.commands.undeploy import undeploy
+from spaceport.testing.onedatafs import OneDataFS, fuse_available
 
 AVAILABLE, REASON = fuse_available()
 pytestmark = [pytest.mark.fuse,

@@ -26,15 +26,14 @@ import os
 import time
 
 import pytest
-
-from spaceport.deploy import deploy
-from spaceport.engine import Options
-from spaceport.retry import RetryPolicy
-from spaceport.save import save
-from spaceport.testing.onedatafs import OneDataFS, fuse_available, metadata_calls
-from spaceport.undeploy import undeploy
-
 from conftest import write
+
+from spaceport.commands.deploy import deploy
+from spaceport.commands.options import Options
+from spaceport.commands.save import save
+from spaceport.commands.undeploy import undeploy
+from spaceport.store.retry import RetryPolicy
+from spaceport.testing.onedatafs import OneDataFS, fuse_available, metadata_calls
 
 pytestmark = pytest.mark.fuse
 

@@ -17,20 +17,18 @@ import sys
 import time
 
 import pytest
+from conftest import run_cli, snapshot, write
+from daemon_helpers import read_lock_file
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from spaceport.deploy import deploy
-from spaceport.index import Index
-from spaceport.lock import DEFAULT_STATUS_DIR
-from spaceport.marker import index_path
-from spaceport.save import pending_changes, save
-from spaceport.marker import require_marker
+from spaceport.commands.deploy import deploy
+from spaceport.commands.save import pending_changes, save
+from spaceport.engine.index import Index
+from spaceport.formats.marker import index_path, require_marker
+from spaceport.formats.trash import TRASH_DIR
+from spaceport.safety.lock import DEFAULT_STATUS_DIR
 from spaceport.testing.onedatafs import OneDataFS, fuse_available, metadata_calls
-from spaceport.trash import TRASH_DIR
-
-from conftest import run_cli, snapshot, write
-from daemon_helpers import read_lock_file
 
 AVAILABLE, REASON = fuse_available()
 
@@ -440,7 +438,7 @@ def test_links_in_a_moved_folder_are_recorded_at_their_new_path(dirs, opts, tmp_
     again = save(work, opts)
     assert not again.manifest_written and again.uploaded == 0  # nothing left to say
     other = str(tmp_path / "other")
-    from spaceport.undeploy import undeploy
+    from spaceport.commands.undeploy import undeploy
     undeploy(work, opts)
     deploy(primary, other, opts)
     assert os.readlink(os.path.join(other, "X/link")) == "a.txt"

@@ -5,16 +5,15 @@ import os
 import shutil
 import tempfile
 
+from conftest import snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spaceport.deploy import deploy
-from spaceport.engine import Options
-from spaceport.retry import RetryPolicy
-from spaceport.save import save
-from spaceport.undeploy import undeploy
-
-from conftest import snapshot
+from spaceport.commands.deploy import deploy
+from spaceport.commands.options import Options
+from spaceport.commands.save import save
+from spaceport.commands.undeploy import undeploy
+from spaceport.store.retry import RetryPolicy
 
 # Names: any bytes but "/" and NUL (and not "." or ".."), kept short; spaceport's own
 # reserved names are excluded at the top level only, where they mean something.

@@ -4,12 +4,11 @@ import os
 import socket
 
 import pytest
+from conftest import write
 
-from spaceport.scan import Kind, scan_tree
+from spaceport.engine.scan import Kind, scan_tree
 from spaceport.store import WORK_CAPABILITIES, PosixStore
 from spaceport.store.base import temp_name
-
-from conftest import write
 
 
 def test_scan_kinds_links_specials_and_temps(tmp_path, caplog):

@@ -19,11 +19,10 @@ import sys
 import time
 
 import pytest
-
-from spaceport.lock import DEFAULT_STATUS_DIR
-from spaceport.testing.onedatafs import OneDataFS, fuse_available
-
 from scipion.env import scipion_python
+
+from spaceport.safety.lock import DEFAULT_STATUS_DIR
+from spaceport.testing.onedatafs import OneDataFS, fuse_available
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DRIVER = os.path.join(HERE, "scipion", "driver.py")

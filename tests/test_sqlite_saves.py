@@ -18,22 +18,27 @@ import threading
 import time
 
 import pytest
+from conftest import write
+from sqlite_helpers import (
+    counter_state,
+    integrity,
+    open_copy,
+    start_counter_writer,
+    stop,
+    wait_for_file,
+)
 
-from spaceport.deploy import deploy
+import spaceport.engine.snapshot as snapshot_mod
+from spaceport.commands.deploy import deploy
+from spaceport.commands.save import save
+from spaceport.engine.index import Index
+from spaceport.engine.snapshot import HEADER, SnapshotError, Snapshotter, is_database
 from spaceport.errors import PartialSaveError
-from spaceport.index import Index
-from spaceport.lock import DEFAULT_STATUS_DIR
-from spaceport.marker import index_path
-from spaceport.save import save
-import spaceport.snapshot as snapshot_mod
-from spaceport.snapshot import HEADER, SnapshotError, Snapshotter, is_database
+from spaceport.formats.marker import index_path
+from spaceport.safety.lock import DEFAULT_STATUS_DIR
 from spaceport.store import WORK_CAPABILITIES, PosixStore
 from spaceport.store.posix import PosixStore as _Posix
 from spaceport.testing.onedatafs import OneDataFS, fuse_available
-
-from conftest import write
-from sqlite_helpers import (counter_state, integrity, open_copy, start_counter_writer, stop,
-                            wait_for_file)
 
 ROUNDS = int(os.environ.get("SPACEPORT_SQLITE_ROUNDS", "40"))
 FUSE_ROUNDS = int(os.environ.get("SPACEPORT_SQLITE_FUSE_ROUNDS", "15"))
@@ -290,7 +295,7 @@ def test_a_file_that_vanishes_before_its_upload_is_a_deletion(dirs, opts, monkey
     deploy(primary, work, opts)
     write(work, "Runs/1/tmp/scratch.dat", b"newer")
     write(work, "Runs/1/tmp/other.dat", b"new")
-    from spaceport.transfer import Copier
+    from spaceport.engine.transfer import Copier
     copy_once = Copier._copy_once
 
     def cleantmp(self, job):  # Scipion's cleanTmp, between the scan and the uploads

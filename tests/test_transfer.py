@@ -6,20 +6,26 @@ import threading
 import time
 
 import pytest
+from conftest import snapshot, write
 
-from spaceport.deploy import deploy
-from spaceport.engine import Options
+from spaceport.commands.deploy import deploy
+from spaceport.commands.options import Options
+from spaceport.commands.save import save
+from spaceport.engine.progress import Tracker
+from spaceport.engine.transfer import (
+    RACY_NS,
+    Copier,
+    CopyJob,
+    KeptChangingError,
+    racy,
+    run_copies,
+    run_parallel,
+)
 from spaceport.errors import Interrupted
-from spaceport.lock import DEFAULT_STATUS_DIR
-from spaceport.progress import Tracker
-from spaceport.retry import RetryPolicy
-from spaceport.save import save
+from spaceport.safety.lock import DEFAULT_STATUS_DIR
 from spaceport.store import PRIMARY_CAPABILITIES, WORK_CAPABILITIES, PosixStore
 from spaceport.store.base import temp_name
-from spaceport.transfer import (RACY_NS, Copier, CopyJob, KeptChangingError, racy, run_copies,
-                                run_parallel)
-
-from conftest import snapshot, write
+from spaceport.store.retry import RetryPolicy
 
 
 def make_source(root, count=60):

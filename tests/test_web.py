@@ -14,15 +14,14 @@ import sys
 import time
 
 import pytest
+from conftest import run_cli
+from daemon_helpers import make_tree
 from prometheus_client.parser import text_string_to_metric_families
 
 from spaceport.daemon.config import DaemonConfig
 from spaceport.daemon.state import DaemonTracker, RateLimit, State
 from spaceport.daemon.web import parse_listen, render_page
 from spaceport.errors import UsageError
-
-from conftest import run_cli
-from daemon_helpers import make_tree
 
 TOKEN = "tok-9a7c3e-web-tests-secret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -142,7 +141,7 @@ def test_page_escapes_everything_it_shows():
 
 
 def test_page_lists_held_deletions_and_special_files_escaped():
-    from spaceport.save import SaveReport
+    from spaceport.commands.save import SaveReport
 
     evil = "<script>alert(1)</script>"
     state = State(DaemonConfig(primary="/p", work="/w"), DaemonTracker())

@@ -2,7 +2,7 @@
 
 import os
 
-from spaceport.plan import unsaved_summary
+from spaceport.engine.plan import unsaved_summary
 from spaceport.wording import count, human_size, plural, quote, show_path
 
 

@@ -22,10 +22,18 @@ from rich.markup import escape
 
 from .. import __version__
 from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, Interrupted, SpaceportError
-from ..retry import is_unavailable, unavailable
 from ..stopping import SIGNALS
-from . import options
-from . import clone_cmd, daemon_cmd, demo_cmd, deploy_cmd, lock_cmd, status_cmd, trash_cmd
+from ..store.retry import is_unavailable, unavailable
+from . import (
+    clone_cmd,
+    daemon_cmd,
+    demo_cmd,
+    deploy_cmd,
+    lock_cmd,
+    options,
+    status_cmd,
+    trash_cmd,
+)
 from .options import err, ignored_safety_variables
 
 

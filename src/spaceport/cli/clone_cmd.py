@@ -5,10 +5,19 @@ from __future__ import annotations
 import click
 
 from ..daemon.state import RateLimit
-from ..progress import RichTracker, Tracker
+from ..engine.progress import RichTracker, Tracker
 from ..wording import count, human_size
-from .options import (common_options, env_option, err, jobs_option, make_options, out,
-                      parse_rate, safety_flag, stopping_on_sigterm)
+from .options import (
+    common_options,
+    env_option,
+    err,
+    jobs_option,
+    make_options,
+    out,
+    parse_rate,
+    safety_flag,
+    stopping_on_sigterm,
+)
 
 
 class _LimitedRich(RichTracker):
@@ -49,7 +58,7 @@ def clone_command(ctx, source, dest, bwlimit, allow_mass_delete, **_):
     special files in SOURCE are skipped with a warning. DEST must be empty or an earlier
     clone (it holds .spaceport/clone.json).
     """
-    from ..clone import clone
+    from ..commands.clone import clone
 
     limit = RateLimit(parse_rate(bwlimit))
     show = ctx.params.get("progress")

@@ -20,11 +20,11 @@ from rich.panel import Panel
 from rich.rule import Rule
 from rich.text import Text
 
-from ..deploy import deploy
+from ..commands.deploy import deploy
+from ..commands.save import save
+from ..commands.status import format_status, verify, work_status
+from ..commands.undeploy import undeploy
 from ..errors import LockedError, UsageError
-from ..save import save
-from ..status import format_status, verify, work_status
-from ..undeploy import undeploy
 from ..wording import count, human_size
 from .options import env_option, err, make_options, out
 

@@ -8,14 +8,25 @@ import sys
 import click
 from rich.markup import escape
 
+from ..engine.plan import save_listing
 from ..errors import RefusedError, UsageError
-from ..plan import save_listing
+from ..safety.deletion_guard import held_warning
 from ..stopping import stop_on_signals
-from ..deletion_guard import held_warning
 from ..wording import count, human_size, show_path
 from . import options
-from .options import (common_options, env_option, err, jobs_option, log_to_work, make_options, out,
-                      safety_flag, stale_after_option, status_dir_option, wait_option)
+from .options import (
+    common_options,
+    env_option,
+    err,
+    jobs_option,
+    log_to_work,
+    make_options,
+    out,
+    safety_flag,
+    stale_after_option,
+    status_dir_option,
+    wait_option,
+)
 
 
 @click.command()
@@ -67,7 +78,8 @@ def deploy(ctx, primary, work, resume, discard_local, yes, take_over_stale, dry_
     resumes and copies only what is missing). Only one deployment of PRIMARY can exist at a
     time: if another holds it, this exits 3 naming host, instance and last heartbeat.
     """
-    from ..deploy import deploy as run_deploy, preview_deploy
+    from ..commands.deploy import deploy as run_deploy
+    from ..commands.deploy import preview_deploy
 
     if resume and discard_local:
         raise click.UsageError("--resume and --discard-local exclude each other.")
@@ -147,7 +159,7 @@ def save(ctx, work, dry_run, allow_mass_delete, **_):
     held and everything else is saved: exit 0 with a warning naming them; --allow-mass-delete
     carries them out. Exits 4 if the lock is not held by this working copy.
     """
-    from ..save import save as run_save
+    from ..commands.save import save as run_save
 
     opts = make_options(ctx.params)
     log_to_work(work, "save")
@@ -242,7 +254,7 @@ def undeploy(ctx, work, keep_work, allow_mass_delete, checksum, **_):
     --discard-local set aside, and the record of the undeploy (run again, undeploy answers
     "already undeployed").
     """
-    from ..undeploy import undeploy as run_undeploy
+    from ..commands.undeploy import undeploy as run_undeploy
 
     opts = make_options(ctx.params)
     log_to_work(work, "undeploy")

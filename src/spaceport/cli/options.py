@@ -15,15 +15,15 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ..engine import DEFAULT_JOBS, Options
+from ..commands.options import DEFAULT_JOBS, Options
+from ..engine.progress import RichTracker, Tracker
 from ..errors import UsageError
-from ..links import parse_rebase
-from ..lock import DEFAULT_STALE_AFTER, DEFAULT_STATUS_DIR, validate_status_dir
-from ..progress import RichTracker, Tracker
-from ..retry import RetryPolicy
+from ..formats.links import parse_rebase
+from ..formats.worklog import WorkLogHandler, started_line
+from ..safety.lock import DEFAULT_STALE_AFTER, DEFAULT_STATUS_DIR, validate_status_dir
+from ..safety.worklock import DEFAULT_WAIT
+from ..store.retry import RetryPolicy
 from ..wording import quote
-from ..worklog import WorkLogHandler, started_line
-from ..worklock import DEFAULT_WAIT
 
 # soft_wrap: long messages are one line each; the terminal wraps them, log collectors and
 # tests that read them are not given line breaks in the middle of a path.

@@ -7,10 +7,18 @@ import sys
 
 import click
 
-from ..progress import Tracker
+from ..engine.progress import Tracker
 from ..wording import count
-from .options import (env_option, jobs_option, log_to_work, make_options, out, status_dir_option,
-                      storage_options, verbose_option)
+from .options import (
+    env_option,
+    jobs_option,
+    log_to_work,
+    make_options,
+    out,
+    status_dir_option,
+    storage_options,
+    verbose_option,
+)
 
 
 @click.command()
@@ -28,7 +36,7 @@ def status(ctx, work, primary, as_json, **_):
     or (with --primary) who holds a primary folder, its recent saves and its trash.
 
     Exits 1 if WORK is not a spaceport working copy."""
-    from ..status import format_status, primary_status, work_status
+    from ..commands.status import format_status, primary_status, work_status
 
     if bool(work) == bool(primary):
         raise click.UsageError("give either WORK or --primary PRIMARY.")
@@ -53,7 +61,7 @@ def status(ctx, work, primary, as_json, **_):
 def verify(ctx, work, checksum, **_):
     """Compare WORK with its primary, file by file, and its links with the manifest.
     Reads the whole primary (slow on OneData, on purpose). Exits 1 on any difference."""
-    from ..status import verify as run_verify
+    from ..commands.status import verify as run_verify
 
     opts = make_options(ctx.params, tracker=Tracker())
     log_to_work(work, "verify")

@@ -11,21 +11,33 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from ..engine import open_primary
-from ..index import Index
-from ..invariant import GuardedWork, may_write
+from ..engine.index import Index
+from ..engine.progress import Tracker
+from ..engine.transfer import Copier, CopyJob, run_copies
 from ..errors import LockedError, UsageError
-from ..lock import read_lock
-from ..marker import index_path, require_marker
-from ..progress import Tracker
+from ..formats.marker import index_path, require_marker
+from ..formats.trash import TRASH_DIR, batch_files, list_batches, purge
+from ..safety.invariant import GuardedWork, may_write
+from ..safety.lock import read_lock
+from ..safety.worklock import hold_work
 from ..store import WORK_CAPABILITIES
 from ..store.base import join, parent_of, temp_name
-from ..transfer import Copier, CopyJob, run_copies
-from ..worklock import hold_work
-from ..trash import TRASH_DIR, batch_files, list_batches, purge
+from ..store.sides import open_primary
 from ..wording import count, human_size, quote, show_path
-from .options import (common_options, env_option, err, jobs_option, log_to_work, make_options, out,
-                      safety_flag, status_dir_option, storage_options, verbose_option, wait_option)
+from .options import (
+    common_options,
+    env_option,
+    err,
+    jobs_option,
+    log_to_work,
+    make_options,
+    out,
+    safety_flag,
+    status_dir_option,
+    storage_options,
+    verbose_option,
+    wait_option,
+)
 
 
 def _where(work: str | None, primary: str | None, status_dir: str):

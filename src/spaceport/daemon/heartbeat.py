@@ -6,10 +6,10 @@ import threading
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from ..engine import open_primary
 from ..errors import LockLostError, SpaceportError
-from ..lock import DeploymentLock, LockInfo, read_lock
-from ..retry import RetryPolicy
+from ..safety.lock import DeploymentLock, LockInfo, read_lock
+from ..store.retry import RetryPolicy
+from ..store.sides import open_primary
 from .state import describe
 
 if TYPE_CHECKING:

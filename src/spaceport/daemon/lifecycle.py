@@ -23,24 +23,54 @@ import threading
 import time
 from dataclasses import replace
 
-from ..clone import clone, wipe_clone
-from ..deploy import deploy
-from ..engine import Options, open_primary
-from ..errors import (EXIT_INTERRUPTED, EXIT_LOCK_LOST, Interrupted, LockLostError,
-                      PartialSaveError, SpaceportError, StorageUnavailableError)
-from ..lock import DeploymentLock, LockInfo, WorkCopy, locked_error, read_lock
-from ..marker import (DEPLOYED, UNDEPLOYED, Marker, marker_dir, read_marker, require_marker,
-                      work_id, write_marker)
-from ..retry import RetryPolicy, is_unavailable
-from ..save import save
-from ..undeploy import final_save, remove_saved_work
-from ..worklock import DAEMON_COMMAND, hold_work
+from ..commands.clone import clone, wipe_clone
+from ..commands.deploy import deploy
+from ..commands.options import Options
+from ..commands.save import save
+from ..commands.undeploy import final_save, remove_saved_work
+from ..errors import (
+    EXIT_INTERRUPTED,
+    EXIT_LOCK_LOST,
+    Interrupted,
+    LockLostError,
+    PartialSaveError,
+    SpaceportError,
+    StorageUnavailableError,
+)
+from ..formats.marker import (
+    DEPLOYED,
+    UNDEPLOYED,
+    Marker,
+    marker_dir,
+    read_marker,
+    require_marker,
+    work_id,
+    write_marker,
+)
+from ..safety.lock import DeploymentLock, LockInfo, WorkCopy, locked_error, read_lock
+from ..safety.worklock import DAEMON_COMMAND, hold_work
+from ..store.retry import RetryPolicy, is_unavailable
+from ..store.sides import open_primary
 from ..wording import count, duration
 from .config import DaemonConfig, remove_file, write_file_atomic
 from .heartbeat import Heartbeat
 from .logs import fields
-from .state import (FAILED, LOCK_LOST, LOCKING, READY, RELEASED, RUNNING, STAGING_IN,
-                    STAGING_OUT, STOPPED, DaemonTracker, State, Worker, describe, human_bytes)
+from .state import (
+    FAILED,
+    LOCK_LOST,
+    LOCKING,
+    READY,
+    RELEASED,
+    RUNNING,
+    STAGING_IN,
+    STAGING_OUT,
+    STOPPED,
+    DaemonTracker,
+    State,
+    Worker,
+    describe,
+    human_bytes,
+)
 
 log = logging.getLogger("spaceport.daemon")  # its name from before the package
 

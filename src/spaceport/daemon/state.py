@@ -16,9 +16,9 @@ from collections import Counter, defaultdict, deque
 from typing import TYPE_CHECKING
 
 from .. import __version__
-from ..deletion_guard import held_warning
+from ..engine.progress import Tracker
 from ..errors import Interrupted, SpaceportError
-from ..progress import Tracker
+from ..safety.deletion_guard import held_warning
 from ..wording import count, duration, human_size
 
 if TYPE_CHECKING:

@@ -1,0 +1,336 @@
+"""Looking without touching: ``status`` of a working copy or a primary, and ``verify``.
+
+Status reads the lock and the index; the pending changes come from a scan of the working
+copy alone. Verify is the one command that reads the whole primary, on purpose: it answers
+"is everything really there?" (sizes, and contents with --checksum).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from ..engine.index import Index
+from ..engine.plan import unsaved_summary
+from ..engine.scan import Kind, scan_tree
+from ..errors import FormatError, SpaceportError
+from ..formats.legacy import (
+    TOP_LEVEL_NAMES,
+    LegacyLock,
+    RootUnknown,
+    last_system,
+    legacy_lists,
+    read_legacy_links,
+)
+from ..formats.links import read_manifest_full, resolve_target
+from ..formats.marker import (
+    MARKER_DIR,
+    MARKER_FILE,
+    index_path,
+    read_marker,
+    read_undeployed_record,
+    require_marker,
+)
+from ..formats.trash import list_batches
+from ..safety.deletion_guard import held_summary
+from ..safety.lock import (
+    LockInfo,
+    UnreadableLock,
+    provably_gone,
+    read_heartbeat,
+    read_lock,
+)
+from ..store.base import Store, join
+from ..store.sides import open_primary, open_work
+from ..wording import count, human_size, quote, show_path
+from .linksource import links_to_restore, with_primary_links
+from .options import Options
+from .save import JOURNAL_NAME, pending_changes
+
+
+def lock_facts(holder, store: Store, status_dir: str) -> dict | None:
+    """What a person or a script should know of a lock. Whether it is stale is not judged
+    here: that takes watching its heartbeat (``spaceport unlock`` does), except when its
+    process is provably gone on this very machine."""
+    if holder is None:
+        return None
+    if isinstance(holder, LockInfo):
+        beat = read_heartbeat(store, status_dir, holder.deployment_id)
+        return {"kind": "spaceport", "format": holder.format,
+                "deployment_id": holder.deployment_id, "host": holder.host,
+                "instance": holder.instance, "pid": beat.pid if beat else holder.pid,
+                "user": holder.user, "work": holder.work, "created": holder.created,
+                "live": holder.live,
+                "heartbeat": beat.time if beat else holder.heartbeat,
+                "stale": provably_gone(store, status_dir, holder),
+                "last_save": beat.last_save if beat else holder.last_save,
+                "description": holder.describe(beat)}
+    if isinstance(holder, LegacyLock):
+        return holder.facts()
+    assert isinstance(holder, UnreadableLock)
+    return {"kind": "unreadable", "file": holder.file, "error": holder.error,
+            "description": holder.describe()}
+
+
+def work_status(work_path: str, opts: Options) -> dict:
+    work_path = os.path.abspath(work_path)
+    marker = read_marker(work_path)
+    if marker is None:
+        record = read_undeployed_record(work_path)
+        if not os.path.isdir(work_path):
+            why = "does not exist"
+        elif record is not None:
+            why = (f"is no longer a working copy: it was undeployed on "
+                   f"{record.get('undeployed', '?')}, and its work saved to "
+                   f"{record.get('primary', 'its primary')}")
+        else:
+            why = (f"is not a spaceport working copy (it has no {MARKER_DIR}/{MARKER_FILE}); "
+                   "if it should be one, check that its volume is mounted")
+        return {"work": work_path, "deployed": False, "message": why}
+    facts: dict = {"work": work_path, "primary": marker.primary, "phase": marker.phase,
+                   "deployment_id": marker.deployment_id, "status_dir": marker.status_dir}
+    index = Index(index_path(work_path))
+    try:
+        facts["last_save"] = index.get_meta("last_save")
+        facts["known_entries"] = index.count()
+        facts["held_deletions"] = held_summary(index)
+    finally:
+        index.close()
+    try:
+        with open_primary(marker.primary, marker.token, opts) as primary:
+            holder = read_lock(primary, marker.status_dir)
+            facts["lock"] = lock_facts(holder, primary, marker.status_dir)
+        facts["lock_is_ours"] = isinstance(holder, LockInfo) and \
+            holder.deployment_id == marker.deployment_id
+    except (SpaceportError, OSError) as exc:
+        facts["lock"] = None
+        facts["lock_error"] = str(exc)
+        facts["lock_is_ours"] = None
+    facts["special"] = []
+    facts["pending"] = pending_changes(work_path, marker, facts["special"]).summary()
+    return facts
+
+
+def primary_status(primary_path: str, opts: Options) -> dict:
+    status_dir = opts.status_dir
+    facts: dict = {"primary": os.path.abspath(primary_path), "status_dir": status_dir}
+    with open_primary(primary_path, "00000000", opts) as primary:
+        facts["lock"] = lock_facts(read_lock(primary, status_dir), primary, status_dir)
+        manifest = None
+        try:
+            manifest = read_manifest_full(primary, status_dir)
+            facts["manifest_links"] = None if manifest is None else len(manifest.links)
+        except FormatError as exc:
+            facts["manifest_error"] = exc.message
+        facts.update(legacy_facts(primary, status_dir, opts, manifest,
+                                  "manifest_error" in facts))
+        facts["recent_saves"] = _journal_tail(primary, join(status_dir, JOURNAL_NAME))
+        facts["trash"] = [{"batch": b.name, "files": b.files, "bytes": b.bytes}
+                          for b in list_batches(primary, status_dir)]
+    return facts
+
+
+def legacy_facts(primary: Store, status_dir: str, opts: Options, manifest,
+                 manifest_damaged: bool) -> dict:
+    """The old tools' traces in a space: which one used it last, and what an import does
+    (without a manifest) or which links were left out (recorded in the manifest)."""
+    facts: dict = {"legacy_link_lists": [rel for rel, _ in legacy_lists(primary, status_dir)]}
+    last = last_system(primary, status_dir)
+    facts["old_system"] = None if last is None else {
+        "system": last[0], "file": last[1], "written": iso_time(last[2])}
+    if manifest is not None:
+        facts["imported_from"] = manifest.imported_from
+        facts["not_restored"] = [str(u) for u in manifest.refused + manifest.unrestored]
+    elif facts["legacy_link_lists"] and not manifest_damaged:
+        try:
+            found = read_legacy_links(primary, status_dir, opts.legacy_root)
+            facts["legacy_import"] = {**found.as_dict(), "plan": found.describe()}
+        except RootUnknown as exc:
+            facts["legacy_import_error"] = (f"{exc}; a deploy is refused until it is given "
+                                            "--legacy-root")
+    return facts
+
+
+def iso_time(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
+
+
+def _journal_tail(store: Store, rel: str, count: int = 5) -> list[dict]:
+    try:
+        lines = store.read_bytes(rel).splitlines()[-count:]
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in lines:
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue  # a torn last line from a crash; the rest is still worth showing
+    return out
+
+
+def format_status(facts: dict) -> str:
+    """The status as lines a person reads."""
+    lines = []
+    if "work" in facts:
+        lines.append(f"working copy  {facts['work']}")
+        if not facts.get("deployed", True):
+            return "\n".join(lines + [f"              {facts['message']}"])
+        lines += [f"primary       {facts['primary']}",
+                  f"phase         {facts['phase']}  (deployment {facts['deployment_id'][:8]})",
+                  f"last save     {facts.get('last_save') or 'never'}"]
+    else:
+        lines.append(f"primary       {facts['primary']}")
+    lock = facts.get("lock")
+    if lock is None:
+        lines.append(f"lock          {facts.get('lock_error') or 'none (not deployed)'}")
+    else:
+        lines.append(f"lock          {lock['description']}")
+        if lock.get("stale"):
+            lines.append(f"              looks STALE: {lock['stale']}")
+        if "lock_is_ours" in facts:
+            lines.append(f"              {'held by this working copy' if facts['lock_is_ours'] else 'NOT held by this working copy'}")
+    pending = facts.get("pending")
+    if pending is not None:
+        if pending["files_to_upload"] or pending["entries_to_delete"] or pending["links_changed"] or pending["new_dirs"] \
+                or pending.get("moves"):
+            lines.append(f"unsaved       {unsaved_summary(pending)}")
+        else:
+            lines.append("unsaved       nothing: the primary is up to date")
+    lines += held_lines(facts)
+    if "recent_saves" in facts:
+        links = facts.get("manifest_links")
+        lines.append("manifest      " + ("none yet (no links.jsonl)" if links is None
+                                         else count(links, "link"))
+                     + (f"  ({facts['manifest_error']})" if facts.get("manifest_error") else ""))
+        lines += _legacy_lines(facts)
+        for save in facts["recent_saves"]:
+            lines.append(f"saved         {save.get('time')}  "
+                         f"{count(save.get('uploaded') or 0, 'file')} uploaded, "
+                         f"{human_size(save.get('bytes') or 0)}, {save.get('deleted') or 0} "
+                         f"deleted ({save.get('instance') or save.get('host') or 'unknown'})")
+            held = save.get("held_deletions")
+            if held:
+                lines.append(f"              {count(held.get('count') or 0, 'deletion')} held "
+                             f"(still on the primary): {held.get('reason')}")
+                lines += [f"                {show_path(p)}" for p in held.get("sample") or ()]
+        for batch in facts["trash"]:
+            lines.append(f"trash         {batch['batch']}  {count(batch['files'], 'file')}, "
+                         f"{human_size(batch['bytes'])}")
+    return "\n".join(lines)
+
+
+def held_lines(facts: dict) -> list[str]:
+    """The deletions the deletion guard holds, and the special files not saved."""
+    lines = []
+    held = facts.get("held_deletions")
+    if held:
+        lines.append(f"held          {count(held['count'], 'deletion')} "
+                     f"({count(held['files'], 'file')}) since {held.get('since') or '?'}: the "
+                     f"working copy looks wrong: {held['reason']}")
+        lines += [f"                {show_path(p)}" for p in held["sample"][:10]]
+        if held["count"] > min(len(held["sample"]), 10):
+            lines.append(f"                ... and {held['count'] - min(len(held['sample']), 10)} more")
+        lines.append(f"              they stay on the primary; to carry them out: spaceport "
+                     f"save --allow-mass-delete {facts['work']} (or POST /confirm-deletions "
+                     "to its daemon)")
+    special = facts.get("special") or []
+    if special:
+        lines.append(f"special       {count(len(special), 'special file')} (fifo, socket, "
+                     "device) cannot be saved and are skipped:")
+        lines += [f"                {show_path(p)}" for p in special[:20]]
+    return lines
+
+
+def _legacy_lines(facts: dict) -> list[str]:
+    lines = []
+    old = facts.get("old_system")
+    if old:
+        lines.append(f"old system    {old['system']} used this space last ({old['file']}, "
+                     f"written {old['written']})")
+    if facts.get("legacy_import"):
+        lines += [("import        " if i == 0 else "              ") + text
+                  for i, text in enumerate(facts["legacy_import"]["plan"])]
+    elif facts.get("legacy_import_error"):
+        lines.append(f"import        REFUSED: {facts['legacy_import_error']}")
+    elif facts["legacy_link_lists"]:
+        lines.append(f"legacy lists  {', '.join(facts['legacy_link_lists'])} (kept, not read: "
+                     "links.jsonl is used)")
+    imported = facts.get("imported_from")
+    if imported:
+        lines.append(f"imported      {count(imported.get('links') or 0, 'link')} from {imported.get('file')} "
+                     f"({imported.get('system')}) on {imported.get('imported')}")
+    lines += [f"not restored  {text}" for text in facts.get("not_restored") or ()]
+    return lines
+
+
+def _target(target: str | None) -> str:
+    return "no link" if target is None else f"-> {quote(target)}"
+
+
+@dataclass
+class VerifyReport:
+    checked_files: int = 0
+    checked_links: int = 0
+    differences: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.differences
+
+
+def _digest(store: Store, rel: str) -> str:
+    fd = store.open_read(rel)
+    try:
+        h = hashlib.sha256()
+        while chunk := os.read(fd, 1 << 20):
+            h.update(chunk)
+        return h.hexdigest()
+    finally:
+        os.close(fd)
+
+
+def verify(work_path: str, opts: Options, *, checksum: bool = False) -> VerifyReport:
+    """Compare the working copy with the primary, file by file, and the links."""
+    work_path = os.path.abspath(work_path)
+    marker = require_marker(work_path)
+    opts = dataclasses.replace(opts, status_dir=marker.status_dir)  # the copy knows its own
+    report = VerifyReport()
+    with open_primary(marker.primary, marker.token, opts) as primary, \
+            open_work(work_path, marker.token) as work:
+        pscan = scan_tree(primary, skip_top={marker.status_dir, MARKER_DIR} | TOP_LEVEL_NAMES,
+                          jobs=opts.jobs)
+        wscan = scan_tree(work, skip_top={MARKER_DIR}, temp_token=marker.token)
+        diff = report.differences
+        for path, w in sorted(wscan.entries.items()):
+            p = pscan.entries.get(path)
+            if w.kind is Kind.LINK:
+                continue
+            if p is None:
+                diff.append(f"only in work: {show_path(path)}")
+            elif p.kind is not w.kind:
+                diff.append(f"different kind: {show_path(path)}")
+            elif w.kind is Kind.FILE:
+                report.checked_files += 1
+                if p.size != w.size:
+                    diff.append(f"size differs: {show_path(path)} (work {count(w.size, 'byte')}, "
+                                f"primary {count(p.size, 'byte')})")
+                elif checksum and _digest(primary, path) != _digest(work, path):
+                    diff.append(f"content differs: {show_path(path)}")
+        for path in sorted(set(pscan.entries) - set(wscan.entries)):
+            if pscan.entries[path].kind is not Kind.LINK:  # links: compared below
+                diff.append(f"only on primary: {show_path(path)}")
+        # The manifest, the old list, or (neither yet) the links of a plain primary folder.
+        links = with_primary_links(links_to_restore(primary, opts), pscan, primary.root).links
+        wanted = {l.path: resolve_target(l, work_path, opts.rebase) for l in links}
+        have = {e.path: e.target for e in wscan.entries.values() if e.kind is Kind.LINK}
+        report.checked_links = len(have)
+        for path in sorted(set(wanted) | set(have)):
+            if wanted.get(path) != have.get(path):
+                diff.append(f"link differs: {show_path(path)} (work: {_target(have.get(path))}, "
+                            f"manifest: {_target(wanted.get(path))})")
+    return report

@@ -1,0 +1,297 @@
+"""Undeploy: final save, proof that everything is saved, the working copy removed, unlock.
+
+The working copy is given up only when a final check proves every entry of it saved
+(:func:`~spaceport.invariant.find_unsaved`): each file still has the signature it was saved
+with, and the primary still holds what was written there (with ``--checksum``, the same
+bytes). What the check finds the primary lost or changed meanwhile is saved again (a changed
+primary version kept as a conflict copy) and checked again. A file that keeps changing while
+it is saved, or changes after the final save, keeps the lock and the working copy (safety
+rule 10), with the message to stop the application and run undeploy again.
+
+The removal goes through the guard (:mod:`spaceport.invariant`): an entry is removed only if
+it still is what was proven saved; the lock is released only when the removal is complete.
+
+Removing the working copy keeps WORK itself (it may be a mount point) and, in its
+``.spaceport/``, the log and what ``--discard-local`` set aside, with a record of the
+undeploy in place of the marker: running undeploy again answers "already undeployed".
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+
+from ..engine.index import Index
+from ..engine.plan import links_for_manifest, unsaved_summary
+from ..engine.scan import Kind
+from ..errors import NotSavedError, PartialSaveError, RefusedError
+from ..formats.links import read_manifest_full
+from ..formats.marker import (
+    MARKER_DIR,
+    REMOVING,
+    UNDEPLOYED,
+    Marker,
+    index_path,
+    marker_dir,
+    read_marker,
+    read_undeployed_record,
+    require_marker,
+    write_marker,
+    write_undeployed_record,
+)
+from ..safety.deletion_guard import held_refusal
+from ..safety.invariant import WorkGuard, find_unsaved, remove_saved
+from ..safety.lock import lock_id, read_lock
+from ..safety.worklock import BUSY_FILE, hold_work
+from ..store.sides import open_primary, open_work
+from .discard import DISCARDED_DIR
+from .folders import volume_artifacts
+from .options import Options
+from .save import (
+    MANIFEST_STATE,
+    SaveReport,
+    adopt_lock,
+    pending_changes,
+    save,
+    scan_work,
+)
+from .stagein import scan_primary
+
+log = logging.getLogger(__name__)
+
+STOP_THE_APP = "stop the application, then run undeploy again"
+FINAL_ROUNDS = 3  # saves before giving up on a working copy that keeps changing
+LOG_DIR = "log"  # <work>/.spaceport/log/: see spaceport.worklog
+KEPT_IN_MARKER = (LOG_DIR, DISCARDED_DIR)  # what removing a working copy leaves
+
+
+@dataclass
+class UndeployReport:
+    save: SaveReport | None  # None: it was undeployed before, nothing was saved now
+    work_removed: bool
+    already: str | None = None  # when the earlier undeploy happened ("" if not known)
+    kept: list[str] = field(default_factory=list)  # what stays in WORK/.spaceport/
+    mount_point: bool = False  # WORK is a mount point: the folder itself always stays
+    resaved: list[str] = field(default_factory=list)  # found not saved by the check, saved
+    left: list[str] = field(default_factory=list)  # never project data, left in WORK
+
+
+def undeploy(work_path: str, opts: Options, *, keep_work: bool = False,
+             allow_mass_delete: bool = False, checksum: bool = False,
+             stop=None) -> UndeployReport:
+    work_path = os.path.abspath(work_path)
+    done = _already_undeployed(work_path)
+    if done is not None:
+        return done
+    require_marker(work_path)
+    with hold_work(work_path, "undeploy", wait=opts.busy_wait, say=opts.say):
+        return _undeploy_held(work_path, opts, keep_work, allow_mass_delete, checksum, stop)
+
+
+def _undeploy_held(work_path: str, opts: Options, keep_work: bool, allow_mass_delete: bool,
+                   checksum: bool, stop) -> UndeployReport:
+    marker = require_marker(work_path)
+    if marker.phase in (REMOVING, UNDEPLOYED) and not _holds_lock(marker, work_path, opts):
+        return _finish_released(work_path, marker, opts, keep_work, checksum)
+    resaved: list[str] = []
+    report = final_save(work_path, marker, opts, allow_mass_delete=allow_mass_delete,
+                        checksum=checksum, stop=stop, resaved=resaved)
+    if report.held:  # a person is there to answer: the daemon goes on instead (lifecycle)
+        raise held_refusal(report.held, "undeploy",
+                           f"spaceport undeploy --allow-mass-delete {work_path}")
+    with open_primary(marker.primary, marker.token, opts) as primary:
+        lock = adopt_lock(primary, marker, work_path)
+        # Proven saved: a rerun after a kill from here on finishes the undeploy, whether or
+        # not the lock was released yet (see _finish_released).
+        marker.phase = REMOVING
+        write_marker(work_path, marker)
+        left: list[str] = []
+        if not keep_work:
+            left = remove_saved_work(work_path, marker)
+        lock.release()
+    result = UndeployReport(report, work_removed=not keep_work, resaved=resaved, left=left)
+    _after_release(work_path, marker, keep_work, result)
+    return result
+
+
+def _after_release(work_path: str, marker: Marker, keep_work: bool,
+                   report: UndeployReport) -> None:
+    if keep_work:
+        marker.phase = UNDEPLOYED
+        # Kept copies keep their marker: a later deploy sees an all-saved copy and reuses it.
+        write_marker(work_path, marker)
+    else:
+        _leave_record(work_path, marker, report)
+
+
+def _already_undeployed(work_path: str) -> UndeployReport | None:
+    """The answer to undeploy of a working copy already removed, or None."""
+    if not os.path.isdir(work_path) or read_marker(work_path) is not None:
+        return None
+    record = read_undeployed_record(work_path)
+    if record is None:
+        return None  # not a working copy at all: require_marker says so
+    report = UndeployReport(None, work_removed=True, already=record.get("undeployed", ""))
+    report.kept = _kept(work_path)
+    report.mount_point = os.path.ismount(work_path)
+    return report
+
+
+def _leave_record(work_path: str, marker: Marker, report: UndeployReport) -> None:
+    """Empty ``.spaceport/`` but for the log and the discarded files, and write the record
+    of this undeploy in place of the marker."""
+    keep = set(KEPT_IN_MARKER) | {BUSY_FILE}  # the busy file is held by this very command
+    with os.scandir(marker_dir(work_path)) as it:
+        for entry in it:
+            if entry.name in keep:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+    write_undeployed_record(work_path, marker)
+    report.kept = _kept(work_path)
+    report.mount_point = os.path.ismount(work_path)
+
+
+def _kept(work_path: str) -> list[str]:
+    return [name for name in KEPT_IN_MARKER
+            if os.path.isdir(os.path.join(marker_dir(work_path), name))]
+
+
+def _holds_lock(marker: Marker, work_path: str, opts: Options) -> bool:
+    with open_primary(marker.primary, marker.token, opts) as primary:
+        return lock_id(read_lock(primary, marker.status_dir)) == marker.deployment_id
+
+
+def _finish_released(work_path: str, marker: Marker, opts: Options, keep_work: bool,
+                     checksum: bool) -> UndeployReport:
+    """An undeploy (or a daemon's clean-up) that was stopped after it released the lock:
+    what is left is removed if it is proven saved, else it stays and is named."""
+    if marker.phase == UNDEPLOYED:  # a kept copy, worked on since?
+        pending = pending_changes(work_path, marker)
+        if pending.pending:
+            raise RefusedError(
+                f"{work_path} was undeployed, and changes made since were never saved: "
+                f"{unsaved_summary(pending.summary())}.",
+                hint="Nothing was changed. To save them, deploy it again and undeploy: "
+                     f"spaceport deploy --resume {marker.primary} {work_path}")
+    unsaved = check_saved(work_path, marker, opts, checksum=checksum)
+    if unsaved.in_work or unsaved.on_primary or unsaved.content:
+        how = "was undeployed (--keep-work)" if marker.phase == UNDEPLOYED else \
+            "was being undeployed"
+        raise NotSavedError(
+            f"{work_path} {how} and its lock is released, but it holds what is not saved: "
+            f"{', '.join(unsaved.paths()[:20]) or 'the link manifest'}.",
+            hint="Nothing was removed. Deploy it again with --resume to save it.")
+    left: list[str] = []
+    already = "" if marker.phase == UNDEPLOYED else None
+    if not keep_work:
+        left = remove_saved_work(work_path, marker)
+    report = UndeployReport(SaveReport(), work_removed=not keep_work, left=left,
+                            already=already)
+    _after_release(work_path, marker, keep_work, report)
+    if already is None:
+        log.info("%s: the undeploy that was interrupted is complete", work_path)
+    return report
+
+
+def final_save(work_path: str, marker: Marker, opts: Options, *, allow_mass_delete=False,
+               checksum: bool = False, lock=None, stop=None, task: str = "final save",
+               resaved: list[str] | None = None,
+               confirmed: frozenset[str] = frozenset()) -> SaveReport:
+    """Save, then prove everything saved; what the proof misses is saved again. Raises
+    (the lock and the working copy kept) unless the proof holds. Deletions the deletion
+    guard held are in ``report.held``: the proof accepts them (recorded, the primary keeps
+    the files); the caller decides what to do (see held_refusal)."""
+    keep_conflicts = False
+    for _ in range(FINAL_ROUNDS):
+        try:
+            report = save(work_path, opts, allow_mass_delete=allow_mass_delete, lock=lock,
+                          keep_conflicts=keep_conflicts, task=task, stop=stop,
+                          confirmed=confirmed)
+        except PartialSaveError as exc:
+            if not exc.kept_changing:
+                raise
+            raise PartialSaveError(
+                f"{exc.message}\nAn application is still writing: {STOP_THE_APP}.",
+                exc.failed, kept_changing=exc.kept_changing,
+                hint="Their previous versions are on the primary, none torn.") from None
+        unsaved = check_saved(work_path, marker, opts, checksum=checksum, stop=stop)
+        if not unsaved:
+            return report
+        again = unsaved.on_primary + unsaved.content
+        log.warning("the final check found %d entries not proven saved (%s); saving again",
+                    len(unsaved.paths()) + unsaved.links, ", ".join(unsaved.paths()[:10]))
+        if resaved is not None:
+            resaved.extend(again)
+        _invalidate(work_path, again, links=unsaved.links)
+        keep_conflicts = bool(unsaved.on_primary)
+    names = ", ".join(unsaved.paths()[:20]) or "the link manifest"
+    raise NotSavedError(
+        f"{work_path} could not be proven saved after {FINAL_ROUNDS} saves: {names} kept "
+        f"changing. Nothing was removed and the lock is kept: {STOP_THE_APP}.",
+        hint="Nothing was lost. 'spaceport status WORK' shows what is not saved yet.")
+
+
+def check_saved(work_path: str, marker: Marker, opts: Options, *, checksum: bool = False,
+                stop=None):
+    """:class:`~spaceport.invariant.Unsaved` for the working copy as it is now."""
+    index = Index(index_path(work_path))
+    try:
+        with open_work(work_path, marker.token) as work, \
+                open_primary(marker.primary, marker.token, opts) as primary:
+            scan = scan_work(work, marker)
+            pscan = scan_primary(primary, opts, stop)
+            links = [e for e in scan.entries.values() if e.kind is Kind.LINK]
+            manifest = read_manifest_full(primary, marker.status_dir)
+            wanted = set(links_for_manifest(links, [work.root, os.path.realpath(work.root)]))
+            manifest_ok = index.get_meta(MANIFEST_STATE) == "ok" and manifest is not None \
+                and set(manifest.links) == wanted
+            return find_unsaved(scan, index, pscan, primary, work, manifest_ok=manifest_ok,
+                                checksum=checksum)
+    finally:
+        index.close()
+
+
+def _invalidate(work_path: str, paths: list[str], *, links: bool) -> None:
+    """Make the next save upload ``paths`` (and write the manifest, if ``links``)."""
+    index = Index(index_path(work_path))
+    try:
+        index.invalidate(paths)
+        if links:
+            index.set_meta(MANIFEST_STATE, "stale")
+    finally:
+        index.close()
+
+
+def remove_saved_work(work_path: str, marker: Marker) -> list[str]:
+    """Remove what the index proves saved, through the guard; raise NotSavedError (the
+    caller keeps the lock) if anything changed meanwhile. Returns what is left in WORK that
+    was never project data (reserved names, special files, the volume's own)."""
+    if marker.phase != REMOVING:  # from now on, what goes missing was removed by us
+        marker.phase = REMOVING
+        write_marker(work_path, marker)
+    index = Index(index_path(work_path))
+    try:
+        with open_work(work_path, marker.token) as work:
+            scan = scan_work(work, marker, remove_temps=True, index=index)
+            guard = WorkGuard(work, marker.token)
+            removed = remove_saved(scan, index.load(), guard)
+            index.record([], forget=removed)  # a rerun must not take them for deletions
+            if guard.kept:
+                shown = "\n".join(f"  {path}: {why}" for path, why in guard.kept[:20])
+                raise NotSavedError(
+                    f"{len(guard.kept)} entries of {work_path} changed after the final save "
+                    f"and are kept:\n{shown}\nThe lock is kept too: {STOP_THE_APP}.",
+                    hint="Nothing was lost; what was removed is saved on the primary.")
+    finally:
+        index.close()
+    ignore = {MARKER_DIR} | volume_artifacts(work_path)
+    left = sorted(name for name in os.listdir(work_path) if name not in ignore)
+    for name in left:
+        log.warning("%s is left in the working copy: it was never saved (a reserved name or "
+                    "a special file)", os.path.join(work_path, name))
+    return left

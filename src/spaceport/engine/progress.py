@@ -1,0 +1,135 @@
+"""Progress of long copies: bytes and files, with rate and ETA.
+
+The engine reports into a :class:`Tracker`, which keeps the numbers (the daemon serves them
+over HTTP); :class:`RichTracker` also draws them as rich progress bars on a terminal.
+Workers call ``advance`` from many threads, so every update takes a lock.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+
+@dataclass
+class TaskState:
+    name: str
+    files_total: int = 0
+    bytes_total: int = 0
+    files_done: int = 0
+    bytes_done: int = 0
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+
+    @property
+    def rate(self) -> float:
+        """Bytes per second so far."""
+        elapsed = (self.finished or time.time()) - self.started
+        return self.bytes_done / elapsed if elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        if self.finished or self.rate <= 0 or self.bytes_total <= self.bytes_done:
+            return None
+        return (self.bytes_total - self.bytes_done) / self.rate
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "rate": self.rate, "eta": self.eta}
+
+
+class Tracker:
+    """Keeps the state of every task; thread-safe."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.tasks: dict[str, TaskState] = {}
+
+    def start(self, name: str, *, files: int, nbytes: int) -> None:
+        with self._lock:
+            self.tasks[name] = TaskState(name, files_total=files, bytes_total=nbytes)
+
+    def advance(self, name: str, *, files: int = 0, nbytes: int = 0) -> None:
+        with self._lock:
+            task = self.tasks.get(name)
+            if task:
+                task.files_done += files
+                task.bytes_done += nbytes
+
+    def finish(self, name: str) -> None:
+        with self._lock:
+            task = self.tasks.get(name)
+            if task and task.finished is None:
+                task.finished = time.time()
+
+    def snapshot(self) -> list[dict]:
+        with self._lock:
+            return [t.as_dict() for t in self.tasks.values()]
+
+    def close(self) -> None:
+        """Stop drawing (if drawing); the numbers stay readable."""
+
+
+class RichTracker(Tracker):
+    """A tracker that also shows rich progress bars (on stderr).
+
+    A live display is started when a task starts and stopped when no task is running, so
+    other output (a status, a message) never fights with the bars.
+    """
+
+    def __init__(self, console: Console | None = None):
+        super().__init__()
+        self.console = console or Console(stderr=True)
+        self.progress: Progress | None = None
+        self._ids: dict[str, TaskID] = {}
+
+    def _new_progress(self) -> Progress:
+        return Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TextColumn("{task.fields[files]} files"),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+        )
+
+    def start(self, name: str, *, files: int, nbytes: int) -> None:
+        super().start(name, files=files, nbytes=nbytes)
+        if self.progress is None:
+            self.progress = self._new_progress()
+            self.progress.start()
+            self._ids = {}
+        self._ids[name] = self.progress.add_task(name, total=max(nbytes, 1), files=f"0/{files}")
+
+    def advance(self, name: str, *, files: int = 0, nbytes: int = 0) -> None:
+        super().advance(name, files=files, nbytes=nbytes)
+        task = self.tasks.get(name)
+        if self.progress is not None and name in self._ids and task:
+            self.progress.update(self._ids[name], advance=nbytes,
+                                 files=f"{task.files_done}/{task.files_total}")
+
+    def finish(self, name: str) -> None:
+        super().finish(name)
+        if self.progress is None or name not in self._ids:
+            return
+        task_id = self._ids.pop(name)
+        self.progress.update(task_id, completed=self.progress.tasks[task_id].total)
+        if not self._ids:
+            self.close()
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
