@@ -34,10 +34,9 @@ import stat as stat_mod
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..errors import Interrupted
-from ..safety.fence import Fence
 from ..store.base import Store
 from .digest import hash_range
 from .index import Index, Known
@@ -45,6 +44,9 @@ from .recorder import file_known
 from .scan import Entry
 from .snapshot import fd_is_database
 from .transfer import BUFFER, RACY_NS, UNSTABLE_PAUSE, UNSTABLE_RETRIES, racy
+
+if TYPE_CHECKING:  # the fence is a safety mechanism the save hands down
+    from ..safety.fence import Fence
 
 log = logging.getLogger(__name__)
 
