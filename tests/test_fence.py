@@ -18,12 +18,7 @@ from conftest import write
 from spaceport.commands.options import Options
 from spaceport.errors import LockLostError
 from spaceport.safety.fence import Fence
-from spaceport.safety.lock import (
-    DEFAULT_STATUS_DIR,
-    DeploymentLock,
-    WorkCopy,
-    force_unlock,
-)
+from spaceport.safety.lock import DEFAULT_STATUS_DIR, DeploymentLock, WorkCopy, force_unlock
 from spaceport.store import PRIMARY_CAPABILITIES, PosixStore
 from spaceport.store.retry import RetryPolicy
 

@@ -36,12 +36,7 @@ from conftest import run_cli, write
 
 import spaceport.daemon
 from spaceport.cli import cli, daemon_cmd, main
-from spaceport.cli.options import (
-    make_options,
-    status_dir_option,
-    storage_options,
-    verbose_option,
-)
+from spaceport.cli.options import make_options, status_dir_option, storage_options, verbose_option
 from spaceport.commands.options import Options
 from spaceport.engine.progress import Tracker
 from spaceport.safety.lock import DEFAULT_STATUS_DIR

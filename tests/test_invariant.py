@@ -17,14 +17,8 @@ import time
 
 import pytest
 from conftest import run_cli, snapshot, write
-from test_faults import (
-    Mount,
-    assert_index_claims_only_what_landed,
-    files_only,
-    measure_calls,
-    needs_fuse,
-    spaceport_proc,
-)
+from test_faults import (Mount, assert_index_claims_only_what_landed, files_only, measure_calls,
+                         needs_fuse, spaceport_proc)
 
 from spaceport.commands.deploy import read_marker_quietly
 from spaceport.safety.lock import DEFAULT_STATUS_DIR

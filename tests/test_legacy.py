@@ -14,43 +14,15 @@ import subprocess
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from legacy_spaces import (
-    CERIT_BASH_FILES,
-    CERIT_BASH_LINKS,
-    CERIT_BASH_PHANTOMS,
-    CERIT_FILES,
-    CERIT_LINKS,
-    CERIT_PHANTOMS,
-    CERIT_ROOT,
-    DATASET_FILES,
-    DATASET_LINKS,
-    WESTLIFE_EARLY_LOCK,
-    WESTLIFE_FILES,
-    WESTLIFE_LINKS,
-    WESTLIFE_LOCK,
-    S,
-    cerit_bash_dump,
-    cerit_expected,
-    cerit_python_dump,
-    linklist_line,
-    put,
-    westlife_expected,
-    westlife_linklist,
-)
+from legacy_spaces import (CERIT_BASH_FILES, CERIT_BASH_LINKS, CERIT_BASH_PHANTOMS, CERIT_FILES,
+                           CERIT_LINKS, CERIT_PHANTOMS, CERIT_ROOT, DATASET_FILES, DATASET_LINKS,
+                           WESTLIFE_EARLY_LOCK, WESTLIFE_FILES, WESTLIFE_LINKS, WESTLIFE_LOCK, S,
+                           cerit_bash_dump, cerit_expected, cerit_python_dump, linklist_line, put,
+                           westlife_expected, westlife_linklist)
 
-from spaceport.formats.legacy import (
-    CERIT_BASH,
-    CERIT_PYTHON,
-    NEIGHBOUR,
-    WESTLIFE,
-    LegacyLock,
-    RootUnknown,
-    parse_cerit_lock,
-    parse_linklist,
-    parse_symlink_dump,
-    parse_westlife_lock,
-    read_legacy_links,
-)
+from spaceport.formats.legacy import (CERIT_BASH, CERIT_PYTHON, NEIGHBOUR, WESTLIFE, LegacyLock,
+                                      RootUnknown, parse_cerit_lock, parse_linklist,
+                                      parse_symlink_dump, parse_westlife_lock, read_legacy_links)
 from spaceport.formats.links import resolve_target
 from spaceport.safety.lock import force_unlock, read_lock
 from spaceport.store import PRIMARY_CAPABILITIES, PosixStore

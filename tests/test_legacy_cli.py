@@ -12,27 +12,11 @@ import os
 
 import pytest
 from conftest import run_cli
-from legacy_spaces import (
-    CERIT_BASH_FILES,
-    CERIT_BASH_LINKS,
-    CERIT_LOCK_TIMESTAMP,
-    WESTLIFE_EARLY_LOCK,
-    WESTLIFE_LINKS,
-    WESTLIFE_LOCK,
-    S,
-    cerit_bash_dump,
-    cerit_expected,
-    cerit_python_dump,
-    cerit_space,
-    dataset_volume,
-    links_in,
-    mkdirs,
-    put,
-    tree_state,
-    westlife_expected,
-    westlife_linklist,
-    westlife_space,
-)
+from legacy_spaces import (CERIT_BASH_FILES, CERIT_BASH_LINKS, CERIT_LOCK_TIMESTAMP,
+                           WESTLIFE_EARLY_LOCK, WESTLIFE_LINKS, WESTLIFE_LOCK, S, cerit_bash_dump,
+                           cerit_expected, cerit_python_dump, cerit_space, dataset_volume, links_in,
+                           mkdirs, put, tree_state, westlife_expected, westlife_linklist,
+                           westlife_space)
 
 from spaceport.formats.links import Link, encode_manifest
 

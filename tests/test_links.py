@@ -8,16 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spaceport.errors import FormatError, UsageError
-from spaceport.formats.links import (
-    Link,
-    Unrestored,
-    capture,
-    decode_manifest,
-    encode_manifest,
-    parse_manifest,
-    parse_rebase,
-    resolve_target,
-)
+from spaceport.formats.links import (Link, Unrestored, capture, decode_manifest, encode_manifest,
+                                     parse_manifest, parse_rebase, resolve_target)
 
 ODD = ['a "quoted" name', "new\nline", "tab\there", "back\\slash", " leading space",
        "trailing space ", "ünï", os.fsdecode(b"caf\xe9"), "\u2028sep", "{\"json\": 1}"]

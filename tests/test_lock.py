@@ -18,18 +18,9 @@ import pytest
 from spaceport.errors import FormatError, LockedError, LockLostError, SpaceportError
 from spaceport.formats.legacy import LegacyLock
 from spaceport.hostinfo import ProcessIdentity, hostname
-from spaceport.safety.lock import (
-    DEFAULT_STATUS_DIR,
-    DeploymentLock,
-    LockKeeper,
-    UnreadableLock,
-    WorkCopy,
-    force_unlock,
-    read_heartbeat,
-    read_lock,
-    set_aside,
-    watch_stale,
-)
+from spaceport.safety.lock import (DEFAULT_STATUS_DIR, DeploymentLock, LockKeeper, UnreadableLock,
+                                   WorkCopy, force_unlock, read_heartbeat, read_lock, set_aside,
+                                   watch_stale)
 from spaceport.store import PRIMARY_CAPABILITIES, PosixStore
 
 S = DEFAULT_STATUS_DIR

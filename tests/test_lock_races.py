@@ -20,12 +20,7 @@ import pytest
 from conftest import run_cli, snapshot, write
 from daemon_helpers import make_tree, read_lock_file
 
-from spaceport.safety.lock import (
-    DEFAULT_STATUS_DIR,
-    DeploymentLock,
-    WorkCopy,
-    force_unlock,
-)
+from spaceport.safety.lock import DEFAULT_STATUS_DIR, DeploymentLock, WorkCopy, force_unlock
 from spaceport.store import PRIMARY_CAPABILITIES, PosixStore
 from spaceport.testing.onedatafs import OneDataFS, fuse_available
 

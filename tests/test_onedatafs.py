@@ -12,15 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from spaceport.testing.onedatafs import (
-    OPS,
-    FaultRule,
-    OneDataFS,
-    errno_value,
-    fuse_available,
-    metadata_calls,
-    renameat2,
-)
+from spaceport.testing.onedatafs import (OPS, FaultRule, OneDataFS, errno_value, fuse_available,
+                                         metadata_calls, renameat2)
 from spaceport.testing.stalls import StallRule
 
 RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2

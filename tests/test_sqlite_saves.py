@@ -19,14 +19,8 @@ import time
 
 import pytest
 from conftest import write
-from sqlite_helpers import (
-    counter_state,
-    integrity,
-    open_copy,
-    start_counter_writer,
-    stop,
-    wait_for_file,
-)
+from sqlite_helpers import (counter_state, integrity, open_copy, start_counter_writer, stop,
+                            wait_for_file)
 
 import spaceport.engine.snapshot as snapshot_mod
 from spaceport.commands.deploy import deploy

@@ -11,12 +11,7 @@ from spaceport.engine.plan import plan_deploy, plan_save
 from spaceport.engine.progress import RichTracker, Tracker
 from spaceport.engine.scan import Entry, Kind, ScanResult
 from spaceport.errors import FormatError, RefusedError
-from spaceport.formats.marker import (
-    new_marker,
-    read_marker,
-    require_marker,
-    write_marker,
-)
+from spaceport.formats.marker import new_marker, read_marker, require_marker, write_marker
 from spaceport.store.retry import RetryPolicy, retry_call
 
 FAST = RetryPolicy(attempts=3, initial_delay=0.001, max_delay=0.002)

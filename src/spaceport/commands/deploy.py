@@ -22,34 +22,14 @@ from ..engine.plan import SavePlan, plan_save, unsaved_summary
 from ..errors import FormatError, RefusedError, SpaceportError
 from ..formats.legacy import LegacyImport
 from ..formats.links import Unrestored, resolve_target
-from ..formats.marker import (
-    DEPLOYED,
-    DEPLOYING,
-    MARKER_DIR,
-    REMOVING,
-    Marker,
-    index_path,
-    marker_dir,
-    new_marker,
-    read_marker,
-    remove_marker_file,
-    work_id,
-    write_marker,
-)
+from ..formats.marker import (DEPLOYED, DEPLOYING, MARKER_DIR, REMOVING, Marker, index_path,
+                              marker_dir, new_marker, read_marker, remove_marker_file, work_id,
+                              write_marker)
 from ..hostinfo import hostname
 from ..safety.deletion_guard import held_refusal
 from ..safety.invariant import prove_by_content
-from ..safety.lock import (
-    DeploymentLock,
-    LockInfo,
-    LockKeeper,
-    WorkCopy,
-    describe,
-    held_error,
-    lock_id,
-    read_lock,
-    validate_status_dir,
-)
+from ..safety.lock import (DeploymentLock, LockInfo, LockKeeper, WorkCopy, describe, held_error,
+                           lock_id, read_lock, validate_status_dir)
 from ..safety.worklock import hold_work
 from ..store.base import Store
 from ..store.sides import open_primary, open_work

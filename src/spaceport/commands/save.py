@@ -26,42 +26,17 @@ from ..engine.plan import SavePlan, by_depth, links_for_manifest, plan_save
 from ..engine.recorder import IndexRecorder, file_known, remove_leftover_temps
 from ..engine.renames import Move, ancestors, depends_on, plan_without
 from ..engine.scan import Entry, Kind, ScanResult, scan_tree
-from ..engine.snapshot import (
-    Snapshotter,
-    companions_before_databases,
-    fold_companions,
-    landing_levels,
-    split_databases,
-)
-from ..engine.transfer import (
-    Copier,
-    CopyDone,
-    CopyJob,
-    interleave_folders,
-    run_copies,
-    run_parallel,
-)
+from ..engine.snapshot import (Snapshotter, companions_before_databases, fold_companions,
+                               landing_levels, split_databases)
+from ..engine.transfer import (Copier, CopyDone, CopyJob, interleave_folders, run_copies,
+                               run_parallel)
 from ..errors import Interrupted, LockLostError, RefusedError, StorageUnavailableError
 from ..formats.legacy import TOP_LEVEL_NAMES as LEGACY_TOP_NAMES
 from ..formats.links import MANIFEST_NAME, manifest_notes, write_manifest
-from ..formats.marker import (
-    DEPLOYING,
-    MARKER_DIR,
-    REMOVING,
-    UNDEPLOYED,
-    Marker,
-    index_path,
-    require_marker,
-    work_id,
-)
+from ..formats.marker import (DEPLOYING, MARKER_DIR, REMOVING, UNDEPLOYED, Marker, index_path,
+                              require_marker, work_id)
 from ..formats.trash import TrashBin, purge
-from ..safety.deletion_guard import (
-    Held,
-    held_summary,
-    judge,
-    record_held,
-    warn_special_once,
-)
+from ..safety.deletion_guard import Held, held_summary, judge, record_held, warn_special_once
 from ..safety.fence import Fence
 from ..safety.invariant import conflict_name, prove_by_content, settle_asides
 from ..safety.lock import DeploymentLock, LockKeeper, WorkCopy, lock_id, read_lock

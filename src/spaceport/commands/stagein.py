@@ -28,14 +28,8 @@ from ..engine.scan import Entry, Kind, scan_tree
 from ..engine.transfer import Copier, CopyDone, CopyJob, run_copies
 from ..errors import Interrupted, VolumeFullError
 from ..formats.legacy import TOP_LEVEL_NAMES
-from ..formats.links import (
-    MANIFEST_NAME,
-    NOTES_META,
-    Link,
-    notes_for_index,
-    resolve_target,
-    unrestored_from,
-)
+from ..formats.links import (MANIFEST_NAME, NOTES_META, Link, notes_for_index, resolve_target,
+                             unrestored_from)
 from ..formats.marker import MARKER_DIR, Marker, index_path
 from ..formats.trash import TrashBin
 from ..safety.invariant import GuardedWork, NotProvenError

@@ -28,19 +28,9 @@ from ..engine.plan import links_for_manifest, unsaved_summary
 from ..engine.scan import Kind
 from ..errors import NotSavedError, PartialSaveError, RefusedError
 from ..formats.links import read_manifest_full
-from ..formats.marker import (
-    MARKER_DIR,
-    REMOVING,
-    UNDEPLOYED,
-    Marker,
-    index_path,
-    marker_dir,
-    read_marker,
-    read_undeployed_record,
-    require_marker,
-    write_marker,
-    write_undeployed_record,
-)
+from ..formats.marker import (MARKER_DIR, REMOVING, UNDEPLOYED, Marker, index_path, marker_dir,
+                              read_marker, read_undeployed_record, require_marker, write_marker,
+                              write_undeployed_record)
 from ..safety.deletion_guard import held_refusal
 from ..safety.invariant import WorkGuard, find_unsaved, remove_saved
 from ..safety.lock import lock_id, read_lock
@@ -49,14 +39,7 @@ from ..store.sides import open_primary, open_work
 from .discard import DISCARDED_DIR
 from .folders import volume_artifacts
 from .options import Options
-from .save import (
-    MANIFEST_STATE,
-    SaveReport,
-    adopt_lock,
-    pending_changes,
-    save,
-    scan_work,
-)
+from .save import MANIFEST_STATE, SaveReport, adopt_lock, pending_changes, save, scan_work
 from .stagein import scan_primary
 
 log = logging.getLogger(__name__)
