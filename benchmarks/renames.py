@@ -148,7 +148,7 @@ def table(results: dict, files: int, argv: list[str], meta_delay_ms: float) -> s
                   "spaceport finds it from the index (the folder's inode, and a file inside "
                   "it at its place as the same file: inode, size, mtime and ctime), makes it, "
                   "then moves the index rows "
-                  "(src/spaceport/renames.py; tests/test_renames.py counts the same on every "
+                  "(src/spaceport/engine/renames.py; tests/test_renames.py counts the same on every "
                   "run).", END]
     return "\n".join(lines) + "\n"
 

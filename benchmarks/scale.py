@@ -25,8 +25,8 @@ from .tree import generate
 
 SAVE_TIMER = """
 import json, sys, time
-from spaceport.engine import Options
-from spaceport.save import save
+from spaceport.commands.options import Options
+from spaceport.commands.save import save
 work, fsync = sys.argv[1], sys.argv[2] == "1"
 start = time.perf_counter()
 report = save(work, Options(fsync=fsync))

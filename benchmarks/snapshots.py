@@ -3,7 +3,7 @@
 For a 100 MiB and a 1 GiB SQLite database (rollback journal, as Scipion keeps them), idle
 and under a busy writer (a process committing small transactions as fast as it can), it
 saves the database the two ways spaceport's Copier can: a plain copy of the file, and a
-snapshot (spaceport.snapshot, the backup API in one read transaction). Each result is
+snapshot (spaceport.engine.snapshot, the backup API in one read transaction). Each result is
 checked with ``PRAGMA integrity_check`` and the writer's counter against its log table (a committed state has as many log rows
 as the counter says). Under
 the writer it also records how long the writer's commits waited meanwhile: a snapshot

@@ -16,7 +16,6 @@ an upward import, that the same functions must catch.
 from __future__ import annotations
 
 import ast
-import os
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src"

@@ -37,7 +37,7 @@ def holding_work(work: str, command: str = "save") -> subprocess.Popen:
     """Another process that holds the working copy's OS lock until it is killed."""
     code = textwrap.dedent(f"""
         import sys, time
-        from spaceport.worklock import hold_work
+        from spaceport.safety.worklock import hold_work
         with hold_work({work!r}, {command!r}, wait=0):
             print("held", flush=True)
             time.sleep(600)

@@ -23,7 +23,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from spaceport.commands.deploy import deploy
-from spaceport.commands.save import pending_changes, save
+from spaceport.commands.save import save
+from spaceport.commands.workcopy import pending_changes
 from spaceport.engine.index import Index
 from spaceport.formats.marker import index_path, require_marker
 from spaceport.formats.trash import TRASH_DIR

@@ -193,7 +193,7 @@ def setup_logging(verbose: int) -> None:
 
 
 def log_to_work(work: str, command: str) -> None:
-    """Also log this command into WORK's ``.spaceport/log/`` (see spaceport.worklog)."""
+    """Also log this command into WORK's ``.spaceport/log/`` (see spaceport.formats.worklog)."""
     handler = WorkLogHandler(work, command)
     log.addHandler(handler)
     log.setLevel(min(log.getEffectiveLevel(), logging.INFO))

@@ -164,7 +164,7 @@ def _restore_arguments(args: tuple[str, ...], primary: str | None):
 def _restore_into_work(store, work_path, token, src_root, chosen, overwrite, opts):
     # Writes into the working copy: one command at a time (a save running meanwhile would
     # see half-restored folders, a deploy would remove our temporaries). --overwrite
-    # replaces only files proven saved (spaceport.invariant); unsaved ones are named.
+    # replaces only files proven saved (spaceport.safety.invariant); unsaved ones are named.
     with hold_work(work_path, "trash restore", wait=opts.busy_wait, say=opts.say), \
             GuardedWork(work_path, WORK_CAPABILITIES, temp_token=token) as work:
         index = Index(index_path(work_path))

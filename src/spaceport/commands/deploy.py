@@ -39,8 +39,9 @@ from .discard import Discard, prepare_discard
 from .folders import folder_is_empty, separate_folders
 from .linksource import LinkSource, links_to_restore, with_primary_links
 from .options import Options
-from .save import SaveReport, forget_removed, pending_changes, save, scan_work
+from .save import SaveReport, save
 from .stagein import scan_primary, stage_in
+from .workcopy import forget_removed, pending_changes, scan_work
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +216,7 @@ def deploy(primary_path: str, work_path: str, opts: Options, *, resume: bool = F
     """Deploy ``primary_path`` onto ``work_path``. See the module docstring.
 
     ``discard_local``: set aside what the working copy holds that was never saved (see
-    :mod:`spaceport.discard`), after ``confirm`` (if given) accepted the list.
+    :mod:`spaceport.commands.discard`), after ``confirm`` (if given) accepted the list.
     ``allow_mass_delete``: as for save, for the save of unsaved work ``resume`` makes."""
     validate_status_dir(opts.status_dir)
     primary_path, work_path = separate_folders(primary_path, work_path,
@@ -422,7 +423,7 @@ def _check_local_work(primary_path: str, work: str, marker: Marker | None, opts:
         if folder_is_empty(work):
             return None
         raise preflight.not_a_working_copy(work, primary_path)
-    if discard:  # set aside once the lock is ours (spaceport.discard)
+    if discard:  # set aside once the lock is ours (spaceport.commands.discard)
         return None
     plan = user_changes(primary_path, work, marker, opts)
     if plan.pending and not resume:

@@ -26,7 +26,7 @@ from ..formats.marker import MARKER_DIR, Marker, index_path, marker_dir
 from ..store.sides import open_work
 from ..wording import count, human_size, show_path
 from .folders import volume_artifacts
-from .save import scan_work
+from .workcopy import scan_work
 
 DISCARDED_DIR = "discarded"
 

@@ -1,5 +1,5 @@
 """Where a deploy's symbolic links come from: the manifest (links.jsonl), else the newest
-old tool's list (imported, see :mod:`spaceport.legacy`), else, on a primary that can hold
+old tool's list (imported, see :mod:`spaceport.formats.legacy`), else, on a primary that can hold
 links (a plain folder, not OneData), the links found in it."""
 
 from __future__ import annotations

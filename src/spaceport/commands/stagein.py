@@ -2,9 +2,9 @@
 
 Resumable and never destructive. The index records each file after its rename, so a rerun
 copies only what is missing; a copy a killed run could not record is recognised by its
-content (:func:`~spaceport.invariant.prove_by_content`), never taken for the user's edit.
+content (:func:`~spaceport.safety.invariant.prove_by_content`), never taken for the user's edit.
 Nothing in the working copy is replaced or removed unless the index proves it saved
-(:mod:`spaceport.invariant`): a proven version the primary no longer holds (changed or
+(:mod:`spaceport.safety.invariant`): a proven version the primary no longer holds (changed or
 deleted there while this copy was away) is first kept in the primary's trash; anything
 else in the way is the user's and stays where it is.
 
@@ -28,8 +28,8 @@ from ..engine.scan import Entry, Kind, scan_tree
 from ..engine.transfer import Copier, CopyDone, CopyJob, run_copies
 from ..errors import Interrupted, VolumeFullError
 from ..formats.legacy import TOP_LEVEL_NAMES
-from ..formats.links import (MANIFEST_NAME, NOTES_META, Link, notes_for_index, resolve_target,
-                             unrestored_from)
+from ..formats.links import (MANIFEST_NAME, MANIFEST_STATE, NOTES_META, Link, notes_for_index,
+                             resolve_target, unrestored_from)
 from ..formats.marker import MARKER_DIR, Marker, index_path
 from ..formats.trash import TrashBin
 from ..safety.invariant import GuardedWork, NotProvenError
@@ -41,7 +41,7 @@ from ..store.sides import PRIMARY, WORK
 from .failures import partial_error
 from .linksource import with_primary_links
 from .options import Options
-from .save import MANIFEST_STATE, scan_work
+from .workcopy import scan_work
 
 log = logging.getLogger(__name__)
 

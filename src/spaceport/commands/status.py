@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -18,6 +17,7 @@ from ..engine.index import Index
 from ..engine.plan import unsaved_summary
 from ..engine.scan import Kind, scan_tree
 from ..errors import FormatError, SpaceportError
+from ..formats.journal import read_tail
 from ..formats.legacy import (TOP_LEVEL_NAMES, LegacyLock, RootUnknown, last_system, legacy_lists,
                               read_legacy_links)
 from ..formats.links import read_manifest_full, resolve_target
@@ -26,12 +26,12 @@ from ..formats.marker import (MARKER_DIR, MARKER_FILE, index_path, read_marker,
 from ..formats.trash import list_batches
 from ..safety.deletion_guard import held_summary
 from ..safety.lock import LockInfo, UnreadableLock, provably_gone, read_heartbeat, read_lock
-from ..store.base import Store, join
+from ..store.base import Store
 from ..store.sides import open_primary, open_work
 from ..wording import count, human_size, quote, show_path
 from .linksource import links_to_restore, with_primary_links
 from .options import Options
-from .save import JOURNAL_NAME, pending_changes
+from .workcopy import pending_changes
 
 
 def lock_facts(holder, store: Store, status_dir: str) -> dict | None:
@@ -110,7 +110,7 @@ def primary_status(primary_path: str, opts: Options) -> dict:
             facts["manifest_error"] = exc.message
         facts.update(legacy_facts(primary, status_dir, opts, manifest,
                                   "manifest_error" in facts))
-        facts["recent_saves"] = _journal_tail(primary, join(status_dir, JOURNAL_NAME))
+        facts["recent_saves"] = read_tail(primary, status_dir)
         facts["trash"] = [{"batch": b.name, "files": b.files, "bytes": b.bytes}
                           for b in list_batches(primary, status_dir)]
     return facts
@@ -139,20 +139,6 @@ def legacy_facts(primary: Store, status_dir: str, opts: Options, manifest,
 
 def iso_time(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
-
-
-def _journal_tail(store: Store, rel: str, count: int = 5) -> list[dict]:
-    try:
-        lines = store.read_bytes(rel).splitlines()[-count:]
-    except FileNotFoundError:
-        return []
-    out = []
-    for line in lines:
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue  # a torn last line from a crash; the rest is still worth showing
-    return out
 
 
 def format_status(facts: dict) -> str:

@@ -1,14 +1,14 @@
 """Undeploy: final save, proof that everything is saved, the working copy removed, unlock.
 
 The working copy is given up only when a final check proves every entry of it saved
-(:func:`~spaceport.invariant.find_unsaved`): each file still has the signature it was saved
+(:func:`~spaceport.safety.invariant.find_unsaved`): each file still has the signature it was saved
 with, and the primary still holds what was written there (with ``--checksum``, the same
 bytes). What the check finds the primary lost or changed meanwhile is saved again (a changed
 primary version kept as a conflict copy) and checked again. A file that keeps changing while
 it is saved, or changes after the final save, keeps the lock and the working copy (safety
 rule 10), with the message to stop the application and run undeploy again.
 
-The removal goes through the guard (:mod:`spaceport.invariant`): an entry is removed only if
+The removal goes through the guard (:mod:`spaceport.safety.invariant`): an entry is removed only if
 it still is what was proven saved; the lock is released only when the removal is complete.
 
 Removing the working copy keeps WORK itself (it may be a mount point) and, in its
@@ -27,26 +27,27 @@ from ..engine.index import Index
 from ..engine.plan import links_for_manifest, unsaved_summary
 from ..engine.scan import Kind
 from ..errors import NotSavedError, PartialSaveError, RefusedError
-from ..formats.links import read_manifest_full
+from ..formats.links import MANIFEST_STATE, read_manifest_full
 from ..formats.marker import (MARKER_DIR, REMOVING, UNDEPLOYED, Marker, index_path, marker_dir,
-                              read_marker, read_undeployed_record, require_marker, write_marker,
+                              read_marker, read_undeployed_record, write_marker,
                               write_undeployed_record)
 from ..safety.deletion_guard import held_refusal
 from ..safety.invariant import WorkGuard, find_unsaved, remove_saved
-from ..safety.lock import lock_id, read_lock
-from ..safety.worklock import BUSY_FILE, hold_work
-from ..store.sides import open_primary, open_work
+from ..safety.worklock import BUSY_FILE
+from ..store.sides import open_work
 from .discard import DISCARDED_DIR
 from .folders import volume_artifacts
 from .options import Options
-from .save import MANIFEST_STATE, SaveReport, adopt_lock, pending_changes, save, scan_work
+from .save import SaveReport, save_copy
+from .save.flow import refuse_unsaveable
 from .stagein import scan_primary
+from .workcopy import WorkingCopy, open_copy, scan_work
 
 log = logging.getLogger(__name__)
 
 STOP_THE_APP = "stop the application, then run undeploy again"
 FINAL_ROUNDS = 3  # saves before giving up on a working copy that keeps changing
-LOG_DIR = "log"  # <work>/.spaceport/log/: see spaceport.worklog
+LOG_DIR = "log"  # <work>/.spaceport/log/: see spaceport.formats.worklog
 KEPT_IN_MARKER = (LOG_DIR, DISCARDED_DIR)  # what removing a working copy leaves
 
 
@@ -68,34 +69,32 @@ def undeploy(work_path: str, opts: Options, *, keep_work: bool = False,
     done = _already_undeployed(work_path)
     if done is not None:
         return done
-    require_marker(work_path)
-    with hold_work(work_path, "undeploy", wait=opts.busy_wait, say=opts.say):
-        return _undeploy_held(work_path, opts, keep_work, allow_mass_delete, checksum, stop)
+    with open_copy(work_path, opts, "undeploy") as copy:
+        if copy.marker.phase in (REMOVING, UNDEPLOYED) and not copy.holds_lock():
+            return _finish_released(copy, keep_work, checksum)
+        return _undeploy_held(copy, keep_work, allow_mass_delete, checksum, stop)
 
 
-def _undeploy_held(work_path: str, opts: Options, keep_work: bool, allow_mass_delete: bool,
+def _undeploy_held(copy: WorkingCopy, keep_work: bool, allow_mass_delete: bool,
                    checksum: bool, stop) -> UndeployReport:
-    marker = require_marker(work_path)
-    if marker.phase in (REMOVING, UNDEPLOYED) and not _holds_lock(marker, work_path, opts):
-        return _finish_released(work_path, marker, opts, keep_work, checksum)
+    """Final save and proof, the copy removed through the guard, the lock released."""
     resaved: list[str] = []
-    report = final_save(work_path, marker, opts, allow_mass_delete=allow_mass_delete,
-                        checksum=checksum, stop=stop, resaved=resaved)
+    report = final_save_copy(copy, allow_mass_delete=allow_mass_delete, checksum=checksum,
+                             stop=stop, resaved=resaved)
     if report.held:  # a person is there to answer: the daemon goes on instead (lifecycle)
         raise held_refusal(report.held, "undeploy",
-                           f"spaceport undeploy --allow-mass-delete {work_path}")
-    with open_primary(marker.primary, marker.token, opts) as primary:
-        lock = adopt_lock(primary, marker, work_path)
-        # Proven saved: a rerun after a kill from here on finishes the undeploy, whether or
-        # not the lock was released yet (see _finish_released).
-        marker.phase = REMOVING
-        write_marker(work_path, marker)
-        left: list[str] = []
-        if not keep_work:
-            left = remove_saved_work(work_path, marker)
-        lock.release()
+                           f"spaceport undeploy --allow-mass-delete {copy.path}")
+    lock = copy.adopt_lock()
+    # Proven saved: a rerun after a kill from here on finishes the undeploy, whether or not
+    # the lock was released yet (see _finish_released).
+    copy.marker.phase = REMOVING
+    write_marker(copy.path, copy.marker)
+    left: list[str] = []
+    if not keep_work:
+        left = remove_saved_copy(copy)
+    lock.release()
     result = UndeployReport(report, work_removed=not keep_work, resaved=resaved, left=left)
-    _after_release(work_path, marker, keep_work, result)
+    _after_release(copy.path, copy.marker, keep_work, result)
     return result
 
 
@@ -144,24 +143,19 @@ def _kept(work_path: str) -> list[str]:
             if os.path.isdir(os.path.join(marker_dir(work_path), name))]
 
 
-def _holds_lock(marker: Marker, work_path: str, opts: Options) -> bool:
-    with open_primary(marker.primary, marker.token, opts) as primary:
-        return lock_id(read_lock(primary, marker.status_dir)) == marker.deployment_id
-
-
-def _finish_released(work_path: str, marker: Marker, opts: Options, keep_work: bool,
-                     checksum: bool) -> UndeployReport:
+def _finish_released(copy: WorkingCopy, keep_work: bool, checksum: bool) -> UndeployReport:
     """An undeploy (or a daemon's clean-up) that was stopped after it released the lock:
     what is left is removed if it is proven saved, else it stays and is named."""
+    work_path, marker = copy.path, copy.marker
     if marker.phase == UNDEPLOYED:  # a kept copy, worked on since?
-        pending = pending_changes(work_path, marker)
+        pending = copy.pending()
         if pending.pending:
             raise RefusedError(
                 f"{work_path} was undeployed, and changes made since were never saved: "
                 f"{unsaved_summary(pending.summary())}.",
                 hint="Nothing was changed. To save them, deploy it again and undeploy: "
                      f"spaceport deploy --resume {marker.primary} {work_path}")
-    unsaved = check_saved(work_path, marker, opts, checksum=checksum)
+    unsaved = check_saved(copy, checksum=checksum)
     if unsaved.in_work or unsaved.on_primary or unsaved.content:
         how = "was undeployed (--keep-work)" if marker.phase == UNDEPLOYED else \
             "was being undeployed"
@@ -172,7 +166,7 @@ def _finish_released(work_path: str, marker: Marker, opts: Options, keep_work: b
     left: list[str] = []
     already = "" if marker.phase == UNDEPLOYED else None
     if not keep_work:
-        left = remove_saved_work(work_path, marker)
+        left = remove_saved_copy(copy)
     report = UndeployReport(SaveReport(), work_removed=not keep_work, left=left,
                             already=already)
     _after_release(work_path, marker, keep_work, report)
@@ -181,10 +175,18 @@ def _finish_released(work_path: str, marker: Marker, opts: Options, keep_work: b
     return report
 
 
-def final_save(work_path: str, marker: Marker, opts: Options, *, allow_mass_delete=False,
-               checksum: bool = False, lock=None, stop=None, task: str = "final save",
-               resaved: list[str] | None = None,
-               confirmed: frozenset[str] = frozenset()) -> SaveReport:
+def final_save(work_path: str, marker: Marker, opts: Options, *, lock=None,
+               task: str = "final save", **kwargs) -> SaveReport:
+    """:func:`final_save_copy` of the working copy at ``work_path`` (the daemon's final
+    save, which holds the working copy already)."""
+    with open_copy(work_path, opts, task, lock=lock,
+                   before=lambda found: refuse_unsaveable(work_path, found, lock)) as copy:
+        return final_save_copy(copy, task=task, **kwargs)
+
+
+def final_save_copy(copy: WorkingCopy, *, allow_mass_delete=False, checksum: bool = False,
+                    stop=None, task: str = "final save", resaved: list[str] | None = None,
+                    confirmed: frozenset[str] = frozenset()) -> SaveReport:
     """Save, then prove everything saved; what the proof misses is saved again. Raises
     (the lock and the working copy kept) unless the proof holds. Deletions the deletion
     guard held are in ``report.held``: the proof accepts them (recorded, the primary keeps
@@ -192,9 +194,9 @@ def final_save(work_path: str, marker: Marker, opts: Options, *, allow_mass_dele
     keep_conflicts = False
     for _ in range(FINAL_ROUNDS):
         try:
-            report = save(work_path, opts, allow_mass_delete=allow_mass_delete, lock=lock,
-                          keep_conflicts=keep_conflicts, task=task, stop=stop,
-                          confirmed=confirmed)
+            report = save_copy(copy, allow_mass_delete=allow_mass_delete,
+                               keep_conflicts=keep_conflicts, task=task, stop=stop,
+                               confirmed=confirmed)
         except PartialSaveError as exc:
             if not exc.kept_changing:
                 raise
@@ -202,7 +204,7 @@ def final_save(work_path: str, marker: Marker, opts: Options, *, allow_mass_dele
                 f"{exc.message}\nAn application is still writing: {STOP_THE_APP}.",
                 exc.failed, kept_changing=exc.kept_changing,
                 hint="Their previous versions are on the primary, none torn.") from None
-        unsaved = check_saved(work_path, marker, opts, checksum=checksum, stop=stop)
+        unsaved = check_saved(copy, checksum=checksum, stop=stop)
         if not unsaved:
             return report
         again = unsaved.on_primary + unsaved.content
@@ -210,68 +212,65 @@ def final_save(work_path: str, marker: Marker, opts: Options, *, allow_mass_dele
                     len(unsaved.paths()) + unsaved.links, ", ".join(unsaved.paths()[:10]))
         if resaved is not None:
             resaved.extend(again)
-        _invalidate(work_path, again, links=unsaved.links)
+        # The next save uploads them (and writes the manifest, if it was not proven).
+        copy.index.invalidate(again)
+        if unsaved.links:
+            copy.index.set_meta(MANIFEST_STATE, "stale")
         keep_conflicts = bool(unsaved.on_primary)
     names = ", ".join(unsaved.paths()[:20]) or "the link manifest"
     raise NotSavedError(
-        f"{work_path} could not be proven saved after {FINAL_ROUNDS} saves: {names} kept "
+        f"{copy.path} could not be proven saved after {FINAL_ROUNDS} saves: {names} kept "
         f"changing. Nothing was removed and the lock is kept: {STOP_THE_APP}.",
         hint="Nothing was lost. 'spaceport status WORK' shows what is not saved yet.")
 
 
-def check_saved(work_path: str, marker: Marker, opts: Options, *, checksum: bool = False,
-                stop=None):
-    """:class:`~spaceport.invariant.Unsaved` for the working copy as it is now."""
-    index = Index(index_path(work_path))
-    try:
-        with open_work(work_path, marker.token) as work, \
-                open_primary(marker.primary, marker.token, opts) as primary:
-            scan = scan_work(work, marker)
-            pscan = scan_primary(primary, opts, stop)
-            links = [e for e in scan.entries.values() if e.kind is Kind.LINK]
-            manifest = read_manifest_full(primary, marker.status_dir)
-            wanted = set(links_for_manifest(links, [work.root, os.path.realpath(work.root)]))
-            manifest_ok = index.get_meta(MANIFEST_STATE) == "ok" and manifest is not None \
-                and set(manifest.links) == wanted
-            return find_unsaved(scan, index, pscan, primary, work, manifest_ok=manifest_ok,
-                                checksum=checksum)
-    finally:
-        index.close()
+def check_saved(copy: WorkingCopy, *, checksum: bool = False, stop=None):
+    """:class:`~spaceport.safety.invariant.Unsaved` for the working copy as it is now."""
+    work, primary, index = copy.work, copy.primary, copy.index
+    scan = copy.scan()
+    pscan = scan_primary(primary, copy.opts, stop)
+    links = [e for e in scan.entries.values() if e.kind is Kind.LINK]
+    manifest = read_manifest_full(primary, copy.marker.status_dir)
+    wanted = set(links_for_manifest(links, [work.root, os.path.realpath(work.root)]))
+    manifest_ok = index.get_meta(MANIFEST_STATE) == "ok" and manifest is not None \
+        and set(manifest.links) == wanted
+    return find_unsaved(scan, index, pscan, primary, work, manifest_ok=manifest_ok,
+                        checksum=checksum)
 
 
-def _invalidate(work_path: str, paths: list[str], *, links: bool) -> None:
-    """Make the next save upload ``paths`` (and write the manifest, if ``links``)."""
-    index = Index(index_path(work_path))
-    try:
-        index.invalidate(paths)
-        if links:
-            index.set_meta(MANIFEST_STATE, "stale")
-    finally:
-        index.close()
+def remove_saved_copy(copy: WorkingCopy) -> list[str]:
+    """:func:`remove_saved` for a held working copy."""
+    return _remove_saved(copy.path, copy.marker, copy.index, copy.work)
 
 
 def remove_saved_work(work_path: str, marker: Marker) -> list[str]:
+    """:func:`remove_saved` for the daemon's clean-up, after its lock is released: only the
+    working copy's own index and files are needed (the primary may be gone by then)."""
+    index = Index(index_path(work_path))
+    try:
+        with open_work(work_path, marker.token) as work:
+            return _remove_saved(work_path, marker, index, work)
+    finally:
+        index.close()
+
+
+def _remove_saved(work_path: str, marker: Marker, index: Index, work) -> list[str]:
     """Remove what the index proves saved, through the guard; raise NotSavedError (the
     caller keeps the lock) if anything changed meanwhile. Returns what is left in WORK that
     was never project data (reserved names, special files, the volume's own)."""
     if marker.phase != REMOVING:  # from now on, what goes missing was removed by us
         marker.phase = REMOVING
         write_marker(work_path, marker)
-    index = Index(index_path(work_path))
-    try:
-        with open_work(work_path, marker.token) as work:
-            scan = scan_work(work, marker, remove_temps=True, index=index)
-            guard = WorkGuard(work, marker.token)
-            removed = remove_saved(scan, index.load(), guard)
-            index.record([], forget=removed)  # a rerun must not take them for deletions
-            if guard.kept:
-                shown = "\n".join(f"  {path}: {why}" for path, why in guard.kept[:20])
-                raise NotSavedError(
-                    f"{len(guard.kept)} entries of {work_path} changed after the final save "
-                    f"and are kept:\n{shown}\nThe lock is kept too: {STOP_THE_APP}.",
-                    hint="Nothing was lost; what was removed is saved on the primary.")
-    finally:
-        index.close()
+    scan = scan_work(work, marker, remove_temps=True, index=index)
+    guard = WorkGuard(work, marker.token)
+    removed = remove_saved(scan, index.load(), guard)
+    index.record([], forget=removed)  # a rerun must not take them for deletions
+    if guard.kept:
+        shown = "\n".join(f"  {path}: {why}" for path, why in guard.kept[:20])
+        raise NotSavedError(
+            f"{len(guard.kept)} entries of {work_path} changed after the final save "
+            f"and are kept:\n{shown}\nThe lock is kept too: {STOP_THE_APP}.",
+            hint="Nothing was lost; what was removed is saved on the primary.")
     ignore = {MARKER_DIR} | volume_artifacts(work_path)
     left = sorted(name for name in os.listdir(work_path) if name not in ignore)
     for name in left:

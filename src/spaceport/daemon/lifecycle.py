@@ -383,7 +383,7 @@ class Daemon:
     def _final_attempt(self) -> None:
         marker = self.marker
         with self.primary_busy:
-            # Saved and proven saved (spaceport.undeploy): what the primary lost meanwhile is
+            # Saved and proven saved (spaceport.commands.undeploy): what the primary lost meanwhile is
             # saved again; a file that keeps changing keeps the lock and the working copy.
             report = final_save(self.cfg.work, marker, self.opts, stop=self.abort,
                                 confirmed=self.confirmed)

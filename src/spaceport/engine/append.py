@@ -6,7 +6,7 @@ Scipion appends to ``Logs/project.log`` and to every run's logs all the time; up
 What proves an append, read on the working copy only (nothing on the primary but the file
 itself): the file is the one saved (same inode and mode), it is longer than it was saved,
 and the sha256 of its first ``saved size`` bytes equals the digest the index kept of the
-bytes that save put on the primary (:mod:`spaceport.digest`). On the primary the file must
+bytes that save put on the primary (:mod:`spaceport.engine.digest`). On the primary the file must
 be what this copy saved there (its size and mtime as recorded: the conflict rule), or this
 copy's own unfinished append (recorded in the index before its first byte was written).
 Anything else, or anything odd, and the file is uploaded whole, atomically, as any other.

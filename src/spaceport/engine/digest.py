@@ -4,13 +4,13 @@ A save that uploads a big plain file also hashes it (sha256) from the same sourc
 descriptor, between the copy and the stat that proves the source held still: a copy that is
 committed is then a copy of exactly the hashed bytes. The next save of that file, if it only
 grew, hashes its first ``saved size`` bytes again (a local read, nothing on the primary) and,
-if they are the same, writes only the rest (:mod:`spaceport.append`).
+if they are the same, writes only the rest (:mod:`spaceport.engine.append`).
 
 Which files get one: plain files of at least :data:`DIGEST_MIN_SIZE`. Below that, uploading
 the file whole costs about the same round trips on OneData as appending to it (create,
 write, rename against open, write, close) and a few milliseconds of data, while the digest
 costs a local read of every uploaded file: small files are cheaper to upload whole. Never a
-SQLite database or its companions: a database is saved as a snapshot (spaceport.snapshot),
+SQLite database or its companions: a database is saved as a snapshot (spaceport.engine.snapshot),
 and SQLite rewrites pages anywhere in the file, so it never only grows.
 """
 

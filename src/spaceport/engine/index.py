@@ -7,12 +7,12 @@ written (to see what changed on the primary at the next deploy). A row is writte
 the file's rename into place succeeded, so a killed run never claims what did not land.
 
 Format 2 added the ctime. A format-1 index is migrated in place: its rows get an unknown
-ctime (NULL), which proves nothing (:mod:`spaceport.invariant`); the first save takes the
+ctime (NULL), which proves nothing (:mod:`spaceport.safety.invariant`); the first save takes the
 file's ctime into a row whose other fields still match, which is exactly what format 1
 would have decided, and from then on the row is whole.
 
 Format 3 added the digest: the sha256 of the bytes a save put on the primary, kept for big
-plain files only (:mod:`spaceport.append`), so that a file that grew can be saved by writing
+plain files only (:mod:`spaceport.engine.append`), so that a file that grew can be saved by writing
 its new bytes alone once its first bytes are proven unchanged. Older rows have none (NULL):
 such a file is uploaded whole once, as before, and has one from then on.
 
@@ -68,7 +68,7 @@ def full_error(path: str) -> VolumeFullError:
 @dataclass(slots=True)
 class Known:
     """An index row: the work entry as saved, plus the primary's size and mtime, and for a
-    big plain file the sha256 of the bytes saved (:mod:`spaceport.append`)."""
+    big plain file the sha256 of the bytes saved (:mod:`spaceport.engine.append`)."""
 
     entry: Entry
     psize: int | None
@@ -218,7 +218,7 @@ class Index:
 
         One pass over the table without an object per row: a save with nothing changed of
         10^6 files holds no copy of the index. Files, nearly every row, are compared field
-        by field here; other kinds through :func:`~spaceport.scan.signature`. A folder row
+        by field here; other kinds through :func:`~spaceport.engine.scan.signature`. A folder row
         also names its inode (which tells a moved folder): one without it (written before
         renames were detected) is adopted like a format-1 row; one with another inode
         differs, though its signature is equal.
@@ -252,7 +252,7 @@ class Index:
                             add(entry.path)
                             adopt.append(Known(entry, psize, pmtime_ns))
                             continue
-                        # Another folder under this name: spaceport.renames decides.
+                        # Another folder under this name: spaceport.engine.renames decides.
                 differ[path] = Known(Entry(path, _kind(kind), size, mtime_ns, mode, ino,
                                            _t(target), ctime_ns), psize, pmtime_ns, digest)
         return differ, same, adopt
@@ -340,7 +340,7 @@ class Index:
             self.db.executemany("DELETE FROM inflight WHERE side=? AND tmp=?",
                                 [(side, _b(t)) for t in tmps])
 
-    # -- appends in flight (spaceport.append) ----------------------------------------------
+    # -- appends in flight (spaceport.engine.append) ----------------------------------------------
     def start_append(self, path: str, saved_size: int) -> None:
         """Before the first byte of an append is written: the primary file may from now on
         be longer than its row says, and that is this copy's own doing."""

@@ -51,7 +51,7 @@ class SavePlan:
     kept_unknown: list[str] = field(default_factory=list)  # under unreadable dirs
     adopt: list[Known] = field(default_factory=list)  # format-1 rows given their ctime
     moves: list[Move] = field(default_factory=list)  # renames, in the order they are made
-    # Uploads that may be appends (spaceport.append): path -> the row saved before. The save
+    # Uploads that may be appends (spaceport.engine.append): path -> the row saved before. The save
     # proves each (the saved bytes unchanged) before it writes only the new ones.
     appends: dict[str, Known] = field(default_factory=dict)
 
@@ -93,7 +93,7 @@ def unsaved_summary(s: dict) -> str:
 def may_be_append(entry: Entry, old: Known) -> bool:
     """A file that grew since it was saved, still the same file (same inode and mode), whose
     row keeps a digest of the bytes saved: the save may write only what was added, once it
-    proved the saved bytes unchanged (:mod:`spaceport.append`)."""
+    proved the saved bytes unchanged (:mod:`spaceport.engine.append`)."""
     return (old.digest is not None and old.entry.kind is Kind.FILE
             and entry.ino == old.entry.ino and entry.mode == old.entry.mode
             and entry.size > old.entry.size and old.psize == old.entry.size)
@@ -105,7 +105,7 @@ def plan_save(scan: ScanResult, known: Mapping[str, Known] | Index, *,
     index, its rows are streamed and only those that differ from the scan become objects,
     so a save with nothing changed never holds a copy of the index (10^6 rows).
 
-    Files and folders moved in the working copy are found first (:mod:`spaceport.renames`):
+    Files and folders moved in the working copy are found first (:mod:`spaceport.engine.renames`):
     they become ``moves``, and the rest is planned against the rows as they will be once
     moved, so a moved folder is neither uploaded nor deleted. ``renames=False``: not."""
     same: set[str] = set()
@@ -222,7 +222,7 @@ def links_for_manifest(entries: list[Entry], roots: list[str]) -> list[Link]:
 @dataclass
 class DeployPlan:
     """What a deploy does to a working copy. Only entries the index proves saved
-    (:func:`~spaceport.invariant.proven`) are ever replaced or removed; a proven file whose
+    (:func:`~spaceport.engine.index.proven`) are ever replaced or removed; a proven file whose
     version the primary no longer holds (changed or deleted there meanwhile) is first kept in
     the primary's trash. Anything else in the way is the user's and stays (``kept``)."""
 

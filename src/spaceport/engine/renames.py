@@ -297,7 +297,7 @@ def _adopt_folders(known: Mapping[str, Known], entries: Mapping[str, Entry],
     return adopt
 
 
-# -- making them (spaceport.save) -------------------------------------------------------
+# -- making them (spaceport.commands.save) -------------------------------------------------------
 def ancestors(path: str) -> list[str]:
     """The folders above ``path``, the topmost first: "a/b/c" -> ["a", "a/b"]."""
     parts = path.split("/")[:-1]
@@ -311,7 +311,7 @@ def depends_on(move: Move, other: Move) -> bool:
 
 
 def plan_without(plan, move: Move, entries: Mapping[str, Entry]) -> None:
-    """Change ``plan`` (a :class:`~spaceport.plan.SavePlan`) for a move that was not made:
+    """Change ``plan`` (a :class:`~spaceport.engine.plan.SavePlan`) for a move that was not made:
     what is under its new path is uploaded and its folders created, as if it were new (its
     rows were never moved: they stay at the old path, whose files the next save deletes).
     What the plan did there against the moved rows is dropped."""

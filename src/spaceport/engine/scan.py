@@ -114,7 +114,7 @@ def _list_one(store: Store, rel: str, skip_top: frozenset[str], temp_token: str 
                 temps.append(path)
                 continue
             if our_aside(name, temp_token) is not None:
-                asides.append(path)  # never a temporary: see spaceport.invariant
+                asides.append(path)  # never a temporary: see spaceport.safety.invariant
                 continue
         mode = st.st_mode
         fmt = mode & _IFMT
@@ -123,7 +123,7 @@ def _list_one(store: Store, rel: str, skip_top: frozenset[str], temp_token: str 
                                  st.st_ino, None, st.st_ctime_ns))
         elif fmt == _IFDIR:
             # The folder's inode is not part of its signature: it only tells a folder
-            # moved in the working copy (spaceport.renames).
+            # moved in the working copy (spaceport.engine.renames).
             entries.append(Entry(path, _DIR, mode=mode & 0o7777, ino=st.st_ino))
             subdirs.append(path)
         elif fmt == _IFLNK:

@@ -97,11 +97,11 @@ class CopyDone:
     error: BaseException | None = None
     unstable: bool = False  # the source changed during this copy: it was not committed
     vanished: bool = False  # the source was gone when its turn came (not an error)
-    snapshot: bool = False  # a database, copied as a snapshot (spaceport.snapshot)
+    snapshot: bool = False  # a database, copied as a snapshot (spaceport.engine.snapshot)
     sig_mtime_ns: int | None = None  # a database's mtime with its -wal's folded in
     racy: bool = False  # a database changed so recently that its mtime may change no more
     unsettled: bool = False  # a database without an early snapshot, not copied (see save)
-    digest: bytes | None = None  # of the bytes copied, for a big plain file (spaceport.digest)
+    digest: bytes | None = None  # of the bytes copied, for a big plain file (spaceport.engine.digest)
 
 
 class SourceVanished(Exception):
@@ -117,7 +117,7 @@ class Copier:
                  fence: Fence | None = None, snapshots: Snapshotter | None = None,
                  early_only: bool = False, digests: bool = False):
         self.src, self.dst = src, dst
-        # Given, big plain files are hashed as they are copied (a save: spaceport.digest).
+        # Given, big plain files are hashed as they are copied (a save: spaceport.engine.digest).
         self.digests = digests
         # Given, databases of the source are copied as snapshots (a save of a live project);
         # with early_only, only those snapshotted early (others are reported unsettled).
@@ -245,7 +245,7 @@ class Copier:
         again after the copy: if it changed, nothing is committed (the destination keeps
         what it had) and the copy is marked unstable, for the caller to try again.
         ``digest``: the source is hashed after the copy and before that stat, so a copy
-        committed is a copy of the bytes hashed (spaceport.digest)."""
+        committed is a copy of the bytes hashed (spaceport.engine.digest)."""
         moved = [0]  # bytes this attempt reported to the tracker, taken back on failure
         size = before.st_size if size is None else size
         fd, tmp = self.dst.create_temp(job.path, job.tmp, mode=before.st_mode)

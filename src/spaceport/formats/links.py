@@ -36,6 +36,10 @@ MANIFEST_NAME = "links.jsonl"
 MANIFEST_FORMAT = 1
 MANIFEST_TYPE = "spaceport-links"
 NOTES_META = "manifest_notes"  # index meta: the header notes the next manifest carries
+# Index meta: "ok" while the manifest on the primary is the one this working copy wrote. A
+# deploy that found none, or a final check that found it gone or different, clears it, and
+# the next save writes it again from the working copy, which has every link.
+MANIFEST_STATE = "manifest_state"
 
 
 @dataclass(frozen=True, order=True)

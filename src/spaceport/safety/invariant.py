@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 
 def entry_at(store: Store, rel: str, st: os.stat_result) -> Entry | None:
-    """The entry of ``rel`` as :mod:`spaceport.scan` would make it from ``st``."""
+    """The entry of ``rel`` as :mod:`spaceport.engine.scan` would make it from ``st``."""
     mode = st.st_mode
     if stat_mod.S_ISREG(mode):
         return Entry(rel, Kind.FILE, st.st_size, st.st_mtime_ns, stat_mod.S_IMODE(mode),

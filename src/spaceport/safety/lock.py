@@ -14,11 +14,11 @@ in docs/lock-model/ checks it. In short:
   before deleting it, so it never deletes a lock another deployment took meanwhile; such a
   lock is kept aside as broken, never put back (putting it back breaks fencing: the model
   shows how).
-* Writers are fenced by :class:`spaceport.fence.Fence`.
+* Writers are fenced by :class:`spaceport.safety.fence.Fence`.
 
 Format-1 locks (written by spaceport 0.1, heartbeat inside the lock) count as held; the
 deployment that owns one migrates it at its next deploy or save. Locks of the older tools
-count as held too: :mod:`spaceport.legacy` recognises westlife's ``<status>/lock`` and CERIT's
+count as held too: :mod:`spaceport.formats.legacy` recognises westlife's ``<status>/lock`` and CERIT's
 ``scipion-docker/project.lock``.
 """
 
@@ -183,7 +183,7 @@ class UnreadableLock:
         return f"an unreadable lock file {self.file} ({self.error})"
 
 
-AnyLock = "LockInfo | LegacyLock | UnreadableLock"  # LegacyLock: see spaceport.legacy
+AnyLock = "LockInfo | LegacyLock | UnreadableLock"  # LegacyLock: see spaceport.formats.legacy
 
 
 def _parse_lock(rel: str, raw: bytes):

@@ -55,7 +55,7 @@ _ASIDE_RE = re.compile(r"^\.spaceport-tmp-([0-9a-f]{8})-aside-([0-9]+)$")
 
 def aside_name(token: str, ino: int) -> str:
     """The name a working-copy entry is moved to just before spaceport removes it
-    (spaceport.invariant): it carries the inode, so the entry can be found again by its
+    (spaceport.safety.invariant): it carries the inode, so the entry can be found again by its
     index row if the process dies before the removal."""
     return f"{TEMP_PREFIX}{token}-aside-{ino}"
 
@@ -168,7 +168,7 @@ class Store(ABC):
     @abstractmethod
     def open_in_place(self, rel: str) -> int:
         """Open an existing file for writing in place, never truncating nor creating it:
-        an append writes its new bytes past the ones saved (spaceport.append)."""
+        an append writes its new bytes past the ones saved (spaceport.engine.append)."""
 
     @abstractmethod
     def finish_in_place(self, fd: int, *, mtime_ns: int | None) -> os.stat_result:

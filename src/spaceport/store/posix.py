@@ -179,7 +179,7 @@ class PosixStore(Store):
 
     def _place(self, tmp: str, rel: str) -> None:
         """The rename that puts a finished temporary in place. The working copy's guarded
-        store (spaceport.invariant) overrides it: it never replaces what is not proven saved."""
+        store (spaceport.safety.invariant) overrides it: it never replaces what is not proven saved."""
         os.rename(tmp, rel, src_dir_fd=self._fd, dst_dir_fd=self._fd)
 
     def discard_temp(self, fd: int | None, tmp: str) -> None:

@@ -1,0 +1,55 @@
+"""The end of a save: failures said (the lock and the copy kept), the save recorded in the
+index, the heartbeat and the journal, and trash older than the retention purged."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from ...clock import iso
+from ...formats.journal import JOURNAL_NAME, append_entry
+from ...formats.trash import purge
+from ..failures import partial_error
+from .run import SaveRun
+
+log = logging.getLogger(__name__)
+
+
+def finish(run: SaveRun) -> None:
+    """Record the save (index, lock, journal), purge old trash, report failures."""
+    if run.failed:
+        raise partial_error("save", run.failed,
+                            "Everything else was saved. The lock and the working copy "
+                            "are kept.")
+    stamp = iso(run.now)
+    run.index.set_meta("last_save", stamp)
+    run.lock.heartbeat(last_save=stamp)
+    _journal(run, stamp)
+    try:
+        retention = timedelta(days=run.opts.trash_retention_days)
+        run.report.purged = purge(run.primary, run.marker.status_dir, older_than=retention)
+    except OSError as exc:
+        log.warning("could not purge old trash: %s", exc)
+
+
+def _journal(run: SaveRun, stamp: str) -> None:
+    r = run.report
+    line = {"time": stamp, "deployment_id": run.marker.deployment_id,
+            "host": run.lock.info.host, "instance": run.lock.info.instance,
+            "uploaded": r.uploaded, "bytes": r.uploaded_bytes, "deleted": r.deleted,
+            "moved": r.moved,
+            "trash": r.trash_batch, "seconds": round(r.seconds, 3)}
+    # Held deletions are on the record when they change, and at a final save: the working
+    # copy that knew them may be gone after it (status --primary shows them).
+    held = r.held is not None and (r.held_new or run.task == "final save")
+    if held:
+        line["held_deletions"] = {k: r.held[k] for k in
+                                  ("count", "files", "reason", "top_level", "sample")}
+    if not (r.uploaded or r.deleted or r.dirs_created or r.manifest_written or r.moved
+            or held):
+        return  # keep the journal to saves that changed something
+    try:
+        run.fence.commit(JOURNAL_NAME, lambda: append_entry(
+            run.primary, run.marker.status_dir, line))
+    except OSError as exc:
+        log.warning("could not append to the save journal: %s", exc)
