@@ -24,7 +24,16 @@ from .. import __version__
 from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, Interrupted, SpaceportError
 from ..stopping import SIGNALS
 from ..store.retry import is_unavailable, unavailable
-from . import clone_cmd, daemon_cmd, demo_cmd, deploy_cmd, lock_cmd, options, status_cmd, trash_cmd
+from . import (
+    clone_cmd,
+    daemon_cmd,
+    demo_cmd,
+    deploy_cmd,
+    lock_cmd,
+    options,
+    status_cmd,
+    trash_cmd,
+)
 from .options import err, ignored_safety_variables
 
 

@@ -7,8 +7,17 @@ import click
 from ..daemon.state import RateLimit
 from ..engine.progress import RichTracker, Tracker
 from ..wording import count, human_size
-from .options import (common_options, env_option, err, jobs_option, make_options, out, parse_rate,
-                      safety_flag, stopping_on_sigterm)
+from .options import (
+    common_options,
+    env_option,
+    err,
+    jobs_option,
+    make_options,
+    out,
+    parse_rate,
+    safety_flag,
+    stopping_on_sigterm,
+)
 
 
 class _LimitedRich(RichTracker):

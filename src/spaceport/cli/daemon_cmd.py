@@ -13,11 +13,27 @@ import click
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
 from ..daemon.logs import setup_daemon_logging
-from ..daemon.state import (FAILED, LOCK_LOST, READY_PHASES, RELEASED, STOPPED, DaemonTracker,
-                            progress_text)
+from ..daemon.state import (
+    FAILED,
+    LOCK_LOST,
+    READY_PHASES,
+    RELEASED,
+    STOPPED,
+    DaemonTracker,
+    progress_text,
+)
 from ..errors import UsageError
-from .options import (env_option, err, jobs_option, log_to_work, make_options, parse_rate,
-                      safety_flag, stale_after_option, status_dir_option)
+from .options import (
+    env_option,
+    err,
+    jobs_option,
+    log_to_work,
+    make_options,
+    parse_rate,
+    safety_flag,
+    stale_after_option,
+    status_dir_option,
+)
 
 log = logging.getLogger("spaceport")
 
@@ -117,7 +133,12 @@ def run(ctx, **p):
     lock and the working copy), 3 locked by another deployment, 4 lock lost, 5 refused for
     safety, 6 primary unavailable.
     """
-    from ..daemon.config import DaemonConfig, check_layout, remove_file, write_file_atomic
+    from ..daemon.config import (
+        DaemonConfig,
+        check_layout,
+        remove_file,
+        write_file_atomic,
+    )
     from ..daemon.lifecycle import Daemon
     from ..daemon.web import WebServer
 

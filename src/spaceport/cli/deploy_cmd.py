@@ -14,8 +14,19 @@ from ..safety.deletion_guard import held_warning
 from ..stopping import stop_on_signals
 from ..wording import count, human_size, show_path
 from . import options
-from .options import (common_options, env_option, err, jobs_option, log_to_work, make_options, out,
-                      safety_flag, stale_after_option, status_dir_option, wait_option)
+from .options import (
+    common_options,
+    env_option,
+    err,
+    jobs_option,
+    log_to_work,
+    make_options,
+    out,
+    safety_flag,
+    stale_after_option,
+    status_dir_option,
+    wait_option,
+)
 
 
 @click.command()

@@ -10,8 +10,16 @@ from ..engine.progress import Tracker
 from ..errors import LockedError, UsageError
 from ..safety.lock import LockInfo, force_unlock, read_lock, set_aside, watch_stale
 from ..store.sides import open_primary
-from .options import (WatchProgress, err, make_options, out, safety_flag, status_dir_option,
-                      storage_options, verbose_option)
+from .options import (
+    WatchProgress,
+    err,
+    make_options,
+    out,
+    safety_flag,
+    status_dir_option,
+    storage_options,
+    verbose_option,
+)
 
 
 @click.command()

@@ -9,8 +9,16 @@ import click
 
 from ..engine.progress import Tracker
 from ..wording import count
-from .options import (env_option, jobs_option, log_to_work, make_options, out, status_dir_option,
-                      storage_options, verbose_option)
+from .options import (
+    env_option,
+    jobs_option,
+    log_to_work,
+    make_options,
+    out,
+    status_dir_option,
+    storage_options,
+    verbose_option,
+)
 
 
 @click.command()

@@ -24,8 +24,20 @@ from ..store import WORK_CAPABILITIES
 from ..store.base import join, parent_of, temp_name
 from ..store.sides import open_primary
 from ..wording import count, human_size, quote, show_path
-from .options import (common_options, env_option, err, jobs_option, log_to_work, make_options, out,
-                      safety_flag, status_dir_option, storage_options, verbose_option, wait_option)
+from .options import (
+    common_options,
+    env_option,
+    err,
+    jobs_option,
+    log_to_work,
+    make_options,
+    out,
+    safety_flag,
+    status_dir_option,
+    storage_options,
+    verbose_option,
+    wait_option,
+)
 
 
 def _where(work: str | None, primary: str | None, status_dir: str):

@@ -18,18 +18,36 @@ from ..engine.plan import unsaved_summary
 from ..engine.scan import Kind, scan_tree
 from ..errors import FormatError, SpaceportError
 from ..formats.journal import read_tail
-from ..formats.legacy import (TOP_LEVEL_NAMES, LegacyLock, RootUnknown, last_system, legacy_lists,
-                              read_legacy_links)
+from ..formats.legacy import (
+    TOP_LEVEL_NAMES,
+    LegacyLock,
+    RootUnknown,
+    last_system,
+    legacy_lists,
+    read_legacy_links,
+)
 from ..formats.links import read_manifest_full, resolve_target
-from ..formats.marker import (MARKER_DIR, MARKER_FILE, index_path, read_marker,
-                              read_undeployed_record, require_marker)
+from ..formats.marker import (
+    MARKER_DIR,
+    MARKER_FILE,
+    index_path,
+    read_marker,
+    read_undeployed_record,
+    require_marker,
+)
 from ..formats.trash import list_batches
 from ..safety.deletion_guard import held_summary
-from ..safety.lock import LockInfo, UnreadableLock, provably_gone, read_heartbeat, read_lock
+from ..safety.lock import (
+    LockInfo,
+    UnreadableLock,
+    provably_gone,
+    read_heartbeat,
+    read_lock,
+)
 from ..store.base import Store
 from ..store.sides import open_primary, open_work
 from ..wording import count, human_size, quote, show_path
-from .linksource import links_to_restore, with_primary_links
+from .deploy.linksource import links_to_restore, with_primary_links
 from .options import Options
 from .workcopy import pending_changes
 

@@ -28,20 +28,28 @@ from ..engine.plan import links_for_manifest, unsaved_summary
 from ..engine.scan import Kind
 from ..errors import NotSavedError, PartialSaveError, RefusedError
 from ..formats.links import MANIFEST_STATE, read_manifest_full
-from ..formats.marker import (MARKER_DIR, REMOVING, UNDEPLOYED, Marker, index_path, marker_dir,
-                              read_marker, read_undeployed_record, write_marker,
-                              write_undeployed_record)
+from ..formats.marker import (
+    MARKER_DIR,
+    REMOVING,
+    UNDEPLOYED,
+    Marker,
+    index_path,
+    marker_dir,
+    read_marker,
+    read_undeployed_record,
+    write_marker,
+    write_undeployed_record,
+)
 from ..safety.deletion_guard import held_refusal
 from ..safety.invariant import WorkGuard, find_unsaved, remove_saved
 from ..safety.worklock import BUSY_FILE
 from ..store.sides import open_work
-from .discard import DISCARDED_DIR
+from .deploy.discard import DISCARDED_DIR
 from .folders import volume_artifacts
 from .options import Options
 from .save import SaveReport, save_copy
 from .save.flow import refuse_unsaveable
-from .stagein import scan_primary
-from .workcopy import WorkingCopy, open_copy, scan_work
+from .workcopy import WorkingCopy, open_copy, scan_primary, scan_work
 
 log = logging.getLogger(__name__)
 

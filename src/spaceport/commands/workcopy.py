@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -138,6 +139,13 @@ def scan_work(work: Store, marker: Marker, *, remove_temps: bool = False,
         return scan_work(work, marker, stop=stop)
     fold_companions(scan, work)  # a database's -journal/-wal/-shm are never saved alone
     return scan
+
+
+def scan_primary(primary: Store, opts: Options, stop: threading.Event | None = None):
+    """The primary's tree as a deploy copies it: without the status folder, the work
+    marker's name, and the old tools' own files (not project data)."""
+    return scan_tree(primary, skip_top={opts.status_dir, MARKER_DIR} | LEGACY_TOP_NAMES,
+                     jobs=opts.jobs, stop=stop)
 
 
 def forget_removed(index: Index, plan: SavePlan) -> None:

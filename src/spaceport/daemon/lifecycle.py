@@ -28,10 +28,25 @@ from ..commands.deploy import deploy
 from ..commands.options import Options
 from ..commands.save import save
 from ..commands.undeploy import final_save, remove_saved_work
-from ..errors import (EXIT_INTERRUPTED, EXIT_LOCK_LOST, Interrupted, LockLostError,
-                      PartialSaveError, SpaceportError, StorageUnavailableError)
-from ..formats.marker import (DEPLOYED, UNDEPLOYED, Marker, marker_dir, read_marker, require_marker,
-                              work_id, write_marker)
+from ..errors import (
+    EXIT_INTERRUPTED,
+    EXIT_LOCK_LOST,
+    Interrupted,
+    LockLostError,
+    PartialSaveError,
+    SpaceportError,
+    StorageUnavailableError,
+)
+from ..formats.marker import (
+    DEPLOYED,
+    UNDEPLOYED,
+    Marker,
+    marker_dir,
+    read_marker,
+    require_marker,
+    work_id,
+    write_marker,
+)
 from ..safety.lock import DeploymentLock, LockInfo, WorkCopy, locked_error, read_lock
 from ..safety.worklock import DAEMON_COMMAND, hold_work
 from ..store.retry import RetryPolicy, is_unavailable
@@ -40,8 +55,22 @@ from ..wording import count, duration
 from .config import DaemonConfig, remove_file, write_file_atomic
 from .heartbeat import Heartbeat
 from .logs import fields
-from .state import (FAILED, LOCK_LOST, LOCKING, READY, RELEASED, RUNNING, STAGING_IN, STAGING_OUT,
-                    STOPPED, DaemonTracker, State, Worker, describe, human_bytes)
+from .state import (
+    FAILED,
+    LOCK_LOST,
+    LOCKING,
+    READY,
+    RELEASED,
+    RUNNING,
+    STAGING_IN,
+    STAGING_OUT,
+    STOPPED,
+    DaemonTracker,
+    State,
+    Worker,
+    describe,
+    human_bytes,
+)
 
 log = logging.getLogger("spaceport.daemon")  # its name from before the package
 

@@ -40,7 +40,13 @@ from ..store.base import Store, is_retryable, parent_of
 from ..store.retry import RetryPolicy, is_unavailable, retry_call
 from .digest import digest_of, wants_digest
 from .progress import Tracker
-from .snapshot import SnapshotError, Snapshotter, fd_is_database, folded_mtime_ns, is_racy
+from .snapshot import (
+    SnapshotError,
+    Snapshotter,
+    fd_is_database,
+    folded_mtime_ns,
+    is_racy,
+)
 
 if TYPE_CHECKING:
     from ..safety.fence import Fence

@@ -36,10 +36,20 @@ from typing import Callable
 
 from .. import __version__
 from ..clock import iso, stamp, utcnow
-from ..errors import (FormatError, LockedError, LockLostError, SpaceportError,
-                      StorageUnavailableError, UsageError)
-from ..formats.legacy import (LegacyLock, parse_westlife_lock, read_legacy_lock,
-                              set_aside_legacy_lock)
+from ..errors import (
+    FormatError,
+    LockedError,
+    LockLostError,
+    SpaceportError,
+    StorageUnavailableError,
+    UsageError,
+)
+from ..formats.legacy import (
+    LegacyLock,
+    parse_westlife_lock,
+    read_legacy_lock,
+    set_aside_legacy_lock,
+)
 from ..hostinfo import ProcessIdentity, current_user, hostname, machine_id
 from ..store.base import DetachedError, Store, join
 from ..wording import duration, quote

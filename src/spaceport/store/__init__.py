@@ -1,6 +1,14 @@
 """Storage backends: the abstract core (:mod:`.base`) and the POSIX folder backend."""
 
-from .base import Capabilities, DirItem, Store, is_our_temp, is_retryable, join, parent_of
+from .base import (
+    Capabilities,
+    DirItem,
+    Store,
+    is_our_temp,
+    is_retryable,
+    join,
+    parent_of,
+)
 from .posix import PRIMARY_CAPABILITIES, WORK_CAPABILITIES, PosixStore
 
 __all__ = [

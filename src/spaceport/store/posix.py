@@ -14,8 +14,17 @@ import logging
 import os
 import stat
 
-from .base import (Capabilities, DetachedError, DirItem, Store, UnsafePathError, join, parent_of,
-                   relative_path_problem, temp_name)
+from .base import (
+    Capabilities,
+    DetachedError,
+    DirItem,
+    Store,
+    UnsafePathError,
+    join,
+    parent_of,
+    relative_path_problem,
+    temp_name,
+)
 
 log = logging.getLogger(__name__)
 

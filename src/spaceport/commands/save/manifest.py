@@ -7,7 +7,12 @@ import os
 
 from ...engine.index import Known
 from ...engine.plan import SavePlan, links_for_manifest
-from ...formats.links import MANIFEST_NAME, MANIFEST_STATE, manifest_notes, write_manifest
+from ...formats.links import (
+    MANIFEST_NAME,
+    MANIFEST_STATE,
+    manifest_notes,
+    write_manifest,
+)
 from .run import SaveRun
 
 

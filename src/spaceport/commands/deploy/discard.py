@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
-from ..engine.index import Index, IndexDamagedError, Known
-from ..engine.scan import Entry, Kind
-from ..errors import RefusedError, SpaceportError
-from ..formats.marker import MARKER_DIR, Marker, index_path, marker_dir
-from ..store.sides import open_work
-from ..wording import count, human_size, show_path
-from .folders import volume_artifacts
-from .workcopy import scan_work
+from ...engine.index import Index, IndexDamagedError, Known
+from ...engine.scan import Entry, Kind
+from ...errors import RefusedError, SpaceportError
+from ...formats.marker import MARKER_DIR, Marker, index_path, marker_dir
+from ...store.sides import open_work
+from ...wording import count, human_size, show_path
+from ..folders import volume_artifacts
+from ..workcopy import scan_work
 
 DISCARDED_DIR = "discarded"
 

@@ -14,10 +14,10 @@ import errno
 import os
 import secrets
 
-from ..errors import SpaceportError, UsageError
-from ..formats.marker import MARKER_DIR, MARKER_FILE
-from ..safety.lock import DEFAULT_STATUS_DIR
-from ..store.retry import RetryPolicy, is_unavailable, retry_call, unavailable
+from ...errors import SpaceportError, UsageError
+from ...formats.marker import MARKER_DIR, MARKER_FILE
+from ...safety.lock import DEFAULT_STATUS_DIR
+from ...store.retry import RetryPolicy, is_unavailable, retry_call, unavailable
 
 
 class AccessError(SpaceportError):
@@ -110,7 +110,7 @@ def _who() -> str:
 
 def not_a_working_copy(work: str, primary: str) -> SpaceportError:
     """The refusal for a WORK that holds other files: never a hint to delete them."""
-    from ..errors import RefusedError  # the exit code of a safety refusal (5)
+    from ...errors import RefusedError  # the exit code of a safety refusal (5)
 
     home = os.path.realpath(os.path.expanduser("~"))
     what = "your home folder" if os.path.realpath(work) == home else "a folder of other files"

@@ -18,30 +18,26 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import threading
 
-from ..clock import utcnow
-from ..engine.index import Index, IndexDamagedError, Known, proven
-from ..engine.plan import DeployPlan, plan_deploy
-from ..engine.recorder import IndexRecorder, file_known, remove_leftover_temps
-from ..engine.scan import Entry, Kind, scan_tree
-from ..engine.transfer import Copier, CopyDone, CopyJob, run_copies
-from ..errors import Interrupted, VolumeFullError
-from ..formats.legacy import TOP_LEVEL_NAMES
-from ..formats.links import (MANIFEST_NAME, MANIFEST_STATE, NOTES_META, Link, notes_for_index,
-                             resolve_target, unrestored_from)
-from ..formats.marker import MARKER_DIR, Marker, index_path
-from ..formats.trash import TrashBin
-from ..safety.invariant import GuardedWork, NotProvenError
-from ..stopping import Halt
-from ..store import WORK_CAPABILITIES
-from ..store.base import Store, UnsafePathError, join, parent_of, temp_name
-from ..store.posix import mkdir_mode
-from ..store.sides import PRIMARY, WORK
-from .failures import partial_error
+from ...clock import utcnow
+from ...engine.index import Index, IndexDamagedError, Known, proven
+from ...engine.plan import DeployPlan, plan_deploy
+from ...engine.recorder import IndexRecorder, file_known, remove_leftover_temps
+from ...engine.scan import Entry, Kind
+from ...engine.transfer import Copier, CopyDone, CopyJob, run_copies
+from ...errors import Interrupted, VolumeFullError
+from ...formats.links import (MANIFEST_NAME, MANIFEST_STATE, NOTES_META, Link, notes_for_index,
+                              resolve_target, unrestored_from)
+from ...formats.marker import MARKER_DIR, index_path
+from ...formats.trash import TrashBin
+from ...safety.invariant import GuardedWork, NotProvenError
+from ...stopping import Halt
+from ...store.base import UnsafePathError, join, parent_of, temp_name
+from ...store.posix import mkdir_mode
+from ...store.sides import PRIMARY, WORK
+from ..failures import partial_error
+from ..workcopy import WorkingCopy, scan_primary, scan_work
 from .linksource import with_primary_links
-from .options import Options
-from .workcopy import scan_work
 
 log = logging.getLogger(__name__)
 
@@ -59,50 +55,41 @@ def open_stage_index(work_path: str) -> Index:
         return Index(index_path(work_path))
 
 
-def scan_primary(primary: Store, opts: Options, stop: threading.Event | None = None):
-    """The primary's tree as a deploy copies it: without the status folder, the work
-    marker's name, and the old tools' own files (not project data)."""
-    return scan_tree(primary, skip_top={opts.status_dir, MARKER_DIR} | TOP_LEVEL_NAMES,
-                     jobs=opts.jobs, stop=stop)
-
-
-def stage_in(primary: Store, work_path: str, marker: Marker, opts: Options, report, source,
-             stop, check=lambda: None) -> None:
-    """Copy what is missing; ``report`` a DeployReport, ``source`` a LinkSource; ``check``
-    raises if the lock was lost (before anything is written on the primary)."""
-    index = open_stage_index(work_path)
-    try:
-        with GuardedWork(work_path, WORK_CAPABILITIES, temp_token=marker.token) as work:
-            remove_leftover_temps(index, work, WORK)
-            remove_leftover_temps(index, primary, PRIMARY)
-            pscan = scan_primary(primary, opts, stop)
-            if primary.exists(MARKER_DIR):
-                log.warning("the primary holds a folder named %s; it is not deployed (the "
-                            "name is reserved for spaceport's work marker)", MARKER_DIR)
-            report.special = pscan.special
-            source = with_primary_links(source, pscan, primary.root)
-            wscan = scan_work(work, marker, remove_temps=True, stop=stop, index=index)
-            known = index.load()
-            plan = plan_deploy(pscan, wscan, known)
-            report.links_source, report.legacy = source.source, source.legacy
-            report.unrestored, report.carried = list(source.unrestored), source.carried
-            if source.legacy and source.legacy.phantoms:
-                log.info("%s: %d entries found through links to folders (%s) are not links "
-                         "of the project; skipped", source.legacy.file,
-                         len(source.legacy.phantoms), ", ".join(source.legacy.through))
-            check_room(work_path, plan, len(source.links))
-            run = StageIn(primary, work, index, marker, opts, report, stop, check)
-            run.failed.extend((path or ".", exc) for path, exc in pscan.unreadable.items())
-            run.execute(plan, wscan.entries, source.links, known,
-                        authoritative=source.source == "manifest")
-            for item in report.unrestored:
-                log.warning("link not restored: %s", item)
-            # The saves write these into the manifest's header: nothing left out is forgotten.
-            index.set_meta(NOTES_META, notes_for_index(report.carried + report.unrestored,
-                                                       source.imported_from))
-            index.set_meta(MANIFEST_STATE, "ok" if source.source == "manifest" else source.source)
-    finally:
-        index.close()
+def stage_in(copy: WorkingCopy, report, source, stop, check=lambda: None) -> None:
+    """Copy what is missing onto the held working copy ``copy`` (its work store a
+    :class:`GuardedWork`, its index opened by :func:`open_stage_index`); ``report`` a
+    DeployReport, ``source`` a LinkSource; ``check`` raises if the lock was lost (before
+    anything is written on the primary)."""
+    primary, work, index, marker, opts = (copy.primary, copy.work, copy.index, copy.marker,
+                                          copy.opts)
+    remove_leftover_temps(index, work, WORK)
+    remove_leftover_temps(index, primary, PRIMARY)
+    pscan = scan_primary(primary, opts, stop)
+    if primary.exists(MARKER_DIR):
+        log.warning("the primary holds a folder named %s; it is not deployed (the name is "
+                    "reserved for spaceport's work marker)", MARKER_DIR)
+    report.special = pscan.special
+    source = with_primary_links(source, pscan, primary.root)
+    wscan = scan_work(work, marker, remove_temps=True, stop=stop, index=index)
+    known = index.load()
+    plan = plan_deploy(pscan, wscan, known)
+    report.links_source, report.legacy = source.source, source.legacy
+    report.unrestored, report.carried = list(source.unrestored), source.carried
+    if source.legacy and source.legacy.phantoms:
+        log.info("%s: %d entries found through links to folders (%s) are not links of the "
+                 "project; skipped", source.legacy.file, len(source.legacy.phantoms),
+                 ", ".join(source.legacy.through))
+    check_room(copy.path, plan, len(source.links))
+    run = StageIn(primary, work, index, marker, opts, report, stop, check)
+    run.failed.extend((path or ".", exc) for path, exc in pscan.unreadable.items())
+    run.execute(plan, wscan.entries, source.links, known,
+                authoritative=source.source == "manifest")
+    for item in report.unrestored:
+        log.warning("link not restored: %s", item)
+    # The saves write these into the manifest's header: nothing left out is forgotten.
+    index.set_meta(NOTES_META, notes_for_index(report.carried + report.unrestored,
+                                               source.imported_from))
+    index.set_meta(MANIFEST_STATE, "ok" if source.source == "manifest" else source.source)
 
 
 def check_room(work_path: str, plan: DeployPlan, links: int) -> None:

@@ -8,13 +8,13 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from ..engine.scan import Kind
-from ..errors import RefusedError
-from ..formats.legacy import LegacyImport, RootUnknown, read_legacy_links
-from ..formats.links import Link, Unrestored, capture, read_manifest_full
-from ..store.base import Store
-from ..wording import count, show_path
-from .options import Options
+from ...engine.scan import Kind
+from ...errors import RefusedError
+from ...formats.legacy import LegacyImport, RootUnknown, read_legacy_links
+from ...formats.links import Link, Unrestored, capture, read_manifest_full
+from ...store.base import Store
+from ...wording import count, show_path
+from ..options import Options
 
 log = logging.getLogger(__name__)
 
