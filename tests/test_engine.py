@@ -285,18 +285,18 @@ def test_a_stopped_stage_in_is_not_called_finished_and_reruns(dirs, opts):
 def test_stop_during_stage_in_after_folders_were_made(dirs, opts, monkeypatch):
     import threading
 
-    from spaceport.commands import stagein
+    from spaceport.commands.deploy.stagein import flow as stagein_flow
     from spaceport.errors import Interrupted
 
     primary, work = dirs
     project(primary)
     stop = threading.Event()
-    real_download = stagein.StageIn._download
+    real_download = stagein_flow.download
 
-    def download_then_stop(self, plan):  # the signal arrives during the copies
+    def download_then_stop(run, plan):  # the signal arrives during the copies
         stop.set()
-        real_download(self, plan)
-    monkeypatch.setattr(stagein.StageIn, "_download", download_then_stop)
+        real_download(run, plan)
+    monkeypatch.setattr(stagein_flow, "download", download_then_stop)
     with pytest.raises(Interrupted):
         deploy(primary, work, opts, stop=stop)
     monkeypatch.undo()
