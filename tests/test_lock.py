@@ -415,7 +415,7 @@ def test_keeper_beats_and_notices_loss(store, tmp_path):
 
 CONTENDER = textwrap.dedent("""
     import os, sys, time
-    from spaceport.lock import DeploymentLock, WorkCopy
+    from spaceport.safety.lock import DeploymentLock, WorkCopy
     from spaceport.errors import LockedError
     from spaceport.store import PosixStore, PRIMARY_CAPABILITIES
     root, start, dep = sys.argv[1], float(sys.argv[2]), sys.argv[3]
