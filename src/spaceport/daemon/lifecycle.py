@@ -240,7 +240,8 @@ class Daemon:
     def _took_lock(self, marker: Marker, *, resumed: bool) -> None:
         self.marker = marker
         self.state.deployment_id, self.state.resumed = marker.deployment_id, resumed
-        self.heartbeat = Heartbeat(self)
+        self.heartbeat = Heartbeat(self.cfg.primary, marker, self.opts, self.primary_busy,
+                                   self.state, on_lost=self.lose_lock)
         self.heartbeat.start()
 
     def _clone_source(self) -> None:
