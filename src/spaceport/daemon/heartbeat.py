@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import Callable
 
+from ..commands.options import Options
 from ..errors import LockLostError, SpaceportError
+from ..formats.marker import Marker
 from ..safety.lock import DeploymentLock, LockInfo, read_lock
 from ..store.retry import RetryPolicy
 from ..store.sides import open_primary
-from .state import describe
-
-if TYPE_CHECKING:
-    from .lifecycle import Daemon
+from .state import State, describe
 
 
 class Heartbeat:
@@ -22,15 +21,21 @@ class Heartbeat:
     Each beat opens the primary afresh: after a oneclient restart the old descriptor points
     into a dead mount. A beat that cannot reach the lock is a problem to report and retry
     (the lock is never given up silently); a lock held by someone else is fencing.
+
+    It beats the lock of ``marker``'s deployment on ``primary``, only while nothing else
+    writes the primary (``busy``: a save carries its own heartbeat), reports into ``state``,
+    and calls ``on_lost`` with the new holder when another deployment took the lock.
     """
 
-    def __init__(self, daemon: Daemon):
-        self.daemon = daemon
-        self.interval = daemon.opts.heartbeat_interval or max(1.0, daemon.opts.stale_after / 4)
+    def __init__(self, primary: str, marker: Marker, opts: Options, busy: threading.Lock,
+                 state: State, on_lost: Callable[[str], None]):
+        self.primary, self.marker, self.busy = primary, marker, busy
+        self.state, self.on_lost = state, on_lost
+        self.interval = opts.heartbeat_interval or max(1.0, opts.stale_after / 4)
         self.released = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="daemon-heartbeat", daemon=True)
-        self._quick = replace(daemon.opts, retry=RetryPolicy.none())  # the next beat retries
+        self._quick = replace(opts, retry=RetryPolicy.none())  # the next beat retries
 
     def start(self) -> None:
         self._thread.start()
@@ -43,27 +48,27 @@ class Heartbeat:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            if self.daemon.primary_busy.acquire(blocking=False):
+            if self.busy.acquire(blocking=False):
                 try:
                     self.beat()
                 finally:
-                    self.daemon.primary_busy.release()
+                    self.busy.release()
 
     def beat(self) -> None:
-        d, marker = self.daemon, self.daemon.marker
+        marker = self.marker
         try:
-            with open_primary(d.cfg.primary, marker.token, self._quick) as store:
+            with open_primary(self.primary, marker.token, self._quick) as store:
                 holder = read_lock(store, marker.status_dir)
                 if isinstance(holder, LockInfo) and holder.deployment_id == marker.deployment_id:
                     DeploymentLock(store, marker.status_dir, holder).heartbeat()
-                    d.state.solved("lock")
+                    self.state.solved("lock")
                 elif holder is None:
-                    d.state.problem("lock", "the lock file is missing on the primary (not "
-                                            "mounted, or removed); nothing is written until "
-                                            "it is back")
+                    self.state.problem("lock", "the lock file is missing on the primary (not "
+                                               "mounted, or removed); nothing is written until "
+                                               "it is back")
                 else:
-                    d.lose_lock(holder.describe())
+                    self.on_lost(holder.describe())
         except LockLostError as exc:  # replaced between the read and the write
-            d.state.problem("lock", exc)
+            self.state.problem("lock", exc)
         except (OSError, SpaceportError) as exc:
-            d.state.problem("lock", f"lock heartbeat failed: {describe(exc)}")
+            self.state.problem("lock", f"lock heartbeat failed: {describe(exc)}")
