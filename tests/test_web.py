@@ -20,7 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from spaceport.daemon.config import DaemonConfig
 from spaceport.daemon.state import DaemonTracker, RateLimit, State
-from spaceport.daemon.web import parse_listen, render_page
+from spaceport.daemon.page import render_page
+from spaceport.daemon.web import parse_listen
 from spaceport.errors import UsageError
 
 TOKEN = "tok-9a7c3e-web-tests-secret"

@@ -28,27 +28,15 @@ from ..engine.plan import links_for_manifest, unsaved_summary
 from ..engine.scan import Kind
 from ..errors import NotSavedError, PartialSaveError, RefusedError
 from ..formats.links import MANIFEST_STATE, read_manifest_full
-from ..formats.marker import (
-    MARKER_DIR,
-    REMOVING,
-    UNDEPLOYED,
-    Marker,
-    index_path,
-    marker_dir,
-    read_marker,
-    read_undeployed_record,
-    write_marker,
-    write_undeployed_record,
-)
+from ..formats.marker import (MARKER_DIR, REMOVING, UNDEPLOYED, Marker, marker_dir, read_marker,
+                              read_undeployed_record, write_marker, write_undeployed_record)
 from ..safety.deletion_guard import held_refusal
 from ..safety.invariant import WorkGuard, find_unsaved, remove_saved
 from ..safety.worklock import BUSY_FILE
-from ..store.sides import open_work
 from .deploy.discard import DISCARDED_DIR
 from .folders import volume_artifacts
 from .options import Options
 from .save import SaveReport, save_copy
-from .save.flow import refuse_unsaveable
 from .workcopy import WorkingCopy, open_copy, scan_primary, scan_work
 
 log = logging.getLogger(__name__)
@@ -183,15 +171,6 @@ def _finish_released(copy: WorkingCopy, keep_work: bool, checksum: bool) -> Unde
     return report
 
 
-def final_save(work_path: str, marker: Marker, opts: Options, *, lock=None,
-               task: str = "final save", **kwargs) -> SaveReport:
-    """:func:`final_save_copy` of the working copy at ``work_path`` (the daemon's final
-    save, which holds the working copy already)."""
-    with open_copy(work_path, opts, task, lock=lock,
-                   before=lambda found: refuse_unsaveable(work_path, found, lock)) as copy:
-        return final_save_copy(copy, task=task, **kwargs)
-
-
 def final_save_copy(copy: WorkingCopy, *, allow_mass_delete=False, checksum: bool = False,
                     stop=None, task: str = "final save", resaved: list[str] | None = None,
                     confirmed: frozenset[str] = frozenset()) -> SaveReport:
@@ -249,17 +228,6 @@ def check_saved(copy: WorkingCopy, *, checksum: bool = False, stop=None):
 def remove_saved_copy(copy: WorkingCopy) -> list[str]:
     """:func:`remove_saved` for a held working copy."""
     return _remove_saved(copy.path, copy.marker, copy.index, copy.work)
-
-
-def remove_saved_work(work_path: str, marker: Marker) -> list[str]:
-    """:func:`remove_saved` for the daemon's clean-up, after its lock is released: only the
-    working copy's own index and files are needed (the primary may be gone by then)."""
-    index = Index(index_path(work_path))
-    try:
-        with open_work(work_path, marker.token) as work:
-            return _remove_saved(work_path, marker, index, work)
-    finally:
-        index.close()
 
 
 def _remove_saved(work_path: str, marker: Marker, index: Index, work) -> list[str]:

@@ -10,15 +10,10 @@ import time
 
 from ..commands.clone import wipe_clone
 from ..commands.options import Options
-from ..commands.undeploy import final_save, remove_saved_work
-from ..errors import (
-    EXIT_INTERRUPTED,
-    Interrupted,
-    LockLostError,
-    PartialSaveError,
-    SpaceportError,
-    StorageUnavailableError,
-)
+from ..commands.undeploy import final_save_copy, remove_saved_copy
+from ..commands.workcopy import WorkingCopy, open_copy
+from ..errors import (EXIT_INTERRUPTED, Interrupted, LockLostError, PartialSaveError,
+                      SpaceportError, StorageUnavailableError)
 from ..formats.marker import UNDEPLOYED, marker_dir, write_marker
 from ..store.retry import is_unavailable
 from ..wording import count
@@ -85,34 +80,41 @@ class StagingOut:
             delay = min(delay * 2, FINAL_RETRY_MAX)
 
     def _final_attempt(self) -> None:
-        marker = self.hold.marker
-        with self.hold.busy:
-            # Saved and proven saved (spaceport.commands.undeploy): what the primary lost
-            # meanwhile is saved again; a file that keeps changing keeps the lock and the
-            # working copy.
-            report = final_save(self.cfg.work, marker, self.opts, stop=self.stops.abort,
-                                confirmed=self.autosaves.confirmed)
-            self.state.record_save(time.time() - report.seconds, report=report, task="final save")
-            if report.held:
-                # Nothing is lost (the primary keeps the files) and nothing stays stuck: the
-                # journal on the primary records them, and the lock is released as always.
-                log.warning("the final save held %s (the working copy looks wrong: %s); "
-                            "everything else is saved. They stay on the primary, recorded in "
-                            "its journal ('spaceport status --primary %s'); the lock is "
-                            "released.", count(report.held["count"], "deletion"),
-                            report.held["reason"], self.cfg.primary,
-                            extra=fields(event="deletions-held", held=report.held["count"]))
-            self.hold.release()
-        marker.phase = UNDEPLOYED
-        write_marker(self.cfg.work, marker)
-        log.info("final save done and lock released", extra=fields(event="released"))
-        if not self.cfg.keep_work:
-            self._clean()
+        # One working copy held through the final save, the proof, the release and the
+        # clean-up (the daemon holds it already; this only opens what a save needs).
+        with open_copy(self.cfg.work, self.opts, "final save") as copy:
+            with self.hold.busy:
+                # Saved and proven saved (spaceport.commands.undeploy): what the primary
+                # lost meanwhile is saved again; a file that keeps changing keeps the lock
+                # and the working copy.
+                report = final_save_copy(copy, stop=self.stops.abort,
+                                         confirmed=self.autosaves.confirmed)
+                self.state.record_save(time.time() - report.seconds, report=report,
+                                       task="final save")
+                if report.held:
+                    # Nothing is lost (the primary keeps the files) and nothing stays
+                    # stuck: the journal on the primary records them, and the lock is
+                    # released as always.
+                    log.warning("the final save held %s (the working copy looks wrong: %s); "
+                                "everything else is saved. They stay on the primary, recorded "
+                                "in its journal ('spaceport status --primary %s'); the lock "
+                                "is released.", count(report.held["count"], "deletion"),
+                                report.held["reason"], self.cfg.primary,
+                                extra=fields(event="deletions-held",
+                                             held=report.held["count"]))
+                self.hold.release()
+            marker = self.hold.marker
+            marker.phase = UNDEPLOYED
+            write_marker(self.cfg.work, marker)
+            log.info("final save done and lock released", extra=fields(event="released"))
+            if not self.cfg.keep_work:
+                self._clean(copy)
 
-    def _clean(self) -> None:
+    def _clean(self, copy: WorkingCopy) -> None:
         """The work is proven safe on the primary: removed through the guard (only what
         still is what was saved; anything written after the final save stays)."""
-        for path, wipe in ((self.cfg.work, self._remove_work), (self.cfg.source_work, wipe_clone)):
+        for path, wipe in ((self.cfg.work, lambda _: self._remove_work(copy)),
+                           (self.cfg.source_work, wipe_clone)):
             if not path:
                 continue
             try:
@@ -121,9 +123,9 @@ class StagingOut:
             except (OSError, SpaceportError) as exc:
                 log.warning("could not clean %s: %s", path, describe(exc))
 
-    def _remove_work(self, path: str) -> None:
-        remove_saved_work(path, self.hold.marker)  # raises, keeping all, if anything changed
-        shutil.rmtree(marker_dir(path), ignore_errors=True)
+    def _remove_work(self, copy: WorkingCopy) -> None:
+        remove_saved_copy(copy)  # raises, keeping all, if anything changed
+        shutil.rmtree(marker_dir(copy.path), ignore_errors=True)
 
     def _final_failed(self, exc: BaseException, attempts: int) -> int:
         code = exc.exit_code if isinstance(exc, SpaceportError) else 6 if is_unavailable(exc) else 1

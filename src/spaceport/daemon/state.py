@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections import Counter, defaultdict, deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .. import __version__
 from ..engine.progress import Tracker
@@ -291,3 +291,16 @@ def describe(what: BaseException | str) -> str:
     else:
         text = str(what) or type(what).__name__
     return " ".join(text.split())
+
+
+class Backend(Protocol):
+    """What the web server needs of the daemon: its state, and the requests it takes."""
+
+    state: State
+    tracker: DaemonTracker
+
+    def request_save(self) -> tuple[int, str]: ...
+
+    def request_clone(self) -> tuple[int, str]: ...
+
+    def request_confirm_deletions(self) -> tuple[int, str]: ...

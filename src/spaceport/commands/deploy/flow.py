@@ -16,12 +16,28 @@ from contextlib import contextmanager
 from typing import Callable
 
 from ...errors import FormatError, RefusedError
-from ...formats.marker import (DEPLOYED, DEPLOYING, Marker, marker_dir, new_marker, read_marker,
-                               remove_marker_file, work_id, write_marker)
+from ...formats.marker import (
+    DEPLOYED,
+    DEPLOYING,
+    Marker,
+    marker_dir,
+    new_marker,
+    read_marker,
+    remove_marker_file,
+    work_id,
+    write_marker,
+)
 from ...safety.deletion_guard import held_refusal
 from ...safety.invariant import GuardedWork
-from ...safety.lock import (DeploymentLock, LockKeeper, WorkCopy, held_error, lock_id, read_lock,
-                            validate_status_dir)
+from ...safety.lock import (
+    DeploymentLock,
+    LockKeeper,
+    WorkCopy,
+    held_error,
+    lock_id,
+    read_lock,
+    validate_status_dir,
+)
 from ...safety.worklock import hold_work
 from ...store import WORK_CAPABILITIES
 from ...store.sides import open_primary

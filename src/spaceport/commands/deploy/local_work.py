@@ -13,7 +13,14 @@ from ...engine.index import Index, IndexDamagedError
 from ...engine.plan import SavePlan, plan_save, unsaved_summary
 from ...errors import RefusedError, SpaceportError
 from ...formats.links import resolve_target
-from ...formats.marker import DEPLOYING, MARKER_DIR, REMOVING, Marker, index_path, write_marker
+from ...formats.marker import (
+    DEPLOYING,
+    MARKER_DIR,
+    REMOVING,
+    Marker,
+    index_path,
+    write_marker,
+)
 from ...hostinfo import hostname
 from ...safety.invariant import prove_by_content
 from ...safety.lock import LockInfo, describe, read_lock

@@ -9,7 +9,14 @@ from dataclasses import dataclass
 from ...engine.index import IndexDamagedError
 from ...errors import RefusedError, SpaceportError
 from ...formats.marker import DEPLOYED, DEPLOYING, Marker, read_marker, work_id
-from ...safety.lock import WorkCopy, describe, held_error, lock_id, read_lock, validate_status_dir
+from ...safety.lock import (
+    WorkCopy,
+    describe,
+    held_error,
+    lock_id,
+    read_lock,
+    validate_status_dir,
+)
 from ...store.sides import open_primary
 from ...wording import count, human_size
 from ..folders import folder_is_empty, separate_folders

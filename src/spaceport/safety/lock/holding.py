@@ -17,8 +17,14 @@ from ...clock import iso, utcnow
 from ...errors import FormatError, LockLostError
 from ...hostinfo import ProcessIdentity, hostname
 from ...store.base import Store, join
-from .reading import describe, file_identity, lock_id, read_heartbeat, read_lock
-from .reading import read_lock_and_identity
+from .reading import (
+    describe,
+    file_identity,
+    lock_id,
+    read_heartbeat,
+    read_lock,
+    read_lock_and_identity,
+)
 from .record import (
     DEFAULT_STALE_AFTER,
     HEARTBEAT_PREFIX,

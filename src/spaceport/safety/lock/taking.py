@@ -18,8 +18,21 @@ from ...clock import iso, utcnow
 from ...errors import LockLostError, SpaceportError
 from ...hostinfo import ProcessIdentity, current_user, machine_id
 from ...store.base import Store, join
-from .reading import held_error, lock_id, locked_error, read_lock, read_lock_and_identity
-from .record import LOCK_FORMAT, LOCK_NAME, LockInfo, UnreadableLock, WorkCopy, default_instance
+from .reading import (
+    held_error,
+    lock_id,
+    locked_error,
+    read_lock,
+    read_lock_and_identity,
+)
+from .record import (
+    LOCK_FORMAT,
+    LOCK_NAME,
+    LockInfo,
+    UnreadableLock,
+    WorkCopy,
+    default_instance,
+)
 from .release import forget, set_aside
 from .stale import watch_stale
 

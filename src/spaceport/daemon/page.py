@@ -1,0 +1,203 @@
+"""The progress page a person reads at ``/``: phase, per-task bars, saves, held deletions,
+errors; auto-refreshed. Everything shown comes from :meth:`State.snapshot` (no secret), and
+every value is escaped."""
+
+from __future__ import annotations
+
+import html
+import time
+
+from ..wording import count, duration
+from .state import human_bytes
+
+REFRESH_SECONDS = 2
+
+
+TASK_LABELS = {"deploy": "Project restore", "clone": "Source clone", "autosave": "Autosave",
+               "requested save": "Save on request (POST /save)", "final save": "Final save",
+               "save unsaved work": "Saving earlier work"}
+PHASE_TEXT = {
+    "starting": "Starting up.",
+    "locking": "Checking that nobody else has this project open.",
+    "staging-in": "Copying the project onto this machine. The application starts when "
+                  "this is done.",
+    "ready": "Everything is in place.",
+    "running": "The application can run. Your work is saved to primary storage regularly.",
+    "staging-out": "Saving your work to primary storage one last time.",
+    "released": "All work is saved and the project is free to be opened elsewhere.",
+    "stopped": "Stopped before the project was ready; nothing needed saving.",
+    "failed": "Something went wrong; see the errors below and the log.",
+    "lock-lost": "Another deployment took this project: nothing is saved any more.",
+}
+STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;
+  background:#f4f6f9;color:#1c2230}
+main{max-width:62rem;margin:0 auto;padding:1.5rem 1rem}
+h1{font-size:1.5rem;margin:0}h2{font-size:1.05rem;margin:0 0 .8rem}
+.sub{color:#596275;margin:.2rem 0 1.2rem;word-break:break-all}
+section{background:#fff;border:1px solid #dfe3ea;border-radius:.6rem;padding:1rem 1.2rem;
+  margin-bottom:1rem}
+.phase{display:inline-block;padding:.3rem .8rem;border-radius:1rem;font-weight:700;
+  background:#e2e7f0;margin-right:.6rem}
+.good{background:#d5f3de;color:#15612f}.busy{background:#fff1c7;color:#6d4f00}
+.bad{background:#fcdcdc;color:#8c1717}
+.task{margin-bottom:1rem}.task:last-child{margin-bottom:0}
+.row{display:flex;justify-content:space-between;gap:1rem;flex-wrap:wrap}
+.name{font-weight:600}
+.bar{height:1.2rem;background:#e7ebf1;border-radius:.6rem;overflow:hidden;margin:.35rem 0}
+.fill{height:100%;background:#3474e0}.fill.done{background:#25a25a}
+.facts{color:#4a5366;font-size:.92rem}
+table{border-collapse:collapse}td{padding:.2rem 1.2rem .2rem 0;vertical-align:top}
+td:first-child{color:#596275}
+.err{color:#8c1717}.muted{color:#6a7386}footer{color:#6a7386;font-size:.85rem}
+"""
+
+
+def e(value) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def render_page(s: dict) -> str:
+    """The progress page; every value from the state goes through html.escape."""
+    phase = s["phase"]
+    tone = {"ready": "good", "running": "good", "released": "good", "failed": "bad",
+            "lock-lost": "bad", "stopped": "bad"}.get(phase, "busy")
+    health = "" if s["health"] == "ok" else \
+        f'<p class="err">Health: {e(s["health"])} — {e(s["health_reason"])}</p>'
+    body = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="refresh" content="{REFRESH_SECONDS}">
+<meta name="viewport" content="width=device-width,initial-scale=1">
+<title>spaceport · {e(phase)}</title><style>{STYLE}</style></head>
+<body><main>
+<h1>spaceport</h1>
+<div class="sub">{e(s["primary"])} → {e(s["work"])}{_source_line(s)}</div>
+<section><span class="phase {tone}">{e(phase)}</span>{e(_phase_text(s))}
+<p class="muted">{e(s["message"])} · since {e(_ago(s["now"] - s["phase_since"]))}</p>{health}
+</section>
+<section><h2>Progress</h2>{_tasks(s)}</section>
+<section><h2>Saves</h2>{_saves(s)}</section>{_held(s)}
+<section><h2>Errors</h2>{_errors(s)}</section>
+<footer>Updated {e(_clock(s["now"]))} · refreshes every {REFRESH_SECONDS} s · spaceport
+{e(s["version"])}{_deployment(s)}</footer>
+</main></body></html>
+"""
+    return body
+
+
+def _phase_text(s: dict) -> str:
+    text = PHASE_TEXT.get(s["phase"], "")
+    if s["phase"] == "staging-in" and s.get("source"):
+        text = text.replace("the project onto", "the project and the source data onto")
+    return text
+
+
+def _source_line(s: dict) -> str:
+    if not s.get("source"):
+        return ""
+    return f'<br>source {e(s["source"])} → {e(s["source_work"])} (read-only copy)'
+
+
+def _deployment(s: dict) -> str:
+    if not s.get("deployment_id"):
+        return ""
+    return f' · deployment {e(s["deployment_id"][:8])}' + (" (resumed)" if s["resumed"] else "")
+
+
+def _tasks(s: dict) -> str:
+    if not s["tasks"]:
+        return '<p class="muted">Nothing copied yet.</p>'
+    parts = []
+    for t in s["tasks"]:
+        label = TASK_LABELS.get(t["name"], t["name"].capitalize())
+        done = t["finished"] is not None
+        scanning = not done and not t["bytes_total"] and not t["files_total"]
+        if done or scanning:
+            share = 1.0 if done else 0.0
+        elif t["bytes_total"]:
+            share = t["bytes_done"] / t["bytes_total"]
+        else:  # only empty files to copy
+            share = t["files_done"] / t["files_total"]
+        if scanning:
+            state, facts = "listing files…", "finding out what to copy"
+        else:
+            state = "done" if done else f"{share:.0%}"
+            facts = (f"{human_bytes(t['bytes_done'])} of {human_bytes(t['bytes_total'])} · "
+                     f"{t['files_done']} of {t['files_total']} files · "
+                     f"{human_bytes(t['rate'])}/s")
+            if not done and t.get("eta"):
+                facts += f" · about {_ago(t['eta'])} left"
+            if done:
+                facts += f" · took {_ago(t['finished'] - t['started'])}"
+        parts.append(
+            f'<div class="task"><div class="row"><span class="name">{e(label)}</span>'
+            f'<span>{e(state)}</span></div><div class="bar"><div class="fill'
+            f'{" done" if done else ""}" style="width:{share * 100:.1f}%"></div></div>'
+            f'<div class="facts">{e(facts)}</div></div>')
+    return "".join(parts)
+
+
+def _saves(s: dict) -> str:
+    rows = []
+    last = s["last_save"]
+    if last:
+        result = "succeeded" if last["ok"] else f"FAILED: {last.get('error', '')}"
+        label = TASK_LABELS.get(last["task"], last["task"])
+        what = f"{label} {_ago(s['now'] - last['time'])} ago, {result}"
+        if last["ok"]:
+            what += (f" ({count(last.get('uploaded', 0), 'file')}, "
+                     f"{human_bytes(last.get('bytes', 0))} uploaded in {last['seconds']:.1f} s)")
+        rows.append(("Last save", what))
+    else:
+        rows.append(("Last save", "none yet"))
+    if s["last_successful_save"] and not (last and last["ok"]):
+        rows.append(("Last good save", f"{_ago(s['now'] - s['last_successful_save'])} ago"))
+    if s["next_save_in"] is not None:
+        rows.append(("Next save", f"in {_ago(s['next_save_in'])}"))
+    rows.append(("Saves", f"{s['saves']['ok']} succeeded, {s['saves']['failed']} failed; "
+                          f"autosave every {_ago(s['interval'])}"))
+    if s.get("last_clone"):
+        c = s["last_clone"]
+        rows.append(("Last clone", f"{_ago(s['now'] - c['time'])} ago, "
+                                   + ("succeeded" if c["ok"] else "failed")))
+    return "<table>" + "".join(f"<tr><td>{e(k)}</td><td>{e(v)}</td></tr>" for k, v in rows) \
+        + "</table>"
+
+
+def _held(s: dict) -> str:
+    """Deletions the deletion guard holds, and special files not saved: a section only when
+    there are any."""
+    parts = []
+    held = s.get("held_deletions")
+    if held:
+        paths = "".join(f"<li>{e(p)}</li>" for p in held["sample"][:10])
+        more = held["count"] - min(len(held["sample"]), 10)
+        parts.append(
+            f'<section><h2>Deletions held</h2><p class="err">{e(count(held["count"], "deletion"))}'
+            f' held since {e(held.get("since"))}: the working copy looks wrong: '
+            f'{e(held["reason"])}.</p><p>Everything else is saved; these files stay on primary '
+            f'storage. If they were deleted on purpose, confirm with <code>POST '
+            f'/confirm-deletions</code> (token).</p><ul>{paths}</ul>'
+            + (f'<p class="muted">… and {e(more)} more</p>' if more > 0 else "") + "</section>")
+    special = s.get("special") or []
+    if special:
+        items = "".join(f"<li>{e(p)}</li>" for p in special[:20])
+        parts.append(f'<section><h2>Not saved</h2><p>{e(count(len(special), "special file"))} '
+                     f'(fifo, socket, device) cannot be saved:</p><ul>{items}</ul></section>')
+    return "".join(parts)
+
+
+def _errors(s: dict) -> str:
+    if not s["errors"]:
+        return '<p class="muted">None.</p>'
+    items = "".join(f'<li><span class="muted">{e(_clock(x["time"]))} {e(x["where"])}:</span> '
+                    f'<span class="err">{e(x["message"])}</span></li>' for x in s["errors"][:10])
+    return f"<ul>{items}</ul>"
+
+
+def _ago(seconds: float | None) -> str:
+    return duration(seconds)  # the same units as the daemon's messages and log
+
+
+def _clock(t: float) -> str:
+    return time.strftime("%H:%M:%S UTC", time.gmtime(t))
