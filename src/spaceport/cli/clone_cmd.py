@@ -15,7 +15,9 @@ from .options import (
     make_options,
     out,
     parse_rate,
+    resolve_space,
     safety_flag,
+    space_folder_option,
     stopping_on_sigterm,
 )
 
@@ -49,8 +51,9 @@ class _Limited(Tracker):
 @safety_flag("--allow-mass-delete",
              help="Allow a clone that removes more than half of the copy's files (the source "
                   "really lost them, it is not just unmounted).")
+@space_folder_option("SOURCE")
 @click.pass_context
-def clone_command(ctx, source, dest, bwlimit, allow_mass_delete, **_):
+def clone_command(ctx, source, dest, bwlimit, allow_mass_delete, space_folder, **_):
     """Make DEST a one-way, read-only copy of SOURCE (e.g. raw data on OneData).
 
     A re-run copies only new and changed files (size or mtime differ) and removes what
@@ -65,6 +68,7 @@ def clone_command(ctx, source, dest, bwlimit, allow_mass_delete, **_):
     tracker = _LimitedRich(limit, console=err) if (err.is_terminal if show is None else show) \
         else _Limited(limit)
     opts = make_options(ctx.params, tracker=tracker)
+    source = resolve_space(source, space_folder, "SOURCE", opts)
     with stopping_on_sigterm():
         try:
             report = clone(source, dest, opts, allow_mass_delete=allow_mass_delete)

@@ -15,6 +15,7 @@ from ..stopping import stop_on_signals
 from ..wording import count, human_size, show_path
 from . import options
 from .options import (
+    cerit_option,
     common_options,
     env_option,
     err,
@@ -22,7 +23,9 @@ from .options import (
     log_to_work,
     make_options,
     out,
+    resolve_space,
     safety_flag,
+    space_folder_option,
     stale_after_option,
     status_dir_option,
     wait_option,
@@ -68,9 +71,11 @@ from .options import (
 @stale_after_option(help="Written into the lock. A command-line deployment's lock never goes "
                          "stale (no process beats between commands); while a command runs, "
                          "its heartbeat beats every quarter of this.")
+@space_folder_option("PRIMARY")
+@cerit_option
 @click.pass_context
 def deploy(ctx, primary, work, resume, discard_local, yes, take_over_stale, dry_run,
-           allow_mass_delete, **_):
+           allow_mass_delete, space_folder, **_):
     """Lock PRIMARY and copy it onto WORK, re-creating its symbolic links.
 
     PRIMARY is the project folder on primary storage (e.g. a OneData mount). WORK is the
@@ -84,6 +89,7 @@ def deploy(ctx, primary, work, resume, discard_local, yes, take_over_stale, dry_
     if resume and discard_local:
         raise click.UsageError("--resume and --discard-local exclude each other.")
     opts = make_options(ctx.params)
+    primary = resolve_space(primary, space_folder, "PRIMARY", opts)
     log_to_work(work, "deploy")
     if dry_run:
         preview = preview_deploy(primary, work, opts)
@@ -195,6 +201,7 @@ def save(ctx, work, dry_run, allow_mass_delete, **_):
                  if report.deleted else "")
               + (f" (batch {report.trash_batch})" if report.trash_batch else "")
               + (", link manifest written" if report.manifest_written else "")
+              + (", CERIT's symlink-dump written" if report.cerit_dump_written else "")
               + f", {count(plan['unchanged'], 'entry')} unchanged, in {report.seconds:.2f} s",
               markup=False)
     for path, kept_as in report.conflicts:

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from ..commands.folders import space_folder
 from ..commands.options import DEFAULT_JOBS, Options
 from ..engine.progress import RichTracker, Tracker
 from ..errors import UsageError
@@ -116,6 +117,28 @@ def stale_after_option(help: str):  # noqa: A002
                       show_default=True, help=help)
 
 
+def space_folder_option(what: str):
+    """``--space-folder``: the folder given is a claim's root holding one folder, the space."""
+    return env_option("--space-folder", is_flag=True,
+                      help=f"{what} is the root of a claim holding one folder, the OneData "
+                           "space (CERIT's platform mounts a space so): work on that folder. "
+                           "None or several folders there: refused (exit 5), naming them.")
+
+
+def cerit_option(fn):
+    return env_option("--cerit", is_flag=True,
+                      help="Also keep CERIT's app lock (<primary>/scipion-docker/project.lock) "
+                           "while the project is held, and write CERIT's symlink-dump at "
+                           "every save that changes links, so CERIT's own Scipion app neither "
+                           "opens the project meanwhile nor loses links later. Automatic on a "
+                           "primary CERIT's app has used.")(fn)
+
+
+def resolve_space(path: str, given: bool, what: str, opts: Options) -> str:
+    """``path`` itself, or with ``--space-folder`` the one folder inside it."""
+    return space_folder(os.path.abspath(path), what, opts.retry) if given else path
+
+
 def wait_option(fn):
     """``--wait SECONDS`` / ``--no-wait``: how long to wait for another command that works
     on the same working copy (one command at a time, safety rule 9)."""
@@ -151,6 +174,7 @@ def make_options(ctx_params: dict, *, tracker: Tracker | None = None) -> Options
         opts.rebase = parse_rebase(ctx_params["rebase"])
     if ctx_params.get("no_fsync"):
         opts.fsync = False
+    opts.cerit = bool(ctx_params.get("cerit"))
     opts.say = lambda text: err.print(text, markup=False)
     opts.on_watch = WatchProgress(err)
     return opts

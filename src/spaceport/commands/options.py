@@ -29,6 +29,9 @@ class Options:
     instance: str | None = None
     stale_after: int = DEFAULT_STALE_AFTER
     live_lock: bool = False  # a long-running process keeps the lock (the daemon)
+    # Keep CERIT's lock as a mirror of ours and write its symlink-dump (also without this,
+    # on a primary CERIT's app has used): safety/lock/mirror.py, formats/cerit.py.
+    cerit: bool = False
     heartbeat_interval: float | None = None
     mass_delete_threshold: float = 0.5
     trash_retention_days: float = DEFAULT_RETENTION_DAYS

@@ -14,7 +14,7 @@ from dataclasses import replace
 from ..commands.options import Options
 from ..errors import LockLostError, SpaceportError
 from ..formats.marker import Marker
-from ..safety.lock import DeploymentLock, LockInfo, read_lock
+from ..safety.lock import CeritLockTaken, DeploymentLock, LockInfo, read_lock
 from ..store.retry import RetryPolicy
 from ..store.sides import open_primary
 from .config import DaemonConfig
@@ -66,7 +66,11 @@ class LockHold:
             self.heartbeat.stop()
 
     def trouble(self, exc: LockLostError) -> None:
-        """A lock that is gone may come back (an unmount); one held by another never does."""
+        """A lock that is gone may come back (an unmount); one held by another never does,
+        nor a project CERIT's app took (its own lock where our mirror was)."""
+        if isinstance(exc, CeritLockTaken):
+            self.lose(f"CERIT's app: {exc.holder}")
+            return
         try:
             with open_primary(self.cfg.primary, self.marker.token,
                               replace(self.opts, retry=RetryPolicy.none())) as store:

@@ -54,6 +54,7 @@ class Daemon:
     def run(self) -> int:
         """The whole life; returns the exit code. The caller serves HTTP around it."""
         remove_file(self.cfg.ready_file)
+        remove_file(self.cfg.instance_status_file)  # a restarted daemon is not ready yet
         previous = self.loop.catch_signals()
         try:
             # The working copy is ours for the whole life: a command beside the daemon, or a
@@ -68,6 +69,7 @@ class Daemon:
         finally:
             self.hold.stop_heartbeat()
             remove_file(self.cfg.ready_file)
+            remove_file(self.cfg.instance_status_file)
         self.state.exit_code = code
         if code and self.cfg.linger > 0:
             log.info("serving the status page %g s more so the failure can be seen",

@@ -46,6 +46,7 @@ class StagingOut:
         self.state.set_phase(STAGING_OUT,
                              f"final save (deadline {self.cfg.final_save_deadline:g} s)")
         remove_file(self.cfg.ready_file)
+        remove_file(self.cfg.instance_status_file)
         self.stops.copy_stop.set()
         self.stops.save_stop.set()
         self.tracker.unthrottle()  # the last save goes as fast as it can

@@ -115,6 +115,7 @@ class State:
         self.deployment_id: str | None = None
         self.resumed = False
         self.lock_lost: str | None = None
+        self.been_ready = False  # ready once: the application may run (the web proxy's gate)
         self.exit_code: int | None = None
         self.next_save_in: float | None = None
         self.url: str | None = None
@@ -135,6 +136,7 @@ class State:
     def set_phase(self, phase: str, message: str = "", *, quiet: bool = False) -> None:
         with self._lock:
             self.phase, self.message, self.phase_since = phase, message, time.time()
+            self.been_ready = self.been_ready or phase in READY_PHASES
         if not quiet:
                 log.info("phase %s%s", phase, f": {message}" if message else "",
                      extra={"fields": {"event": "phase", "phase": phase}})

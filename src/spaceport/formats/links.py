@@ -164,6 +164,7 @@ class Manifest:
     refused: list[Unrestored] = field(default_factory=list)
     unrestored: list[Unrestored] = field(default_factory=list)  # recorded by earlier saves
     imported_from: dict | None = None
+    cerit_dump: str | None = None  # the digest of the symlink-dump written with it (cerit.py)
 
 
 def decode_manifest(raw: bytes, where: str = MANIFEST_NAME) -> list[Link]:
@@ -221,6 +222,7 @@ def parse_manifest(raw: bytes, where: str = MANIFEST_NAME, file: str = MANIFEST_
         raise FormatError(f"{where}: the header's list of links not restored is damaged "
                           f"({exc}).") from exc
     found.imported_from = header.get("imported_from")
+    found.cerit_dump = header.get("cerit_dump")
     return found
 
 

@@ -127,7 +127,7 @@ def _take_lock(primary, work_path: str, marker: Marker, previous: Marker | None,
             primary, opts.status_dir, deployment_id=marker.deployment_id, work=here,
             parameters=opts.parameters(), instance=opts.instance,
             stale_after=opts.stale_after, live=opts.live_lock,
-            take_over_stale=take_over_stale, on_watch=opts.on_watch)
+            take_over_stale=take_over_stale, cerit=opts.cerit, on_watch=opts.on_watch)
     except BaseException:
         if fresh:
             if previous is not None:

@@ -23,6 +23,8 @@ class SaveReport:
     trash_batch: str | None = None
     conflicts: list[tuple[str, str]] = field(default_factory=list)  # (path, primary's kept as)
     manifest_written: bool = False
+    cerit_dump_written: bool = False  # symlink-dump, for CERIT's app (save/cerit_dump.py)
+    cerit_left_out: list[str] = field(default_factory=list)  # links it cannot hold, and why
     links: int = 0
     deletes_skipped: bool = False
     special: list[str] = field(default_factory=list)

@@ -17,6 +17,7 @@ from ...clock import stamp
 from ...errors import LockLostError
 from ...formats.legacy import LegacyLock, read_legacy_lock, set_aside_legacy_lock
 from ...store.base import Store, join
+from .mirror import drop_mirror, forget_mirror_of
 from .reading import describe, lock_id, read_lock
 from .record import HEARTBEAT_PREFIX, LOCK_NAME, parse_lock
 
@@ -43,12 +44,15 @@ def keep_broken(store: Store, status_dir: str, held: str, moved) -> None:
 
 
 def release_ours(store: Store, status_dir: str, deployment_id: str,
-                 verify: Callable[[], object]) -> None:
+                 verify: Callable[[], object], *, mirror: bool = False) -> None:
     """Remove our lock, and only ours: read it once more (``verify`` raises LockLostError,
     touching nothing, if the lock is not ours), rename it to a name of our own, read what
     was moved, and unlink it only if it is ours. Another's, taken in the instant between, is
-    kept aside as broken. Our heartbeat file goes with our lock."""
+    kept aside as broken. Our heartbeat file goes with our lock. ``mirror``: CERIT's lock,
+    kept as our mirror, is removed first, while our lock still holds (:mod:`.mirror`)."""
     verify()  # raises, touching nothing, if the lock is not ours
+    if mirror:
+        drop_mirror(store, deployment_id)
     mine = join(status_dir, f"{LOCK_NAME}.release.{deployment_id}")
     try:
         store.rename(join(status_dir, LOCK_NAME), mine)
@@ -98,6 +102,7 @@ def force_unlock(store: Store, status_dir: str):
     if isinstance(removed, LegacyLock):  # a westlife lock: keep the old tool's naming
         return removed
     if removed is not None:
+        forget_mirror_of(store, removed)  # its CERIT lock goes with it
         return removed
     legacy = read_legacy_lock(store, status_dir)  # CERIT's, outside the status folder
     if legacy is not None:

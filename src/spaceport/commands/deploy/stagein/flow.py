@@ -29,6 +29,7 @@ from ....formats.marker import MARKER_DIR, index_path
 from ....store.posix import mkdir_mode
 from ....store.sides import PRIMARY, WORK
 from ...failures import partial_error
+from ...save.cerit_dump import CERIT_DUMP_STATE
 from ...workcopy import WorkingCopy, scan_primary, scan_work
 from ..linksource import with_primary_links
 from .downloads import download
@@ -87,6 +88,7 @@ def stage_in(copy: WorkingCopy, report, source, stop, check=lambda: None) -> Non
     index.set_meta(NOTES_META, notes_for_index(report.carried + report.unrestored,
                                                source.imported_from))
     index.set_meta(MANIFEST_STATE, "ok" if source.source == "manifest" else source.source)
+    index.set_meta(CERIT_DUMP_STATE, None)  # CERIT's dump, if kept: the first save writes it
 
 
 def carry_out(run: StageRun, plan: DeployPlan, here: dict[str, Entry], links: list[Link],
