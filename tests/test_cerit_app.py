@@ -15,6 +15,8 @@ import signal
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from cerit_controller import LOCK, ROOT, every_check, parse_dump, restore_links, symlink_search
 from conftest import run_cli
 from daemon_helpers import read_lock_file
@@ -374,3 +376,73 @@ def test_run_with_space_folders_from_the_environment(tmp_path, daemons):
     assert d.wait_exit() == 5
     assert "it holds 2 folders: 'my-project/', 'other/'" in d.log()
     assert sorted(os.listdir(claims["project"])) == ["my-project", "other"]
+
+
+def test_cerits_app_in_the_instant_between_our_two_locks(tmp_path, opts):
+    """CERIT's app writes its lock after spaceport took its own and before the mirror: the
+    deploy is refused (exit 3), CERIT's lock is left as it is, and ours is released."""
+    from spaceport.errors import LockedError
+    from spaceport.safety.lock import DeploymentLock, WorkCopy
+    from spaceport.store.sides import open_primary
+
+    primary = tmp_path / "space"
+    project(str(primary))
+    with open_primary(str(primary), "00000000", opts) as store:
+        makedirs = store.makedirs
+
+        def cerit_app_starts_now(rel, *args, **kwargs):
+            makedirs(rel, *args, **kwargs)
+            if rel == "scipion-docker":  # the instant before our exclusive create
+                (primary / LOCK).write_text("1700000000")
+
+        store.makedirs = cerit_app_starts_now
+        with pytest.raises(LockedError) as refused:
+            DeploymentLock.acquire(store, STATUS, deployment_id="d" * 32,
+                                   work=WorkCopy.here(str(tmp_path / "work"), None), cerit=True)
+    assert "CERIT's app" in refused.value.message
+    assert (primary / LOCK).read_text() == "1700000000"
+    assert read_lock_file(str(primary)) is None
+    assert not [n for n in os.listdir(primary / STATUS) if n.startswith("heartbeat.")]
+
+
+_names = st.text(st.characters(codec="utf-8", exclude_characters="/\0"), min_size=1,
+                 max_size=12).filter(lambda n: n not in (".", "..")) \
+    | st.sampled_from(["a b", "tab\tin", "end\t", " lead", "cr\r", "nl\n", "nbsp\xa0",
+                       "\udcff-not-utf8", "x\x85y", "u\u2028v"])
+
+
+def _at_w(target: str) -> str:
+    """A target as a deploy into /W re-creates it from CERIT's root."""
+    return "/W" + target[len(ROOT):] if target == ROOT or target.startswith(ROOT + "/") \
+        else target
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_names, _names, st.booleans()), min_size=1, max_size=8,
+                unique_by=lambda t: t[0]))
+def test_every_dump_line_reads_back_exactly_through_cerits_parser(items):
+    """Whatever the names: a link is written only if CERIT's parser reads it back exactly,
+    and every link left out is said to be left out."""
+    from spaceport.formats.cerit import render_dump
+    from spaceport.formats.links import Link
+
+    links = [Link(f"Runs/{name}", target, anchored) for name, target, anchored in items]
+    data, left_out = render_dump(links)
+    parsed = parse_dump(data)
+    written = {(t, p) for t, p in parsed}
+    assert len(parsed) + len(left_out) == len(links)
+    for link in links:
+        target = f"{ROOT}/{link.target}" if link.anchored else link.target
+        if (target, f"{ROOT}/{link.path}") not in written:
+            assert link.path in {u.path for u in left_out}, link
+    if not parsed:
+        return
+    # spaceport's own import of such a dump (formats/legacy.py) reads the same links
+    from spaceport.formats.legacy import parse_symlink_dump
+    from spaceport.formats.links import resolve_target
+
+    imported = parse_symlink_dump(data, "symlink-dump")
+    assert not imported.unrestored and not imported.phantoms
+    out = {u.path for u in left_out}
+    assert {(k.path, resolve_target(k, "/W")) for k in imported.links} == \
+        {(k.path, _at_w(resolve_target(k, ROOT))) for k in links if k.path not in out}
