@@ -446,3 +446,50 @@ def test_every_dump_line_reads_back_exactly_through_cerits_parser(items):
     out = {u.path for u in left_out}
     assert {(k.path, resolve_target(k, "/W")) for k in imported.links} == \
         {(k.path, _at_w(resolve_target(k, ROOT))) for k in links if k.path not in out}
+
+
+@pytest.mark.fuse
+def test_cerits_lock_costs_a_save_with_nothing_changed_a_few_calls_whatever_the_tree(tmp_path):
+    """Counted on the OneData-like FUSE filesystem, kernel caches off: keeping CERIT's lock
+    adds the mirror's read to a save that has nothing to do, the same for 100 or 1000 files,
+    and neither symlink-dump nor the manifest is written again."""
+    from dataclasses import replace
+
+    from spaceport.commands.deploy import deploy
+    from spaceport.commands.options import Options
+    from spaceport.commands.save import save
+    from spaceport.store.retry import RetryPolicy
+    from spaceport.testing.onedatafs import OneDataFS, fuse_available, metadata_calls
+
+    ok, why = fuse_available()
+    if not ok:
+        pytest.skip(why)
+    backing, mnt = tmp_path / "backing", tmp_path / "mnt"
+    backing.mkdir()
+    mnt.mkdir()
+    plain = Options(jobs=4, retry=RetryPolicy(attempts=1))
+    calls, writes = {}, {}
+    with OneDataFS(backing, mnt, attr_timeout=0.0) as fs:
+        for name, files, opts in (("plain", 100, plain), ("cerit", 100, replace(plain, cerit=True)),
+                                  ("cerit-big", 1000, replace(plain, cerit=True))):
+            primary, work = os.path.join(fs.mountpoint, name), str(tmp_path / f"w-{name}")
+            os.mkdir(primary)
+            deploy(primary, work, opts)
+            for i in range(files):
+                os.makedirs(os.path.join(work, f"run{i % 10}"), exist_ok=True)
+                with open(os.path.join(work, f"run{i % 10}", f"f{i}"), "wb") as f:
+                    f.write(b"x" * 100)
+            os.symlink("run0/f0", os.path.join(work, "link"))
+            save(work, opts)
+            fs.reset_counts()
+            save(work, opts)
+            time.sleep(0.3)  # the kernel's asynchronous releases
+            counts = fs.counts()
+            calls[name] = metadata_calls(counts)
+            writes[name] = (counts.get("write", 0), counts.get("create", 0))
+    # the heartbeat only, in every case: neither the dump nor the manifest written again
+    assert writes["plain"] == writes["cerit"] == writes["cerit-big"] == (1, 1), writes
+    extra = calls["cerit"] - calls["plain"]
+    print(f"metadata calls of a save with nothing changed: {calls} (the mirror: +{extra})")
+    assert calls["cerit"] == calls["cerit-big"]
+    assert 0 < extra <= 8  # lookups of the folder and the file, open, getattr, flush, release
