@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None, *, restore_signals: bool = True) -> int:
         for sig, handler in previous.items() if restore_signals else ():
             signal.signal(sig, handler)
     options.finish_work_logs(code, options.last_error[0] if options.last_error else None)
+    options.finish_json(code)  # --json: the one object on stdout, whatever happened
     return code
 
 

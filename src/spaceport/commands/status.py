@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from ..engine.filters import compile_excludes
 from ..engine.index import Index
 from ..engine.plan import unsaved_summary
 from ..engine.scan import Kind, scan_tree
@@ -288,9 +289,12 @@ def verify(work_path: str, opts: Options, *, checksum: bool = False) -> VerifyRe
     report = VerifyReport()
     with open_primary(marker.primary, marker.token, opts) as primary, \
             open_work(work_path, marker.token) as work:
+        # What the working copy excludes is compared on neither side: it is not saved.
+        exclude = compile_excludes(marker.exclude)
         pscan = scan_tree(primary, skip_top={marker.status_dir, MARKER_DIR} | TOP_LEVEL_NAMES,
-                          jobs=opts.jobs)
-        wscan = scan_tree(work, skip_top={MARKER_DIR}, temp_token=marker.token)
+                          jobs=opts.jobs, exclude=exclude)
+        wscan = scan_tree(work, skip_top={MARKER_DIR}, temp_token=marker.token,
+                          exclude=exclude)
         diff = report.differences
         for path, w in sorted(wscan.entries.items()):
             p = pscan.entries.get(path)

@@ -16,6 +16,7 @@ from collections import Counter, defaultdict, deque
 from typing import TYPE_CHECKING, Protocol
 
 from .. import __version__
+from ..engine.bandwidth import RateLimit
 from ..engine.progress import Tracker
 from ..errors import Interrupted, SpaceportError
 from ..safety.deletion_guard import held_warning
@@ -53,39 +54,13 @@ class Worker(threading.Thread):
             self.error = exc
 
 
-class RateLimit:
-    """A bandwidth limit shared by all copying threads (a token bucket). The copy loop
-    reports each chunk after moving it; the thread then sleeps until the chunk fits."""
-
-    def __init__(self, bytes_per_second: float | None):
-        self.rate = bytes_per_second
-        self._lifted = threading.Event()
-        self._lock = threading.Lock()
-        self._next = 0.0
-
-    def take(self, nbytes: int) -> None:
-        if not self.rate or nbytes <= 0:
-            return
-        with self._lock:
-            now = time.monotonic()
-            self._next = max(self._next, now) + nbytes / self.rate
-            delay = self._next - now
-        self._lifted.wait(delay)
-
-    def lift(self) -> None:
-        """No more limit, and sleeping threads wake now (shutting down)."""
-        self.rate = None
-        self._lifted.set()
-
-
 class DaemonTracker(Tracker):
     """The engine's tracker, plus totals that only grow and an optional rate limit."""
 
     def __init__(self, bwlimit: float | None = None):
-        super().__init__()
+        super().__init__(RateLimit(bwlimit))
         self.bytes_moved: dict[str, int] = defaultdict(int)
         self.files_moved: dict[str, int] = defaultdict(int)
-        self.limit = RateLimit(bwlimit)
 
     def advance(self, name: str, *, files: int = 0, nbytes: int = 0) -> None:
         super().advance(name, files=files, nbytes=nbytes)
@@ -93,7 +68,6 @@ class DaemonTracker(Tracker):
             # A failed copy takes its bytes back from the task; they still crossed the wire.
             self.bytes_moved[name] += max(nbytes, 0)
             self.files_moved[name] += max(files, 0)
-        self.limit.take(nbytes)
 
     def unthrottle(self) -> None:
         """Lift the limit (shutting down: the stop and the final save must not wait)."""

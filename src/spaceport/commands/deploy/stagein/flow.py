@@ -29,7 +29,7 @@ from ....formats.marker import MARKER_DIR, index_path
 from ....store.posix import mkdir_mode
 from ....store.sides import PRIMARY, WORK
 from ...failures import partial_error
-from ...workcopy import WorkingCopy, scan_primary, scan_work
+from ...workcopy import WorkingCopy, excludes_of, scan_primary, scan_work
 from ..linksource import with_primary_links
 from .downloads import download
 from .folders import forget_others, set_dir_modes
@@ -61,7 +61,7 @@ def stage_in(copy: WorkingCopy, report, source, stop, check=lambda: None) -> Non
                                           copy.opts)
     remove_leftover_temps(index, work, WORK)
     remove_leftover_temps(index, primary, PRIMARY)
-    pscan = scan_primary(primary, opts, stop)
+    pscan = scan_primary(primary, opts, stop, exclude=excludes_of(marker))
     if primary.exists(MARKER_DIR):
         log.warning("the primary holds a folder named %s; it is not deployed (the name is "
                     "reserved for spaceport's work marker)", MARKER_DIR)
