@@ -73,11 +73,17 @@ class SavePlan:
                     or self.links_changed or self.moves)
 
     def summary(self) -> dict:
+        recent = sorted(self.uploads, key=lambda e: -e.mtime_ns)[:5]
         return {"new_dirs": len(self.mkdirs), "files_to_upload": len(self.uploads),
                 "bytes_to_upload": self.upload_bytes, "files_to_delete": self.deleted_files,
                 "entries_to_delete": len(self.deletes) + len(self.replaced),
                 "links": len(self.links), "links_changed": self.links_changed,
-                "unchanged": self.unchanged, "moves": len(self.moves)}
+                "unchanged": self.unchanged, "moves": len(self.moves),
+                # When the unsaved files last changed (their mtimes, ns since the epoch):
+                # a database written a second after a save is news, not a failed save.
+                "last_change_ns": recent[0].mtime_ns if recent else None,
+                "recent": [{"path": e.path, "size": e.size, "mtime_ns": e.mtime_ns}
+                           for e in recent]}
 
 
 def unsaved_summary(s: dict) -> str:

@@ -28,6 +28,7 @@ from ....formats.links import MANIFEST_STATE, NOTES_META, Link, notes_for_index
 from ....formats.marker import MARKER_DIR, index_path
 from ....store.posix import mkdir_mode
 from ....store.sides import PRIMARY, WORK
+from ....wording import human_size
 from ...failures import partial_error
 from ...workcopy import WorkingCopy, excludes_of, scan_primary, scan_work
 from ..linksource import with_primary_links
@@ -146,7 +147,7 @@ def check_room(work_path: str, plan: DeployPlan, links: int) -> None:
     inodes = len(new) + len(plan.mkdirs) + links
     short = []
     if need > free:
-        short.append(f"{_size(need)} of data, {_size(free)} free")
+        short.append(f"{human_size(need)} of data, {human_size(free)} free")
     if vfs.f_files and inodes > vfs.f_favail:  # f_files 0: no inode limit (btrfs)
         short.append(f"{inodes} new files and folders, room for {vfs.f_favail}")
     if short:
@@ -156,6 +157,3 @@ def check_room(work_path: str, plan: DeployPlan, links: int) -> None:
             hint="Nothing was copied and the lock is released. Make room on the working "
                  "volume (or give a bigger one), then run the same command again.")
 
-
-def _size(n: int) -> str:
-    return f"{n / 1048576:.1f} MiB"
