@@ -102,6 +102,9 @@ class State:
         self.last_clone: dict | None = None
         self.held_deletions: dict | None = None  # what the deletion guard holds (last save)
         self.special: list[str] = []  # special files the last save skipped
+        self.pending: dict | None = None  # what a save would do now (a look, see running)
+        self.pending_at: float | None = None
+        self.confirmed: dict | None = None  # the last confirmation of held deletions
         self._tick = time.monotonic()
         self._last_progress_log = time.monotonic()
 
@@ -142,7 +145,9 @@ class State:
         if report is not None:
             entry.update(uploaded=report.uploaded, bytes=report.uploaded_bytes,
                          deleted=report.deleted, moved=getattr(report, "moved", 0),
-                         unchanged=report.plan.get("unchanged", 0))
+                         unchanged=report.plan.get("unchanged", 0),
+                         trashed=list(getattr(report, "trashed", ())),
+                         trash_batch=report.trash_batch)
         if error is not None:
             entry["error"] = describe(error)
         with self._lock:
@@ -168,10 +173,20 @@ class State:
         with self._lock:
             self.held_deletions, self.special = report.held, list(report.special)
         if report.held and report.held_new:
-            log.warning("%s", held_warning(report.held, "confirm them with POST "
-                                           "/confirm-deletions (token) or on this page"),
+            log.warning("%s", held_warning(report.held, "confirm them on the daemon's page "
+                                           "(its form asks for the token) or with POST "
+                                           "/confirm-deletions (token)"),
                         extra={"fields": {"event": "deletions-held",
                                           "held": report.held["count"]}})
+
+    def record_pending(self, summary: dict | None) -> None:
+        """What a save would do now, from the last look at the working copy."""
+        with self._lock:
+            self.pending, self.pending_at = summary, time.time()
+
+    def record_confirmed(self, count_confirmed: int) -> None:
+        with self._lock:
+            self.confirmed = {"time": time.time(), "count": count_confirmed}
 
     def record_clone(self, started: float, *, report=None, error: BaseException | None = None):
         entry = {"time": time.time(), "seconds": round(time.time() - started, 3),
@@ -223,6 +238,8 @@ class State:
                           "seconds_total": round(self.save_seconds, 3)},
                 "last_clone": self.last_clone, "errors": list(self.errors)[::-1],
                 "held_deletions": self.held_deletions, "special": list(self.special),
+                "pending": self.pending, "pending_at": self.pending_at,
+                "confirmed": self.confirmed,
                 "error_counts": dict(self.error_counts), "exit_code": self.exit_code,
             }
 

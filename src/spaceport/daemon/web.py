@@ -19,6 +19,7 @@ import logging
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -110,21 +111,24 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         path = self.path.split("?", 1)[0]
-        self._drain()
+        form = self._drain()
         actions = {"/save": self.server.backend.request_save,
                    "/clone": self.server.backend.request_clone,
                    "/confirm-deletions": self.server.backend.request_confirm_deletions}
         if path not in actions:
             self._json(404, {"error": "not found"})
             return
-        refused = self._refuse_unauthorised()
+        refused = self._refuse_unauthorised(form.get("token"))
         if refused:
             return
         code, message = actions[path]()
         log.info("POST %s: %s", path, message)
+        if form:  # the page's form: back to the page (relative), which shows the outcome
+            self._send(303, b"", "text/plain", {"Location": "./"})
+            return
         self._json(code, {"ok": code < 300, "message": message})
 
-    def _refuse_unauthorised(self) -> bool:
+    def _refuse_unauthorised(self, form_token: str | None = None) -> bool:
         token = self.server.token
         if not token:
             self._json(403, {"ok": False, "message": "disabled: the daemon was started without "
@@ -132,7 +136,7 @@ class _Handler(BaseHTTPRequestHandler):
             return True
         given = self.headers.get("Authorization", "")
         scheme, _, value = given.partition(" ")
-        value = value.strip() if scheme.lower() == "bearer" else ""
+        value = value.strip() if scheme.lower() == "bearer" else (form_token or "")
         if not hmac.compare_digest(value.encode(), token.encode()):
             self._send(401, json.dumps({"ok": False, "message": "a valid token is required "
                                         "(Authorization: Bearer <token>)"}).encode(),
@@ -140,10 +144,13 @@ class _Handler(BaseHTTPRequestHandler):
             return True
         return False
 
-    def _drain(self) -> None:
+    def _drain(self) -> dict:
+        """Read the body; a form's fields (the page's token form), else {}."""
         length = int(self.headers.get("Content-Length") or 0)
-        if 0 < length <= 1 << 16:
-            self.rfile.read(length)
+        body = self.rfile.read(length) if 0 < length <= 1 << 16 else b""
+        if self.headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded"):
+            return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+        return {}
 
     def _json(self, code: int, data) -> None:
         self._send(code, (json.dumps(data, default=str) + "\n").encode(), "application/json")

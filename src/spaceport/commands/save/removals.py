@@ -41,6 +41,9 @@ def clear_replaced(run: SaveRun, plan: SavePlan) -> None:
                 _remove(run, old)
 
 
+TRASHED_SHOWN = 20  # paths a save's report keeps of what it moved to the trash (the page)
+
+
 def remove_deleted(run: SaveRun, deletes: list[Known]) -> None:
     """Deletions, several at a time (each rename or rmdir is a round trip on OneData):
     first the files to the trash, then the folders, deepest first, a level at a time."""
@@ -98,6 +101,8 @@ def _removed(run: SaveRun, old: Known, outcome: str) -> None:
     """The bookkeeping part of a removal, in the coordinating thread."""
     if outcome == MOVED:
         run.report.deleted += 1
+        if len(run.report.trashed) < TRASHED_SHOWN:
+            run.report.trashed.append(old.entry.path)
     elif outcome == KEPT:
         run.report.kept_dirs.append(old.entry.path)  # left where it is
     run.recorder.forget(old.entry.path)
