@@ -19,7 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 from conftest import run_cli, write
 from test_faults import Mount, needs_fuse
 

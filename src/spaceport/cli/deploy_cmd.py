@@ -99,11 +99,7 @@ def deploy(ctx, primary, work, resume, discard_local, yes, take_over_stale, dry_
     if resume and discard_local:
         raise click.UsageError("--resume and --discard-local exclude each other.")
     start_json("deploy", as_json and not dry_run)
-    if work is None:
-        work = resolve_work(None)
-        if read_marker_quietly(work) is None:
-            raise click.UsageError("give WORK: the current folder is not inside a working "
-                                   "copy.")
+    work = work if work is not None else _work_from_here()
     opts = make_options(ctx.params)
     log_to_work(work, "deploy")
     if dry_run:
@@ -129,12 +125,7 @@ def deploy(ctx, primary, work, resume, discard_local, yes, take_over_stale, dry_
                       "saved.", markup=False)
     how = "resumed" if report.resumed_own else "deployed"
     json_result(primary=os.path.abspath(primary), work=os.path.abspath(work),
-                deployment_id=report.deployment_id, resumed=report.resumed_own,
-                files=report.files, copied=report.copied, copied_bytes=report.copied_bytes,
-                already_current=report.already_current, links=report.links,
-                links_source=report.links_source, saved_first=report.saved_first,
-                trashed=report.trashed, kept=list(report.kept),
-                unrestored=[str(u) for u in report.unrestored], exclude=opts.exclude)
+                exclude=opts.exclude, **deploy_facts(report))
     out.print(f"{how} {primary} -> {work} (deployment {report.deployment_id[:8]}): "
               f"{count(report.files, 'file')} ({report.copied} copied, "
               f"{human_size(report.copied_bytes)}; {report.already_current} already in place), "
@@ -207,7 +198,6 @@ def save(ctx, work, dry_run, allow_mass_delete, as_json, **_):
             raise
         finally:
             opts.tracker.close()
-    plan = report.plan
     if dry_run:
         out.print(f"would save {work} (dry run: nothing was changed)", markup=False)
         limit = None if ctx.params.get("verbose") else 20
@@ -219,6 +209,12 @@ def save(ctx, work, dry_run, allow_mass_delete, as_json, **_):
             would_be_refused(report.refused)
         return
     json_result(work=os.path.abspath(work), **save_facts(report))
+    say_saved(work, report)
+
+
+def say_saved(work: str, report) -> None:
+    """What a save did, in one line, and what a person should know about it."""
+    plan = report.plan
     out.print(f"saved {work}: {count(report.uploaded, 'file')} uploaded "
               f"({human_size(report.uploaded_bytes)}"
               + (f"; {count(report.appended, 'file')} appended to, only the new bytes written"
@@ -243,6 +239,24 @@ def save(ctx, work, dry_run, allow_mass_delete, as_json, **_):
              markup="[yellow]note:[/] ")
     if report.held:
         warn_held(report.held, f"run: spaceport save --allow-mass-delete {work}")
+
+
+def _work_from_here() -> str:
+    """deploy PRIMARY, without WORK: the working copy the current folder is in."""
+    work = resolve_work(None)
+    if read_marker_quietly(work) is None:
+        raise click.UsageError("give WORK: the current folder is not inside a working copy.")
+    return work
+
+
+def deploy_facts(report) -> dict:
+    """What --json says of a deploy."""
+    return {"deployment_id": report.deployment_id, "resumed": report.resumed_own,
+            "files": report.files, "copied": report.copied,
+            "copied_bytes": report.copied_bytes, "already_current": report.already_current,
+            "links": report.links, "links_source": report.links_source,
+            "saved_first": report.saved_first, "trashed": report.trashed,
+            "kept": list(report.kept), "unrestored": [str(u) for u in report.unrestored]}
 
 
 def save_facts(report) -> dict:

@@ -80,7 +80,8 @@ def trash():
 
     Each save that deletes files moves them there (a cheap rename) instead of removing them.
     Batches older than the retention period (7 days by default) are purged by later saves.
-    Every subcommand takes a working copy (WORK) or --primary PRIMARY.
+    Every subcommand takes a working copy (WORK) or --primary PRIMARY; with neither, the
+    working copy the current folder is in.
     """
 
 

@@ -18,6 +18,8 @@ from ...engine.scan import Kind
 from ...engine.transfer import interleave_folders, run_parallel
 from .run import SaveRun
 
+TRASHED_SHOWN = 20  # paths a save's report keeps of what it moved to the trash (the page)
+
 log = logging.getLogger(__name__)
 
 MOVED, REMOVED, KEPT = "moved", "removed", "kept"  # what happened to one entry
@@ -39,9 +41,6 @@ def clear_replaced(run: SaveRun, plan: SavePlan) -> None:
         else:
             with run.entry_step(old.entry.path):
                 _remove(run, old)
-
-
-TRASHED_SHOWN = 20  # paths a save's report keeps of what it moved to the trash (the page)
 
 
 def remove_deleted(run: SaveRun, deletes: list[Known]) -> None:
