@@ -319,3 +319,65 @@ def test_a_daemon_autosaving_a_growing_log_writes_only_what_grew(tmp_path, daemo
         assert d.wait_exit(60) == 0, d.log()
     finally:
         m.stop()
+
+
+def test_the_first_growth_after_a_deploy_writes_only_the_new_bytes(tmp_path):
+    """Issue 21: a 200 MB file that came from the deploy and grew by 5 MB cost 205 MB at the
+    next save (no digest for staged-in files). The stage-in hashes the bytes as they pass
+    by: the primary is read once, and the save writes the 5 MB alone."""
+    m = Mount(tmp_path, meta_delay_ms=0.2)
+    work = str(tmp_path / "work")
+    big, grown = 200 * 10**6, 5 * 10**6
+    try:
+        path = os.path.join(m.backing, LOG)
+        os.makedirs(os.path.dirname(path))
+        with open(path, "wb") as f:  # 200 MB of log lines, written beside the mount
+            block = lines(1 << 20, 7)
+            for _ in range(big // len(block)):
+                f.write(block)
+            f.write(block[: big % len(block)])
+        m.fs.reset_counts()
+        deployed = run_cli("deploy", m.path, work, timeout=300)
+        assert deployed.code == 0, deployed.err
+        read_at_deploy = m.fs.io_bytes()["read"]
+        known, _ = row(work, LOG)
+        local = os.path.join(work, LOG)
+        with open(local, "rb") as f:
+            assert known.digest == hashlib.file_digest(f, "sha256").digest()
+        append_to(local, lines(grown, 8))
+        written, calls = counted_save(m, work)
+        print(f"stage-in of a {big}-byte file read {read_at_deploy} bytes of the primary; "
+              f"the save after it grew by {grown} bytes wrote {written} bytes "
+              f"({calls['create']} create, {calls['rename']} rename)")
+        assert read_at_deploy <= big + OVERHEAD  # read once: hashed on the way
+        assert grown <= written <= grown + OVERHEAD
+        assert os.path.getsize(path) == big + grown
+        with open(path, "rb") as a, open(local, "rb") as b:
+            assert hashlib.file_digest(a, "sha256").digest() == \
+                hashlib.file_digest(b, "sha256").digest()
+    finally:
+        m.stop()
+
+
+def test_without_the_stage_in_digest_the_same_growth_uploads_the_whole_file(tmp_path):
+    """The negative control of the test above: the same growth of a staged-in file whose
+    row has no digest (as before issue 21) is uploaded whole, and the count shows it."""
+    m = Mount(tmp_path, meta_delay_ms=0.2)
+    work = str(tmp_path / "work")
+    size = 8 << 20
+    try:
+        write(m.backing, LOG, lines(size, 3))
+        assert run_cli("deploy", m.path, work).code == 0
+        index = Index(index_path(work))
+        try:
+            known = index.get(LOG)
+            assert known.digest is not None
+            known.digest = None
+            index.record([known])
+        finally:
+            index.close()
+        append_to(os.path.join(work, LOG), lines(1 << 20, 4))
+        written, _ = counted_save(m, work)
+        assert written >= size + (1 << 20)
+    finally:
+        m.stop()

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from cerit_controller import ROOT, every_check, parse_dump
 
-from chart_helpers import CHART, PORTAL_SET, env_of, helm, merged, portal_values, render
+from chart_helpers import CHART, env_of, helm, merged, portal_values, render
 
 websockets = pytest.importorskip("websockets", reason="the websockets package is not installed")
 from websockets.sync.client import connect  # noqa: E402

@@ -95,7 +95,10 @@ def test_exit_codes(tmp_path):
     json.dump(data, open(lock, "w"))
     os.rename(os.path.join(work, ".spaceport"), str(tmp_path / "marker-away"))
     assert run_cli("save", work).code == 5
-    assert run_cli("save").code == 2
+    # No WORK, and the current folder is inside no working copy: the missing-marker refusal.
+    outside = run_cli("save", cwd=str(tmp_path))
+    assert outside.code == 5 and "not a spaceport working copy" in outside.err
+    assert run_cli("deploy", primary, cwd=str(tmp_path)).code == 2  # deploy PRIMARY: WORK?
     assert run_cli("frobnicate").code == 2
 
 
@@ -130,7 +133,12 @@ def test_status_text_and_json(tmp_path):
     prim = json.loads(run_cli("status", "--primary", primary, "--json").out)
     assert prim["lock"]["deployment_id"] == facts["deployment_id"]
     assert prim["recent_saves"][-1]["uploaded"] == 1
-    assert run_cli("status").code == 2
+    # From inside the working copy (a subfolder), no WORK: found by walking up to its marker.
+    os.makedirs(os.path.join(work, "deep", "er"), exist_ok=True)
+    inside = run_cli("status", "--json", cwd=os.path.join(work, "deep", "er"))
+    assert inside.code == 0 and json.loads(inside.out)["work"] == os.path.abspath(work)
+    assert run_cli("status", cwd=str(tmp_path)).code == 1  # inside none: "not a working copy"
+    assert run_cli("status", work, "--primary", primary).code == 2
 
 
 def test_unlock_needs_force_and_confirmation(tmp_path):

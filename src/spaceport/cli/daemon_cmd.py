@@ -27,6 +27,7 @@ from .options import (
     cerit_option,
     env_option,
     err,
+    exclude_options,
     jobs_option,
     log_to_work,
     make_options,
@@ -113,8 +114,10 @@ def daemon_options(fn):
                     help="Take over a lock whose holder looks dead: its heartbeat did not "
                          "change for its stale-after time, or its process is provably gone."),
         env_option("--bwlimit", metavar="RATE",
-                   help="Limit copies to RATE bytes per second (e.g. 50M), to spare a shared "
-                        "provider. Lifted for the final save."),
+                   help="Limit the file data copied (stage-in, source clone, autosaves) to "
+                        "RATE bytes per second, all parallel copies together (e.g. 50M; K, "
+                        "M, G are powers of 1024), to spare a shared provider. Lifted for "
+                        "the final save."),
         env_option("--linger", type=click.FloatRange(0), default=0.0, show_default=True,
                    help="After a failure, keep serving the page this many seconds so people "
                         "and 'spaceport wait' see why."),
@@ -128,6 +131,7 @@ def daemon_options(fn):
                    help="First backoff delay in seconds."),
         env_option("-v", "--verbose", count=True, help="Debug log output."),
         jobs_option,
+        exclude_options,
     ]):
         fn = decorator(fn)
     return fn

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import click
 from rich.markup import escape
 
 from ..engine.plan import save_listing
+from ..formats.marker import read_marker
 from ..errors import RefusedError, UsageError
 from ..safety.deletion_guard import held_warning
 from ..stopping import stop_on_signals
@@ -16,27 +18,38 @@ from ..wording import count, human_size, show_path
 from . import options
 from .options import (
     cerit_option,
+    bwlimit_option,
     common_options,
     env_option,
     err,
+    exclude_options,
     jobs_option,
+    json_option,
+    json_result,
     log_to_work,
     make_options,
     out,
     resolve_space,
+    resolve_work,
     safety_flag,
     space_folder_option,
     stale_after_option,
+    start_json,
     status_dir_option,
     wait_option,
+    warn,
+    work_argument,
 )
 
 
 @click.command()
 @click.argument("primary", envvar="SPACEPORT_PRIMARY", type=click.Path(file_okay=False))
-@click.argument("work", envvar="SPACEPORT_WORK", type=click.Path(file_okay=False))
+@work_argument
 @jobs_option
 @common_options
+@bwlimit_option
+@exclude_options
+@json_option
 @wait_option
 @status_dir_option()
 @env_option("--resume", is_flag=True,
@@ -75,19 +88,23 @@ from .options import (
 @cerit_option
 @click.pass_context
 def deploy(ctx, primary, work, resume, discard_local, yes, take_over_stale, dry_run,
-           allow_mass_delete, space_folder, **_):
+           allow_mass_delete, space_folder, as_json, **_):
     """Lock PRIMARY and copy it onto WORK, re-creating its symbolic links.
 
     PRIMARY is the project folder on primary storage (e.g. a OneData mount). WORK is the
     local working copy; it must be empty, or a working copy of PRIMARY (the deploy then
-    resumes and copies only what is missing). Only one deployment of PRIMARY can exist at a
-    time: if another holds it, this exits 3 naming host, instance and last heartbeat.
+    resumes and copies only what is missing); left out, the working copy the current folder
+    is in. Only one deployment of PRIMARY can exist at a time: if another holds it, this
+    exits 3 naming host, instance and last heartbeat. With --exclude, matching paths of
+    PRIMARY are not copied (and never saved back).
     """
     from ..commands.deploy import deploy as run_deploy
     from ..commands.deploy import preview_deploy
 
     if resume and discard_local:
         raise click.UsageError("--resume and --discard-local exclude each other.")
+    start_json("deploy", as_json and not dry_run)
+    work = work if work is not None else _work_from_here()
     opts = make_options(ctx.params)
     primary = resolve_space(primary, space_folder, "PRIMARY", opts)
     log_to_work(work, "deploy")
@@ -113,6 +130,8 @@ def deploy(ctx, primary, work, resume, discard_local, yes, take_over_stale, dry_
             err.print(f"note: nothing to discard: {work} held no change that was never "
                       "saved.", markup=False)
     how = "resumed" if report.resumed_own else "deployed"
+    json_result(primary=os.path.abspath(primary), work=os.path.abspath(work),
+                exclude=opts.exclude, **deploy_facts(report))
     out.print(f"{how} {primary} -> {work} (deployment {report.deployment_id[:8]}): "
               f"{count(report.files, 'file')} ({report.copied} copied, "
               f"{human_size(report.copied_bytes)}; {report.already_current} already in place), "
@@ -131,9 +150,12 @@ def deploy(ctx, primary, work, resume, discard_local, yes, take_over_stale, dry_
 
 
 @click.command()
-@click.argument("work", envvar="SPACEPORT_WORK", type=click.Path(file_okay=False))
+@work_argument
 @jobs_option
 @common_options
+@bwlimit_option
+@exclude_options
+@json_option
 @wait_option
 @env_option("--dry-run", "-n", is_flag=True,
             help="Show every path the save would upload, create, move to the trash or "
@@ -155,7 +177,7 @@ def deploy(ctx, primary, work, resume, discard_local, yes, take_over_stale, dry_
             help="Do not fsync files on the primary before renaming them into place "
                  "(faster, less safe against a crash of the storage).")
 @click.pass_context
-def save(ctx, work, dry_run, allow_mass_delete, **_):
+def save(ctx, work, dry_run, allow_mass_delete, as_json, **_):
     """Save WORK to its primary: upload new and changed files, move deleted ones to the
     trash, rewrite the link manifest. Only what changed is touched; a save with no change
     makes no per-file call on the primary.
@@ -163,10 +185,13 @@ def save(ctx, work, dry_run, allow_mass_delete, **_):
     Refuses (exit 5) if WORK has no work marker (an unmounted volume looks like that).
     If WORK looks wrong (most of its top level gone, or nothing left), the deletions are
     held and everything else is saved: exit 0 with a warning naming them; --allow-mass-delete
-    carries them out. Exits 4 if the lock is not held by this working copy.
+    carries them out. Exits 4 if the lock is not held by this working copy. WORK left out:
+    the working copy the current folder is in.
     """
     from ..commands.save import save as run_save
 
+    start_json("save", as_json and not dry_run)
+    work = resolve_work(work)
     opts = make_options(ctx.params)
     log_to_work(work, "save")
     with stop_on_signals(restore=False) as stop:
@@ -179,7 +204,6 @@ def save(ctx, work, dry_run, allow_mass_delete, **_):
             raise
         finally:
             opts.tracker.close()
-    plan = report.plan
     if dry_run:
         out.print(f"would save {work} (dry run: nothing was changed)", markup=False)
         limit = None if ctx.params.get("verbose") else 20
@@ -190,6 +214,13 @@ def save(ctx, work, dry_run, allow_mass_delete, **_):
         if report.refused is not None:
             would_be_refused(report.refused)
         return
+    json_result(work=os.path.abspath(work), **save_facts(report))
+    say_saved(work, report)
+
+
+def say_saved(work: str, report) -> None:
+    """What a save did, in one line, and what a person should know about it."""
+    plan = report.plan
     out.print(f"saved {work}: {count(report.uploaded, 'file')} uploaded "
               f"({human_size(report.uploaded_bytes)}"
               + (f"; {count(report.appended, 'file')} appended to, only the new bytes written"
@@ -205,23 +236,53 @@ def save(ctx, work, dry_run, allow_mass_delete, **_):
               + f", {count(plan['unchanged'], 'entry')} unchanged, in {report.seconds:.2f} s",
               markup=False)
     for path, kept_as in report.conflicts:
-        err.print(f"conflict: {path} changed on the primary too; the primary's version is "
-                  f"kept as {kept_as}", markup=False)
+        warn(f"conflict: {path} changed on the primary too; the primary's version is "
+             f"kept as {kept_as}", markup="")
     if report.deletes_skipped:
-        err.print("[yellow]warning:[/] deletions were skipped because some uploads failed"
-                  + (" or databases wait for the next save" if report.databases_held else ""))
+        warn("deletions were skipped because some uploads failed"
+             + (" or databases wait for the next save" if report.databases_held else ""))
     for path in report.kept_dirs:
-        err.print(f"[yellow]note:[/] folder {path} kept on the primary: it holds files "
-                  "spaceport never saw")
+        warn(f"folder {path} kept on the primary: it holds files spaceport never saw",
+             markup="[yellow]note:[/] ")
     if report.held:
         warn_held(report.held, f"run: spaceport save --allow-mass-delete {work}")
+
+
+def _work_from_here() -> str:
+    """deploy PRIMARY, without WORK: the working copy the current folder is in."""
+    work = resolve_work(None)
+    if read_marker_quietly(work) is None:
+        raise click.UsageError("give WORK: the current folder is not inside a working copy.")
+    return work
+
+
+def deploy_facts(report) -> dict:
+    """What --json says of a deploy."""
+    return {"deployment_id": report.deployment_id, "resumed": report.resumed_own,
+            "files": report.files, "copied": report.copied,
+            "copied_bytes": report.copied_bytes, "already_current": report.already_current,
+            "links": report.links, "links_source": report.links_source,
+            "saved_first": report.saved_first, "trashed": report.trashed,
+            "kept": list(report.kept), "unrestored": [str(u) for u in report.unrestored]}
+
+
+def save_facts(report) -> dict:
+    """What --json says of a save (or an undeploy's final save): counts and bytes."""
+    return {"uploaded": report.uploaded, "uploaded_bytes": report.uploaded_bytes,
+            "appended": report.appended, "moved": report.moved,
+            "dirs_created": report.dirs_created, "deleted": report.deleted,
+            "trash_batch": report.trash_batch, "manifest_written": report.manifest_written,
+            "unchanged": report.plan.get("unchanged", 0) if report.plan else 0,
+            "conflicts": [{"path": p, "kept_as": k} for p, k in report.conflicts],
+            "held_deletions": report.held, "deletes_skipped": report.deletes_skipped,
+            "special": list(report.special), "seconds": round(report.seconds, 3)}
 
 
 def warn_held(summary: dict, how_to_confirm: str) -> None:
     """A save that held deletions: a yellow warning, exit 0 (everything else was saved, and
     the primary lost nothing; status lists them until they are confirmed or come back)."""
     text = held_warning(summary, how_to_confirm)
-    err.print("[yellow]warning:[/] " + escape(text))
+    warn(text)
     options._to_work_logs(logging.WARNING, text)  # the terminal has it; the work log too
 
 
@@ -237,9 +298,12 @@ def held_lines(summary: dict, paths: list[str], limit: int | None) -> None:
 
 
 @click.command()
-@click.argument("work", envvar="SPACEPORT_WORK", type=click.Path(file_okay=False))
+@work_argument
 @jobs_option
 @common_options
+@bwlimit_option
+@exclude_options
+@json_option
 @wait_option
 @env_option("--keep-work", is_flag=True, help="Keep the working copy after the final save.")
 @safety_flag("--allow-mass-delete",
@@ -252,17 +316,20 @@ def held_lines(summary: dict, paths: list[str], limit: int | None) -> None:
                  "primary's (reads both sides). Catches what no change of size or time shows: "
                  "writes through a long-lived mmap.")
 @click.pass_context
-def undeploy(ctx, work, keep_work, allow_mass_delete, checksum, **_):
+def undeploy(ctx, work, keep_work, allow_mass_delete, checksum, as_json, **_):
     """Final save of WORK, release the lock, remove the working copy.
 
     If the final save fails, the lock and the working copy are kept and the command exits
     non-zero with the reason: nothing is given up until the work is safe. The folder WORK
     itself stays (it may be a mount point) with only .spaceport/: the log, what
     --discard-local set aside, and the record of the undeploy (run again, undeploy answers
-    "already undeployed").
+    "already undeployed"). WORK left out: the working copy the current folder is in.
+    What the working copy's --exclude patterns leave out is never saved: it is left in WORK.
     """
     from ..commands.undeploy import undeploy as run_undeploy
 
+    start_json("undeploy", as_json)
+    work = resolve_work(work)
     opts = make_options(ctx.params)
     log_to_work(work, "undeploy")
     with stop_on_signals(restore=False) as stop:
@@ -272,8 +339,12 @@ def undeploy(ctx, work, keep_work, allow_mass_delete, checksum, **_):
         finally:
             opts.tracker.close()
     for path in report.resaved:
-        err.print(f"note: {path} was not on the primary as saved (changed there, or its "
-                  "content differed); it was saved again", markup=False)
+        warn(f"{path} was not on the primary as saved (changed there, or its content "
+             "differed); it was saved again", markup="note: ")
+    json_result(work=os.path.abspath(work), work_removed=report.work_removed,
+                already_undeployed=report.already is not None, left=list(report.left),
+                resaved=list(report.resaved),
+                **(save_facts(report.save) if report.save is not None else {}))
     if report.already:  # the working copy was removed then
         out.print(f"{work} is already undeployed (on {report.already}): its work was saved "
                   "and its lock released. Nothing to do.", markup=False)
@@ -297,6 +368,10 @@ def what_stays(work: str, report) -> str:
     kept = {"log": "the log of what was done (.spaceport/log/)",
             "discarded": "the files --discard-local set aside (.spaceport/discarded/)"}
     held = [kept[name] for name in report.kept]
+    if report.left:  # never saved: excluded, reserved names, special files
+        held.append(f"what was never saved ({', '.join(report.left[:5])}"
+                    + (f" and {len(report.left) - 5} more" if len(report.left) > 5 else "")
+                    + ": excluded by --exclude, a reserved name or a special file)")
     if report.mount_point:
         return (f"The folder {work} stays: it is a mount point, and the volume is not "
                 "spaceport's to remove" + (f". In it, {' and '.join(held)}." if held else "."))
@@ -328,6 +403,13 @@ def confirm_discard(discard) -> None:
         raise click.Abort()
 
 
+def read_marker_quietly(work: str):
+    try:
+        return read_marker(work)
+    except Exception:  # noqa: BLE001 - a damaged marker: the deploy says so itself
+        return None
+
+
 def links_phrase(n: int, source: str, legacy=None) -> str:
     """"3 links from links.jsonl", "no links": where the links of a deploy came from."""
     if not n:
@@ -341,12 +423,12 @@ def links_phrase(n: int, source: str, legacy=None) -> str:
 def _notes(report) -> None:
     """What the deploy kept that a person should know about (nothing was lost)."""
     for path, kept_as in report.saved.conflicts if report.saved else ():
-        err.print(f"conflict: {path} changed on the primary too; the primary's version is "
-                  f"kept as {kept_as}", markup=False)
+        warn(f"conflict: {path} changed on the primary too; the primary's version is "
+             f"kept as {kept_as}", markup="")
     if report.trashed:
-        err.print(f"note: {count(report.trashed, 'file')} of this working copy had been "
-                  "changed or deleted on the primary meanwhile; this copy's versions are in the trash "
-                  "('spaceport trash list')", markup=False)
+        warn(f"{count(report.trashed, 'file')} of this working copy had been changed or "
+             "deleted on the primary meanwhile; this copy's versions are in the trash "
+             "('spaceport trash list')", markup="note: ")
     for path in report.kept:
-        err.print(f"kept: {path} holds changes never saved; it was left as it is (the next "
-                  "save uploads it)", markup=False)
+        warn(f"kept: {path} holds changes never saved; it was left as it is (the next "
+             "save uploads it)", markup="")

@@ -16,7 +16,8 @@ from ..engine.progress import Tracker
 from ..engine.transfer import Copier, CopyJob, run_copies
 from ..errors import LockedError, UsageError
 from ..formats.marker import index_path, require_marker
-from ..formats.trash import TRASH_DIR, batch_files, list_batches, purge
+from ..formats.marker import find_working_copy
+from ..formats.trash import TRASH_DIR, batch_files, list_batches, purge, select_batches
 from ..safety.invariant import GuardedWork, may_write
 from ..safety.lock import read_lock
 from ..safety.worklock import hold_work
@@ -40,10 +41,20 @@ from .options import (
 )
 
 
+def _found(work: str | None, primary: str | None) -> str | None:
+    """WORK, or (neither WORK nor --primary given) the working copy the current folder is
+    in, or (given) the working copy WORK is inside."""
+    if primary:
+        return work
+    found = find_working_copy(work if work else os.getcwd())
+    return found or work
+
+
 def _where(work: str | None, primary: str | None, status_dir: str):
     """(primary path, status folder, work path or None) from WORK or --primary."""
     if bool(work) == bool(primary):
-        raise click.UsageError("give either WORK or --primary PRIMARY.")
+        raise click.UsageError("give either WORK or --primary PRIMARY (or run it inside a "
+                               "working copy).")
     if work:
         marker = require_marker(os.path.abspath(work))
         return marker.primary, marker.status_dir, os.path.abspath(work), marker.token
@@ -69,7 +80,8 @@ def trash():
 
     Each save that deletes files moves them there (a cheap rename) instead of removing them.
     Batches older than the retention period (7 days by default) are purged by later saves.
-    Every subcommand takes a working copy (WORK) or --primary PRIMARY.
+    Every subcommand takes a working copy (WORK) or --primary PRIMARY; with neither, the
+    working copy the current folder is in.
     """
 
 
@@ -84,7 +96,7 @@ def trash_list(ctx, work, primary, batch, **_):
     """List the trash batches of WORK's primary (time, files, size), or the files of one
     batch."""
     opts = make_options(ctx.params, tracker=Tracker())
-    primary, status_dir, _, token = _where(work, primary, opts.status_dir)
+    primary, status_dir, _, token = _where(_found(work, primary), primary, opts.status_dir)
     with open_primary(primary, token, opts) as store:
         if batch:
             try:
@@ -167,10 +179,14 @@ def _restore_arguments(args: tuple[str, ...], primary: str | None):
     --primary is given."""
     if primary:
         return None, args[0], args[1:]
+    if not os.path.isdir(args[0]):  # BATCH first: WORK is the copy the current folder is in
+        here = find_working_copy(os.getcwd())
+        if here is not None:
+            return here, args[0], args[1:]
     if len(args) < 2:
         raise click.UsageError("give WORK and BATCH (or --primary PRIMARY and BATCH); "
                                "'spaceport trash list WORK' shows the batches.")
-    return args[0], args[1], args[2:]
+    return _found(args[0], None), args[1], args[2:]
 
 
 def _restore_into_work(store, work_path, token, src_root, chosen, overwrite, opts):
@@ -225,29 +241,59 @@ def _restore_into_primary(store, src_root, chosen, overwrite):
             help="Purge batches older than DAYS (default: the retention period, 7).")
 @env_option("--batch", "batches", multiple=True, help="Purge this batch (repeatable).")
 @env_option("--all", "purge_all", is_flag=True, help="Purge every batch.")
+@env_option("--dry-run", "-n", is_flag=True,
+            help="List the batches the purge would delete (files, size) and delete nothing.")
 @safety_flag("--yes", "-y", help="Do not ask for confirmation.")
 @storage_options
 @verbose_option
 @click.pass_context
-def trash_purge(ctx, work, primary, older_than, batches, purge_all, yes, **_):
+def trash_purge(ctx, work, primary, older_than, batches, purge_all, dry_run, yes, **_):
     """Delete trash batches of WORK's primary for good: those older than the retention
-    period (7 days), or the ones named with --batch, or --all."""
+    period (7 days), or the ones named with --batch, or --all.
+
+    The batches are listed first, and the purge asks before it deletes anything (--yes:
+    without asking; without a terminal, --yes is needed). --dry-run lists them and stops."""
     opts = make_options(ctx.params, tracker=Tracker())
+    work = _found(work, primary)
     if work:
         log_to_work(work, "trash purge")
     primary_path, status_dir, _, token = _where(work, primary, opts.status_dir)
-    if (purge_all or batches) and not yes:
-        if not sys.stdin.isatty():
-            raise UsageError("purging named or all batches needs confirmation; add --yes.")
-        click.confirm("Delete these trash batches for good?", abort=True)
     with open_primary(primary_path, token, opts) as store:
+        names = list(batches) if batches else None
+        older = None
         if purge_all:
             names = [b.name for b in list_batches(store, status_dir, sizes=False)]
-            removed = purge(store, status_dir, older_than=None, names=names)
-        elif batches:
-            removed = purge(store, status_dir, older_than=None, names=list(batches))
-        else:
-            days = older_than if older_than is not None else opts.trash_retention_days
-            removed = purge(store, status_dir, older_than=timedelta(days=days))
+        elif not batches:
+            older = timedelta(days=older_than if older_than is not None
+                              else opts.trash_retention_days)
+        chosen = select_batches(store, status_dir, older_than=older, names=names, sizes=True)
+        if not chosen:
+            out.print("nothing to purge: no trash batch matches", markup=False)
+            return
+        _show_batches(chosen, "would purge" if dry_run else "to purge")
+        if dry_run:
+            out.print("dry run: nothing was deleted", markup=False)
+            return
+        _confirm_purge(chosen, yes)
+        removed = purge(store, status_dir, older_than=None, names=[b.name for b in chosen])
     out.print(f"purged {count(len(removed), 'batch')}"
               + (": " + ", ".join(removed) if removed else ""), markup=False)
+
+
+def _show_batches(chosen, what: str) -> None:
+    files, size = sum(b.files for b in chosen), sum(b.bytes for b in chosen)
+    out.print(f"{what}: {count(len(chosen), 'batch')}, {count(files, 'file')}, "
+              f"{human_size(size)}", markup=False)
+    for b in chosen:
+        out.print(f"  {b.name}  {count(b.files, 'file')}, {human_size(b.bytes)}", markup=False)
+
+
+def _confirm_purge(chosen, yes: bool) -> None:
+    """Deleting from the trash is for good: asked every time, unless --yes."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError("a purge deletes these files for good and needs a confirmation: "
+                         "add --yes to purge without being asked (--dry-run lists them).",
+                         hint="Nothing was deleted.")
+    click.confirm(f"Delete {count(len(chosen), 'batch')} for good?", abort=True, err=True)

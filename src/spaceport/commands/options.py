@@ -41,6 +41,9 @@ class Options:
     busy_wait: float = DEFAULT_WAIT  # seconds to wait for another command on the working copy
     say: Callable[[str], None] | None = None  # a line for the person at the terminal
     on_watch: Callable[[float, float], None] | None = None  # progress of a stale-lock watch
+    # --exclude patterns given to this command (checked): they become the working copy's
+    # remembered filter. None: keep the one it remembers (spaceport.engine.filters).
+    exclude: list[str] | None = None
 
     def parameters(self) -> dict:
         """What goes into the lock file for a person to read."""

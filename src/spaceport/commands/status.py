@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from ..engine.filters import compile_excludes
 from ..engine.index import Index
 from ..engine.plan import unsaved_summary
 from ..engine.scan import Kind, scan_tree
@@ -28,6 +29,7 @@ from ..formats.legacy import (
 )
 from ..formats.links import read_manifest_full, resolve_target
 from ..formats.marker import (
+    DEPLOYING,
     MARKER_DIR,
     MARKER_FILE,
     index_path,
@@ -44,9 +46,10 @@ from ..safety.lock import (
     read_heartbeat,
     read_lock,
 )
+from ..safety.worklock import DAEMON_COMMAND, who_holds
 from ..store.base import Store
 from ..store.sides import open_primary, open_work
-from ..wording import count, human_size, quote, show_path
+from ..wording import count, duration, human_size, quote, show_path
 from .deploy.linksource import links_to_restore, with_primary_links
 from .options import Options
 from .workcopy import pending_changes
@@ -92,7 +95,13 @@ def work_status(work_path: str, opts: Options) -> dict:
                    "if it should be one, check that its volume is mounted")
         return {"work": work_path, "deployed": False, "message": why}
     facts: dict = {"work": work_path, "primary": marker.primary, "phase": marker.phase,
-                   "deployment_id": marker.deployment_id, "status_dir": marker.status_dir}
+                   "deployment_id": marker.deployment_id, "status_dir": marker.status_dir,
+                   "exclude": list(marker.exclude)}
+    # Who keeps it: a daemon for its whole life, or a command running now. A deploy that
+    # is marked as under way while nobody holds the copy was interrupted.
+    holder = facts["kept_by"] = who_holds(work_path)
+    facts["deploy_interrupted"] = marker.phase == DEPLOYING and (
+        holder is None or holder.get("command") not in ("deploy", DAEMON_COMMAND))
     index = Index(index_path(work_path))
     try:
         facts["last_save"] = index.get_meta("last_save")
@@ -167,8 +176,12 @@ def format_status(facts: dict) -> str:
         if not facts.get("deployed", True):
             return "\n".join(lines + [f"              {facts['message']}"])
         lines += [f"primary       {facts['primary']}",
-                  f"phase         {facts['phase']}  (deployment {facts['deployment_id'][:8]})",
-                  f"last save     {facts.get('last_save') or 'never'}"]
+                  f"phase         {facts['phase']}  (deployment {facts['deployment_id'][:8]})"]
+        lines += _keeper_lines(facts)
+        lines.append(f"last save     {facts.get('last_save') or 'never'}")
+        if facts.get("exclude"):
+            lines.append(f"excluded      {' '.join(quote(p) for p in facts['exclude'])}  "
+                         "(neither saved nor deleted on the primary)")
     else:
         lines.append(f"primary       {facts['primary']}")
     lock = facts.get("lock")
@@ -182,11 +195,7 @@ def format_status(facts: dict) -> str:
             lines.append(f"              {'held by this working copy' if facts['lock_is_ours'] else 'NOT held by this working copy'}")
     pending = facts.get("pending")
     if pending is not None:
-        if pending["files_to_upload"] or pending["entries_to_delete"] or pending["links_changed"] or pending["new_dirs"] \
-                or pending.get("moves"):
-            lines.append(f"unsaved       {unsaved_summary(pending)}")
-        else:
-            lines.append("unsaved       nothing: the primary is up to date")
+        lines += _unsaved_lines(pending, bool(facts.get("deploy_interrupted")))
     lines += held_lines(facts)
     if "recent_saves" in facts:
         links = facts.get("manifest_links")
@@ -208,6 +217,48 @@ def format_status(facts: dict) -> str:
             lines.append(f"trash         {batch['batch']}  {count(batch['files'], 'file')}, "
                          f"{human_size(batch['bytes'])}")
     return "\n".join(lines)
+
+
+def _keeper_lines(facts: dict) -> list[str]:
+    """Who keeps the working copy now, or that its deploy was interrupted."""
+    holder = facts.get("kept_by")
+    lines = []
+    if holder and holder.get("command") == DAEMON_COMMAND:
+        lines.append(f"kept by       a running spaceport daemon (spaceport run, pid "
+                     f"{holder.get('pid', '?')} on {holder.get('host', '?')}, since "
+                     f"{holder.get('since', '?')}): it saves this copy; its page and "
+                     "POST /save are the way to act on it")
+    elif holder:
+        lines.append(f"busy          'spaceport {holder.get('command', '?')}' (pid "
+                     f"{holder.get('pid', '?')} on {holder.get('host', '?')}) is working on it "
+                     "now")
+    if facts.get("deploy_interrupted"):
+        lines.append(f"              INTERRUPTED: the deploy stopped before it finished; "
+                     f"run it again to finish (it copies only what is missing): spaceport "
+                     f"deploy {facts['primary']} {facts['work']}")
+    return lines
+
+
+def _unsaved_lines(pending: dict, interrupted: bool) -> list[str]:
+    """What a save would do now, and when the files it would upload last changed."""
+    changed = pending["files_to_upload"] or pending["entries_to_delete"] or \
+        pending["links_changed"] or pending["new_dirs"] or pending.get("moves")
+    if interrupted:
+        return [f"unsaved       {unsaved_summary(pending) if changed else 'nothing of yours'}"
+                "; the working copy is INCOMPLETE: the interrupted deploy has not copied "
+                "everything yet"]
+    if not changed:
+        return ["unsaved       nothing: the primary is up to date"]
+    lines = [f"unsaved       {unsaved_summary(pending)}"]
+    now_ns = datetime.now(timezone.utc).timestamp() * 1e9
+    for item in pending.get("recent") or ():
+        ago = duration(max(0.0, (now_ns - item["mtime_ns"]) / 1e9))
+        lines.append(f"                {show_path(item['path'])}  {human_size(item['size'])}, "
+                     f"changed {ago} ago ({iso_time(item['mtime_ns'] / 1e9)})")
+    more = pending["files_to_upload"] - len(pending.get("recent") or ())
+    if more > 0:
+        lines.append(f"                ... and {count(more, 'more file')}")
+    return lines
 
 
 def held_lines(facts: dict) -> list[str]:
@@ -288,9 +339,12 @@ def verify(work_path: str, opts: Options, *, checksum: bool = False) -> VerifyRe
     report = VerifyReport()
     with open_primary(marker.primary, marker.token, opts) as primary, \
             open_work(work_path, marker.token) as work:
+        # What the working copy excludes is compared on neither side: it is not saved.
+        exclude = compile_excludes(marker.exclude)
         pscan = scan_tree(primary, skip_top={marker.status_dir, MARKER_DIR} | TOP_LEVEL_NAMES,
-                          jobs=opts.jobs)
-        wscan = scan_tree(work, skip_top={MARKER_DIR}, temp_token=marker.token)
+                          jobs=opts.jobs, exclude=exclude)
+        wscan = scan_tree(work, skip_top={MARKER_DIR}, temp_token=marker.token,
+                          exclude=exclude)
         diff = report.differences
         for path, w in sorted(wscan.entries.items()):
             p = pscan.entries.get(path)

@@ -37,7 +37,7 @@ from .deploy.discard import DISCARDED_DIR
 from .folders import volume_artifacts
 from .options import Options
 from .save import SaveReport, save_copy
-from .workcopy import WorkingCopy, open_copy, scan_primary, scan_work
+from .workcopy import WorkingCopy, excludes_of, open_copy, scan_primary, scan_work
 
 log = logging.getLogger(__name__)
 
@@ -215,8 +215,12 @@ def check_saved(copy: WorkingCopy, *, checksum: bool = False, stop=None):
     """:class:`~spaceport.safety.invariant.Unsaved` for the working copy as it is now."""
     work, primary, index = copy.work, copy.primary, copy.index
     scan = copy.scan()
-    pscan = scan_primary(primary, copy.opts, stop)
+    pscan = scan_primary(primary, copy.opts, stop, exclude=excludes_of(copy.marker))
     links = [e for e in scan.entries.values() if e.kind is Kind.LINK]
+    if scan.exclude:  # excluded links stay in the manifest as the index knows them
+        links += [row.entry for path, row in index.load().items()
+                  if row.entry.kind is Kind.LINK and path not in scan.entries
+                  and scan.excluded(path, Kind.LINK)]
     manifest = read_manifest_full(primary, copy.marker.status_dir)
     wanted = set(links_for_manifest(links, [work.root, os.path.realpath(work.root)]))
     manifest_ok = index.get_meta(MANIFEST_STATE) == "ok" and manifest is not None \
@@ -249,7 +253,10 @@ def _remove_saved(work_path: str, marker: Marker, index: Index, work) -> list[st
             hint="Nothing was lost; what was removed is saved on the primary.")
     ignore = {MARKER_DIR} | volume_artifacts(work_path)
     left = sorted(name for name in os.listdir(work_path) if name not in ignore)
+    why = "a reserved name, a special file" + (
+        ", or what the working copy's --exclude patterns leave out" if marker.exclude else
+        " or a name spaceport never saw")
     for name in left:
-        log.warning("%s is left in the working copy: it was never saved (a reserved name or "
-                    "a special file)", os.path.join(work_path, name))
+        log.warning("%s is left in the working copy: it holds what was never saved (%s)",
+                    os.path.join(work_path, name), why)
     return left

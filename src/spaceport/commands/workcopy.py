@@ -22,13 +22,21 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from ..clock import utcnow
+from ..engine.filters import Exclude, compile_excludes
 from ..engine.index import Index, IndexDamagedError
 from ..engine.plan import SavePlan, plan_save
 from ..engine.scan import ScanResult, scan_tree
 from ..engine.snapshot import fold_companions
 from ..errors import LockLostError
 from ..formats.legacy import TOP_LEVEL_NAMES as LEGACY_TOP_NAMES
-from ..formats.marker import MARKER_DIR, Marker, index_path, require_marker, work_id
+from ..formats.marker import (
+    MARKER_DIR,
+    Marker,
+    index_path,
+    require_marker,
+    work_id,
+    write_marker,
+)
 from ..safety.invariant import prove_by_content, settle_asides
 from ..safety.lock import DeploymentLock, WorkCopy, lock_id, read_lock
 from ..safety.worklock import hold_work
@@ -105,6 +113,7 @@ def open_copy(work_path: str, opts: Options, task: str, *,
         marker = require_marker(work_path)
         if before is not None:
             before(marker)
+        remember_excludes(work_path, marker, opts)
         primary = stack.enter_context(open_primary(marker.primary, marker.token, opts))
         work = stack.enter_context(open_work(work_path, marker.token))
         copy = WorkingCopy(work_path, marker, opts, primary, work, lock)
@@ -123,7 +132,7 @@ def scan_work(work: Store, marker: Marker, *, remove_temps: bool = False,
     # the daemon scans every 2 s.
     scan = scan_tree(work, skip_top={MARKER_DIR, marker.status_dir} | LEGACY_TOP_NAMES
                      | volume_artifacts(work.root), temp_token=marker.token, stop=stop,
-                     warn_special=False)
+                     warn_special=False, exclude=excludes_of(marker))
     for name in (marker.status_dir, *sorted(LEGACY_TOP_NAMES)):
         if work.exists(name):
             log.warning("%s in the working copy is not saved: that name is reserved for the "
@@ -141,11 +150,29 @@ def scan_work(work: Store, marker: Marker, *, remove_temps: bool = False,
     return scan
 
 
-def scan_primary(primary: Store, opts: Options, stop: threading.Event | None = None):
+def scan_primary(primary: Store, opts: Options, stop: threading.Event | None = None, *,
+                 exclude: Exclude | None = None):
     """The primary's tree as a deploy copies it: without the status folder, the work
-    marker's name, and the old tools' own files (not project data)."""
+    marker's name, the old tools' own files (not project data), and what the working
+    copy excludes (``exclude``: not copied, never listed below an excluded folder)."""
     return scan_tree(primary, skip_top={opts.status_dir, MARKER_DIR} | LEGACY_TOP_NAMES,
-                     jobs=opts.jobs, stop=stop)
+                     jobs=opts.jobs, stop=stop, exclude=exclude or compile_excludes(()))
+
+
+def excludes_of(marker: Marker) -> Exclude:
+    """The exclude patterns the working copy remembers, compiled (cached by pattern)."""
+    return compile_excludes(marker.exclude)
+
+
+def remember_excludes(work_path: str, marker: Marker, opts: Options) -> None:
+    """``--exclude`` given to this command: from now on the working copy's own filter
+    (later saves, the daemon and status use it). Not given: the remembered one stays."""
+    if opts.exclude is None or list(opts.exclude) == list(marker.exclude):
+        return
+    log.info("the working copy's exclude patterns are now: %s (were: %s)",
+             " ".join(opts.exclude) or "none", " ".join(marker.exclude) or "none")
+    marker.exclude = list(opts.exclude)
+    write_marker(work_path, marker)
 
 
 def forget_removed(index: Index, plan: SavePlan) -> None:

@@ -29,12 +29,14 @@ holds no secret; no credential is ever logged, nor are request headers.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import socket
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -216,14 +218,17 @@ class _Handler(BaseHTTPRequestHandler):
         if length > MAX_BODY:
             self._refuse(413, f"a request body is at most {MAX_BODY} bytes here")
             return
-        self._drain(length)
+        form = self._read_form(length)
         if path not in actions:
             self._json(404, {"error": "not found"})
             return
-        if self._refuse_unauthorised():
+        if self._refuse_unauthorised(form.get("token")):
             return
         code, message = actions[path]()
         log.info("POST %s: %s", path, message)
+        if form:  # the page's form: back to the page (relative), which shows the outcome
+            self._send(303, b"", "text/plain", {"Location": "./"})
+            return
         self._json(code, {"ok": code < 300, "message": message})
 
     # -- credentials ------------------------------------------------------------------
@@ -233,13 +238,16 @@ class _Handler(BaseHTTPRequestHandler):
         given = self.headers.get("Authorization")
         return auth is None or auth.accepts(given) or bearer_accepts(given, self.server.token)
 
-    def _refuse_unauthorised(self) -> bool:
+    def _refuse_unauthorised(self, form_token: str | None = None) -> bool:
+        """An action needs the API token: as a Bearer header, or (the page's form) a field."""
         token = self.server.token
         if not token:
             self._json(403, {"ok": False, "message": "disabled: the daemon was started without "
                                                      "--token or --token-file"})
             return True
-        if not bearer_accepts(self.headers.get("Authorization"), token):
+        form_ok = form_token is not None and hmac.compare_digest(form_token.encode(),
+                                                             token.encode())
+        if not (bearer_accepts(self.headers.get("Authorization"), token) or form_ok):
             self._send(401, json.dumps({"ok": False, "message": "a valid token is required "
                                         "(Authorization: Bearer <token>)"}).encode(),
                        "application/json", {"WWW-Authenticate": 'Bearer realm="spaceport"'})
@@ -261,6 +269,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._refuse(400, "Content-Length is not one number")
             return None
         return int(next(iter(values)))
+
+    def _read_form(self, length: int) -> dict:
+        """Read an action's body: a form's fields (the page's token form), else {}."""
+        body = self.rfile.read(length) if 0 < length <= MAX_BODY else b""
+        if self.headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded"):
+            return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+        return {}
 
     def _drain(self, length: int) -> None:
         """Read a body nobody needs, so the client sees its answer (at most MAX_BODY: a

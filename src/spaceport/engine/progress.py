@@ -14,13 +14,16 @@ from dataclasses import asdict, dataclass, field
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    DownloadColumn,
     Progress,
+    ProgressColumn,
     TaskID,
     TextColumn,
     TimeRemainingColumn,
-    TransferSpeedColumn,
 )
+from rich.text import Text
+
+from ..wording import human_size
+from .bandwidth import RateLimit
 
 
 @dataclass
@@ -50,11 +53,13 @@ class TaskState:
 
 
 class Tracker:
-    """Keeps the state of every task; thread-safe."""
+    """Keeps the state of every task; thread-safe. ``limit``: the bytes reported are held
+    to a rate (``--bwlimit``, spaceport.engine.bandwidth): the copying thread sleeps here."""
 
-    def __init__(self):
+    def __init__(self, limit: RateLimit | None = None):
         self._lock = threading.Lock()
         self.tasks: dict[str, TaskState] = {}
+        self.limit = limit if limit is not None else RateLimit(None)
 
     def start(self, name: str, *, files: int, nbytes: int) -> None:
         with self._lock:
@@ -66,6 +71,7 @@ class Tracker:
             if task:
                 task.files_done += files
                 task.bytes_done += nbytes
+        self.limit.take(nbytes)
 
     def finish(self, name: str) -> None:
         with self._lock:
@@ -81,6 +87,24 @@ class Tracker:
         """Stop drawing (if drawing); the numbers stay readable."""
 
 
+class SizeColumn(ProgressColumn):
+    """"12.0 MiB/1.2 GiB": the units of every size spaceport shows (wording.human_size),
+    not rich's decimal kB and MB."""
+
+    def render(self, task) -> Text:
+        return Text(f"{human_size(task.completed)}/{human_size(task.total or 0)}",
+                    style="progress.download")
+
+
+class RateColumn(ProgressColumn):
+    """"3.1 MiB/s", in the same units."""
+
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("?" if speed is None else f"{human_size(speed)}/s",
+                    style="progress.data.speed")
+
+
 class RichTracker(Tracker):
     """A tracker that also shows rich progress bars (on stderr).
 
@@ -88,8 +112,8 @@ class RichTracker(Tracker):
     other output (a status, a message) never fights with the bars.
     """
 
-    def __init__(self, console: Console | None = None):
-        super().__init__()
+    def __init__(self, console: Console | None = None, limit: RateLimit | None = None):
+        super().__init__(limit)
         self.console = console or Console(stderr=True)
         self.progress: Progress | None = None
         self._ids: dict[str, TaskID] = {}
@@ -98,9 +122,9 @@ class RichTracker(Tracker):
         return Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
-            DownloadColumn(),
+            SizeColumn(),
             TextColumn("{task.fields[files]} files"),
-            TransferSpeedColumn(),
+            RateColumn(),
             TimeRemainingColumn(),
             console=self.console,
         )

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence, Sized, TypeVar
 from ..errors import Interrupted
 from ..store.base import Store, is_retryable, parent_of
 from ..store.retry import RetryPolicy, is_unavailable, retry_call
-from .digest import digest_of, wants_digest
+from .digest import digest_of, new_hash, wants_digest
 from .progress import Tracker
 from .snapshot import (
     SnapshotError,
@@ -251,14 +251,19 @@ class Copier:
         again after the copy: if it changed, nothing is committed (the destination keeps
         what it had) and the copy is marked unstable, for the caller to try again.
         ``digest``: the source is hashed after the copy and before that stat, so a copy
-        committed is a copy of the bytes hashed (spaceport.engine.digest)."""
+        committed is a copy of the bytes hashed (spaceport.engine.digest). A ``stable``
+        source (the primary under our lock, at a stage-in) is hashed as its bytes pass by
+        instead: reading it again would cost a second read of the primary."""
         moved = [0]  # bytes this attempt reported to the tracker, taken back on failure
         size = before.st_size if size is None else size
         fd, tmp = self.dst.create_temp(job.path, job.tmp, mode=before.st_mode)
         try:
-            copied = self._copy_data(sfd, fd, size, moved)
+            passing = new_hash() if digest and stable else None
+            copied = self._copy_data(sfd, fd, size, moved, passing)
             hashed = None
-            if digest and copied == size:
+            if passing is not None:
+                hashed = passing.digest() if copied == size else None
+            elif digest and copied == size:
                 try:
                     hashed = digest_of(sfd, size)
                 except EOFError:  # it shrank meanwhile: the stat below says unstable
@@ -288,8 +293,11 @@ class Copier:
             self.fence.committed(job.path)
         return CopyDone(job, before, dst_st, digest=hashed)
 
-    def _copy_data(self, sfd: int, dfd: int, size: int, moved: list[int]) -> int:
-        """Copy the ``size`` bytes the source had when opened, or less if it ends sooner.
+    def _copy_data(self, sfd: int, dfd: int, size: int, moved: list[int],
+                   hasher=None) -> int:
+        """Copy the ``size`` bytes the source had when opened, or less if it ends sooner;
+        ``hasher``: fed every byte copied (through our buffer: the kernel's copy never shows
+        us the bytes).
 
         Not reading on to the end of file saves a call per file: a source that grows
         meanwhile shows in the stat taken after the copy. A size of 0 is not believed (an
@@ -300,9 +308,10 @@ class Copier:
         while not size or offset < size:
             if self.stop.is_set():
                 raise Interrupted("stopped in the middle of a file")
-            n = self._chunk(sfd, dfd, offset, position)
+            n = self._chunk(sfd, dfd, offset, position) if hasher is None else \
+                self._buffered(sfd, dfd, offset, hasher)
             if n == 0:
-                if self._use_cfr:
+                if self._use_cfr and hasher is None:
                     # Some filesystems answer 0 to copy_file_range before the end of file:
                     # check with a plain read before believing it.
                     if os.pread(sfd, 1, offset):
@@ -333,7 +342,14 @@ class Copier:
                 if exc.errno not in _FALLBACK_ERRNOS:
                     raise
                 self._use_sendfile = False
+        return self._buffered(sfd, dfd, offset)
+
+    @staticmethod
+    def _buffered(sfd: int, dfd: int, offset: int, hasher=None) -> int:
+        """One buffer read and written at ``offset`` (hashed on the way, if asked)."""
         data = os.pread(sfd, BUFFER, offset)
+        if hasher is not None:
+            hasher.update(data)
         view = memoryview(data)
         written = 0
         while written < len(view):

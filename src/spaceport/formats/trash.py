@@ -102,18 +102,30 @@ def batch_files(store: Store, status_dir: str, name: str) -> list[tuple[str, int
             if stat_mod.S_ISREG(st.st_mode)]
 
 
+def select_batches(store: Store, status_dir: str, *, older_than: timedelta | None,
+                   now: datetime | None = None, names: list[str] | None = None,
+                   sizes: bool = False) -> list[Batch]:
+    """The batches a purge with these arguments removes (``spaceport trash purge`` shows
+    them, and asks, before it removes anything)."""
+    now = now or datetime.now(timezone.utc)
+    chosen = []
+    for batch in list_batches(store, status_dir, sizes=sizes):
+        if names is not None:
+            wanted = batch.name in names
+        else:
+            wanted = batch.time is not None and older_than is not None \
+                and now - batch.time > older_than
+        if wanted:
+            chosen.append(batch)
+    return chosen
+
+
 def purge(store: Store, status_dir: str, *, older_than: timedelta | None,
           now: datetime | None = None, names: list[str] | None = None) -> list[str]:
     """Remove batches older than ``older_than`` (or the ones named); returns their names."""
-    now = now or datetime.now(timezone.utc)
     removed = []
-    for batch in list_batches(store, status_dir, sizes=False):
-        if names is not None:
-            chosen = batch.name in names
-        else:
-            chosen = batch.time is not None and older_than is not None \
-                and now - batch.time > older_than
-        if chosen:
-            store.walk_remove(join(status_dir, TRASH_DIR, batch.name))
-            removed.append(batch.name)
+    for batch in select_batches(store, status_dir, older_than=older_than, now=now,
+                                names=names):
+        store.walk_remove(join(status_dir, TRASH_DIR, batch.name))
+        removed.append(batch.name)
     return removed

@@ -92,8 +92,10 @@ class Census:
 
 def census(plan: "SavePlan", index: Index, skip: frozenset[str] = frozenset()) -> Census:
     """Counts for :func:`looks_wrong`, leaving out the paths in ``skip`` (confirmed
-    deletions: as if the index had already forgotten them)."""
-    c = Census(index.count(Kind.FILE), index.count_top_level())
+    deletions: as if the index had already forgotten them) and the excluded paths the index
+    knows (--exclude: neither deleted nor saved, so no part of the project's shape)."""
+    c = Census(index.count(Kind.FILE) - plan.excluded_files,
+               index.count_top_level() - plan.excluded_top)
     for known in plan.deletes:
         path, kind = known.entry.path, known.entry.kind
         top = "/" not in path and kind in (Kind.FILE, Kind.DIR)

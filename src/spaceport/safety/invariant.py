@@ -232,9 +232,12 @@ def find_unsaved(scan: ScanResult, index: Index, primary_scan: ScanResult,
     # A deletion the deletion guard held is not unsaved work: the primary keeps the file on
     # purpose and the save recorded it (status, the journal). Without this, a working copy
     # with held deletions could never be given up.
+    # An excluded path (--exclude) is not unsaved work either: the user said not to save it;
+    # it stays in the working copy (spaceport removes only what is proven saved).
     held = held_paths(index)
-    found.in_work += [p for p in known if p not in scan.entries and p not in held
-                      and not scan.under_unreadable(p)]
+    found.in_work += [p for p, row in known.items() if p not in scan.entries and p not in held
+                      and not scan.under_unreadable(p)
+                      and not scan.excluded(p, row.entry.kind)]
     return found
 
 

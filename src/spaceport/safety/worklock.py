@@ -59,6 +59,25 @@ def read_holder(work: str) -> dict:
     return info if isinstance(info, dict) else {}
 
 
+def who_holds(work: str) -> dict | None:
+    """The command holding the working copy now (its record: command, pid, host, since),
+    or None if none does. A look: a shared flock tried and let go at once, nothing
+    created; the record alone is not believed (a killed holder leaves it behind)."""
+    try:
+        fd = os.open(busy_path(work), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None  # never held, or no marker folder at all
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return read_holder(work) or {"command": "?"}
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 def describe_holder(work: str) -> str:
     info = read_holder(work)
     if not info:

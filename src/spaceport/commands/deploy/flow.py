@@ -163,6 +163,9 @@ def _deploy_held(primary_path: str, work_path: str, opts: Options, resume: bool,
     if not own:
         marker = new_marker(primary_path, opts.status_dir, created=None if discard_local
                             or marker is None else marker.created)
+        marker.exclude = list(previous.exclude) if previous is not None else []
+    if opts.exclude is not None:  # --exclude given: the working copy's filter from now on
+        marker.exclude = list(opts.exclude)
     report.deployment_id = marker.deployment_id
     with open_primary(primary_path, marker.token, opts) as primary:
         lock = _take_lock(primary, work_path, marker, previous, here, opts, take_over_stale)

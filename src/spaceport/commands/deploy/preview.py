@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from ...engine.filters import compile_excludes
 from ...engine.index import IndexDamagedError
 from ...errors import RefusedError, SpaceportError
 from ...formats.marker import DEPLOYED, DEPLOYING, Marker, read_marker, work_id
@@ -97,7 +98,9 @@ def preview_deploy(primary_path: str, work_path: str, opts: Options) -> DeployPr
             preview.links = links_to_restore(primary, opts)
         except RefusedError as exc:
             preview.refused = preview.refused or exc
-        scan = scan_primary(primary, opts)
+        remembered = marker.exclude if marker is not None else []
+        scan = scan_primary(primary, opts, exclude=compile_excludes(
+            opts.exclude if opts.exclude is not None else remembered))
         preview.files, preview.nbytes = scan.files, scan.bytes
         if preview.links is not None:
             preview.links = with_primary_links(preview.links, scan, primary.root)

@@ -18,6 +18,8 @@ from ...engine.scan import Kind
 from ...engine.transfer import interleave_folders, run_parallel
 from .run import SaveRun
 
+TRASHED_SHOWN = 20  # paths a save's report keeps of what it moved to the trash (the page)
+
 log = logging.getLogger(__name__)
 
 MOVED, REMOVED, KEPT = "moved", "removed", "kept"  # what happened to one entry
@@ -98,6 +100,8 @@ def _removed(run: SaveRun, old: Known, outcome: str) -> None:
     """The bookkeeping part of a removal, in the coordinating thread."""
     if outcome == MOVED:
         run.report.deleted += 1
+        if len(run.report.trashed) < TRASHED_SHOWN:
+            run.report.trashed.append(old.entry.path)
     elif outcome == KEPT:
         run.report.kept_dirs.append(old.entry.path)  # left where it is
     run.recorder.forget(old.entry.path)

@@ -18,6 +18,7 @@ class SaveReport:
     appended: int = 0  # of the files uploaded, those saved by writing their new bytes alone
     dirs_created: int = 0
     deleted: int = 0
+    trashed: list[str] = field(default_factory=list)  # the first of those moved to the trash
     moved: int = 0  # files and folders renamed on the primary (a folder: one, whatever it holds)
     kept_dirs: list[str] = field(default_factory=list)  # not removed: hold unknown files
     trash_batch: str | None = None
