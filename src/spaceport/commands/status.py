@@ -13,7 +13,6 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from ..engine.index import Index
 from ..engine.plan import unsaved_summary
 from ..engine.scan import Kind, scan_tree
 from ..errors import FormatError, SpaceportError
@@ -30,7 +29,6 @@ from ..formats.links import read_manifest_full, resolve_target
 from ..formats.marker import (
     MARKER_DIR,
     MARKER_FILE,
-    index_path,
     read_marker,
     read_undeployed_record,
     require_marker,
@@ -49,7 +47,7 @@ from ..store.sides import open_primary, open_work
 from ..wording import count, human_size, quote, show_path
 from .deploy.linksource import links_to_restore, with_primary_links
 from .options import Options
-from .workcopy import pending_changes
+from .workcopy import look_at_index, pending_changes
 
 
 def lock_facts(holder, store: Store, status_dir: str) -> dict | None:
@@ -93,7 +91,7 @@ def work_status(work_path: str, opts: Options) -> dict:
         return {"work": work_path, "deployed": False, "message": why}
     facts: dict = {"work": work_path, "primary": marker.primary, "phase": marker.phase,
                    "deployment_id": marker.deployment_id, "status_dir": marker.status_dir}
-    index = Index(index_path(work_path))
+    index = look_at_index(work_path)
     try:
         facts["last_save"] = index.get_meta("last_save")
         facts["known_entries"] = index.count()
