@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 
 from ..engine.plan import unsaved_summary
 from ..engine.scan import Kind, scan_tree
-from ..errors import FormatError, SpaceportError
+from ..errors import FormatError, SpaceportError, StorageUnavailableError
 from ..formats.journal import read_tail
 from ..formats.legacy import (
     TOP_LEVEL_NAMES,
@@ -33,6 +33,7 @@ from ..formats.marker import (
     read_undeployed_record,
     require_marker,
 )
+from ..formats.statusfile import StatusFileError
 from ..formats.trash import list_batches
 from ..safety.deletion_guard import held_summary
 from ..safety.lock import (
@@ -43,6 +44,7 @@ from ..safety.lock import (
     read_lock,
 )
 from ..store.base import Store
+from ..store.retry import is_unavailable, unavailable
 from ..store.sides import open_primary, open_work
 from ..wording import count, human_size, quote, show_path
 from .deploy.linksource import links_to_restore, with_primary_links
@@ -108,6 +110,14 @@ def work_status(work_path: str, opts: Options) -> dict:
         facts["lock"] = None
         facts["lock_error"] = str(exc)
         facts["lock_is_ours"] = None
+        if isinstance(exc, StorageUnavailableError) or is_unavailable(exc):
+            # Said in words, and the exit code says it too (6): what follows (the unsaved
+            # changes) is read from the working copy alone.
+            error = exc if isinstance(exc, StorageUnavailableError) else \
+                unavailable(exc, marker.primary)
+            facts["primary_unreachable"] = facts["lock_error"] = (
+                f"{error.message} Check the mount (oneclient), then look again; below, what "
+                "the working copy alone shows.")
     facts["special"] = []
     facts["pending"] = pending_changes(work_path, marker, facts["special"]).summary()
     return facts
@@ -122,11 +132,16 @@ def primary_status(primary_path: str, opts: Options) -> dict:
         try:
             manifest = read_manifest_full(primary, status_dir)
             facts["manifest_links"] = None if manifest is None else len(manifest.links)
-        except FormatError as exc:
+        except (FormatError, StatusFileError) as exc:
             facts["manifest_error"] = exc.message
         facts.update(legacy_facts(primary, status_dir, opts, manifest,
                                   "manifest_error" in facts))
-        facts["recent_saves"] = read_tail(primary, status_dir)
+        try:
+            facts["recent_saves"] = read_tail(primary, status_dir)
+        except StatusFileError as exc:
+            facts["recent_saves"], facts["journal_error"] = [], str(exc)
+        record = held_record(facts["recent_saves"])
+        facts["held_on_primary"] = record["held"] if record else None
         facts["trash"] = [{"batch": b.name, "files": b.files, "bytes": b.bytes}
                           for b in list_batches(primary, status_dir)]
     return facts
@@ -192,20 +207,48 @@ def format_status(facts: dict) -> str:
                                          else count(links, "link"))
                      + (f"  ({facts['manifest_error']})" if facts.get("manifest_error") else ""))
         lines += _legacy_lines(facts)
-        for save in facts["recent_saves"]:
-            lines.append(f"saved         {save.get('time')}  "
-                         f"{count(save.get('uploaded') or 0, 'file')} uploaded, "
-                         f"{human_size(save.get('bytes') or 0)}, {save.get('deleted') or 0} "
-                         f"deleted ({save.get('instance') or save.get('host') or 'unknown'})")
-            held = save.get("held_deletions")
-            if held:
-                lines.append(f"              {count(held.get('count') or 0, 'deletion')} held "
-                             f"(still on the primary): {held.get('reason')}")
-                lines += [f"                {show_path(p)}" for p in held.get("sample") or ()]
+        if facts.get("journal_error"):
+            lines.append(f"saved         {facts['journal_error']}")
+        lines += journal_lines(facts["recent_saves"])
         for batch in facts["trash"]:
             lines.append(f"trash         {batch['batch']}  {count(batch['files'], 'file')}, "
                          f"{human_size(batch['bytes'])}")
     return "\n".join(lines)
+
+
+def journal_lines(saves: list[dict]) -> list[str]:
+    """The recent saves; held deletions as the latest record says: a record of held
+    deletions that a later save settled (or held anew) is history, not the state."""
+    lines = []
+    for i, save in enumerate(saves):
+        lines.append(f"saved         {save.get('time')}  "
+                     f"{count(save.get('uploaded') or 0, 'file')} uploaded, "
+                     f"{human_size(save.get('bytes') or 0)}, {save.get('deleted') or 0} "
+                     f"deleted ({save.get('instance') or save.get('host') or 'unknown'})")
+        held, settled = save.get("held_deletions"), save.get("held_deletions_settled")
+        if held and held_record(saves[i + 1:]) is not None:
+            lines.append(f"              {count(held.get('count') or 0, 'deletion')} held "
+                         "then; a later save settled them or held others (below)")
+        elif held:
+            lines.append(f"              {count(held.get('count') or 0, 'deletion')} held "
+                         f"(still on the primary): {held.get('reason')}")
+            lines += [f"                {show_path(p)}" for p in held.get("sample") or ()]
+        if settled:
+            before = count(settled.get("count") or 0, "deletion")
+            lines.append(f"              none held any more ({before} held before: carried "
+                         "out, or the files came back)")
+    return lines
+
+
+def held_record(saves: list[dict]) -> dict | None:
+    """The newest journal record that says what is held: ``{"held": summary}`` or
+    ``{"held": None}`` once settled; None if no save says."""
+    for save in reversed(saves):
+        if save.get("held_deletions_settled") and not save.get("held_deletions"):
+            return {"held": None}
+        if save.get("held_deletions"):
+            return {"held": save["held_deletions"]}
+    return None
 
 
 def held_lines(facts: dict) -> list[str]:

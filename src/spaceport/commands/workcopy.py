@@ -30,7 +30,7 @@ from ..errors import LockLostError
 from ..formats.legacy import TOP_LEVEL_NAMES as LEGACY_TOP_NAMES
 from ..formats.marker import DEPLOYED, MARKER_DIR, Marker, index_path, require_marker, work_id
 from ..safety.invariant import prove_by_content, settle_asides
-from ..safety.lock import DeploymentLock, WorkCopy, lock_id, read_lock
+from ..safety.lock import DeploymentLock, UnreadableLock, WorkCopy, lock_id, read_lock
 from ..safety.worklock import hold_work
 from ..store.base import Store
 from ..store.posix import PosixStore
@@ -50,7 +50,7 @@ class WorkingCopy:
     path: str
     marker: Marker
     opts: Options
-    primary: PosixStore
+    primary: Store  # the primary, every call retried (store.retrying)
     work: PosixStore
     lock: DeploymentLock | None = None  # the deployment lock, once adopted (or handed in)
     _index: Index | None = field(default=None, repr=False)
@@ -173,6 +173,12 @@ def adopt_lock(primary: Store, marker: Marker, work_path: str) -> DeploymentLock
     if holder is None:
         hint += (" If the primary is a OneData mount, check that it is mounted: an unmounted "
                  "mount point looks exactly like this.")
+    elif isinstance(holder, UnreadableLock):
+        hint += (f" Nobody can tell who holds the primary while its lock cannot be read. If "
+                 f"this working copy's deployment is the only one, look at {holder.file} "
+                 f"on the primary; 'spaceport unlock --force {primary.root}' sets it aside, "
+                 f"and 'spaceport deploy --resume {primary.root} {work_path}' then saves this "
+                 "copy under a lock of its own.")
     raise LockLostError(f"this working copy's deployment does not hold the lock on "
                         f"{primary.root}: {what}.", hint=hint)
 

@@ -13,6 +13,7 @@ import os
 import time
 from typing import Callable
 
+from ...formats.statusfile import is_status_file_problem
 from ...store.base import Store, join
 from ...wording import duration
 from .reading import lock_id, read_heartbeat, read_lock
@@ -27,6 +28,10 @@ def _signal(store: Store, status_dir: str, holder) -> bytes | None:
         return store.read_bytes(join(status_dir, name))
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        if not is_status_file_problem(exc):
+            raise
+        return None  # a folder in its place does not beat
 
 
 def provably_gone(store: Store, status_dir: str, holder) -> str | None:
