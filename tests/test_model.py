@@ -51,6 +51,7 @@ from spaceport.errors import SpaceportError
 from spaceport.formats.marker import index_path, read_marker
 from spaceport.safety.invariant import entry_at
 from spaceport.safety.lock import DEFAULT_STATUS_DIR
+from spaceport.safety.worklock import busy_path, read_holder
 from spaceport.store import WORK_CAPABILITIES, PosixStore
 from spaceport.store.retry import RetryPolicy
 
@@ -242,6 +243,63 @@ class EngineModel(RuleBasedStateMachine):
     def killed(self, command, kill, delay):
         self._spaceport(lambda: self._process(command, kill=kill, delay=delay))
 
+    def _start(self, command: str, *extra: str) -> subprocess.Popen:
+        args = command.split()
+        args += [self.primary, self.work] if args[0] == "deploy" else [self.work]
+        return subprocess.Popen([sys.executable, "-m", "spaceport", *args, "--jobs", "2",
+                                 "--retries", "2", "--retry-delay", "0.01", *extra],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    @rule(first=st.sampled_from(COMMANDS), second=st.sampled_from(["save", "deploy --resume"]),
+          delay=st.floats(0.0, 0.3))
+    def busy_deleted_under_a_command(self, first, second, delay):
+        """``.spaceport/busy`` deleted while a command holds the working copy (issue 18):
+        a second command must wait for the first, never run beside it."""
+        def run():
+            a = self._start(first, "--wait", "5")
+            deadline = time.monotonic() + 15
+            while a.poll() is None and read_holder(self.work).get("pid") != a.pid \
+                    and time.monotonic() < deadline:
+                time.sleep(0.005)
+            time.sleep(delay)
+            held = a.poll() is None
+            try:
+                os.unlink(busy_path(self.work))
+            except FileNotFoundError:
+                pass
+            b = self._start(second, "--wait", "0.3")
+            for command, proc in ((first, a), (second, b)):
+                _, err = proc.communicate(timeout=120)
+                err = err.decode(errors="replace")
+                assert "Traceback" not in err and "Stale file handle" not in err, err
+                assert proc.returncode in EXIT_OK, (command, proc.returncode, err)
+            if held and b.returncode == 1 and "busy" in err:
+                event(f"busy deleted under {first}: {second} kept out")
+            else:
+                event(f"busy deleted under {first}: {second} exit {b.returncode}")
+        self._spaceport(run)
+
+    @rule(which=st.sampled_from(["heartbeat", "journal.jsonl", "links.jsonl"]),
+          clear=st.booleans())
+    def status_file_in_the_way(self, which, clear):
+        """A folder where spaceport writes a file of the status folder (or, ``clear``, the
+        documented way out: moved away). Nothing may be lost, whichever way it goes."""
+        status = os.path.join(self.primary, S)
+        marker = read_marker(self.work) if self.deployed() else None
+        name = f"heartbeat.{marker.deployment_id}" if which == "heartbeat" and marker else which
+        path = os.path.join(status, name)
+        if clear:
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+                event(f"{which} in the way: cleared")
+            return
+        if which == "heartbeat" and marker is None or not os.path.isdir(status):
+            return
+        if os.path.isfile(path):
+            os.unlink(path)
+        os.makedirs(path, exist_ok=True)
+        event(f"{which} in the way")
+
     @rule(first=st.sampled_from(COMMANDS), second=st.sampled_from(["save", "deploy --resume"]))
     def two_at_once(self, first, second):
         def both():
@@ -308,6 +366,10 @@ class EngineModel(RuleBasedStateMachine):
 
     def teardown(self):
         try:
+            status = os.path.join(self.primary, S)
+            for name in os.listdir(status) if os.path.isdir(status) else ():
+                if name != "trash" and os.path.isdir(os.path.join(status, name)):
+                    shutil.rmtree(os.path.join(status, name))  # what the messages say to do
             if os.path.isdir(self.work):
                 # Whatever was killed, the documented recovery completes.
                 self._spaceport(lambda: deploy(self.primary, self.work, self.opts,
