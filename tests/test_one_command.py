@@ -223,3 +223,45 @@ def test_resume_finds_a_live_daemon_by_its_heartbeat(tmp_path, daemons):
     shutil.rmtree(os.path.join(work, ".spaceport"))
     marker = local_work.reattach(primary, os.path.abspath(work), opts, resume=True)
     assert marker.deployment_id == deployment
+
+
+@needs_fuse
+def test_a_marker_deleted_while_the_daemon_is_held_inside_an_autosave(tmp_path, daemons,
+                                                                       fuse):
+    """The same over the OneData-like mount, with the daemon's autosave held open at a gate
+    inside its commit while ``.spaceport/`` is deleted: nothing re-attaches or saves beside
+    it, the held autosave completes, and the index lost with the marker is rebuilt."""
+    primary, work = fuse.path, str(tmp_path / "w")
+    project(fuse.backing)
+    d = daemons(primary, work)
+    d.wait_phase("running")
+    deployment = read_lock_file(fuse.backing).deployment_id
+    gate = fuse.fs.hold(op="rename", path="/Held/*", times=1, timeout=60)
+    write(work, "Held/by-the-held-autosave.bin", b"held at the gate")
+    try:
+        fuse.fs.wait_held(gate, timeout=30)
+        shutil.rmtree(os.path.join(work, ".spaceport"))
+        write(work, "Runs/001/made-meanwhile.xmd", b"made while the marker was gone")
+        d.wait_for(lambda: os.path.exists(os.path.join(work, ".spaceport", "deployment.json")),
+                   10, "the marker written again")
+        for command in (["deploy", "--resume", primary, work, "--wait", "2"],
+                        ["save", work, "--wait", "2"]):
+            res = run_cli(*command)
+            assert res.code == EXIT_LOCK_LOST and "POST /save" in res.err, (command, res)
+        assert not os.path.exists(os.path.join(fuse.backing, "Runs/001/made-meanwhile.xmd"))
+    finally:
+        fuse.fs.release(gate)
+    for rel, data in (("Held/by-the-held-autosave.bin", b"held at the gate"),
+                      ("Runs/001/made-meanwhile.xmd", b"made while the marker was gone")):
+        d.wait_for(lambda rel=rel: os.path.exists(os.path.join(fuse.backing, rel)), 30,
+                   f"{rel} on the primary")
+        assert open(os.path.join(fuse.backing, rel), "rb").read() == data
+    assert "rebuilt from the working copy and the primary" in d.log()
+    d.signal(signal.SIGTERM)
+    assert d.wait_exit() == 0, d.log()
+    assert read_lock_file(fuse.backing) is None
+    assert not os.path.exists(os.path.join(work, "Runs"))  # cleaned: all was proven saved
+    assert f"deployment {deployment[:8]}" in d.log()  # the marker it put back was its own
+    leftovers = [n for _, _, names in os.walk(fuse.backing) for n in names
+                 if "spaceport-tmp" in n or "conflict" in n]
+    assert leftovers == []

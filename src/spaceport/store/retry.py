@@ -76,30 +76,46 @@ def inside_retry() -> bool:
     return getattr(_local, "depth", 0) > 0
 
 
-def retrying(policy: RetryPolicy, what: str, *, retry_if=is_retryable) -> tenacity.Retrying:
+def retrying(policy: RetryPolicy, what: str, *, retry_if=is_retryable,
+             failed_before: int = 0) -> tenacity.Retrying:
     """The retry loop of ``policy``: backoff with jitter, transient errors only, the gate
-    before each retry, a signal ends the backoff at once."""
+    before each retry, a signal ends the backoff at once. ``failed_before``: attempts that
+    already failed before this loop (each attempt of the loop is then a retry, gated; its
+    backoff goes on from theirs)."""
+    total = policy.attempts + failed_before
 
     def log_retry(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         log.warning("%s failed (%s), retrying in %.1fs (attempt %d of %d)", what, exc,
                     state.next_action.sleep if state.next_action else 0,
-                    state.attempt_number + 1, policy.attempts)
+                    state.attempt_number + 1 + failed_before, total)
 
     def gate(state: tenacity.RetryCallState) -> None:
-        if state.attempt_number > 1:
+        if state.attempt_number > 1 or failed_before:
             before_retry()
 
     return tenacity.Retrying(
         stop=tenacity.stop_after_attempt(max(1, policy.attempts)),
-        wait=tenacity.wait_exponential_jitter(multiplier=policy.initial_delay,
-                                              max=policy.max_delay, jitter=policy.initial_delay),
+        wait=tenacity.wait_exponential_jitter(
+            multiplier=policy.initial_delay * 2 ** failed_before, max=policy.max_delay,
+            jitter=policy.initial_delay),
         retry=tenacity.retry_if_exception(retry_if),
         before=gate,
         before_sleep=log_retry,
         sleep=stopping.sleep,  # a signal ends the backoff at once
         reraise=True,
     )
+
+
+def after_first_failure(policy: RetryPolicy, what: str, exc: OSError) -> RetryPolicy:
+    """The first attempt of a call failed with ``exc``, a transient error: say so, wait
+    the first backoff, and return the policy of the attempts left (see :func:`retrying`,
+    ``failed_before=1``). A call that succeeds at once never builds a retry loop: a scan
+    or a stage-in makes 10^5 calls on the primary."""
+    log.warning("%s failed (%s), retrying in %.1fs (attempt 2 of %d)", what, exc,
+                policy.initial_delay, policy.attempts)
+    stopping.sleep(policy.initial_delay)
+    return RetryPolicy(policy.attempts - 1, policy.initial_delay, policy.max_delay)
 
 
 def retry_call(policy: RetryPolicy, fn: Callable[..., T], *args, what: str = "",

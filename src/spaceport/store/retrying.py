@@ -34,8 +34,8 @@ import os
 import stat as stat_mod
 from typing import Callable, TypeVar
 
-from .base import Capabilities, DirItem, Store
-from .retry import RetryPolicy, inside_retry, retrying
+from .base import Capabilities, DetachedError, DirItem, Store, is_retryable
+from .retry import RetryPolicy, after_first_failure, inside_retry, retrying
 
 T = TypeVar("T")
 
@@ -66,20 +66,24 @@ class RetryingStore(Store):
               landed: Callable[[OSError], bool] | None = None) -> T:
         """``fn()``, retried; ``landed(exc)``, asked on a retry that failed, says whether an
         earlier attempt did what ``fn`` does (then the call is done)."""
-        if inside_retry() or self.policy.attempts <= 1:
-            return fn()
-        attempts = [0]
+        try:
+            return fn()  # the first attempt is a plain call: most calls succeed
+        except OSError as exc:
+            if inside_retry() or self.policy.attempts <= 1 or not is_retryable(exc) \
+                    or isinstance(exc, DetachedError):
+                raise
+            what = f"{what} on the primary"
+            rest = after_first_failure(self.policy, what, exc)
 
-        def attempt() -> T:
-            attempts[0] += 1
+        def again() -> T:
             try:
                 return fn()
             except OSError as exc:
-                if attempts[0] > 1 and landed is not None and landed(exc):
+                if landed is not None and landed(exc):
                     return None  # type: ignore[return-value]
                 raise
 
-        return retrying(self.policy, f"{what} on the primary")(attempt)
+        return retrying(rest, what, failed_before=1)(again)
 
     def _gone(self, rel: str) -> bool:
         try:
