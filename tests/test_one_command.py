@@ -265,3 +265,38 @@ def test_a_marker_deleted_while_the_daemon_is_held_inside_an_autosave(tmp_path, 
     leftovers = [n for _, _, names in os.walk(fuse.backing) for n in names
                  if "spaceport-tmp" in n or "conflict" in n]
     assert leftovers == []
+
+
+def test_where_a_folder_cannot_be_locked_busy_alone_holds_and_it_is_said(
+        tmp_path, monkeypatch, caplog):
+    """A filesystem that refuses to flock a folder (EBADF, as NFS does for a file open
+    read-only): busy alone keeps a second command out, with a warning; never an error."""
+    work = str(tmp_path / "w")
+    os.makedirs(os.path.join(work, ".spaceport"))
+    real_flock = worklock.fcntl.flock
+
+    def no_folder_locks(fd, op):
+        if os.path.isdir(f"/proc/self/fd/{fd}"):
+            raise OSError(9, "Bad file descriptor")
+        real_flock(fd, op)
+
+    monkeypatch.setattr(worklock.fcntl, "flock", no_folder_locks)
+    other = holder_process(f"""
+        import fcntl, os, time
+        fd = os.open({busy_path(work)!r}, os.O_RDWR | os.O_CREAT)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        print("held", flush=True)
+        time.sleep(600)
+    """)
+    try:
+        with pytest.raises(worklock.WorkBusyError):
+            with hold_work(work, "save", wait=0.2):
+                pass
+    finally:
+        other.kill()
+        other.wait()
+    with caplog.at_level("WARNING"):
+        with hold_work(work, "save", wait=0) as held:
+            assert held.root_fd == -1 and held.folder_intact()
+            assert json.loads(open(busy_path(work)).read())["pid"] == os.getpid()
+    assert "cannot lock a folder" in caplog.text

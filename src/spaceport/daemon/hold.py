@@ -60,6 +60,13 @@ class LockHold:
         running daemon (see the module docstring); report what cannot be put back."""
         if self.work_hold is None or not self.held:
             return
+        try:
+            self._keep_work()
+        except (OSError, SpaceportError) as exc:  # a full disk: said, and looked at again
+            self.state.problem("work", f"the work marker of {self.cfg.work} could not be "
+                               f"looked at or written again: {exc}")
+
+    def _keep_work(self) -> None:
         with self._keeping:
             if not self.work_hold.folder_intact():
                 self.state.problem("work", f"{self.cfg.work} is not the folder this daemon "

@@ -20,6 +20,11 @@ What is locked is the working copy's folder itself, and ``<work>/.spaceport/busy
   (same device and inode); if the path leads elsewhere (it was deleted or replaced between
   the open and the flock), the file at the path is locked instead.
 
+Where a folder cannot be flocked at all (EBADF, ENOLCK, EOPNOTSUPP: no filesystem in use here
+does that, but some network filesystems might), ``busy`` alone is locked, with a warning once.
+On NFS a folder's flock is local to the node (directories take no NFS lock), while ``busy``'s
+is the server's, across nodes, as before: together they keep both.
+
 A holder that lives long (the daemon) asks :meth:`WorkHold.folder_intact` and
 :meth:`WorkHold.repair` now and then: a ``busy`` deleted under it is written again, so that a
 second command names the daemon rather than "another spaceport command".
@@ -27,8 +32,10 @@ second command names the daemon rather than "another spaceport command".
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
+import logging
 import os
 import threading
 import time
@@ -46,6 +53,11 @@ DEFAULT_WAIT = 10.0  # seconds a command waits for another one on the same worki
 DAEMON_COMMAND = "run"
 
 NAME_GRACE = 0.5  # seconds a refused command waits for the holder's name to appear
+# A folder's flock refused by its filesystem (not "held by someone"): busy alone, said once.
+_NO_FOLDER_LOCK = frozenset({errno.EBADF, errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL,
+                             errno.ENOSYS})
+log = logging.getLogger(__name__)
+_said_no_folder_lock: set[str] = set()
 
 
 class WorkBusyError(SpaceportError):
@@ -123,6 +135,7 @@ class WorkHold:
         self.work = work
         self.command = command
         self.root_fd = -1
+        self.root_id: tuple[int, int] | None = None  # WORK's (device, inode) when taken
         self.busy_fd = -1
         self.record = b""
         self.users = 1  # re-entries of this process (the daemon runs saves inside)
@@ -130,18 +143,21 @@ class WorkHold:
     def try_take(self) -> bool:
         """Both locks, or neither (False: another process holds one)."""
         os.makedirs(marker_dir(self.work), exist_ok=True)
-        root = _lock_at(self.work, os.O_RDONLY | os.O_DIRECTORY)
+        root = self._lock_folder()
         if root is None:
             return False
         try:
             busy = _lock_at(busy_path(self.work), os.O_RDWR | os.O_CREAT)
         except BaseException:
-            os.close(root)
+            if root >= 0:
+                os.close(root)
             raise
         if busy is None:  # an older spaceport holds busy alone
-            os.close(root)
+            if root >= 0:
+                os.close(root)
             return False
-        self.root_fd, self.busy_fd = root, busy
+        st = os.stat(self.work)
+        self.root_fd, self.busy_fd, self.root_id = root, busy, (st.st_dev, st.st_ino)
         self.record = json.dumps({"command": self.command, "pid": os.getpid(),
                                   "host": hostname(),
                                   "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}).encode()
@@ -155,9 +171,28 @@ class WorkHold:
         except OSError:
             pass  # a full disk: the flock holds all the same; only the name is missing
 
+    def _lock_folder(self) -> int | None:
+        """The folder's lock: its descriptor, None if another process holds it, -1 if the
+        filesystem refuses to lock a folder (then busy alone holds the copy)."""
+        try:
+            return _lock_at(self.work, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as exc:
+            if exc.errno not in _NO_FOLDER_LOCK:
+                raise
+            if self.work not in _said_no_folder_lock:
+                _said_no_folder_lock.add(self.work)
+                log.warning("the filesystem of %s cannot lock a folder (%s): only "
+                            ".spaceport/busy keeps other commands out, and deleting it "
+                            "would let one in", self.work, exc.strerror)
+            return -1
+
     def folder_intact(self) -> bool:
         """Is WORK still the folder this process holds (not replaced, not unmounted)?"""
-        return _same_file(self.root_fd, self.work)
+        try:
+            st = os.stat(self.work)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == self.root_id
 
     def repair(self) -> str | None:
         """Put back ``busy`` if it was deleted or replaced (its folder too), locked: nobody
