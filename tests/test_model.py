@@ -3,8 +3,11 @@
 Hypothesis drives the real deploy, save and undeploy, in this process and as real
 ``spaceport`` processes killed at random moments (SIGKILL, SIGTERM, SIGINT, SIGHUP), through
 random edits, renames, deletes, same-size rewrites that put the old mtime back, direct edits
-and deletions on the primary, and two commands on one working copy at once. After every
-step it checks the three invariants of the issue against the files themselves:
+and deletions on the primary, two commands on one working copy at once, ``.spaceport/busy``
+deleted under a command that holds the copy (frozen with SIGSTOP there; nothing else may
+take the copy meanwhile, checked in /proc/locks), and a folder put where the status folder's
+heartbeat, journal or manifest goes (issue 18). After every step it checks the three
+invariants of the issue against the files themselves:
 
 1. no version that was ever in the working copy is lost: it is still there, or on the
    primary, or in the trash or a conflict copy. (A version the user replaced or deleted in
@@ -16,7 +19,8 @@ step it checks the three invariants of the issue against the files themselves:
    copy's file, and whose record of the primary still holds, has the same bytes there.
 
 At the end of every example a deploy --resume and an undeploy must both succeed (what was
-killed is resumable), and then every version owed is on the primary or in its trash.
+killed is resumable; a folder left in the status folder is first moved away, as its message
+says), and then every version owed is on the primary or in its trash.
 
 Every version is unique (it starts with its own number), so "found somewhere" is a search
 by content. CI runs SPACEPORT_MODEL_EXAMPLES examples of up to SPACEPORT_MODEL_STEPS steps
@@ -51,6 +55,7 @@ from spaceport.errors import SpaceportError
 from spaceport.formats.marker import index_path, read_marker
 from spaceport.safety.invariant import entry_at
 from spaceport.safety.lock import DEFAULT_STATUS_DIR
+from spaceport.safety.worklock import WorkBusyError, busy_path, hold_work, read_holder
 from spaceport.store import WORK_CAPABILITIES, PosixStore
 from spaceport.store.retry import RetryPolicy
 
@@ -81,6 +86,13 @@ def files_under(root: str) -> dict[str, bytes]:
             with open(path, "rb") as f:
                 out[rel] = f.read()
     return out
+
+
+def flock_holders() -> set[int]:
+    """Processes that hold a flock (any file), from /proc/locks."""
+    with open("/proc/locks") as f:
+        return {int(parts[4]) for parts in (line.split() for line in f)
+                if len(parts) > 4 and parts[1] == "FLOCK" and parts[4].isdigit()}
 
 
 class EngineModel(RuleBasedStateMachine):
@@ -242,6 +254,77 @@ class EngineModel(RuleBasedStateMachine):
     def killed(self, command, kill, delay):
         self._spaceport(lambda: self._process(command, kill=kill, delay=delay))
 
+    def _start(self, command: str, *extra: str) -> subprocess.Popen:
+        args = command.split()
+        args += [self.primary, self.work] if args[0] == "deploy" else [self.work]
+        return subprocess.Popen([sys.executable, "-m", "spaceport", *args, "--jobs", "2",
+                                 "--retries", "2", "--retry-delay", "0.01", *extra],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    @rule(first=st.sampled_from(COMMANDS), second=st.sampled_from(["save", "deploy --resume"]),
+          delay=st.floats(0.0, 0.05))
+    def busy_deleted_under_a_command(self, first, second, delay):
+        """``.spaceport/busy`` deleted while a command holds the working copy (issue 18):
+        nothing may take the copy while that command holds any lock of it (checked in
+        /proc/locks), and a second command after it must find everything in order. The
+        first is frozen (SIGSTOP) while busy is deleted and the copy probed: a command that
+        stalls in the middle is the case that matters, and the model's commands are quick."""
+        def run():
+            a = self._start(first, "--wait", "5")
+            deadline = time.monotonic() + 15
+            while a.poll() is None and read_holder(self.work).get("pid") != a.pid \
+                    and time.monotonic() < deadline:
+                time.sleep(0.002)
+            time.sleep(delay)
+            a.send_signal(signal.SIGSTOP)
+            try:
+                self._probe_after_deleting_busy(first, a)
+            finally:
+                a.send_signal(signal.SIGCONT)
+            b = self._start(second, "--wait", "10")
+            for command, proc in ((first, a), (second, b)):
+                _, err = proc.communicate(timeout=120)
+                err = err.decode(errors="replace")
+                assert "Traceback" not in err and "Stale file handle" not in err, err
+                assert proc.returncode in EXIT_OK, (command, proc.returncode, err)
+            event(f"{second} after a busy file was deleted: exit {b.returncode}")
+        self._spaceport(run)
+
+    def _probe_after_deleting_busy(self, first: str, a: subprocess.Popen) -> None:
+        try:
+            os.unlink(busy_path(self.work))
+        except FileNotFoundError:
+            pass
+        try:
+            with hold_work(self.work, "probe", wait=0):
+                # Ours: the first holds no lock of any kind any more (with busy alone it
+                # would still hold the deleted busy file's, believing it had the copy).
+                assert a.pid not in flock_holders(), f"{first} and this probe at once"
+                event(f"busy deleted under {first}: it had finished")
+        except WorkBusyError:
+            event(f"busy deleted under {first}: the copy stayed its own")
+
+    @rule(which=st.sampled_from(["heartbeat", "journal.jsonl", "links.jsonl"]),
+          clear=st.booleans())
+    def status_file_in_the_way(self, which, clear):
+        """A folder where spaceport writes a file of the status folder (or, ``clear``, the
+        documented way out: moved away). Nothing may be lost, whichever way it goes."""
+        status = os.path.join(self.primary, S)
+        marker = read_marker(self.work) if self.deployed() else None
+        name = f"heartbeat.{marker.deployment_id}" if which == "heartbeat" and marker else which
+        path = os.path.join(status, name)
+        if clear:
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+                event(f"{which} in the way: cleared")
+            return
+        if which == "heartbeat" and marker is None or not os.path.isdir(status):
+            return
+        if os.path.isfile(path):
+            os.unlink(path)
+        os.makedirs(path, exist_ok=True)
+        event(f"{which} in the way")
+
     @rule(first=st.sampled_from(COMMANDS), second=st.sampled_from(["save", "deploy --resume"]))
     def two_at_once(self, first, second):
         def both():
@@ -308,6 +391,10 @@ class EngineModel(RuleBasedStateMachine):
 
     def teardown(self):
         try:
+            status = os.path.join(self.primary, S)
+            for name in os.listdir(status) if os.path.isdir(status) else ():
+                if name != "trash" and os.path.isdir(os.path.join(status, name)):
+                    shutil.rmtree(os.path.join(status, name))  # what the messages say to do
             if os.path.isdir(self.work):
                 # Whatever was killed, the documented recovery completes.
                 self._spaceport(lambda: deploy(self.primary, self.work, self.opts,

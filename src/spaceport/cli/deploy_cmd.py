@@ -109,7 +109,8 @@ def deploy(ctx, primary, work, resume, discard_local, yes, take_over_stale, dry_
     primary = resolve_space(primary, space_folder, "PRIMARY", opts)
     log_to_work(work, "deploy")
     if dry_run:
-        preview = preview_deploy(primary, work, opts)
+        preview = preview_deploy(primary, work, opts, resume=resume,
+                                 discard_local=discard_local)
         out.print("\n".join(preview.lines()), markup=False)
         if preview.outcome():
             raise preview.outcome()
@@ -368,10 +369,8 @@ def what_stays(work: str, report) -> str:
     kept = {"log": "the log of what was done (.spaceport/log/)",
             "discarded": "the files --discard-local set aside (.spaceport/discarded/)"}
     held = [kept[name] for name in report.kept]
-    if report.left:  # never saved: excluded, reserved names, special files
-        held.append(f"what was never saved ({', '.join(report.left[:5])}"
-                    + (f" and {len(report.left) - 5} more" if len(report.left) > 5 else "")
-                    + ": excluded by --exclude, a reserved name or a special file)")
+    if report.left:  # never project data: named one by one in the warnings above
+        held.append(f"{count(len(report.left), 'entry')} never saved (named above)")
     if report.mount_point:
         return (f"The folder {work} stays: it is a mount point, and the volume is not "
                 "spaceport's to remove" + (f". In it, {' and '.join(held)}." if held else "."))

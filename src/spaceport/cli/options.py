@@ -88,8 +88,10 @@ def storage_options(fn):
     fn = env_option("--retry-delay", default=0.5, show_default=True, type=click.FloatRange(0),
                     help="First backoff delay in seconds; it doubles up to 15 s.")(fn)
     fn = env_option("--retries", default=5, show_default=True, type=click.IntRange(1, 100),
-                    help="Attempts for a storage call that fails with a transient error "
-                         "(EIO, ENOTCONN...), with exponential backoff.")(fn)
+                    help="Attempts for every call on the primary storage (the lock, files, "
+                         "folders, the trash, manifest and journal) that fails with a "
+                         "transient error (EIO, ENOTCONN, ETIMEDOUT, ESTALE...), with "
+                         "exponential backoff. Permanent errors are never retried.")(fn)
     return fn
 
 

@@ -7,6 +7,7 @@ import sys
 import click
 
 from ..engine.progress import Tracker
+from ..errors import EXIT_UNAVAILABLE
 from ..wording import count
 from .options import (
     env_option,
@@ -40,7 +41,8 @@ def status(ctx, work, primary, as_json, **_):
     or (with --primary) who holds a primary folder, its recent saves and its trash.
 
     WORK left out (and no --primary): the working copy the current folder is in.
-    Exits 1 if WORK is not a spaceport working copy."""
+    Exits 1 if WORK is not a spaceport working copy, 6 if its primary cannot be reached
+    (what the working copy alone shows is shown all the same)."""
     from ..commands.status import format_status, primary_status, work_status
 
     if work and primary:
@@ -54,6 +56,8 @@ def status(ctx, work, primary, as_json, **_):
     out.print(format_status(facts), markup=False)
     if work and not facts.get("deployed", True):
         sys.exit(1)
+    if facts.get("primary_unreachable"):
+        sys.exit(EXIT_UNAVAILABLE)
 
 
 @click.command()

@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from ..engine.filters import compile_excludes
-from ..engine.index import Index
 from ..engine.plan import unsaved_summary
 from ..engine.scan import Kind, scan_tree
-from ..errors import FormatError, SpaceportError
+from ..errors import FormatError, SpaceportError, StorageUnavailableError
 from ..formats.journal import read_tail
 from ..formats.legacy import (
     TOP_LEVEL_NAMES,
@@ -32,11 +31,11 @@ from ..formats.marker import (
     DEPLOYING,
     MARKER_DIR,
     MARKER_FILE,
-    index_path,
     read_marker,
     read_undeployed_record,
     require_marker,
 )
+from ..formats.statusfile import StatusFileError
 from ..formats.trash import list_batches
 from ..safety.deletion_guard import held_summary
 from ..safety.lock import (
@@ -48,11 +47,12 @@ from ..safety.lock import (
 )
 from ..safety.worklock import DAEMON_COMMAND, who_holds
 from ..store.base import Store
+from ..store.retry import is_unavailable, unavailable
 from ..store.sides import open_primary, open_work
 from ..wording import count, duration, human_size, quote, show_path
 from .deploy.linksource import links_to_restore, with_primary_links
 from .options import Options
-from .workcopy import pending_changes
+from .workcopy import look_at_index, pending_changes
 
 
 def lock_facts(holder, store: Store, status_dir: str) -> dict | None:
@@ -102,7 +102,7 @@ def work_status(work_path: str, opts: Options) -> dict:
     holder = facts["kept_by"] = who_holds(work_path)
     facts["deploy_interrupted"] = marker.phase == DEPLOYING and (
         holder is None or holder.get("command") not in ("deploy", DAEMON_COMMAND))
-    index = Index(index_path(work_path))
+    index = look_at_index(work_path)
     try:
         facts["last_save"] = index.get_meta("last_save")
         facts["known_entries"] = index.count()
@@ -119,6 +119,14 @@ def work_status(work_path: str, opts: Options) -> dict:
         facts["lock"] = None
         facts["lock_error"] = str(exc)
         facts["lock_is_ours"] = None
+        if isinstance(exc, StorageUnavailableError) or is_unavailable(exc):
+            # Said in words, and the exit code says it too (6): what follows (the unsaved
+            # changes) is read from the working copy alone.
+            error = exc if isinstance(exc, StorageUnavailableError) else \
+                unavailable(exc, marker.primary)
+            facts["primary_unreachable"] = facts["lock_error"] = (
+                f"{error.message} Check the mount (oneclient), then look again; below, what "
+                "the working copy alone shows.")
     facts["special"] = []
     facts["pending"] = pending_changes(work_path, marker, facts["special"]).summary()
     return facts
@@ -133,11 +141,16 @@ def primary_status(primary_path: str, opts: Options) -> dict:
         try:
             manifest = read_manifest_full(primary, status_dir)
             facts["manifest_links"] = None if manifest is None else len(manifest.links)
-        except FormatError as exc:
+        except (FormatError, StatusFileError) as exc:
             facts["manifest_error"] = exc.message
         facts.update(legacy_facts(primary, status_dir, opts, manifest,
                                   "manifest_error" in facts))
-        facts["recent_saves"] = read_tail(primary, status_dir)
+        try:
+            facts["recent_saves"] = read_tail(primary, status_dir)
+        except StatusFileError as exc:
+            facts["recent_saves"], facts["journal_error"] = [], str(exc)
+        record = held_record(facts["recent_saves"])
+        facts["held_on_primary"] = record["held"] if record else None
         facts["trash"] = [{"batch": b.name, "files": b.files, "bytes": b.bytes}
                           for b in list_batches(primary, status_dir)]
     return facts
@@ -203,16 +216,9 @@ def format_status(facts: dict) -> str:
                                          else count(links, "link"))
                      + (f"  ({facts['manifest_error']})" if facts.get("manifest_error") else ""))
         lines += _legacy_lines(facts)
-        for save in facts["recent_saves"]:
-            lines.append(f"saved         {save.get('time')}  "
-                         f"{count(save.get('uploaded') or 0, 'file')} uploaded, "
-                         f"{human_size(save.get('bytes') or 0)}, {save.get('deleted') or 0} "
-                         f"deleted ({save.get('instance') or save.get('host') or 'unknown'})")
-            held = save.get("held_deletions")
-            if held:
-                lines.append(f"              {count(held.get('count') or 0, 'deletion')} held "
-                             f"(still on the primary): {held.get('reason')}")
-                lines += [f"                {show_path(p)}" for p in held.get("sample") or ()]
+        if facts.get("journal_error"):
+            lines.append(f"saved         {facts['journal_error']}")
+        lines += journal_lines(facts["recent_saves"])
         for batch in facts["trash"]:
             lines.append(f"trash         {batch['batch']}  {count(batch['files'], 'file')}, "
                          f"{human_size(batch['bytes'])}")
@@ -259,6 +265,41 @@ def _unsaved_lines(pending: dict, interrupted: bool) -> list[str]:
     if more > 0:
         lines.append(f"                ... and {count(more, 'more file')}")
     return lines
+
+
+def journal_lines(saves: list[dict]) -> list[str]:
+    """The recent saves; held deletions as the latest record says: a record of held
+    deletions that a later save settled (or held anew) is history, not the state."""
+    lines = []
+    for i, save in enumerate(saves):
+        lines.append(f"saved         {save.get('time')}  "
+                     f"{count(save.get('uploaded') or 0, 'file')} uploaded, "
+                     f"{human_size(save.get('bytes') or 0)}, {save.get('deleted') or 0} "
+                     f"deleted ({save.get('instance') or save.get('host') or 'unknown'})")
+        held, settled = save.get("held_deletions"), save.get("held_deletions_settled")
+        if held and held_record(saves[i + 1:]) is not None:
+            lines.append(f"              {count(held.get('count') or 0, 'deletion')} held "
+                         "then; a later save settled them or held others (below)")
+        elif held:
+            lines.append(f"              {count(held.get('count') or 0, 'deletion')} held "
+                         f"(still on the primary): {held.get('reason')}")
+            lines += [f"                {show_path(p)}" for p in held.get("sample") or ()]
+        if settled:
+            before = count(settled.get("count") or 0, "deletion")
+            lines.append(f"              none held any more ({before} held before: carried "
+                         "out, or the files came back)")
+    return lines
+
+
+def held_record(saves: list[dict]) -> dict | None:
+    """The newest journal record that says what is held: ``{"held": summary}`` or
+    ``{"held": None}`` once settled; None if no save says."""
+    for save in reversed(saves):
+        if save.get("held_deletions_settled") and not save.get("held_deletions"):
+            return {"held": None}
+        if save.get("held_deletions"):
+            return {"held": save["held_deletions"]}
+    return None
 
 
 def held_lines(facts: dict) -> list[str]:

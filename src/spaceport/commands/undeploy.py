@@ -21,12 +21,15 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import stat as stat_mod
 from dataclasses import dataclass, field
 
+from ..engine.filters import Exclude, compile_excludes
 from ..engine.index import Index
 from ..engine.plan import links_for_manifest, unsaved_summary
 from ..engine.scan import Kind
 from ..errors import NotSavedError, PartialSaveError, RefusedError
+from ..formats.legacy import TOP_LEVEL_NAMES as LEGACY_TOP_NAMES
 from ..formats.links import MANIFEST_STATE, read_manifest_full
 from ..formats.marker import (MARKER_DIR, REMOVING, UNDEPLOYED, Marker, marker_dir, read_marker,
                               read_undeployed_record, write_marker, write_undeployed_record)
@@ -252,11 +255,48 @@ def _remove_saved(work_path: str, marker: Marker, index: Index, work) -> list[st
             f"and are kept:\n{shown}\nThe lock is kept too: {STOP_THE_APP}.",
             hint="Nothing was lost; what was removed is saved on the primary.")
     ignore = {MARKER_DIR} | volume_artifacts(work_path)
-    left = sorted(name for name in os.listdir(work_path) if name not in ignore)
-    why = "a reserved name, a special file" + (
-        ", or what the working copy's --exclude patterns leave out" if marker.exclude else
-        " or a name spaceport never saw")
-    for name in left:
-        log.warning("%s is left in the working copy: it holds what was never saved (%s)",
-                    os.path.join(work_path, name), why)
+    left = left_over(work_path, ignore, {marker.status_dir} | LEGACY_TOP_NAMES,
+                     compile_excludes(marker.exclude))
+    for path, why in left:
+        log.warning("%s is left in the working copy: it was never saved (%s)",
+                    os.path.join(work_path, path), why)
+    return [path for path, _ in left]
+
+
+def left_over(work_path: str, ignore: set[str], reserved: set[str],
+              excluded: Exclude | None = None) -> list[tuple[str, str]]:
+    """What stays in WORK after the removal, by the entries themselves, not the folders
+    that hold them: a fifo in ``proj/Tmp/`` is named as ``proj/Tmp/fifo`` (the folders
+    above it stay only because it is in them); what ``excluded`` leaves out is named as
+    such, a folder of it whole. (path, why) for each."""
+    left = []
+    stack = [name for name in sorted(os.listdir(work_path), reverse=True)
+             if name not in ignore]
+    while stack:
+        rel = stack.pop()
+        path = os.path.join(work_path, rel)
+        st = os.lstat(path)
+        if excluded and excluded.excludes(rel, stat_mod.S_ISDIR(st.st_mode)):
+            left.append((rel, "excluded by the working copy's --exclude patterns"))
+            continue
+        if stat_mod.S_ISDIR(st.st_mode):
+            inside = sorted(os.listdir(path), reverse=True)
+            if inside and "/" not in rel and rel in reserved:
+                left.append((rel, "a reserved name"))
+            elif inside:
+                stack.extend(f"{rel}/{name}" for name in inside)
+            else:
+                left.append((rel, "an empty folder"))
+            continue
+        if "/" not in rel and rel in reserved:
+            why = "a reserved name"
+        elif stat_mod.S_ISFIFO(st.st_mode):
+            why = "a fifo: special files cannot be saved"
+        elif stat_mod.S_ISSOCK(st.st_mode):
+            why = "a socket: special files cannot be saved"
+        elif stat_mod.S_ISCHR(st.st_mode) or stat_mod.S_ISBLK(st.st_mode):
+            why = "a device: special files cannot be saved"
+        else:
+            why = "written after the final check"
+        left.append((rel, why))
     return left

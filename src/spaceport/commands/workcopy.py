@@ -29,16 +29,10 @@ from ..engine.scan import ScanResult, scan_tree
 from ..engine.snapshot import fold_companions
 from ..errors import LockLostError
 from ..formats.legacy import TOP_LEVEL_NAMES as LEGACY_TOP_NAMES
-from ..formats.marker import (
-    MARKER_DIR,
-    Marker,
-    index_path,
-    require_marker,
-    work_id,
-    write_marker,
-)
+from ..formats.marker import (DEPLOYED, MARKER_DIR, Marker, index_path, require_marker, work_id,
+                              write_marker)
 from ..safety.invariant import prove_by_content, settle_asides
-from ..safety.lock import DeploymentLock, WorkCopy, lock_id, read_lock
+from ..safety.lock import DeploymentLock, UnreadableLock, WorkCopy, lock_id, read_lock
 from ..safety.worklock import hold_work
 from ..store.base import Store
 from ..store.posix import PosixStore
@@ -58,7 +52,7 @@ class WorkingCopy:
     path: str
     marker: Marker
     opts: Options
-    primary: PosixStore
+    primary: Store  # the primary, every call retried (store.retrying)
     work: PosixStore
     lock: DeploymentLock | None = None  # the deployment lock, once adopted (or handed in)
     _index: Index | None = field(default=None, repr=False)
@@ -200,6 +194,12 @@ def adopt_lock(primary: Store, marker: Marker, work_path: str) -> DeploymentLock
     if holder is None:
         hint += (" If the primary is a OneData mount, check that it is mounted: an unmounted "
                  "mount point looks exactly like this.")
+    elif isinstance(holder, UnreadableLock):
+        hint += (f" Nobody can tell who holds the primary while its lock cannot be read. If "
+                 f"this working copy's deployment is the only one, look at {holder.file} "
+                 f"on the primary; 'spaceport unlock --force {primary.root}' sets it aside, "
+                 f"and 'spaceport deploy --resume {primary.root} {work_path}' then saves this "
+                 "copy under a lock of its own.")
     raise LockLostError(f"this working copy's deployment does not hold the lock on "
                         f"{primary.root}: {what}.", hint=hint)
 
@@ -208,7 +208,7 @@ def pending_changes(work_path: str, marker: Marker,
                     special: list[str] | None = None) -> SavePlan:
     """What a save would do now (used by status and the unsaved-work check of deploy);
     the special files found are added to ``special`` if given. Holds nothing: a look."""
-    index = Index(index_path(work_path))
+    index = look_at_index(work_path)
     try:
         with open_work(work_path, marker.token) as work:
             scan = scan_work(work, marker)
@@ -217,6 +217,13 @@ def pending_changes(work_path: str, marker: Marker,
             return plan_save(scan, index)
     finally:
         index.close()
+
+
+def look_at_index(work_path: str) -> Index:
+    """The state index for a look (status), never created by it: a missing index is read as
+    an empty one in memory, so that the next save still sees it missing and rebuilds it."""
+    path = index_path(work_path)
+    return Index(path if os.path.exists(path) else ":memory:")
 
 
 def open_or_rebuild_index(work_path: str, marker: Marker, primary: Store, work: Store,
@@ -230,12 +237,19 @@ def open_or_rebuild_index(work_path: str, marker: Marker, primary: Store, work: 
     at the price of reading the files both sides hold.
     """
     path = index_path(work_path)
-    try:
-        return Index(path)
-    except IndexDamagedError as exc:
-        aside = Index.set_aside(path, utcnow().strftime("%Y%m%dT%H%M%SZ"))
-        log.warning("%s; it was moved to %s and is rebuilt from the working copy and the "
-                    "primary", exc.message, aside)
+    if marker.phase == DEPLOYED and not os.path.exists(path):
+        # A finished deployment always has its index: this one was deleted (with the
+        # marker, under a daemon that wrote the marker again). An empty index would prove
+        # nothing saved and keep no conflict: rebuilt like a damaged one.
+        log.warning("the state index %s is gone; it is rebuilt from the working copy and "
+                    "the primary", path)
+    else:
+        try:
+            return Index(path)
+        except IndexDamagedError as exc:
+            aside = Index.set_aside(path, utcnow().strftime("%Y%m%dT%H%M%SZ"))
+            log.warning("%s; it was moved to %s and is rebuilt from the working copy and the "
+                        "primary", exc.message, aside)
     index = Index(path)
     prove_by_content(scan_work(work, marker), index, primary, work, jobs=opts.jobs)
     index.set_meta(REBUILT, "1")  # the next save keeps differing primary versions

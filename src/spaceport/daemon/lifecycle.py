@@ -59,7 +59,8 @@ class Daemon:
         try:
             # The working copy is ours for the whole life: a command beside the daemon, or a
             # second daemon, is refused instead of becoming a second writer.
-            with hold_work(self.cfg.work, DAEMON_COMMAND, wait=0):
+            with hold_work(self.cfg.work, DAEMON_COMMAND, wait=0) as held:
+                self.hold.work_hold = held
                 code = self._life()
         except SpaceportError as exc:
             code = self._failed(exc, exc.exit_code)

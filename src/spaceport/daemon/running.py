@@ -22,6 +22,8 @@ from .state import RUNNING, State, Worker
 log = logging.getLogger("spaceport.daemon")  # its name from before the package
 LOOK_EVERY = 10.0  # seconds between looks at the unsaved changes (at most the interval)
 
+KEEP_WORK_SECONDS = 1.0  # how often the working copy's marker and busy record are looked at
+
 
 class Autosaves:
     """Saves the working copy while the daemon runs; ``worker`` is the save under way."""
@@ -45,11 +47,17 @@ class Autosaves:
             self.state.set_phase(RUNNING, f"autosave every {duration(interval)}")
         failures = 0
         next_at = time.monotonic() + (0.0 if self.state.resumed else interval)
+        kept_at = 0.0
         while True:
             self.loop.apply_signals()
             if self.stops.shutdown.is_set():
                 return
             now = time.monotonic()
+            if now - kept_at >= KEEP_WORK_SECONDS:
+                # A few local stats: a marker deleted under the daemon is put back within a
+                # second, before a command beside it could take it for a lost one.
+                kept_at = now
+                self.hold.keep_work()
             if self.worker is not None and not self.worker.is_alive():
                 ok = self._done(self.worker)
                 self.worker = None
@@ -96,6 +104,7 @@ class Autosaves:
     def _save(self, task: str):
         confirmed = self.confirmed
         with self.hold.busy:
+            self.hold.keep_work()
             report = save(self.cfg.work, self.opts, task=task, stop=self.stops.save_stop,
                           confirmed=confirmed)
         self.held_paths = report.held_paths

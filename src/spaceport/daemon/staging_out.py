@@ -83,6 +83,7 @@ class StagingOut:
     def _final_attempt(self) -> None:
         # One working copy held through the final save, the proof, the release and the
         # clean-up (the daemon holds it already; this only opens what a save needs).
+        self.hold.keep_work()
         with open_copy(self.cfg.work, self.opts, "final save") as copy:
             with self.hold.busy:
                 # Saved and proven saved (spaceport.commands.undeploy): what the primary

@@ -288,6 +288,8 @@ class Copier:
                                           mtime_ns=before.st_mtime_ns)
         except BaseException:
             self.tracker.advance(self.task, nbytes=-moved[0])
+            if self.fence is not None:  # its rename may have landed: the retry is fenced anew
+                self.fence.attempted(job.path)
             raise
         if self.fence is not None:
             self.fence.committed(job.path)

@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 
 from ..errors import FormatError, UsageError
 from ..store.base import Store, join, relative_path_problem
+from .statusfile import is_status_file_problem, status_file_error
 from ..wording import quote
 
 MANIFEST_NAME = "links.jsonl"
@@ -228,9 +229,21 @@ def parse_manifest(raw: bytes, where: str = MANIFEST_NAME, file: str = MANIFEST_
 
 def write_manifest(store: Store, status_dir: str, links: list[Link], root: str,
                    notes: dict | None = None) -> None:
-    """Atomically replace the manifest (temporary file, then rename)."""
-    store.write_bytes_atomic(join(status_dir, MANIFEST_NAME),
-                             encode_manifest(links, root, notes))
+    """Atomically replace the manifest (temporary file, then rename). A manifest that cannot
+    be written for good (a folder in its place) stops the save there, named: the links are
+    project data (StatusFileError, exit 1)."""
+    rel = join(status_dir, MANIFEST_NAME)
+    try:
+        store.write_bytes_atomic(rel, encode_manifest(links, root, notes))
+    except OSError as exc:
+        if not is_status_file_problem(exc):
+            raise
+        raise status_file_error(
+            store, rel, "the link manifest", exc,
+            meaning="the links of this working copy could not be recorded on the primary. "
+                    "Everything else of the save is there, and the links are kept in the "
+                    "working copy; the lock and the working copy are kept until they are "
+                    "recorded (an undeploy does not remove the copy before).") from exc
 
 
 def read_manifest_full(store: Store, status_dir: str) -> Manifest | None:
@@ -240,6 +253,13 @@ def read_manifest_full(store: Store, status_dir: str) -> Manifest | None:
         raw = store.read_bytes(rel)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        if not is_status_file_problem(exc):
+            raise
+        raise status_file_error(
+            store, rel, "the link manifest", exc,
+            meaning="the links recorded on the primary cannot be read, so they cannot be "
+                    "restored or compared; nothing was changed.") from exc
     return parse_manifest(raw, os.path.join(store.root, rel), rel)
 
 

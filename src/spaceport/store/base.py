@@ -258,12 +258,17 @@ class Store(ABC):
                 pass
 
     def read_bytes(self, rel: str) -> bytes:
+        return self.read_file(rel)[0]
+
+    def read_file(self, rel: str) -> tuple[bytes, os.stat_result]:
+        """The bytes of ``rel`` and the stat of the very file they were read from."""
         fd = self.open_read(rel)
         try:
+            st = os.fstat(fd)
             chunks = []
             while chunk := os.read(fd, 1 << 20):
                 chunks.append(chunk)
-            return b"".join(chunks)
+            return b"".join(chunks), st
         finally:
             os.close(fd)
 

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from ...clock import iso
 from ...formats.journal import JOURNAL_NAME, append_entry
+from ...formats.statusfile import StatusFileError, say_once
 from ...formats.trash import purge
 from ..failures import partial_error
 from .run import SaveRun
@@ -23,7 +24,10 @@ def finish(run: SaveRun) -> None:
                             "are kept.")
     stamp = iso(run.now)
     run.index.set_meta("last_save", stamp)
-    run.lock.heartbeat(last_save=stamp)
+    try:
+        run.lock.heartbeat(last_save=stamp)
+    except StatusFileError as exc:  # the files are saved: a heartbeat is no reason to fail
+        say_once(f"{exc.message} {exc.hint}")
     _journal(run, stamp)
     try:
         retention = timedelta(days=run.opts.trash_retention_days)
@@ -45,11 +49,16 @@ def _journal(run: SaveRun, stamp: str) -> None:
     if held:
         line["held_deletions"] = {k: r.held[k] for k in
                                   ("count", "files", "reason", "top_level", "sample")}
+    if r.held_settled:  # else status --primary would show the last held ones for ever
+        line["held_deletions_settled"] = {"count": r.held_settled}
     if not (r.uploaded or r.deleted or r.dirs_created or r.manifest_written or r.moved
-            or held):
+            or held or r.held_settled):
         return  # keep the journal to saves that changed something
     try:
         run.fence.commit(JOURNAL_NAME, lambda: append_entry(
             run.primary, run.marker.status_dir, line))
     except OSError as exc:
-        log.warning("could not append to the save journal: %s", exc)
+        if isinstance(exc, StatusFileError):
+            say_once(f"{exc.message} {exc.hint}")
+        else:
+            log.warning("could not append to the save journal: %s", exc)

@@ -39,6 +39,7 @@ class SaveReport:
     held: dict | None = None  # deletions the guard held (deletion_guard.Held.summary)
     held_paths: list[str] = field(default_factory=list)  # all of them
     held_new: bool = False  # not held (or not these) by the save before
+    held_settled: int = 0  # deletions the save before held, none held now (done, or back)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)

@@ -18,6 +18,9 @@ from ...errors import FormatError, LockLostError
 from ...formats.cerit import CERIT_LOCK
 from ...hostinfo import ProcessIdentity, hostname
 from ...store.base import Store, join
+from ...formats.statusfile import (StatusFileError, is_status_file_problem, say_once,
+                                   status_file_error)
+from ...store.retry import commit_gate
 from .reading import (
     describe,
     file_identity,
@@ -79,7 +82,7 @@ class DeploymentLock:
         holder = read_lock(store, status_dir)
         if lock_id(holder) == deployment_id:
             lock = cls.resume(store, status_dir, holder, work, info)
-            lock.heartbeat()  # a new process (a restarted daemon) beats from now on
+            lock.first_beat()  # a new process (a restarted daemon) beats from now on
             lock.keep_mirror()
             return lock
         if holder is not None:
@@ -89,7 +92,7 @@ class DeploymentLock:
             info.cerit_lock = CERIT_LOCK  # recorded in our lock: the mirror is known as ours
         lock = cls(store, status_dir, info)
         lock._publish()
-        lock.heartbeat()
+        lock.first_beat()
         try:
             keep_mirror(store, info, taking=True)
         except BaseException:
@@ -168,7 +171,34 @@ class DeploymentLock:
             beat = Heartbeat(self.info.deployment_id, secrets.token_hex(8), iso(utcnow()),
                              hostname(), proc.pid, proc.boot_id, proc.pid_ns, proc.started,
                              self.last_save)
-            self.store.write_bytes_atomic(self.heartbeat_rel, beat.to_json())
+            self._write_beat(beat)
+
+    def _write_beat(self, beat: Heartbeat) -> None:
+        try:
+            # A retried write (a transient error: spaceport.store.retrying) reads the lock
+            # again first: the heartbeat is written only while the lock is ours.
+            with commit_gate(self.verify):
+                self.store.write_bytes_atomic(self.heartbeat_rel, beat.to_json())
+        except OSError as exc:
+            if not is_status_file_problem(exc):
+                raise
+            raise status_file_error(
+                self.store, self.heartbeat_rel, "the heartbeat file", exc,
+                meaning="this deployment's heartbeat cannot be written. Nothing else depends "
+                        "on it here, but other nodes cannot see this deployment beat (a "
+                        "daemon's lock then looks stale to them after its stale-after time), "
+                        "and status shows no last save.",
+                todo=f"Move what is at {self.store.abspath(self.heartbeat_rel)} out of the "
+                     "status folder (only spaceport writes there): the next save, or the "
+                     "daemon's next beat, writes the heartbeat anew.") from exc
+
+    def first_beat(self) -> None:
+        """The heartbeat of a lock just taken: one that cannot be written is said, and the
+        deployment goes on (the lock is ours; the holder says it again at each beat)."""
+        try:
+            self.heartbeat()
+        except StatusFileError as exc:
+            say_once(f"{exc.message} {exc.hint}")
 
     def keep_mirror(self) -> None:
         """CERIT's lock is still our mirror (written again if it was removed); CeritLockTaken

@@ -18,8 +18,8 @@ from ...errors import LockLostError
 from ...formats.legacy import LegacyLock, read_legacy_lock, set_aside_legacy_lock
 from ...store.base import Store, join
 from .mirror import drop_mirror, forget_mirror_of
-from .reading import describe, lock_id, read_lock
-from .record import HEARTBEAT_PREFIX, LOCK_NAME, parse_lock
+from .reading import describe, lock_id, read_lock, read_moved
+from .record import HEARTBEAT_PREFIX, LOCK_NAME
 
 log = logging.getLogger("spaceport.safety.lock")  # one logger for the whole lock package
 
@@ -58,7 +58,7 @@ def release_ours(store: Store, status_dir: str, deployment_id: str,
         store.rename(join(status_dir, LOCK_NAME), mine)
     except FileNotFoundError:
         verify()  # raises LockLostError: there is no lock at all
-    moved = parse_lock(mine, store.read_bytes(mine))
+    moved = read_moved(store, mine)
     if lock_id(moved) != deployment_id:
         keep_broken(store, status_dir, mine, moved)
         raise LockLostError(
@@ -89,7 +89,7 @@ def set_aside(store: Store, status_dir: str, expected: str | None = None, *,
         store.rename(lock_rel, aside)
     except FileNotFoundError:
         return None
-    moved = parse_lock(aside, store.read_bytes(aside))
+    moved = read_moved(store, aside)
     if expected is not None and lock_id(moved) != expected:
         keep_broken(store, status_dir, aside, moved)
         return None
