@@ -195,6 +195,10 @@ def save(ctx, work, dry_run, allow_mass_delete, **_):
                  if report.deleted else "")
               + (f" (batch {report.trash_batch})" if report.trash_batch else "")
               + (", link manifest written" if report.manifest_written else "")
+              + (f" (the previous one, with {count(report.links_dropped, 'link')} no longer "
+                 "there, kept in the trash)" if report.links_dropped > 0 else
+                 " (the previous one, unreadable, kept in the trash)"
+                 if report.links_dropped < 0 else "")
               + f", {count(plan['unchanged'], 'entry')} unchanged, in {report.seconds:.2f} s",
               markup=False)
     for path, kept_as in report.conflicts:

@@ -215,13 +215,15 @@ def held_lines(facts: dict) -> list[str]:
     lines = []
     held = facts.get("held_deletions")
     if held:
+        links = f", {count(held['links'], 'link')}" if held.get("links") else ""
         lines.append(f"held          {count(held['count'], 'deletion')} "
-                     f"({count(held['files'], 'file')}) since {held.get('since') or '?'}: the "
+                     f"({count(held['files'], 'file')}{links}) since {held.get('since') or '?'}: the "
                      f"working copy looks wrong: {held['reason']}")
         lines += [f"                {show_path(p)}" for p in held["sample"][:10]]
         if held["count"] > min(len(held["sample"]), 10):
             lines.append(f"                ... and {held['count'] - min(len(held['sample']), 10)} more")
-        lines.append(f"              they stay on the primary; to carry them out: spaceport "
+        kept = "stay on the primary (the links in the manifest)" if links else "stay on the primary"
+        lines.append(f"              they {kept}; to carry them out: spaceport "
                      f"save --allow-mass-delete {facts['work']} (or POST /confirm-deletions "
                      "to its daemon)")
     special = facts.get("special") or []

@@ -164,6 +164,7 @@ class Manifest:
     refused: list[Unrestored] = field(default_factory=list)
     unrestored: list[Unrestored] = field(default_factory=list)  # recorded by earlier saves
     imported_from: dict | None = None
+    root: str | None = None  # the work root the links were captured under
 
 
 def decode_manifest(raw: bytes, where: str = MANIFEST_NAME) -> list[Link]:
@@ -221,6 +222,10 @@ def parse_manifest(raw: bytes, where: str = MANIFEST_NAME, file: str = MANIFEST_
         raise FormatError(f"{where}: the header's list of links not restored is damaged "
                           f"({exc}).") from exc
     found.imported_from = header.get("imported_from")
+    try:
+        found.root = _decode(header, "root")
+    except (ValueError, KeyError, TypeError):
+        found.root = None  # only said to a person; the links do not depend on it
     return found
 
 

@@ -39,12 +39,15 @@ def _journal(run: SaveRun, stamp: str) -> None:
             "uploaded": r.uploaded, "bytes": r.uploaded_bytes, "deleted": r.deleted,
             "moved": r.moved,
             "trash": r.trash_batch, "seconds": round(r.seconds, 3)}
+    if r.links_dropped:
+        line["links_dropped"] = r.links_dropped  # the manifest before is in that batch
     # Held deletions are on the record when they change, and at a final save: the working
     # copy that knew them may be gone after it (status --primary shows them).
     held = r.held is not None and (r.held_new or run.task == "final save")
     if held:
         line["held_deletions"] = {k: r.held[k] for k in
-                                  ("count", "files", "reason", "top_level", "sample")}
+                                  ("count", "files", "links", "reason", "top_level", "sample")
+                                  if k in r.held}
     if not (r.uploaded or r.deleted or r.dirs_created or r.manifest_written or r.moved
             or held):
         return  # keep the journal to saves that changed something

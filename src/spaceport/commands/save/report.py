@@ -23,6 +23,9 @@ class SaveReport:
     trash_batch: str | None = None
     conflicts: list[tuple[str, str]] = field(default_factory=list)  # (path, primary's kept as)
     manifest_written: bool = False
+    # Links the new manifest lacks, the manifest before kept in the trash batch (-1: it
+    # could not be read, kept as it was); 0: nothing was dropped.
+    links_dropped: int = 0
     links: int = 0
     deletes_skipped: bool = False
     special: list[str] = field(default_factory=list)
