@@ -161,3 +161,120 @@ def test_a_deleted_run_is_restored_with_its_empty_folders(mounted, tmp_path):
     again = str(tmp_path / "again")
     assert run_cli("deploy", primary, again).code == 0
     assert tree(again) == as_saved
+
+
+# -- retention that no clock can shorten ------------------------------------------------------
+def faketime(offset: str) -> tuple[str, ...]:
+    """libfaketime as it comes: it fakes the wall clock and the monotonic clocks too."""
+    if shutil.which("faketime") is None:
+        pytest.skip("faketime is not installed (apt-get install faketime)")
+    return ("faketime", "-f", offset)
+
+
+def save_at(work: str, clock: tuple[str, ...] = (), *args: str):
+    import subprocess
+    import sys
+    proc = subprocess.run([*clock, sys.executable, "-m", "spaceport", "save", work, *args],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+@needs_fuse
+def test_trash_survives_saves_on_a_clock_8_days_ahead_and_after_one_30_days_behind(mounted):
+    m, primary, backing, work = mounted
+    for i in range(4):
+        write(work, f"f{i}", b"%d" % i)
+    save_at(work)
+    os.unlink(os.path.join(work, "f0"))
+    save_at(work)
+    [first] = batches(backing)
+    # A node whose clock is 8 days ahead: the batch is 8 days old by its clock, seconds by
+    # the boot clock. Kept; the clock's jump said once.
+    write(work, "g", b"g")
+    ahead = save_at(work, faketime("+8d"))
+    assert batches(backing) == [first]
+    assert "no trash was purged: this host's clock moved 8.0 days ahead" in ahead.stderr
+    write(work, "g", b"gg")
+    again = save_at(work, faketime("+8d"))
+    assert batches(backing) == [first] and "no trash was purged" not in again.stderr
+    # A node 30 days behind names a batch 30 days in the past, and sees the others in its
+    # future: it purges nothing.
+    os.unlink(os.path.join(work, "f1"))
+    behind = save_at(work, faketime("-30d"))
+    assert len(batches(backing)) == 2
+    assert f"the trash batch {first} is named 30.0 days after this host's clock" in \
+        behind.stderr
+    back_named = [b for b in batches(backing) if b != first][0]
+    assert back_named < first  # named on the wrong clock
+    # The next saves on a correct clock: the batch named 30 days ago is minutes old.
+    write(work, "h", b"h")
+    right = save_at(work)
+    assert batches(backing) == sorted([first, back_named])
+    assert "moved 30.0 days ahead" in right.stderr
+    write(work, "h", b"hh")
+    quiet = save_at(work)
+    assert batches(backing) == sorted([first, back_named]) and "purged" not in quiet.stderr
+    files = {os.path.relpath(os.path.join(d, n), os.path.join(backing, S, "trash"))
+             for d, _, names in os.walk(os.path.join(backing, S, "trash")) for n in names}
+    assert files == {f"{first}/f0", f"{back_named}/f1"}
+
+
+@needs_fuse
+def test_old_batches_still_purge_when_both_measures_agree(mounted, tmp_path):
+    import json
+    import time
+    m, primary, backing, work = mounted
+    seconds = 8.0
+    retention = ("--trash-retention-days", str(seconds / 86400))
+    for i in range(3):
+        write(work, f"f{i}", b"%d" % i)
+    save_at(work)
+    os.unlink(os.path.join(work, "f0"))
+    save_at(work, (), *retention)
+    [first] = batches(backing)
+    time.sleep(seconds + 1)
+    save_at(work, (), *retention)  # older than 8 s by both clocks: purged
+    assert batches(backing) == []
+    # Watched time adds up over deployments, never the time nobody had the project.
+    os.unlink(os.path.join(work, "f1"))
+    save_at(work, (), *retention)
+    [second] = batches(backing)
+    time.sleep(3)
+    assert run_cli("undeploy", work).code == 0  # its final save writes what it watched
+    with open(os.path.join(backing, S, "trash-watch.json")) as f:
+        watched = json.load(f)["seconds"][second]
+    assert 3 <= watched < seconds
+    time.sleep(seconds - 3 + 1)  # nobody deployed: 9 s old by the clock, 3 s watched
+    again = str(tmp_path / "again")
+    assert run_cli("deploy", primary, again).code == 0
+    save_at(again, (), *retention)
+    assert batches(backing) == [second]
+    time.sleep(seconds - watched + 1)
+    save_at(again, (), *retention)
+    assert batches(backing) == []
+
+
+def test_watched_time_is_carried_across_a_reboot_but_not_the_gap():
+    from datetime import datetime, timedelta, timezone
+
+    from spaceport.safety.retention import Watch, judge
+
+    name = "20260101T000000Z"
+    now = datetime(2026, 1, 20, tzinfo=timezone.utc)  # 19 days old by its name
+    seven = timedelta(days=7)
+    watch = Watch({}, "boot-1", 1000.0)
+    assert judge([name], watch, now, seven, None).purge == []
+    watch.up = 1000.0 + 5 * 86400  # 5 days watched in the first boot
+    assert judge([name], watch, now, seven, None).purge == []
+    rebooted = Watch(watch.records, "boot-2", 50.0)  # the gap across the reboot: not counted
+    assert judge([name], rebooted, now, seven, None).purge == []
+    assert rebooted.seconds(name) == 5 * 86400
+    rebooted.up = 50.0 + 2 * 86400 + 1  # 5 days, then 2 days and a second
+    assert judge([name], rebooted, now, seven, None).purge == [name]
+    # And the boot clock alone never purges what the wall clock calls young.
+    young = Watch({}, "boot-1", 0.0)
+    judge(["20260119T000000Z"], young, now, seven, None)
+    young.up = 30 * 86400.0
+    assert judge(["20260119T000000Z"], young, now, seven, None).purge == []

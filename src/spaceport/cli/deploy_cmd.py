@@ -144,7 +144,9 @@ def deploy(ctx, primary, work, resume, discard_local, yes, take_over_stale, dry_
                  "gone, and with them more than this share of its files; or when none of its "
                  "files is left. A cleaned tmp/ or a deleted run never trips it.")
 @env_option("--trash-retention-days", type=click.FloatRange(0), default=7.0, show_default=True,
-            help="Trash batches older than this are purged by saves.")
+            help="Trash batches older than this are purged by saves: older by this host's "
+                 "clock and by the time spaceport watched them on the kernel's boot clock, "
+                 "which no wrong clock can shorten.")
 @env_option("--no-fsync", is_flag=True,
             help="Do not fsync files on the primary before renaming them into place "
                  "(faster, less safe against a crash of the storage).")

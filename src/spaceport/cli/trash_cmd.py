@@ -62,7 +62,10 @@ def trash():
     """Files deleted by saves, kept on the primary in <status>/trash/<save-time>/.
 
     Each save that deletes files moves them there (a cheap rename) instead of removing them.
-    Batches older than the retention period (7 days by default) are purged by later saves.
+    Batches older than the retention period (7 days by default) are purged by later saves:
+    older by the saving host's clock and by the time spaceport watched them on the kernel's
+    boot clock, so that no wrong clock purges young trash. 'trash purge' purges by the
+    clock alone, as a person asks.
     Every subcommand takes a working copy (WORK) or --primary PRIMARY.
     """
 

@@ -1,5 +1,6 @@
 """The end of a save: failures said (the lock and the copy kept), the save recorded in the
-index, the heartbeat and the journal, and trash older than the retention purged."""
+index, the heartbeat and the journal, and trash older than the retention purged (older by
+this host's clock and by the time spaceport watched it: :mod:`spaceport.safety.retention`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import timedelta
 
 from ...clock import iso
 from ...formats.journal import JOURNAL_NAME, append_entry
-from ...formats.trash import purge
+from ...safety.retention import purge_old_trash
 from ..failures import partial_error
 from .run import SaveRun
 
@@ -27,7 +28,9 @@ def finish(run: SaveRun) -> None:
     _journal(run, stamp)
     try:
         retention = timedelta(days=run.opts.trash_retention_days)
-        run.report.purged = purge(run.primary, run.marker.status_dir, older_than=retention)
+        run.report.purged = purge_old_trash(
+            run.primary, run.marker.status_dir, run.index, retention,
+            final=run.task == "final save", commit=run.fence.commit).purge
     except OSError as exc:
         log.warning("could not purge old trash: %s", exc)
 
