@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from ..formats.links import Link, capture
 from ..wording import count, human_size, show_path
-from .index import Index, Known, proven
+from .index import OURS, Index, Known, primary_state, proven
 from .renames import Move, find_moves, moves_in_words
 from .scan import Entry, Kind, ScanResult
 
@@ -277,7 +277,7 @@ def plan_deploy(primary: ScanResult, work: ScanResult, known: Mapping[str, Known
         if here is None:
             plan.downloads.append(entry)
         elif here.kind is Kind.FILE and proven(here, old):
-            if (old.psize, old.pmtime_ns) == (entry.size, entry.mtime_ns):
+            if primary_state(entry.size, entry.mtime_ns, entry.ctime_ns, old) == OURS:
                 plan.current.append((entry, old))
             else:  # changed on the primary meanwhile: ours goes to the trash, theirs here
                 plan.to_trash.append(here)

@@ -108,6 +108,7 @@ class CopyDone:
     racy: bool = False  # a database changed so recently that its mtime may change no more
     unsettled: bool = False  # a database without an early snapshot, not copied (see save)
     digest: bytes | None = None  # of the bytes copied, for a big plain file (spaceport.engine.digest)
+    dst_ctime_ns: int | None = None  # with a digest: the destination's ctime once in place
 
 
 class SourceVanished(Exception):
@@ -286,7 +287,22 @@ class Copier:
             raise
         if self.fence is not None:
             self.fence.committed(job.path)
-        return CopyDone(job, before, dst_st, digest=hashed)
+        done = CopyDone(job, before, dst_st, digest=hashed)
+        if hashed is not None:  # a file that may be appended to: see placed_ctime
+            done.dst_ctime_ns = self._placed_ctime(job.path, dst_st)
+        return done
+
+    def _placed_ctime(self, path: str, written: os.stat_result) -> int | None:
+        """The destination's ctime once renamed into place (the rename changes it): what an
+        append later proves the file by (spaceport.engine.append). One stat, only for files
+        that get a digest; None if the name no longer holds what was written."""
+        try:
+            st = self.dst.lstat(path)
+        except OSError:
+            return None
+        if (st.st_size, st.st_mtime_ns) != (written.st_size, written.st_mtime_ns):
+            return None
+        return st.st_ctime_ns
 
     def _copy_data(self, sfd: int, dfd: int, size: int, moved: list[int]) -> int:
         """Copy the ``size`` bytes the source had when opened, or less if it ends sooner.

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..clock import stamp
-from ..engine.index import Index, Known, proven
+from ..engine.index import OURS, Index, Known, primary_state, proven
 from ..engine.scan import Entry, Kind, ScanResult
 from ..hostinfo import hostname
 from ..store.base import Store, aside_name, join, our_aside, parent_of
@@ -213,7 +213,9 @@ def find_unsaved(scan: ScanResult, index: Index, primary_scan: ScanResult,
                  checksum: bool = False) -> Unsaved:
     """Every entry of the working copy against its proof, and every proof against the
     primary: a file counts as saved when its row proves it and the primary still holds
-    what the row says was written there (and, with ``checksum``, the same bytes)."""
+    what the row says was written there (its size and mtime, and its ctime where the row
+    has it: :func:`~spaceport.engine.index.primary_state`; with ``checksum``, the same
+    bytes)."""
     found = Unsaved(links=not manifest_ok)
     known = index.load()
     for path, entry in scan.entries.items():
@@ -224,9 +226,9 @@ def find_unsaved(scan: ScanResult, index: Index, primary_scan: ScanResult,
         if entry.kind is not Kind.FILE:
             continue
         there = primary_scan.entries.get(path)
-        if there is None or there.kind is not Kind.FILE or \
-                (there.size, there.mtime_ns) != (row.psize, row.pmtime_ns):
-            found.on_primary.append(path)
+        if there is None or there.kind is not Kind.FILE or primary_state(
+                there.size, there.mtime_ns, there.ctime_ns, row) != OURS:
+            found.on_primary.append(path)  # gone, someone else's, or not proven ours
         elif checksum and not same_bytes(work, primary, path):
             found.content.append(path)
     # A deletion the deletion guard held is not unsaved work: the primary keeps the file on

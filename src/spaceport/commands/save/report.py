@@ -22,6 +22,8 @@ class SaveReport:
     kept_dirs: list[str] = field(default_factory=list)  # not removed: hold unknown files
     trash_batch: str | None = None
     conflicts: list[tuple[str, str]] = field(default_factory=list)  # (path, primary's kept as)
+    # (path, trash batch): primary versions not proven ours, kept in the trash before ours
+    kept_unproven: list[tuple[str, str]] = field(default_factory=list)
     manifest_written: bool = False
     # Links the new manifest lacks, the manifest before kept in the trash batch (-1: it
     # could not be read, kept as it was); 0: nothing was dropped.

@@ -94,6 +94,7 @@ def _landed(run: SaveRun, done: CopyDone) -> None:
         return
     row = file_known(done.src_st, done.dst_st, done.job.path, work_is_src=True)
     row.digest = done.digest  # a big plain file's: its next append is proven
+    row.pctime_ns = done.dst_ctime_ns  # and the primary's file is still the one saved
     if done.sig_mtime_ns is not None:  # a WAL database: its -wal counts too
         row.entry.mtime_ns = done.sig_mtime_ns
     run.recorder.done(row, tmp=tmp)
