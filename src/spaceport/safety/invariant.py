@@ -32,7 +32,7 @@ import errno
 import logging
 import os
 import stat as stat_mod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from ..clock import stamp
@@ -82,6 +82,10 @@ class WorkGuard:
     def __init__(self, store: PosixStore, token: str):
         self.store, self.token = store, token
         self.kept: list[tuple[str, str]] = []  # (path, why): left alone as the user's
+        # Inodes with several names (hard links) that lost one name here: their ctime
+        # right after that removal. Removing a name changes the shared inode's ctime; the
+        # other names are judged against this, not taken for a change (see _take).
+        self._unlinked: dict[int, int] = {}
 
     def _keep(self, rel: str, why: str) -> None:
         self.kept.append((rel, why))
@@ -134,7 +138,7 @@ class WorkGuard:
         except FileNotFoundError:
             return ""
         now = entry_at(self.store, rel, st)
-        if now is None or now.sig() != expect.sig():
+        if now is None or now.sig() != self._expected(now, expect):
             self._keep(rel, "it changed since it was saved")
             return None
         aside = join(parent_of(rel), aside_name(self.token, st.st_ino))
@@ -155,6 +159,15 @@ class WorkGuard:
             return None
         return aside
 
+    def _expected(self, now: Entry, expect: Entry):
+        """The signature ``now`` must have: ``expect``'s, except for a hard link whose other
+        name this guard just removed: its ctime is then the one that removal left (any
+        change since would have moved it again)."""
+        ctime = self._unlinked.get(now.ino) if now.kind is Kind.FILE else None
+        if ctime is None or now.ino != expect.ino:
+            return expect.sig()
+        return replace(expect, ctime_ns=ctime).sig()
+
     def _put_back(self, aside: str, rel: str) -> None:
         try:
             self.store.rename_or_refuse(aside, rel)
@@ -169,12 +182,26 @@ class WorkGuard:
         if not aside:
             return
         try:
-            if stat_mod.S_ISDIR(self.store.lstat(aside).st_mode):
+            st = self.store.lstat(aside)
+            if stat_mod.S_ISDIR(st.st_mode):
                 self.store.rmdir(aside)
+            elif stat_mod.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                self._unlink_one_name(aside)
             else:
                 self.store.unlink(aside)
         except FileNotFoundError:
             pass
+
+    def _unlink_one_name(self, aside: str) -> None:
+        """Remove one name of a file that has others, noting the ctime the removal gives
+        the inode, read through a descriptor opened before it: exactly ours."""
+        fd = self.store.open_read(aside)
+        try:
+            self.store.unlink(aside)
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        self._unlinked[st.st_ino] = st.st_ctime_ns
 
 
 
