@@ -6,6 +6,9 @@ file under a real name, and the primary sees the fewest metadata calls per file.
 with ``copy_file_range`` where the kernel allows it (no copy through user space), else
 ``sendfile``, else large ``pread``/``pwrite`` buffers.
 
+A file with fewer blocks than its size needs is copied sparse: only its data, its holes
+seeked over (:mod:`spaceport.engine.sparse`).
+
 A file that changes while it is copied is copied again; one that keeps changing is never
 committed (the destination keeps its previous version) and is reported as
 :class:`KeptChangingError`. A change is seen in the file's size, mtime or ctime; a file
@@ -26,6 +29,7 @@ asked, one rename; the stat returned comes from the descriptor (the kernel has i
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import queue
@@ -40,6 +44,7 @@ from ..store.base import Store, is_retryable, parent_of
 from ..store.retry import RetryPolicy, is_unavailable, retry_call
 from .digest import digest_of, wants_digest
 from .progress import Tracker
+from .sparse import data_ranges, maybe_sparse, nonzero_runs
 from .snapshot import (
     SnapshotError,
     Snapshotter,
@@ -238,26 +243,31 @@ class Copier:
     def _copy_snapshot(self, job: CopyJob, snap: int, before: os.stat_result, sig: int,
                        at: int) -> CopyDone:
         try:
-            done = self._copy_fd(job, snap, before, stable=True, size=os.fstat(snap).st_size)
+            snap_st = os.fstat(snap)
+            done = self._copy_fd(job, snap, before, stable=True, size=snap_st.st_size,
+                                 layout=snap_st)
         finally:
             os.close(snap)
         done.snapshot, done.sig_mtime_ns, done.racy = True, sig, is_racy(sig, before, at)
         return done
 
     def _copy_fd(self, job: CopyJob, sfd: int, before: os.stat_result, *, stable: bool,
-                 size: int | None = None, digest: bool = False) -> CopyDone:
+                 size: int | None = None, digest: bool = False,
+                 layout: os.stat_result | None = None) -> CopyDone:
         """Copy what ``sfd`` holds (``size`` bytes, by default ``before``'s) into a temporary
         and rename it into place. ``before`` is the source's stat: mode and mtime for the
         destination, the signature to record. Unless ``stable``, the source is stat'ed
         again after the copy: if it changed, nothing is committed (the destination keeps
         what it had) and the copy is marked unstable, for the caller to try again.
         ``digest``: the source is hashed after the copy and before that stat, so a copy
-        committed is a copy of the bytes hashed (spaceport.engine.digest)."""
+        committed is a copy of the bytes hashed (spaceport.engine.digest). ``layout``: the
+        stat of ``sfd`` itself where ``before`` is another file's (a snapshot's source)."""
         moved = [0]  # bytes this attempt reported to the tracker, taken back on failure
         size = before.st_size if size is None else size
         fd, tmp = self.dst.create_temp(job.path, job.tmp, mode=before.st_mode)
         try:
-            copied = self._copy_data(sfd, fd, size, moved)
+            sparse = maybe_sparse(layout or before, size)
+            copied = self._copy_data(sfd, fd, size, moved, sparse=sparse)
             hashed = None
             if digest and copied == size:
                 try:
@@ -304,19 +314,30 @@ class Copier:
             return None
         return st.st_ctime_ns
 
-    def _copy_data(self, sfd: int, dfd: int, size: int, moved: list[int]) -> int:
-        """Copy the ``size`` bytes the source had when opened, or less if it ends sooner.
+    def _copy_data(self, sfd: int, dfd: int, size: int, moved: list[int], *,
+                   sparse: bool = False) -> int:
+        """Copy the ``size`` bytes the source had when opened, or less if it ends sooner;
+        returns the offset reached (holes included).
 
         Not reading on to the end of file saves a call per file: a source that grows
         meanwhile shows in the stat taken after the copy. A size of 0 is not believed (an
         empty file costs one call, a file whose size is not known is read to its end).
+        ``sparse``: only the data is copied, the holes are left holes.
         """
-        offset = 0
-        position = [0]  # dfd's file offset, which only sendfile moves
-        while not size or offset < size:
+        if sparse and size:
+            return self._copy_sparse(sfd, dfd, size, moved)
+        return self._copy_span(sfd, dfd, 0, size, moved, [0])
+
+    def _copy_span(self, sfd: int, dfd: int, offset: int, end: int, moved: list[int],
+                   position: list[int], exact: bool = False) -> int:
+        """Bytes ``offset`` to ``end`` (to the end of file if ``end`` is 0) copied at the
+        same offsets; returns the offset reached. ``exact``: never past ``end`` (a data
+        range: a hole follows); else each call may read on (see _copy_data)."""
+        while not end or offset < end:
             if self.stop.is_set():
                 raise Interrupted("stopped in the middle of a file")
-            n = self._chunk(sfd, dfd, offset, position)
+            n = self._chunk(sfd, dfd, offset, position,
+                            min(CHUNK, end - offset) if exact else CHUNK)
             if n == 0:
                 if self._use_cfr:
                     # Some filesystems answer 0 to copy_file_range before the end of file:
@@ -330,10 +351,59 @@ class Copier:
             self.tracker.advance(self.task, nbytes=n)
         return offset
 
-    def _chunk(self, sfd: int, dfd: int, offset: int, position: list[int]) -> int:
+    def _copy_sparse(self, sfd: int, dfd: int, size: int, moved: list[int]) -> int:
+        """A file that may hold holes: its data ranges where the source's filesystem tells
+        them, else every block that is not all zeros; the holes are never written, and
+        the destination is given its size last."""
+        ranges = data_ranges(sfd, size)
+        if ranges is None:
+            reached, written = self._copy_nonzero(sfd, dfd, size, moved)
+        else:
+            reached = written = 0
+            for start, stop in ranges:
+                self._skip(start - reached, moved)  # the hole before it
+                reached = written = self._copy_span(sfd, dfd, start, stop, moved, [-1],
+                                                    exact=True)
+                if reached < stop:  # it shrank meanwhile: the stat after the copy says so
+                    return reached
+            self._skip(size - reached, moved)
+            reached = size
+        if written < reached:
+            os.ftruncate(dfd, reached)  # the hole at the end
+        return reached
+
+    def _copy_nonzero(self, sfd: int, dfd: int, size: int,
+                      moved: list[int]) -> tuple[int, int]:
+        """Read it all, write only the blocks that are not all zeros; (offset reached,
+        where the data written ends)."""
+        offset = written = 0
+        while offset < size:
+            if self.stop.is_set():
+                raise Interrupted("stopped in the middle of a file")
+            data = os.pread(sfd, min(BUFFER, size - offset), offset)
+            if not data:
+                break
+            for start, stop in nonzero_runs(data, _zeros()):
+                view = memoryview(data)[start:stop]
+                done = 0
+                while done < len(view):
+                    done += os.pwrite(dfd, view[done:], offset + start + done)
+                written = offset + stop
+            offset += len(data)
+            self._skip(len(data), moved)
+        return offset, written
+
+    def _skip(self, n: int, moved: list[int]) -> None:
+        """Bytes passed over (a hole, zeros): progress as if copied."""
+        if n > 0:
+            moved[0] += n
+            self.tracker.advance(self.task, nbytes=n)
+
+    def _chunk(self, sfd: int, dfd: int, offset: int, position: list[int],
+               limit: int = CHUNK) -> int:
         if self._use_cfr:
             try:
-                return os.copy_file_range(sfd, dfd, CHUNK, offset, offset)
+                return os.copy_file_range(sfd, dfd, limit, offset, offset)
             except OSError as exc:
                 if exc.errno not in _FALLBACK_ERRNOS:
                     raise
@@ -342,14 +412,14 @@ class Copier:
             try:
                 if position[0] != offset:  # sendfile writes at dfd's own offset
                     position[0] = os.lseek(dfd, offset, os.SEEK_SET)
-                n = os.sendfile(dfd, sfd, offset, CHUNK)
+                n = os.sendfile(dfd, sfd, offset, limit)
                 position[0] += n
                 return n
             except OSError as exc:
                 if exc.errno not in _FALLBACK_ERRNOS:
                     raise
                 self._use_sendfile = False
-        data = os.pread(sfd, BUFFER, offset)
+        data = os.pread(sfd, min(BUFFER, limit), offset)
         view = memoryview(data)
         written = 0
         while written < len(view):
@@ -483,6 +553,12 @@ def _run_pool(items: Iterable, workers: int, call: Callable, deliver: Callable,
                 except Exception as exc:  # noqa: BLE001 - the first error is the one raised
                     log.debug("after an error, handing over a result failed too: %s", exc)
         raise
+
+
+@functools.cache
+def _zeros() -> bytes:
+    """A buffer of zeros to compare read chunks with (allocated at the first sparse copy)."""
+    return bytes(BUFFER)
 
 
 @dataclass
