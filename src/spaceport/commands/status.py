@@ -8,14 +8,16 @@ copy alone. Verify is the one command that reads the whole primary, on purpose: 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from ..engine.content import same_content, scratch_snapshots, snapshot_size
 from ..engine.index import Index
 from ..engine.plan import unsaved_summary
 from ..engine.scan import Kind, scan_tree
+from ..engine.snapshot import fold_companions
 from ..errors import FormatError, SpaceportError
 from ..formats.journal import read_tail
 from ..formats.legacy import (
@@ -31,6 +33,7 @@ from ..formats.marker import (
     MARKER_DIR,
     MARKER_FILE,
     index_path,
+    marker_dir,
     read_marker,
     read_undeployed_record,
     require_marker,
@@ -271,17 +274,6 @@ class VerifyReport:
         return not self.differences
 
 
-def _digest(store: Store, rel: str) -> str:
-    fd = store.open_read(rel)
-    try:
-        h = hashlib.sha256()
-        while chunk := os.read(fd, 1 << 20):
-            h.update(chunk)
-        return h.hexdigest()
-    finally:
-        os.close(fd)
-
-
 def verify(work_path: str, opts: Options, *, checksum: bool = False) -> VerifyReport:
     """Compare the working copy with the primary, file by file, and the links."""
     work_path = os.path.abspath(work_path)
@@ -289,11 +281,14 @@ def verify(work_path: str, opts: Options, *, checksum: bool = False) -> VerifyRe
     opts = dataclasses.replace(opts, status_dir=marker.status_dir)  # the copy knows its own
     report = VerifyReport()
     with open_primary(marker.primary, marker.token, opts) as primary, \
-            open_work(work_path, marker.token) as work:
+            open_work(work_path, marker.token) as work, ExitStack() as stack:
         pscan = scan_tree(primary, skip_top={marker.status_dir, MARKER_DIR} | TOP_LEVEL_NAMES,
                           jobs=opts.jobs)
         wscan = scan_tree(work, skip_top={MARKER_DIR}, temp_token=marker.token)
+        live = fold_companions(wscan, work)  # a -wal or -journal is part of its database
         diff = report.differences
+        snapshots = stack.enter_context(scratch_snapshots(marker_dir(work_path))) \
+            if checksum or live else None
         for path, w in sorted(wscan.entries.items()):
             p = pscan.entries.get(path)
             if w.kind is Kind.LINK:
@@ -304,10 +299,13 @@ def verify(work_path: str, opts: Options, *, checksum: bool = False) -> VerifyRe
                 diff.append(f"different kind: {show_path(path)}")
             elif w.kind is Kind.FILE:
                 report.checked_files += 1
-                if p.size != w.size:
-                    diff.append(f"size differs: {show_path(path)} (work {count(w.size, 'byte')}, "
+                # A database with its -wal or -journal is saved as a snapshot: that is what
+                # the primary's file is compared with (engine.content).
+                size = snapshot_size(work, path, snapshots) if path in live else w.size
+                if p.size != size:
+                    diff.append(f"size differs: {show_path(path)} (work {count(size, 'byte')}, "
                                 f"primary {count(p.size, 'byte')})")
-                elif checksum and _digest(primary, path) != _digest(work, path):
+                elif checksum and not same_content(work, primary, path, snapshots):
                     diff.append(f"content differs: {show_path(path)}")
         for path in sorted(set(pscan.entries) - set(wscan.entries)):
             if pscan.entries[path].kind is not Kind.LINK:  # links: compared below

@@ -21,11 +21,14 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 from dataclasses import dataclass, field
 
+from ..engine.content import scratch_snapshots
 from ..engine.index import Index
 from ..engine.plan import links_for_manifest, unsaved_summary
 from ..engine.scan import Kind
+from ..engine.snapshot import RACY_SECONDS
 from ..errors import NotSavedError, PartialSaveError, RefusedError
 from ..formats.links import MANIFEST_STATE, read_manifest_full
 from ..formats.marker import (MARKER_DIR, REMOVING, UNDEPLOYED, Marker, marker_dir, read_marker,
@@ -195,6 +198,11 @@ def final_save_copy(copy: WorkingCopy, *, allow_mass_delete=False, checksum: boo
         unsaved = check_saved(copy, checksum=checksum, stop=stop)
         if not unsaved:
             return report
+        if report.racy:
+            # Databases written within the last second (an application that just closed
+            # them checkpoints its WAL) were saved but cannot be recorded yet: the next
+            # round, a second later, records them, rather than call them still changing.
+            (stop.wait if stop is not None else time.sleep)(RACY_SECONDS)
         again = unsaved.on_primary + unsaved.content
         log.warning("the final check found %s not proven saved (%s); saving again",
                     unsaved_words(unsaved), ", ".join(unsaved.paths()[:10] + (
@@ -232,8 +240,11 @@ def check_saved(copy: WorkingCopy, *, checksum: bool = False, stop=None):
     wanted = set(links_for_manifest(links, [work.root, os.path.realpath(work.root)]))
     manifest_ok = index.get_meta(MANIFEST_STATE) == "ok" and manifest is not None \
         and set(manifest.links) == wanted
-    return find_unsaved(scan, index, pscan, primary, work, manifest_ok=manifest_ok,
-                        checksum=checksum)
+    if not checksum:
+        return find_unsaved(scan, index, pscan, primary, work, manifest_ok=manifest_ok)
+    with scratch_snapshots(marker_dir(copy.path)) as snapshots:
+        return find_unsaved(scan, index, pscan, primary, work, manifest_ok=manifest_ok,
+                            checksum=True, snapshots=snapshots)
 
 
 def remove_saved_copy(copy: WorkingCopy) -> list[str]:

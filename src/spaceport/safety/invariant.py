@@ -21,7 +21,8 @@ inode and settles it (:func:`settle_asides`); an aside is never taken for a temp
 
 What no stat can see: a write through a long-lived ``mmap`` changes the content without
 always changing the times. ``undeploy --checksum`` compares the content with the primary
-before the working copy is removed (:func:`find_unsaved` with ``checksum``).
+before the working copy is removed (:func:`find_unsaved` with ``checksum``; a database as a
+snapshot of it, never by its header bytes).
 
 The one exception is the user's explicit word: ``deploy --discard-local``.
 """
@@ -36,8 +37,10 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from ..clock import stamp
+from ..engine.content import same_content
 from ..engine.index import OURS, Index, Known, primary_state, proven
 from ..engine.scan import Entry, Kind, ScanResult
+from ..engine.snapshot import Snapshotter
 from ..hostinfo import hostname
 from ..store.base import Store, aside_name, join, our_aside, parent_of
 from ..store.posix import PosixStore
@@ -237,12 +240,13 @@ class Unsaved:
 
 def find_unsaved(scan: ScanResult, index: Index, primary_scan: ScanResult,
                  primary: Store, work: Store, *, manifest_ok: bool,
-                 checksum: bool = False) -> Unsaved:
+                 checksum: bool = False, snapshots: Snapshotter | None = None) -> Unsaved:
     """Every entry of the working copy against its proof, and every proof against the
     primary: a file counts as saved when its row proves it and the primary still holds
     what the row says was written there (its size and mtime, and its ctime where the row
     has it: :func:`~spaceport.engine.index.primary_state`; with ``checksum``, the same
-    bytes)."""
+    content: :func:`~spaceport.engine.content.same_content`, a database as a snapshot of
+    it, taken in ``snapshots``)."""
     found = Unsaved(links=not manifest_ok)
     known = index.load()
     for path, entry in scan.entries.items():
@@ -256,7 +260,7 @@ def find_unsaved(scan: ScanResult, index: Index, primary_scan: ScanResult,
         if there is None or there.kind is not Kind.FILE or primary_state(
                 there.size, there.mtime_ns, there.ctime_ns, row) != OURS:
             found.on_primary.append(path)  # gone, someone else's, or not proven ours
-        elif checksum and not same_bytes(work, primary, path):
+        elif checksum and not same_content(work, primary, path, snapshots):
             found.content.append(path)
     # A deletion the deletion guard held is not unsaved work: the primary keeps the file on
     # purpose and the save recorded it (status, the journal). Without this, a working copy

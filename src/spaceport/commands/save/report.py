@@ -35,6 +35,8 @@ class SaveReport:
     snapshots: int = 0  # databases saved as snapshots
     vanished: int = 0  # files removed between the scan and their upload: not errors
     databases_held: list[str] = field(default_factory=list)  # left for the next save
+    # Databases saved but not recorded: changed within the last second (snapshot.is_racy)
+    racy: list[str] = field(default_factory=list)
     seconds: float = 0.0
     planned: SavePlan | None = None  # a dry run's plan, path by path
     refused: RefusedError | None = None  # a dry run: the real save would stop with this
