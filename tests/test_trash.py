@@ -69,8 +69,9 @@ def test_a_save_that_drops_links_keeps_the_manifest_before_it_and_restore_brings
     os.symlink("/data/y", os.path.join(work, "Runs/r1/c"))
     r = run_cli("save", work)
     assert r.code == 0, r.err
-    assert "(the previous one, with 2 links no longer there, kept in the trash)" in r.out, r.out
     [batch] = batches(backing)
+    assert f"(the previous one, with 2 links no longer there, kept in trash batch {batch})" \
+        in r.out, r.out
     kept = os.path.join(backing, S, "trash", batch, S, "links.jsonl")
     assert open(kept, "rb").read() == before  # byte for byte
     assert links_of(manifest(backing)) == {"Runs/r1/b": "extra/out.mrc",

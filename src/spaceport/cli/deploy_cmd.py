@@ -195,11 +195,13 @@ def save(ctx, work, dry_run, allow_mass_delete, **_):
                  if report.dirs_created else "")
               + (f", {count(report.deleted, 'file')} moved to the trash"
                  if report.deleted else "")
-              + (f" (batch {report.trash_batch})" if report.trash_batch else "")
+              + (f" (batch {report.trash_batch})" if report.trash_batch and report.deleted
+                 else "")
               + (", link manifest written" if report.manifest_written else "")
               + (f" (the previous one, with {count(report.links_dropped, 'link')} no longer "
-                 "there, kept in the trash)" if report.links_dropped > 0 else
-                 " (the previous one, unreadable, kept in the trash)"
+                 f"there, kept in trash batch {report.trash_batch})"
+                 if report.links_dropped > 0 else
+                 f" (the previous one, unreadable, kept in trash batch {report.trash_batch})"
                  if report.links_dropped < 0 else "")
               + f", {count(plan['unchanged'], 'entry')} unchanged, in {report.seconds:.2f} s",
               markup=False)
