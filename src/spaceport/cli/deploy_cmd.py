@@ -175,7 +175,6 @@ def save(ctx, work, dry_run, allow_mass_delete, **_):
             raise
         finally:
             opts.tracker.close()
-    plan = report.plan
     if dry_run:
         out.print(f"would save {work} (dry run: nothing was changed)", markup=False)
         limit = None if ctx.params.get("verbose") else 20
@@ -186,25 +185,7 @@ def save(ctx, work, dry_run, allow_mass_delete, **_):
         if report.refused is not None:
             would_be_refused(report.refused)
         return
-    out.print(f"saved {work}: {count(report.uploaded, 'file')} uploaded "
-              f"({human_size(report.uploaded_bytes)}"
-              + (f"; {count(report.appended, 'file')} appended to, only the new bytes written"
-                 if report.appended else "") + ")"
-              + (f", {report.moved} moved" if report.moved else "")
-              + (f", {count(report.dirs_created, 'folder')} created"
-                 if report.dirs_created else "")
-              + (f", {count(report.deleted, 'file')} moved to the trash"
-                 if report.deleted else "")
-              + (f" (batch {report.trash_batch})" if report.trash_batch and report.deleted
-                 else "")
-              + (", link manifest written" if report.manifest_written else "")
-              + (f" (the previous one, with {count(report.links_dropped, 'link')} no longer "
-                 f"there, kept in trash batch {report.trash_batch})"
-                 if report.links_dropped > 0 else
-                 f" (the previous one, unreadable, kept in trash batch {report.trash_batch})"
-                 if report.links_dropped < 0 else "")
-              + f", {count(plan['unchanged'], 'entry')} unchanged, in {report.seconds:.2f} s",
-              markup=False)
+    out.print(saved_line(work, report), markup=False)
     for path, kept_as in report.conflicts:
         err.print(f"conflict: {path} changed on the primary too; the primary's version is "
                   f"kept as {kept_as}", markup=False)
@@ -216,6 +197,29 @@ def save(ctx, work, dry_run, allow_mass_delete, **_):
                   "spaceport never saw")
     if report.held:
         warn_held(report.held, f"run: spaceport save --allow-mass-delete {work}")
+
+
+def saved_line(work: str, report) -> str:
+    """The one line a save ends with: what it wrote, moved, trashed, and kept."""
+    return (f"saved {work}: {count(report.uploaded, 'file')} uploaded "
+            f"({human_size(report.uploaded_bytes)}"
+            + (f"; {count(report.appended, 'file')} appended to, only the new bytes written"
+               if report.appended else "") + ")"
+            + (f", {report.moved} moved" if report.moved else "")
+            + (f", {count(report.dirs_created, 'folder')} created"
+               if report.dirs_created else "")
+            + (f", {count(report.deleted, 'file')} moved to the trash"
+               if report.deleted else "")
+            + (f" (batch {report.trash_batch})" if report.trash_batch and report.deleted
+               else "")
+            + (", link manifest written" if report.manifest_written else "")
+            + (f" (the previous one, with {count(report.links_dropped, 'link')} no longer "
+               f"there, kept in trash batch {report.trash_batch})"
+               if report.links_dropped > 0 else
+               f" (the previous one, unreadable, kept in trash batch {report.trash_batch})"
+               if report.links_dropped < 0 else "")
+            + f", {count(report.plan['unchanged'], 'entry')} unchanged, in "
+              f"{report.seconds:.2f} s")
 
 
 def warn_held(summary: dict, how_to_confirm: str) -> None:
