@@ -127,7 +127,7 @@ def test_top_level_gone_is_held_on_the_command_line_then_confirmed(deployed):
     r = run_cli("save", work)
     assert r.code == 0, r.err
     assert "1 file uploaded" in r.out and "moved to the trash" not in r.out
-    assert "warning:" in r.err and "27 deletions held (16 files stay on the primary)" in r.err
+    assert "warning:" in r.err and "27 deletions held (16 files and 11 folders stay on the primary)" in r.err
     assert "2 of the 3 top-level entries the index knows are gone (Logs, Runs)" in r.err
     assert f"spaceport save --allow-mass-delete {work}" in r.err
     assert files_under(primary) == {**before, "Runs2/000004_New/extra/new.mrc": b"new run"}

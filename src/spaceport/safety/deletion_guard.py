@@ -216,10 +216,12 @@ def held_links(index: Index) -> list[Known]:
 
 
 def held_what(summary: dict) -> str:
-    """What a held summary keeps, in words: "5 files stay on the primary, 6 links stay in
-    the link manifest"."""
+    """What a held summary keeps, in words: "5 files and 11 folders stay on the primary, 6
+    links stay in the link manifest"."""
     files, links = summary["files"], summary.get("links") or 0
-    what = f"{count(files, 'file')} {'stays' if files == 1 else 'stay'} on the primary"
+    folders = summary["count"] - files - links if "links" in summary else 0
+    kept = count(files, "file") + (f" and {count(folders, 'folder')}" if folders > 0 else "")
+    what = f"{kept} {'stays' if files + folders == 1 else 'stay'} on the primary"
     if links:
         what += f", {count(links, 'link')} {'stays' if links == 1 else 'stay'} in the link " \
                 "manifest"
