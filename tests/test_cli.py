@@ -175,6 +175,39 @@ def test_rebase_rewrites_outside_targets(tmp_path):
     assert os.readlink(os.path.join(work2, "data")) == "/mnt/new-data/set1"
 
 
+def test_after_a_rebased_deploy_status_save_verify_and_undeploy_agree(tmp_path):
+    """Issue 18: the links point to NEW, the manifest said OLD; save said 'nothing to save',
+    verify 'link differs', undeploy 'entries not proven saved ()'. The rebased links are a
+    change to save: status says so, the first save records them, the rest agrees."""
+    from spaceport.formats.links import read_manifest
+    from spaceport.store import PRIMARY_CAPABILITIES, PosixStore
+
+    primary, work, work2 = (str(tmp_path / n) for n in ("p", "w", "w2"))
+    os.makedirs(primary)
+    run_cli("deploy", primary, work)
+    os.symlink("/mnt/old-data/set1", os.path.join(work, "data"))
+    os.symlink("/elsewhere/x", os.path.join(work, "other"))  # not rebased
+    os.symlink("data", os.path.join(work, "inside"))
+    assert run_cli("undeploy", work).code == 0
+    assert run_cli("deploy", primary, work2, "--rebase", "/mnt/old-data=/mnt/new-data").code == 0
+    st = run_cli("status", work2)
+    assert "links changed" in st.out, st.out
+    dry = run_cli("save", "--dry-run", work2)
+    assert "record link:   1 link" in dry.out and "data -> /mnt/new-data/set1" in dry.out, dry.out
+    assert run_cli("verify", work2).code == 1  # not saved yet: the manifest says OLD
+    r = run_cli("save", work2)
+    assert r.code == 0 and "link manifest written" in r.out, r.out
+    with PosixStore(primary, PRIMARY_CAPABILITIES, temp_token="x") as store:
+        targets = {link.path: link.target for link in read_manifest(store, S)}
+    assert targets == {"data": "/mnt/new-data/set1", "other": "/elsewhere/x", "inside": "data"}
+    assert "nothing: the primary is up to date" in run_cli("status", work2).out
+    assert "nothing to save" in run_cli("save", "--dry-run", work2).out
+    v = run_cli("verify", work2)
+    assert v.code == 0 and "identical" in v.out, v.out
+    u = run_cli("undeploy", work2)
+    assert u.code == 0 and u.err == "", u.err
+
+
 def test_trash_list_restore_purge(tmp_path):
     primary, work = str(tmp_path / "p"), str(tmp_path / "w")
     os.makedirs(primary)

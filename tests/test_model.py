@@ -2,8 +2,9 @@
 
 Hypothesis drives the real deploy, save and undeploy, in this process and as real
 ``spaceport`` processes killed at random moments (SIGKILL, SIGTERM, SIGINT, SIGHUP), through
-random edits, renames, deletes, same-size rewrites that put the old mtime back, direct edits
-and deletions on the primary, two commands on one working copy at once, ``.spaceport/busy``
+random edits, renames, deletes, same-size rewrites that put the old mtime back, hard links
+(a file with several names), sparse files (holes between blocks of data), direct edits and
+deletions on the primary, two commands on one working copy at once, ``.spaceport/busy``
 deleted under a command that holds the copy (frozen with SIGSTOP there; nothing else may
 take the copy meanwhile, checked in /proc/locks), and a folder put where the status folder's
 heartbeat, journal or manifest goes (issue 18). After every step it checks the three
@@ -18,9 +19,13 @@ invariants of the issue against the files themselves:
 3. the index never claims a file is saved when it is not: a row that proves the working
    copy's file, and whose record of the primary still holds, has the same bytes there.
 
+And a fourth (issue 18): a sparse version stays sparse wherever it is, in the working
+copy, on the primary or in its trash (it takes fewer blocks than its size).
+
 At the end of every example a deploy --resume and an undeploy must both succeed (what was
 killed is resumable; a folder left in the status folder is first moved away, as its message
-says), and then every version owed is on the primary or in its trash.
+says; a file with several names is removed at the first try), and then every version owed
+is on the primary or in its trash.
 
 Every version is unique (it starts with its own number), so "found somewhere" is a search
 by content. CI runs SPACEPORT_MODEL_EXAMPLES examples of up to SPACEPORT_MODEL_STEPS steps
@@ -103,6 +108,7 @@ class EngineModel(RuleBasedStateMachine):
         self.work = os.path.join(self.base, "work")
         self.counter = 0
         self.versions: set[bytes] = set()  # every content any step ever wrote
+        self.sparse: set[bytes] = set()  # of those, the ones written with holes
         self.owed: set[bytes] = set()  # versions spaceport took out of the working copy
         self.opts = Options(jobs=2, retry=RetryPolicy(attempts=2, initial_delay=0.01,
                                                       max_delay=0.02), busy_wait=5.0)
@@ -212,6 +218,43 @@ class EngineModel(RuleBasedStateMachine):
             return
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         os.rename(os.path.join(self.work, rel), dst)
+
+    @rule(n=st.integers(0, 1000), to=st.sampled_from(PATHS + ["Runs/003/linked"]))
+    def hard_link(self, n, to):
+        """Another name for a file: saved as a file of its own, removed without being
+        called changed."""
+        rel = self.pick(n)
+        dst = os.path.join(self.work, to)
+        if rel is None or os.path.lexists(dst) or rel == to:
+            return
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        os.link(os.path.join(self.work, rel), dst)
+        event("hard link made")
+
+    @rule(path=st.sampled_from(PATHS + ["Runs/002/disk.img"]), mib=st.integers(1, 3),
+          at=st.integers(0, 100))
+    def sparse_file(self, path, mib, at):
+        """A file of ``mib`` MiB holding a unique head and one block of data ``at`` % of
+        the way in; the rest holes."""
+        target = os.path.join(self.work, path)
+        if not self.deployed() or os.path.isdir(target):
+            return
+        size = mib << 20
+        head, block = self._new(64), random.Random(self.counter).randbytes(4096)
+        offset = max(4096, min(size - 4096, size * at // 100 // 4096 * 4096))
+        data = bytearray(size)
+        data[:64], data[offset:offset + 4096] = head, block
+        self.versions.add(bytes(data))
+        self.sparse.add(bytes(data))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if os.path.lexists(target):
+            os.unlink(target)  # not through another name of it
+        with open(target, "wb") as f:
+            f.truncate(size)
+            f.write(head)
+            f.seek(offset)
+            f.write(block)
+        event("sparse file made")
 
     @rule(n=st.integers(0, 1000))
     def delete(self, n):
@@ -360,6 +403,15 @@ class EngineModel(RuleBasedStateMachine):
             if rel.startswith(S + "/") and not rel.startswith(S + "/trash/"):
                 continue  # the lock, heartbeat, manifest, journal
             assert data in self.versions, f"{rel} on the primary is no whole version"
+
+    @invariant()
+    def sparse_versions_stay_sparse(self):
+        roots = [self.primary] + ([self.work] if os.path.isdir(self.work) else [])
+        for root in roots:
+            for rel, data in files_under(root).items():
+                if data in self.sparse:
+                    st = os.stat(os.path.join(root, rel))
+                    assert st.st_blocks * 512 < st.st_size, f"{rel} in {root} lost its holes"
 
     @invariant()
     def the_index_claims_only_what_landed(self):

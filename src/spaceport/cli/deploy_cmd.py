@@ -173,7 +173,9 @@ def deploy(ctx, primary, work, resume, discard_local, yes, take_over_stale, dry_
                  "gone, and with them more than this share of its files; or when none of its "
                  "files is left. A cleaned tmp/ or a deleted run never trips it.")
 @env_option("--trash-retention-days", type=click.FloatRange(0), default=7.0, show_default=True,
-            help="Trash batches older than this are purged by saves.")
+            help="Trash batches older than this are purged by saves: older by this host's "
+                 "clock and by the time spaceport watched them on the kernel's boot clock, "
+                 "which no wrong clock can shorten.")
 @env_option("--no-fsync", is_flag=True,
             help="Do not fsync files on the primary before renaming them into place "
                  "(faster, less safe against a crash of the storage).")
@@ -216,26 +218,7 @@ def save(ctx, work, dry_run, allow_mass_delete, as_json, **_):
             would_be_refused(report.refused)
         return
     json_result(work=os.path.abspath(work), **save_facts(report))
-    say_saved(work, report)
-
-
-def say_saved(work: str, report) -> None:
-    """What a save did, in one line, and what a person should know about it."""
-    plan = report.plan
-    out.print(f"saved {work}: {count(report.uploaded, 'file')} uploaded "
-              f"({human_size(report.uploaded_bytes)}"
-              + (f"; {count(report.appended, 'file')} appended to, only the new bytes written"
-                 if report.appended else "") + ")"
-              + (f", {report.moved} moved" if report.moved else "")
-              + (f", {count(report.dirs_created, 'folder')} created"
-                 if report.dirs_created else "")
-              + (f", {count(report.deleted, 'file')} moved to the trash"
-                 if report.deleted else "")
-              + (f" (batch {report.trash_batch})" if report.trash_batch else "")
-              + (", link manifest written" if report.manifest_written else "")
-              + (", CERIT's symlink-dump written" if report.cerit_dump_written else "")
-              + f", {count(plan['unchanged'], 'entry')} unchanged, in {report.seconds:.2f} s",
-              markup=False)
+    out.print(saved_line(work, report), markup=False)
     for path, kept_as in report.conflicts:
         warn(f"conflict: {path} changed on the primary too; the primary's version is "
              f"kept as {kept_as}", markup="")
@@ -277,6 +260,30 @@ def save_facts(report) -> dict:
             "conflicts": [{"path": p, "kept_as": k} for p, k in report.conflicts],
             "held_deletions": report.held, "deletes_skipped": report.deletes_skipped,
             "special": list(report.special), "seconds": round(report.seconds, 3)}
+
+
+def saved_line(work: str, report) -> str:
+    """The one line a save ends with: what it wrote, moved, trashed, and kept."""
+    return (f"saved {work}: {count(report.uploaded, 'file')} uploaded "
+            f"({human_size(report.uploaded_bytes)}"
+            + (f"; {count(report.appended, 'file')} appended to, only the new bytes written"
+               if report.appended else "") + ")"
+            + (f", {report.moved} moved" if report.moved else "")
+            + (f", {count(report.dirs_created, 'folder')} created"
+               if report.dirs_created else "")
+            + (f", {count(report.deleted, 'file')} moved to the trash"
+               if report.deleted else "")
+            + (f" (batch {report.trash_batch})" if report.trash_batch and report.deleted
+               else "")
+            + (", link manifest written" if report.manifest_written else "")
+            + (", CERIT's symlink-dump written" if report.cerit_dump_written else "")
+            + (f" (the previous one, with {count(report.links_dropped, 'link')} no longer "
+               f"there, kept in trash batch {report.trash_batch})"
+               if report.links_dropped > 0 else
+               f" (the previous one, unreadable, kept in trash batch {report.trash_batch})"
+               if report.links_dropped < 0 else "")
+            + f", {count(report.plan['unchanged'], 'entry')} unchanged, in "
+              f"{report.seconds:.2f} s")
 
 
 def warn_held(summary: dict, how_to_confirm: str) -> None:

@@ -8,14 +8,16 @@ copy alone. Verify is the one command that reads the whole primary, on purpose: 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from ..engine.content import same_content, scratch_snapshots, snapshot_size
 from ..engine.filters import compile_excludes
 from ..engine.plan import unsaved_summary
 from ..engine.scan import Kind, scan_tree
+from ..engine.snapshot import fold_companions
 from ..errors import FormatError, SpaceportError, StorageUnavailableError
 from ..formats.journal import read_tail
 from ..formats.legacy import (
@@ -31,6 +33,7 @@ from ..formats.marker import (
     DEPLOYING,
     MARKER_DIR,
     MARKER_FILE,
+    marker_dir,
     read_marker,
     read_undeployed_record,
     require_marker,
@@ -307,13 +310,15 @@ def held_lines(facts: dict) -> list[str]:
     lines = []
     held = facts.get("held_deletions")
     if held:
+        links = f", {count(held['links'], 'link')}" if held.get("links") else ""
         lines.append(f"held          {count(held['count'], 'deletion')} "
-                     f"({count(held['files'], 'file')}) since {held.get('since') or '?'}: the "
+                     f"({count(held['files'], 'file')}{links}) since {held.get('since') or '?'}: the "
                      f"working copy looks wrong: {held['reason']}")
         lines += [f"                {show_path(p)}" for p in held["sample"][:10]]
         if held["count"] > min(len(held["sample"]), 10):
             lines.append(f"                ... and {held['count'] - min(len(held['sample']), 10)} more")
-        lines.append(f"              they stay on the primary; to carry them out: spaceport "
+        kept = "stay on the primary (the links in the manifest)" if links else "stay on the primary"
+        lines.append(f"              they {kept}; to carry them out: spaceport "
                      f"save --allow-mass-delete {facts['work']} (or POST /confirm-deletions "
                      "to its daemon)")
     special = facts.get("special") or []
@@ -361,17 +366,6 @@ class VerifyReport:
         return not self.differences
 
 
-def _digest(store: Store, rel: str) -> str:
-    fd = store.open_read(rel)
-    try:
-        h = hashlib.sha256()
-        while chunk := os.read(fd, 1 << 20):
-            h.update(chunk)
-        return h.hexdigest()
-    finally:
-        os.close(fd)
-
-
 def verify(work_path: str, opts: Options, *, checksum: bool = False) -> VerifyReport:
     """Compare the working copy with the primary, file by file, and the links."""
     work_path = os.path.abspath(work_path)
@@ -379,14 +373,17 @@ def verify(work_path: str, opts: Options, *, checksum: bool = False) -> VerifyRe
     opts = dataclasses.replace(opts, status_dir=marker.status_dir)  # the copy knows its own
     report = VerifyReport()
     with open_primary(marker.primary, marker.token, opts) as primary, \
-            open_work(work_path, marker.token) as work:
+            open_work(work_path, marker.token) as work, ExitStack() as stack:
         # What the working copy excludes is compared on neither side: it is not saved.
         exclude = compile_excludes(marker.exclude)
         pscan = scan_tree(primary, skip_top={marker.status_dir, MARKER_DIR} | TOP_LEVEL_NAMES,
                           jobs=opts.jobs, exclude=exclude)
         wscan = scan_tree(work, skip_top={MARKER_DIR}, temp_token=marker.token,
                           exclude=exclude)
+        live = fold_companions(wscan, work)  # a -wal or -journal is part of its database
         diff = report.differences
+        snapshots = stack.enter_context(scratch_snapshots(marker_dir(work_path))) \
+            if checksum or live else None
         for path, w in sorted(wscan.entries.items()):
             p = pscan.entries.get(path)
             if w.kind is Kind.LINK:
@@ -397,10 +394,13 @@ def verify(work_path: str, opts: Options, *, checksum: bool = False) -> VerifyRe
                 diff.append(f"different kind: {show_path(path)}")
             elif w.kind is Kind.FILE:
                 report.checked_files += 1
-                if p.size != w.size:
-                    diff.append(f"size differs: {show_path(path)} (work {count(w.size, 'byte')}, "
+                # A database with its -wal or -journal is saved as a snapshot: that is what
+                # the primary's file is compared with (engine.content).
+                size = snapshot_size(work, path, snapshots) if path in live else w.size
+                if p.size != size:
+                    diff.append(f"size differs: {show_path(path)} (work {count(size, 'byte')}, "
                                 f"primary {count(p.size, 'byte')})")
-                elif checksum and _digest(primary, path) != _digest(work, path):
+                elif checksum and not same_content(work, primary, path, snapshots):
                     diff.append(f"content differs: {show_path(path)}")
         for path in sorted(set(pscan.entries) - set(wscan.entries)):
             if pscan.entries[path].kind is not Kind.LINK:  # links: compared below

@@ -22,20 +22,24 @@ import logging
 import os
 import shutil
 import stat as stat_mod
+import time
 from dataclasses import dataclass, field
 
+from ..engine.content import scratch_snapshots
 from ..engine.filters import Exclude, compile_excludes
 from ..engine.index import Index
 from ..engine.plan import links_for_manifest, unsaved_summary
 from ..engine.scan import Kind
+from ..engine.snapshot import RACY_SECONDS
 from ..errors import NotSavedError, PartialSaveError, RefusedError
 from ..formats.legacy import TOP_LEVEL_NAMES as LEGACY_TOP_NAMES
 from ..formats.links import MANIFEST_STATE, read_manifest_full
 from ..formats.marker import (MARKER_DIR, REMOVING, UNDEPLOYED, Marker, marker_dir, read_marker,
                               read_undeployed_record, write_marker, write_undeployed_record)
-from ..safety.deletion_guard import held_refusal
+from ..safety.deletion_guard import held_links, held_refusal
 from ..safety.invariant import WorkGuard, find_unsaved, remove_saved
 from ..safety.worklock import BUSY_FILE
+from ..wording import count
 from .deploy.discard import DISCARDED_DIR
 from .folders import volume_artifacts
 from .options import Options
@@ -197,9 +201,15 @@ def final_save_copy(copy: WorkingCopy, *, allow_mass_delete=False, checksum: boo
         unsaved = check_saved(copy, checksum=checksum, stop=stop)
         if not unsaved:
             return report
+        if report.racy:
+            # Databases written within the last second (an application that just closed
+            # them checkpoints its WAL) were saved but cannot be recorded yet: the next
+            # round, a second later, records them, rather than call them still changing.
+            (stop.wait if stop is not None else time.sleep)(RACY_SECONDS)
         again = unsaved.on_primary + unsaved.content
-        log.warning("the final check found %d entries not proven saved (%s); saving again",
-                    len(unsaved.paths()) + unsaved.links, ", ".join(unsaved.paths()[:10]))
+        log.warning("the final check found %s not proven saved (%s); saving again",
+                    unsaved_words(unsaved), ", ".join(unsaved.paths()[:10] + (
+                        ["the link manifest"] if unsaved.links else [])))
         if resaved is not None:
             resaved.extend(again)
         # The next save uploads them (and writes the manifest, if it was not proven).
@@ -214,12 +224,21 @@ def final_save_copy(copy: WorkingCopy, *, allow_mass_delete=False, checksum: boo
         hint="Nothing was lost. 'spaceport status WORK' shows what is not saved yet.")
 
 
+def unsaved_words(unsaved) -> str:
+    """"2 entries", "the link manifest", "1 entry and the link manifest"."""
+    parts = [count(len(unsaved.paths()), "entry")] if unsaved.paths() else []
+    return " and ".join(parts + (["the link manifest"] if unsaved.links else []))
+
+
 def check_saved(copy: WorkingCopy, *, checksum: bool = False, stop=None):
     """:class:`~spaceport.safety.invariant.Unsaved` for the working copy as it is now."""
     work, primary, index = copy.work, copy.primary, copy.index
     scan = copy.scan()
     pscan = scan_primary(primary, copy.opts, stop, exclude=excludes_of(copy.marker))
-    links = [e for e in scan.entries.values() if e.kind is Kind.LINK]
+    # The manifest holds the working copy's links, and those whose removal the deletion
+    # guard holds (they stay in the manifest, as held files stay on the primary).
+    links = [e for e in scan.entries.values() if e.kind is Kind.LINK] + \
+        [k.entry for k in held_links(index)]
     if scan.exclude:  # excluded links stay in the manifest as the index knows them
         links += [row.entry for path, row in index.load().items()
                   if row.entry.kind is Kind.LINK and path not in scan.entries
@@ -228,8 +247,11 @@ def check_saved(copy: WorkingCopy, *, checksum: bool = False, stop=None):
     wanted = set(links_for_manifest(links, [work.root, os.path.realpath(work.root)]))
     manifest_ok = index.get_meta(MANIFEST_STATE) == "ok" and manifest is not None \
         and set(manifest.links) == wanted
-    return find_unsaved(scan, index, pscan, primary, work, manifest_ok=manifest_ok,
-                        checksum=checksum)
+    if not checksum:
+        return find_unsaved(scan, index, pscan, primary, work, manifest_ok=manifest_ok)
+    with scratch_snapshots(marker_dir(copy.path)) as snapshots:
+        return find_unsaved(scan, index, pscan, primary, work, manifest_ok=manifest_ok,
+                            checksum=True, snapshots=snapshots)
 
 
 def remove_saved_copy(copy: WorkingCopy) -> list[str]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from ..formats.links import Link, capture
 from ..wording import count, human_size, show_path
-from .index import Index, Known, proven
+from .index import OURS, Index, Known, primary_state, proven
 from .renames import Move, find_moves, moves_in_words
 from .scan import Entry, Kind, ScanResult
 
@@ -46,7 +46,10 @@ class SavePlan:
     links: list[Entry] = field(default_factory=list)  # all links now in work
     links_changed: bool = False
     changed_links: list[str] = field(default_factory=list)  # new or retargeted links
-    removed_links: list[str] = field(default_factory=list)  # links gone from work
+    removed_links: list[Known] = field(default_factory=list)  # links gone from work
+    # Links gone from work whose removal the deletion guard holds: they stay in the
+    # manifest and in the index (safety.deletion_guard), as held files stay on the primary.
+    held_links: list[Known] = field(default_factory=list)
     unchanged: int = 0
     kept_unknown: list[str] = field(default_factory=list)  # under unreadable dirs
     adopt: list[Known] = field(default_factory=list)  # format-1 rows given their ctime
@@ -184,6 +187,8 @@ def _plan_changes(scan: ScanResult, known: Mapping[str, Known], same: set[str],
             continue
         if old is not None and old.entry.kind is not entry.kind:
             plan.replaced.append(old)  # e.g. a file became a directory: trash the old one
+            # A link that became a file or a folder leaves the manifest too.
+            plan.links_changed |= old.entry.kind is Kind.LINK
             old = None
         if old is not None and old.entry.sig() == entry.sig():
             plan.unchanged += 1
@@ -203,7 +208,7 @@ def _plan_changes(scan: ScanResult, known: Mapping[str, Known], same: set[str],
             continue
         if old.entry.kind is Kind.LINK:
             plan.links_changed = True
-            plan.removed_links.append(path)
+            plan.removed_links.append(old)
         else:
             plan.deletes.append(old)
     plan.mkdirs = parents_first(plan.mkdirs)
@@ -237,7 +242,8 @@ def save_listing(plan: SavePlan, limit: int | None = 20) -> list[str]:
         ("record link", count(len(plan.changed_links), "link"),
          [f"{show_path(p)} -> {show_path(targets.get(p, ''))}"
           for p in sorted(plan.changed_links)]),
-        ("forget link", count(len(plan.removed_links), "link"), shown(plan.removed_links)),
+        ("forget link", count(len(plan.removed_links), "link"),
+         shown(k.entry.path for k in plan.removed_links)),
     ]
     lines = []
     for name, what, items in kinds:
@@ -310,7 +316,7 @@ def plan_deploy(primary: ScanResult, work: ScanResult, known: Mapping[str, Known
         if here is None:
             plan.downloads.append(entry)
         elif here.kind is Kind.FILE and proven(here, old):
-            if (old.psize, old.pmtime_ns) == (entry.size, entry.mtime_ns):
+            if primary_state(entry.size, entry.mtime_ns, entry.ctime_ns, old) == OURS:
                 plan.current.append((entry, old))
             else:  # changed on the primary meanwhile: ours goes to the trash, theirs here
                 plan.to_trash.append(here)

@@ -166,6 +166,7 @@ class Manifest:
     unrestored: list[Unrestored] = field(default_factory=list)  # recorded by earlier saves
     imported_from: dict | None = None
     cerit_dump: str | None = None  # the digest of the symlink-dump written with it (cerit.py)
+    root: str | None = None  # the work root the links were captured under
 
 
 def decode_manifest(raw: bytes, where: str = MANIFEST_NAME) -> list[Link]:
@@ -224,6 +225,10 @@ def parse_manifest(raw: bytes, where: str = MANIFEST_NAME, file: str = MANIFEST_
                           f"({exc}).") from exc
     found.imported_from = header.get("imported_from")
     found.cerit_dump = header.get("cerit_dump")
+    try:
+        found.root = _decode(header, "root")
+    except (ValueError, KeyError, TypeError):
+        found.root = None  # only said to a person; the links do not depend on it
     return found
 
 

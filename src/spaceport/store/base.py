@@ -167,8 +167,9 @@ class Store(ABC):
 
     @abstractmethod
     def open_in_place(self, rel: str) -> int:
-        """Open an existing file for writing in place, never truncating nor creating it:
-        an append writes its new bytes past the ones saved (spaceport.engine.append)."""
+        """Open an existing file for reading and writing in place, never truncating nor
+        creating it: an append reads back the last bytes saved, then writes its new bytes
+        past them (spaceport.engine.append)."""
 
     @abstractmethod
     def finish_in_place(self, fd: int, *, mtime_ns: int | None) -> os.stat_result:
