@@ -14,18 +14,13 @@ import os
 
 from ...engine.index import Known
 from ...engine.plan import SavePlan, links_for_manifest
-from ...formats.cerit import DUMP_NOTE
 from ...errors import FormatError
-from ...formats.links import (
-    MANIFEST_NAME,
-    MANIFEST_STATE,
-    Link,
-    manifest_notes,
-    parse_manifest,
-    write_manifest,
-)
-from .cerit_dump import Dump
+from ...formats.cerit import DUMP_NOTE
+from ...formats.links import (MANIFEST_NAME, MANIFEST_STATE, Link, manifest_notes, parse_manifest,
+                              write_manifest)
+from ...formats.statusfile import is_status_file_problem
 from ...store.base import join
+from .cerit_dump import Dump
 from .run import SaveRun
 
 
@@ -62,6 +57,12 @@ def keep_previous(run: SaveRun, links: list[Link]) -> None:
     try:
         raw = run.retry(run.primary.read_bytes, rel, what=f"read {MANIFEST_NAME}")
     except FileNotFoundError:
+        return
+    except OSError as exc:
+        if not is_status_file_problem(exc):
+            raise
+        # A folder (or a file it may not read) in its place: nothing of a manifest to keep;
+        # the write below names it, and whatever is there stays as it is.
         return
     try:
         lost = set(parse_manifest(raw, rel).links) - set(links)
