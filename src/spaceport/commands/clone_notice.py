@@ -20,6 +20,7 @@ import os
 import time
 
 from ..clock import iso, utcnow
+from ..store.base import TEMP_PREFIX
 from ..wording import count, human_size
 
 NOTICE_NAME = "SOURCE-DATA-INCOMPLETE.txt"
@@ -61,7 +62,8 @@ class Notice:
             "streaming mode to take the others as they come, or wait until this file is gone.\n"
             f"Watch the progress: {self.watch}\n\n"
             "spaceport removes this file when the copy is complete.\n")
-        tmp = os.path.join(os.path.dirname(self.path), f".{NOTICE_NAME}.{os.getpid()}")
+        # A hidden temporary name, like the clone's own: no import pattern matches it.
+        tmp = os.path.join(os.path.dirname(self.path), f"{TEMP_PREFIX}notice-{os.getpid()}")
         with open(tmp, "w") as f:
             f.write(text)
         os.chmod(tmp, 0o444)
