@@ -11,16 +11,11 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # rich's live widgets cost 50 ms to import: only a terminal's bars need them
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
 
 
 @dataclass
@@ -90,11 +85,22 @@ class RichTracker(Tracker):
 
     def __init__(self, console: Console | None = None):
         super().__init__()
-        self.console = console or Console(stderr=True)
+        if console is None:
+            from rich.console import Console
+            console = Console(stderr=True)
+        self.console = console
         self.progress: Progress | None = None
         self._ids: dict[str, TaskID] = {}
 
     def _new_progress(self) -> Progress:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
         return Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
