@@ -176,3 +176,23 @@ def test_sigterm_mid_clone_saves_the_project_and_the_next_start_resumes_the_clon
     assert tree_files(s["source_work"]) == source
     d.signal(signal.SIGTERM)
     assert d.wait_exit() == 0, d.log()
+
+
+def test_a_failed_background_clone_leaves_the_project_running_and_wait_source_says_so(
+        tmp_path, daemons):
+    """The project is fine and stays served; the clone's failure is on the page and in
+    /status, and a script waiting for the source hears it (exit 1) instead of waiting on."""
+    primary, work = tmp_path / "primary", tmp_path / "work"
+    write(str(primary), "project.sqlite", b"runs")
+    d = daemons(str(primary), str(work), "--source", str(tmp_path / "not-mounted"),
+                "--source-work", str(tmp_path / "source-work"), "--source-in-background")
+    status = d.wait_status(lambda s: (s.get("source_progress") or {}).get("stage") == "failed"
+                           and s["phase"] == "running", 30, "the failed clone, running on")
+    assert status["ready"] and status["health"] == "degraded"
+    assert "clone" in status["health_reason"]
+    wait = [sys.executable, "-m", "spaceport", "wait", "--url", d.url, "--timeout", "20"]
+    assert subprocess.run(wait, capture_output=True).returncode == 0  # the desktop starts
+    waited = subprocess.run(wait + ["--source"], capture_output=True, text=True)
+    assert waited.returncode == 1 and "failed" in waited.stdout + waited.stderr
+    d.signal(signal.SIGTERM)
+    assert d.wait_exit() == 0, d.log()

@@ -47,6 +47,8 @@ class SourceClone:
                                stop=self.stops.copy_stop, first=first,
                                watch=self._watch_text(), progress=progress)
             except BaseException as exc:
+                # A failure before the clone got going (the source not mounted) too.
+                progress.stage = "stopped" if isinstance(exc, Interrupted) else "failed"
                 self.state.record_clone(started, error=exc)
                 raise
             self.state.record_clone(started, report=report)
