@@ -40,6 +40,11 @@ Per file read from the primary (a stage-in on a node that never saw it): the sca
 OPEN, FLUSH and RELEASE (4); no stat after reading (the primary is under our lock) and no
 read past the end. With libfuse's default 1 s entry cache the OPEN needs another LOOKUP when
 the listing is older than that: five per file in the benchmarks.
+
+Per file cloned from the source (``spaceport clone``, the daemon's ``--source``): the same
+four, and a GETATTR after the copy: the source is not under our lock, and a file that
+changed while it was copied must be copied again (reading marked the cached atime stale,
+so the kernel asks the server: the stat sees what the server has now).
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ import time
 import pytest
 from conftest import write
 
+from spaceport.commands.clone import clone
 from spaceport.commands.deploy import deploy
 from spaceport.commands.options import Options
 from spaceport.commands.save import save
@@ -68,6 +74,7 @@ pytestmark = pytest.mark.fuse
 CALLS_PER_FILE = 8  # kernel requests per file saved: see the module docstring
 SERVER_CALLS_PER_FILE = 10  # and calls of this high-level server, its reply getattrs added
 STAGE_IN_PER_FILE = 4
+CLONE_PER_FILE = 5
 JOURNAL = 3  # a save that changed something appends a line: open, flush, release
 NO_CHANGE_MAX = 50  # "a few tens": read the lock (twice) and rewrite it, check the mount
 
@@ -207,6 +214,26 @@ def test_a_stage_in_makes_four_requests_per_file(mount, tmp_path, opts):
     assert abs(metadata_calls(large) - metadata_calls(small) - 300 * STAGE_IN_PER_FILE) <= 3
     # The rest: per folder (21) LOOKUP, OPENDIR, READDIR, RELEASEDIR; the lock, the manifest.
     assert metadata_calls(small) - 100 * STAGE_IN_PER_FILE <= 4 * 21 + 2 * NO_CHANGE_MAX
+
+
+def test_a_clone_makes_five_requests_per_file(mount, tmp_path, opts):
+    """Two clones from a fresh mount, of 100 and of 400 files in the same folders."""
+    for files in (100, 400):
+        for i in range(files):
+            write(os.path.join(mount.backing, f"s{files}"), f"run{i % 10:03d}/m{i:05d}.mrc",
+                  os.urandom(1000))
+    other = tmp_path / "mnt-new-node"
+    other.mkdir()
+    counts = {}
+    with OneDataFS(mount.backing, other, attr_timeout=3600.0) as fresh:
+        for files in (100, 400):
+            counts[files] = counted(fresh, clone, os.path.join(fresh.mountpoint, f"s{files}"),
+                                    str(tmp_path / f"clone{files}"), opts)
+    small, large = counts[100], counts[400]
+    per_file = {op: round((large[op] - small[op]) / 300, 1) for op in large}
+    assert {op: n for op, n in per_file.items() if n} == {
+        "getattr": 2, "open": 1, "flush": 1, "release": 1, "read": 1}
+    assert abs(metadata_calls(large) - metadata_calls(small) - 300 * CLONE_PER_FILE) <= 3
 
 
 def test_the_primary_never_receives_a_symlink_call(mount, tmp_path, opts):
