@@ -14,11 +14,18 @@ NOCHANGE_CALLS_MAX = 50  # "a few tens at most"
 JOBS = 32  # spaceport's default --jobs: the concurrency of its calls in the physical limit
 
 
+def concurrency(op: str) -> int:
+    """How many of spaceport's calls are under way at once: its --jobs for the copies; one
+    for a save with nothing to do, whose few calls (the lock, the mount, the heartbeat) are
+    made one after the other."""
+    return 1 if op == "nochange" else JOBS
+
+
 def physical_limit(res: Results, op: str) -> float | None:
-    """The least time the calls could take: calls × latency ÷ concurrency (spaceport's
-    default --jobs), with every call a round trip of the scenario's delay."""
+    """The least time the calls could take: calls × latency ÷ concurrency, with every call
+    a round trip of the scenario's delay."""
     calls = res.calls(op, "spaceport")
-    return None if calls is None else calls * res.scenario.delay_ms / 1000 / JOBS
+    return None if calls is None else calls * res.scenario.delay_ms / 1000 / concurrency(op)
 
 
 def filesystem_of(path: str) -> str:
@@ -112,7 +119,8 @@ def targets(results: dict[str, Results], scale: dict | None, big: dict | None) -
         floor = physical_limit(res, op) if res else None
         measured = fmt_r(r) if r is None else (
             f"{fmt_r(r)} ({fmt_s(mine)} vs {fmt_s(theirs)}; physical limit "
-            f"{res.calls(op, 'spaceport'):,} calls × {res.scenario.delay_ms:g} ms ÷ {JOBS} = "
+            f"{res.calls(op, 'spaceport'):,} calls × {res.scenario.delay_ms:g} ms ÷ "
+            f"{concurrency(op)} = "
             f"{fmt_s(floor)}, {fmt_r(ratio(floor, theirs))} rclone)")
         rows.append((text, measured, "not measured" if r is None else
                      "met" if r <= limit else "missed"))

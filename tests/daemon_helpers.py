@@ -45,6 +45,7 @@ class DaemonProcess:
                                      stdin=subprocess.DEVNULL,
                                      env={**os.environ, "COLUMNS": "200", **(env or {})})
         self._port: int | None = None
+        self.status_headers: dict = {}  # credentials, for a daemon that asks for them
 
     # -- asking ----------------------------------------------------------------------
     @property
@@ -70,7 +71,8 @@ class DaemonProcess:
             return exc.code, exc.read(), dict(exc.headers)
 
     def status(self) -> dict:
-        code, body, _ = self.request("/status")
+        # spaceport's own path whatever else the port serves (--desktop-url)
+        code, body, _ = self.request("/spaceport/status", headers=self.status_headers)
         assert code == 200, body
         return json.loads(body)
 

@@ -19,6 +19,7 @@ import pytest
 from conftest import run_cli, write
 from test_faults import Mount, needs_fuse, spaceport_proc
 
+from spaceport.engine.append import TAIL
 from spaceport.engine.digest import DIGEST_MIN_SIZE
 from spaceport.engine.index import Index
 from spaceport.formats.marker import index_path
@@ -99,9 +100,14 @@ def test_an_append_writes_only_the_new_bytes(project):
     tail = lines(1 << 20, 1)
     append_to(local, tail)
     written, calls = counted_save(m, work)
+    read = m.fs.io_bytes()["read"]
     print(f"append of {len(tail)} bytes to a {3 << 20}-byte log: {written} bytes written, "
-          f"calls {sum(calls.values())} ({ {k: v for k, v in calls.items() if v} })")
+          f"{read} bytes read, calls {sum(calls.values())} "
+          f"({ {k: v for k, v in calls.items() if v} })")
     assert len(tail) <= written <= len(tail) + OVERHEAD
+    # The proof reads back the last TAIL bytes saved, and nothing more of the log (the
+    # rest read is the lock and the heartbeat).
+    assert TAIL <= read <= TAIL + 8192
     assert calls["rename"] <= 1 and calls["create"] <= 1  # no temporary for the log
     assert content(os.path.join(m.backing, LOG)) == content(local)
     known, inflight = row(work, LOG)
@@ -190,6 +196,84 @@ def test_a_primary_file_changed_by_someone_else_is_kept_as_a_conflict_copy(proje
     kept = conflicts(m.backing, LOG)
     assert len(kept) == 1 and content(os.path.join(os.path.dirname(there), kept[0])) == theirs
     assert "changed on the primary too" in res.err
+
+
+def edit_in_place_times_put_back(path: str, offset: int, data: bytes, tmp_path) -> bytes:
+    """Edit the primary's file in place and put its size and mtime back with ``touch -r``,
+    as rsync -t or a careful script leaves it; returns its new content."""
+    ref = str(tmp_path / "times-of-the-saved-version")
+    open(ref, "w").close()
+    subprocess.run(["touch", "-r", path, ref], check=True)
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+    subprocess.run(["touch", "-r", ref, path], check=True)
+    assert os.path.getsize(path) == size
+    return content(path)
+
+
+def trashed(backing: str, path: str) -> list[bytes]:
+    root = os.path.join(backing, S, "trash")
+    return [content(os.path.join(root, b, path)) for b in sorted(os.listdir(root))
+            if os.path.exists(os.path.join(root, b, path))] if os.path.isdir(root) else []
+
+
+def test_a_primary_file_edited_in_place_with_its_times_put_back_is_never_appended_to(
+        project, tmp_path):
+    m, work = project
+    local, there = os.path.join(work, LOG), os.path.join(m.backing, LOG)
+    saved = content(there)
+    theirs = edit_in_place_times_put_back(there, 1000, b"THEIR EDIT", tmp_path)
+    assert os.stat(there).st_mtime_ns == os.stat(local).st_mtime_ns
+    append_to(local, lines(200_000, 40))
+    res = run_cli("save", work)
+    assert res.code == 0, res.err
+    assert "1 file appended to" not in res.out
+    assert "could not be proven to be the version this copy saved" in res.err, res.err
+    # Ours whole on the primary, theirs whole in the trash: never a mix.
+    assert content(there) == content(local) and content(there).startswith(saved)
+    assert trashed(m.backing, LOG) == [theirs] and conflicts(m.backing, LOG) == []
+    append_to(local, lines(50_000, 41))  # and appends again from there
+    written, _ = counted_save(m, work)
+    assert written <= 50_000 + OVERHEAD and content(there) == content(local)
+    r = run_cli("undeploy", work)
+    assert r.code == 0, r.err
+    assert content(there).startswith(saved) and trashed(m.backing, LOG) == [theirs]
+
+
+def test_an_edit_near_the_end_is_caught_by_the_bytes_read_back(project, tmp_path):
+    """A row that does not know the primary's ctime (written before index format 4, as a
+    migrated index has it) still proves an append by the saved bytes read back."""
+    import sqlite3
+
+    m, work = project
+    db = sqlite3.connect(index_path(work))
+    db.execute("UPDATE entries SET pctime_ns = NULL")
+    db.commit()
+    db.close()
+    assert row(work, LOG)[0].pctime_ns is None
+    local, there = os.path.join(work, LOG), os.path.join(m.backing, LOG)
+    theirs = edit_in_place_times_put_back(there, os.path.getsize(there) - 100, b"THEIRS",
+                                          tmp_path)
+    append_to(local, lines(100_000, 42))
+    res = run_cli("save", work)
+    assert res.code == 0 and "1 file appended to" not in res.out, res.out
+    assert content(there) == content(local)
+    kept = conflicts(m.backing, LOG)
+    assert len(kept) == 1 and content(os.path.join(os.path.dirname(there), kept[0])) == theirs
+
+
+def test_undeploy_never_removes_a_copy_whose_version_the_primary_lost_in_place(
+        project, tmp_path):
+    m, work = project
+    local, there = os.path.join(work, LOG), os.path.join(m.backing, LOG)
+    ours = content(local)
+    theirs = edit_in_place_times_put_back(there, 2000, b"THEIRS", tmp_path)
+    r = run_cli("undeploy", work)
+    assert r.code == 0, r.err
+    assert "not proven saved" in r.err  # the final check saw it and saved ours again
+    assert content(there) == ours and trashed(m.backing, LOG) == [theirs]
 
 
 WRITER = textwrap.dedent("""
@@ -317,5 +401,67 @@ def test_a_daemon_autosaving_a_growing_log_writes_only_what_grew(tmp_path, daemo
         assert written <= grown + OVERHEAD * max(saves, 1), written
         d.signal(signal.SIGTERM)
         assert d.wait_exit(60) == 0, d.log()
+    finally:
+        m.stop()
+
+
+def test_the_first_growth_after_a_deploy_writes_only_the_new_bytes(tmp_path):
+    """Issue 21: a 200 MB file that came from the deploy and grew by 5 MB cost 205 MB at the
+    next save (no digest for staged-in files). The stage-in hashes the bytes as they pass
+    by: the primary is read once, and the save writes the 5 MB alone."""
+    m = Mount(tmp_path, meta_delay_ms=0.2)
+    work = str(tmp_path / "work")
+    big, grown = 200 * 10**6, 5 * 10**6
+    try:
+        path = os.path.join(m.backing, LOG)
+        os.makedirs(os.path.dirname(path))
+        with open(path, "wb") as f:  # 200 MB of log lines, written beside the mount
+            block = lines(1 << 20, 7)
+            for _ in range(big // len(block)):
+                f.write(block)
+            f.write(block[: big % len(block)])
+        m.fs.reset_counts()
+        deployed = run_cli("deploy", m.path, work, timeout=300)
+        assert deployed.code == 0, deployed.err
+        read_at_deploy = m.fs.io_bytes()["read"]
+        known, _ = row(work, LOG)
+        local = os.path.join(work, LOG)
+        with open(local, "rb") as f:
+            assert known.digest == hashlib.file_digest(f, "sha256").digest()
+        append_to(local, lines(grown, 8))
+        written, calls = counted_save(m, work)
+        print(f"stage-in of a {big}-byte file read {read_at_deploy} bytes of the primary; "
+              f"the save after it grew by {grown} bytes wrote {written} bytes "
+              f"({calls['create']} create, {calls['rename']} rename)")
+        assert read_at_deploy <= big + OVERHEAD  # read once: hashed on the way
+        assert grown <= written <= grown + OVERHEAD
+        assert os.path.getsize(path) == big + grown
+        with open(path, "rb") as a, open(local, "rb") as b:
+            assert hashlib.file_digest(a, "sha256").digest() == \
+                hashlib.file_digest(b, "sha256").digest()
+    finally:
+        m.stop()
+
+
+def test_without_the_stage_in_digest_the_same_growth_uploads_the_whole_file(tmp_path):
+    """The negative control of the test above: the same growth of a staged-in file whose
+    row has no digest (as before issue 21) is uploaded whole, and the count shows it."""
+    m = Mount(tmp_path, meta_delay_ms=0.2)
+    work = str(tmp_path / "work")
+    size = 8 << 20
+    try:
+        write(m.backing, LOG, lines(size, 3))
+        assert run_cli("deploy", m.path, work).code == 0
+        index = Index(index_path(work))
+        try:
+            known = index.get(LOG)
+            assert known.digest is not None
+            known.digest = None
+            index.record([known])
+        finally:
+            index.close()
+        append_to(os.path.join(work, LOG), lines(1 << 20, 4))
+        written, _ = counted_save(m, work)
+        assert written >= size + (1 << 20)
     finally:
         m.stop()

@@ -95,7 +95,10 @@ def test_exit_codes(tmp_path):
     json.dump(data, open(lock, "w"))
     os.rename(os.path.join(work, ".spaceport"), str(tmp_path / "marker-away"))
     assert run_cli("save", work).code == 5
-    assert run_cli("save").code == 2
+    # No WORK, and the current folder is inside no working copy: the missing-marker refusal.
+    outside = run_cli("save", cwd=str(tmp_path))
+    assert outside.code == 5 and "not a spaceport working copy" in outside.err
+    assert run_cli("deploy", primary, cwd=str(tmp_path)).code == 2  # deploy PRIMARY: WORK?
     assert run_cli("frobnicate").code == 2
 
 
@@ -130,7 +133,12 @@ def test_status_text_and_json(tmp_path):
     prim = json.loads(run_cli("status", "--primary", primary, "--json").out)
     assert prim["lock"]["deployment_id"] == facts["deployment_id"]
     assert prim["recent_saves"][-1]["uploaded"] == 1
-    assert run_cli("status").code == 2
+    # From inside the working copy (a subfolder), no WORK: found by walking up to its marker.
+    os.makedirs(os.path.join(work, "deep", "er"), exist_ok=True)
+    inside = run_cli("status", "--json", cwd=os.path.join(work, "deep", "er"))
+    assert inside.code == 0 and json.loads(inside.out)["work"] == os.path.abspath(work)
+    assert run_cli("status", cwd=str(tmp_path)).code == 1  # inside none: "not a working copy"
+    assert run_cli("status", work, "--primary", primary).code == 2
 
 
 def test_unlock_needs_force_and_confirmation(tmp_path):
@@ -165,6 +173,39 @@ def test_rebase_rewrites_outside_targets(tmp_path):
     run_cli("undeploy", work)
     assert run_cli("deploy", primary, work2, "--rebase", "/mnt/old-data=/mnt/new-data").code == 0
     assert os.readlink(os.path.join(work2, "data")) == "/mnt/new-data/set1"
+
+
+def test_after_a_rebased_deploy_status_save_verify_and_undeploy_agree(tmp_path):
+    """Issue 18: the links point to NEW, the manifest said OLD; save said 'nothing to save',
+    verify 'link differs', undeploy 'entries not proven saved ()'. The rebased links are a
+    change to save: status says so, the first save records them, the rest agrees."""
+    from spaceport.formats.links import read_manifest
+    from spaceport.store import PRIMARY_CAPABILITIES, PosixStore
+
+    primary, work, work2 = (str(tmp_path / n) for n in ("p", "w", "w2"))
+    os.makedirs(primary)
+    run_cli("deploy", primary, work)
+    os.symlink("/mnt/old-data/set1", os.path.join(work, "data"))
+    os.symlink("/elsewhere/x", os.path.join(work, "other"))  # not rebased
+    os.symlink("data", os.path.join(work, "inside"))
+    assert run_cli("undeploy", work).code == 0
+    assert run_cli("deploy", primary, work2, "--rebase", "/mnt/old-data=/mnt/new-data").code == 0
+    st = run_cli("status", work2)
+    assert "links changed" in st.out, st.out
+    dry = run_cli("save", "--dry-run", work2)
+    assert "record link:   1 link" in dry.out and "data -> /mnt/new-data/set1" in dry.out, dry.out
+    assert run_cli("verify", work2).code == 1  # not saved yet: the manifest says OLD
+    r = run_cli("save", work2)
+    assert r.code == 0 and "link manifest written" in r.out, r.out
+    with PosixStore(primary, PRIMARY_CAPABILITIES, temp_token="x") as store:
+        targets = {link.path: link.target for link in read_manifest(store, S)}
+    assert targets == {"data": "/mnt/new-data/set1", "other": "/elsewhere/x", "inside": "data"}
+    assert "nothing: the primary is up to date" in run_cli("status", work2).out
+    assert "nothing to save" in run_cli("save", "--dry-run", work2).out
+    v = run_cli("verify", work2)
+    assert v.code == 0 and "identical" in v.out, v.out
+    u = run_cli("undeploy", work2)
+    assert u.code == 0 and u.err == "", u.err
 
 
 def test_trash_list_restore_purge(tmp_path):

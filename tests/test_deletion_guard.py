@@ -12,8 +12,10 @@ import shutil
 import signal
 
 import pytest
-from conftest import run_cli, write
+from conftest import run_cli, snapshot, write
 from daemon_helpers import read_lock_file
+from test_faults import AVAILABLE as FUSE
+from test_faults import Mount
 
 from spaceport.commands.deploy import deploy
 from spaceport.commands.save import save
@@ -125,7 +127,7 @@ def test_top_level_gone_is_held_on_the_command_line_then_confirmed(deployed):
     r = run_cli("save", work)
     assert r.code == 0, r.err
     assert "1 file uploaded" in r.out and "moved to the trash" not in r.out
-    assert "warning:" in r.err and "27 deletions held (16 files stay on the primary)" in r.err
+    assert "warning:" in r.err and "27 deletions held (16 files and 11 folders stay on the primary)" in r.err
     assert "2 of the 3 top-level entries the index knows are gone (Logs, Runs)" in r.err
     assert f"spaceport save --allow-mass-delete {work}" in r.err
     assert files_under(primary) == {**before, "Runs2/000004_New/extra/new.mrc": b"new run"}
@@ -407,3 +409,98 @@ def test_held_deletions_cost_no_call_on_the_primary_and_a_cleaned_tmp_one_rename
         assert cleaned["rename"] == 200 + nothing["rename"], cleaned  # + the heartbeat's
         print(f"cleaned tmp/ of 200 files: {metadata_calls(cleaned)} metadata calls, "
               f"{cleaned['rename'] - nothing['rename']} renames into the trash, {cleaned.get('rmdir', 0)} rmdir")
+
+
+# -- links are project data (issue 18) ------------------------------------------------------
+def with_links(work: str) -> None:
+    """Every kind of link a Scipion project holds: relative (a run's input), to a folder,
+    absolute into the tree, absolute outside it, dangling."""
+    os.symlink("../../000001_Import/extra/out0.mrc",
+               os.path.join(work, "Runs/000002_Crop/extra/input.mrc"))
+    os.symlink("Runs/000003_Mics", os.path.join(work, "last_run"))
+    os.symlink(os.path.join(work, "Logs/project.log"), os.path.join(work, "Runs/log_abs"))
+    os.symlink("/mnt/vol-dataset/movies/m1.tif", os.path.join(work, "Runs/000003_Mics/m1.tif"))
+    os.symlink("../gone/nowhere", os.path.join(work, "Logs/dangling"))
+
+
+def manifest_links(primary: str) -> set:
+    from spaceport.formats.links import parse_manifest
+    with open(os.path.join(primary, S, "links.jsonl"), "rb") as f:
+        return set(parse_manifest(f.read()).links)
+
+
+def looks_unmounted(work: str, how: str) -> None:
+    """``emptied``: ``rm -rf WORK/*`` (the hidden marker stays); ``unmounted``: the project's
+    folders are there but empty, as sub-volumes that did not mount leave their mount
+    points, and the top-level file and links are gone."""
+    for name in os.listdir(work):
+        path = os.path.join(work, name)
+        if name == ".spaceport":
+            continue
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+            if how == "unmounted":
+                os.mkdir(path)
+        else:
+            os.unlink(path)
+
+
+@pytest.mark.parametrize("how", ["emptied", "unmounted"])
+def test_a_working_copy_that_looks_unmounted_keeps_every_link_in_the_manifest(tmp_path, how):
+    if not FUSE:
+        pytest.skip("FUSE unavailable")
+    m = Mount(tmp_path, meta_delay_ms=0.5)
+    try:
+        primary, work, elsewhere = m.path + "/p", str(tmp_path / "w"), str(tmp_path / "w2")
+        os.mkdir(primary)
+        assert run_cli("deploy", primary, work).code == 0
+        project(work)
+        with_links(work)
+        assert run_cli("save", work).code == 0
+        as_saved, links = snapshot(work), manifest_links(m.backing + "/p")
+        assert len(links) == 5
+        files = files_under(m.backing + "/p")
+        looks_unmounted(work, how)
+        for _ in range(2):  # held, and held again: the manifest is never emptied
+            r = run_cli("save", work)
+            assert r.code == 0, r.err
+            assert "5 links stay in the link manifest" in r.err, r.err
+            assert "no link was taken out of the manifest" in r.err
+            assert manifest_links(m.backing + "/p") == links
+            assert files_under(m.backing + "/p") == files
+            assert not os.path.exists(os.path.join(m.backing, "p", S, "trash"))
+        status = run_cli("status", work)
+        assert ", 5 links) since" in status.out, status.out
+        r = run_cli("undeploy", work)  # a person is there: it stops, keeping all
+        assert r.code == 5 and "5 links stay in the link manifest" in r.err, r.err
+        # The working copy is lost for good (the volume never comes back): another
+        # deployment gets every link back from the manifest.
+        assert run_cli("unlock", "--force", "--yes", primary).code == 0
+        r = run_cli("deploy", primary, elsewhere)
+        assert r.code == 0 and "5 links from links.jsonl" in r.out, r.out
+        assert snapshot(elsewhere, mtimes=False) == {
+            k: v[:3] + (None,) if v[0] == "file" else v for k, v in as_saved.items()}
+    finally:
+        m.stop()
+
+
+def test_a_daemon_stopped_with_an_emptied_volume_leaves_every_link_for_the_next_deploy(
+        tmp_path, daemons):
+    primary, work = str(tmp_path / "primary"), str(tmp_path / "work")
+    project(primary)
+    d = daemons(primary, work, "--interval", "3600")
+    d.wait_phase("running")
+    with_links(work)
+    d.signal(signal.SIGTERM)  # the final save writes them into the manifest
+    assert d.wait_exit() == 0, d.log()
+    links = manifest_links(primary)
+    assert len(links) == 5
+    d2 = daemons(primary, work, "--interval", "3600")  # restores them, then the volume goes
+    d2.wait_phase("running")
+    looks_unmounted(work, "emptied")
+    d2.signal(signal.SIGTERM)
+    assert d2.wait_exit() == 0, d2.log()
+    assert "5 links stay in the link manifest" in d2.log(), d2.log()
+    assert manifest_links(primary) == links and read_lock_file(primary) is None
+    r = run_cli("deploy", primary, str(tmp_path / "again"))
+    assert r.code == 0 and "5 links from links.jsonl" in r.out, r.out

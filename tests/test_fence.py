@@ -173,3 +173,63 @@ def test_a_save_taken_over_at_a_random_moment_writes_at_most_one_file_per_worker
             assert "Nothing more was written" in message
         match = re.search(r"(\d+) writes? landed", message)
         assert match is None or int(match.group(1)) <= 2 * jobs + 2
+
+
+def test_a_failed_commit_counts_as_a_commit_and_its_retry_is_fenced_again():
+    """A commit that failed may have landed (its answer lost): the retry waits for a
+    verification that started after it, even within the verification's max age, and
+    the attempt is named among what may have landed after a loss."""
+    now = [100.0]
+    owner = ["A"]
+    reads = []
+
+    def verify():
+        reads.append(now[0])
+        if owner[0] != "A":
+            raise Lost("lost")
+
+    fence = Fence(verify, max_age=1.0, clock=lambda: now[0])
+    fence.before_commit()
+    assert len(reads) == 1
+    now[0] += 0.1
+    fence.attempted("Runs/a.mrc")  # the rename answered EIO: it may have landed
+    now[0] += 0.1
+    owner[0] = "B"  # taken meanwhile
+    with pytest.raises(Lost):
+        fence.retry_gate("Runs/a.mrc")  # the retry reads the lock again, and stops
+    assert len(reads) == 2
+    assert fence.after_loss == ["Runs/a.mrc"]  # named once, as what may have landed
+
+
+def test_a_retry_inside_a_fenced_commit_is_gated_and_stops_on_a_lost_lock(tmp_path):
+    """Fence.commit sets the gate the retrying store calls before each retry."""
+    from spaceport.store.retry import RetryPolicy
+    from spaceport.store.retrying import RetryingStore
+
+    owner = ["A"]
+    reads = []
+
+    def verify():
+        reads.append(time.monotonic())
+        if owner[0] != "A":
+            raise Lost("lost")
+
+    store = RetryingStore(PosixStore(str(tmp_path), PRIMARY_CAPABILITIES, temp_token="0" * 8),
+                          RetryPolicy(attempts=5, initial_delay=0.001, max_delay=0.002))
+    write(str(tmp_path), "a", b"a")
+    calls = []
+    real = store.inner.rename
+
+    def flaky(src, dst):  # fails once, then the lock is lost before the retry
+        calls.append((src, dst))
+        if len(calls) == 1:
+            owner[0] = "B"
+            raise OSError(5, "Input/output error", src)
+        real(src, dst)
+
+    store.inner.rename = flaky
+    fence = Fence(verify)
+    with pytest.raises(Lost):
+        fence.commit("a -> b", lambda: store.rename("a", "b"))
+    assert len(calls) == 1 and os.path.exists(tmp_path / "a")  # never retried past the gate
+    assert len(reads) == 2 and fence.after_loss == ["a -> b"]

@@ -1,11 +1,14 @@
 """The Helm chart in deploy/helm/spaceport.
 
-It lints, renders for both ways of reaching OneData (oneclient sidecars, existing claims),
-every rendered object validates against the Kubernetes API schemas, and the Pod has the
-shape the design depends on: spaceport is a native sidecar whose startup probe holds the
-desktop back until stage-in is done, the desktop stops before the final save, the grace
-period pays for that save, no secret is spelled out in a Pod spec, and the desktop sees
-only the working copies. Bad form input is refused by values.schema.json.
+It lints, renders for the three ways of reaching OneData (CERIT's labelled Secrets and
+claims, oneclient sidecars, existing claims), every rendered object validates against the
+Kubernetes API schemas of every supported version, and the Pod has the shape the design
+depends on: spaceport is a native sidecar whose startup probe holds the desktop back until
+stage-in is done, the desktop stops before the final save, the grace period pays for that
+save, no secret is spelled out in a Pod spec, the desktop sees only the working copies, and
+one Service leads to spaceport's port. Bad form input is refused by values.schema.json.
+CERIT's own keys, forms and rules are tested in test_cerit_chart.py, the restricted pod
+profile in test_pod_security.py.
 
 Needs `helm-python-sdk` (Helm's Go SDK as a library; no helm binary) and
 `kubernetes-validate`; the tests skip, saying so, when either is missing.
@@ -17,95 +20,28 @@ import base64
 import copy
 import json
 import re
-from pathlib import Path
 
 import pytest
 import yaml
 
-helm = pytest.importorskip(
-    "helm_python", reason="helm-python-sdk is not installed (pip install helm-python-sdk)"
+from chart_helpers import (
+    CHART,
+    KUBE_VERSIONS,
+    NAMESPACE,
+    RELEASE,
+    SECRETS,
+    VALUES,
+    env_of,
+    helm,
+    kubernetes_validate,
+    kv_utils,
+    merged,
+    mounts_of,
+    named_port,
+    oneclient_values,
+    pvc_values,
+    render,
 )
-kubernetes_validate = pytest.importorskip(
-    "kubernetes_validate",
-    reason="kubernetes-validate is not installed (pip install kubernetes-validate)",
-)
-from kubernetes_validate import utils as kv_utils  # noqa: E402
-
-try:  # the wheel bundles libhelm_c; a platform without a wheel cannot load it
-    helm.helm_sdk_version()
-except helm.HelmError as exc:  # pragma: no cover - depends on the platform
-    pytest.skip(f"helm-python-sdk cannot load its native library: {exc}", allow_module_level=True)
-
-CHART = Path(__file__).resolve().parents[1] / "deploy" / "helm" / "spaceport"
-RELEASE = "scipion"
-NAMESPACE = "handl-ns"
-
-# The oldest Kubernetes with native sidecars on by default (the chart's kubeVersion floor),
-# and the release where they went GA.
-KUBE_VERSIONS = ("1.29.0", "1.33.0")
-
-# Distinctive values, so that finding one in a manifest can only mean it leaked there.
-SECRETS = {
-    "source_token": "MDAxNWxvY2F0aW9uIG9uZXpvbmUKMDAzYmlkZW50aWZpZXIgc3JjLXRva2Vu",
-    "project_token": "MDAxNWxvY2F0aW9uIG9uZXpvbmUKMDAzYmlkZW50aWZpZXIgcHJqLXRva2Vu",
-    "vnc_password": "Vnc-pa55word-7c1e",
-    "api_token": "api-token-4b9d2f0e8a7c6b5d",
-}
-
-
-def oneclient_values() -> dict:
-    """What the install form asks for, filled in (oneclient mode)."""
-    return {
-        "onedata": {
-            "mode": "oneclient",
-            "host": "oneprovider.example.org",
-            "source": {"spaceId": "a1b2c3d4e5f6", "token": SECRETS["source_token"]},
-            "project": {
-                "spaceId": "f6e5d4c3b2a1",
-                "token": SECRETS["project_token"],
-                "path": "projects/2024-ribosome",
-            },
-        },
-        "vnc": {"password": SECRETS["vnc_password"]},
-        "spaceport": {"interval": 240, "finalSaveDeadline": 600, "apiToken": SECRETS["api_token"]},
-        "workVolumes": {
-            "source": {"size": "2Ti", "storageClass": "nfs-csi"},
-            "project": {"size": "200Gi", "storageClass": "zfs-csi"},
-        },
-        "desktop": {
-            "image": {"repository": "registry.example.org/scipion/desktop", "tag": "3.1.0"},
-            "resources": {"requests": {"cpu": "4", "memory": "16Gi"}, "limits": {"cpu": "10"}},
-        },
-        "ingress": {"host": "scipion.handl-ns.dyn.cloud.e-infra.cz"},
-    }
-
-
-def pvc_values() -> dict:
-    """The same deployment with the spaces provided as claims (e.g. by a OneData CSI driver)."""
-    return {
-        "onedata": {
-            "mode": "pvc",
-            "source": {"claimName": "onedata-raw-movies"},
-            "project": {"claimName": "onedata-projects", "path": "ribosome"},
-        },
-        "vnc": {"password": SECRETS["vnc_password"]},
-        "spaceport": {"apiToken": SECRETS["api_token"]},
-        "ingress": {"host": "scipion.handl-ns.dyn.cloud.e-infra.cz"},
-    }
-
-
-VALUES = {"oneclient": oneclient_values, "pvc": pvc_values}
-
-
-def merged(base: dict, override: dict) -> dict:
-    """``base`` with ``override`` merged in, recursively (dicts merge, anything else replaces)."""
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merged(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -114,70 +50,14 @@ def chart():
         yield loaded
 
 
-class Rendered:
-    """One rendering of the chart: the raw manifests and the objects parsed from them."""
-
-    def __init__(self, manifests: dict[str, str]):
-        self.manifests = {
-            name: text for name, text in manifests.items() if name.endswith((".yaml", ".yml"))
-        }
-        self.notes = next((t for n, t in manifests.items() if n.endswith("NOTES.txt")), "")
-        self.objects = [
-            doc for text in self.manifests.values() for doc in yaml.safe_load_all(text) if doc
-        ]
-
-    def of_kind(self, kind: str) -> list[dict]:
-        return [o for o in self.objects if o["kind"] == kind]
-
-    def one(self, kind: str) -> dict:
-        (found,) = self.of_kind(kind)
-        return found
-
-    @property
-    def pod(self) -> dict:
-        return self.one("Deployment")["spec"]["template"]["spec"]
-
-    def container(self, name: str) -> dict:
-        pod = self.pod
-        for c in pod.get("initContainers", []) + pod["containers"]:
-            if c["name"] == name:
-                return c
-        raise AssertionError(f"no container {name!r} in the pod")
-
-    @property
-    def secret_data(self) -> dict[str, str]:
-        data = self.one("Secret")["data"]
-        return {k: base64.b64decode(v).decode() for k, v in data.items()}
-
-
-def render(chart, values: dict) -> Rendered:
-    return Rendered(chart.render(values, name=RELEASE, namespace=NAMESPACE))
-
-
 @pytest.fixture(params=sorted(VALUES))
 def mode(request) -> str:
     return request.param
 
 
 @pytest.fixture
-def rendered(chart, mode) -> Rendered:
+def rendered(chart, mode):
     return render(chart, VALUES[mode]())
-
-
-def env_of(container: dict) -> dict[str, dict]:
-    return {e["name"]: e for e in container.get("env", [])}
-
-
-def mounts_of(container: dict) -> dict[str, dict]:
-    return {m["name"]: m for m in container.get("volumeMounts", [])}
-
-
-def named_port(container: dict, port) -> int:
-    """Resolve a probe's or Service's port (a name or a number) against a container."""
-    if isinstance(port, int):
-        return port
-    (number,) = [p["containerPort"] for p in container.get("ports", []) if p["name"] == port]
-    return number
 
 
 # --- lint and schema validation --------------------------------------------------------
@@ -193,18 +73,21 @@ def test_chart_lints_without_warnings(mode):
 def test_chart_requires_native_sidecars():
     meta = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert meta["kubeVersion"] == ">=1.29.0-0"
+    # and the objects are validated from that floor to the newest schemas there are
+    assert KUBE_VERSIONS[0] == "1.29.0" and len(KUBE_VERSIONS) >= 4
 
 
 @pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
-def test_every_object_validates_against_kubernetes_schema(rendered, kube_version):
+def test_every_object_validates_against_kubernetes_schema(rendered, mode, kube_version):
     kinds = sorted(o["kind"] for o in rendered.objects)
+    # cerit mode adds one Secret per space for the platform's OneData claims
+    secrets = ["Secret"] * (3 if mode == "cerit" else 1)
     assert kinds == [
         "Deployment",
         "Ingress",
         "PersistentVolumeClaim",
         "PersistentVolumeClaim",
-        "Secret",
-        "Service",
+        *secrets,
         "Service",
     ]
     for obj in rendered.objects:
@@ -289,6 +172,7 @@ BAD_VALUES = {
         "/onedata/project/path",
     ),
     "absolute path": ("pvc", {"onedata": {"source": {"path": "/etc"}}}, "/onedata/source/path"),
+    # the generic profile has no domain to derive the host from
     "ingress without host": ("pvc", {"ingress": {"host": ""}}, "/ingress/host"),
     "misspelt key": ("oneclient", {"onedata": {"sorce": {"spaceId": "x"}}}, "sorce"),
     "image tag read by YAML as a number": (
@@ -302,6 +186,18 @@ BAD_VALUES = {
         "/workVolumes/project/size",
     ),
     "root as the work user": ("pvc", {"workUser": {"uid": 0}}, "/workUser/uid"),
+    "unknown profile": ("cerit", {"profile": "cern"}, "/profile"),
+    "a misspelt CERIT key": ("cerit", {"od": {"dataset": {"spaceID": "x"}}}, "spaceID"),
+    "an unknown CERIT section": ("cerit", {"instanse": {"mincpu": 2}}, "instanse"),
+    "CERIT's CPU that is not a quantity": ("cerit", {"instance": {"maxcpu": "lots"}}, "/instance/maxcpu"),
+    "CERIT's dataset and source both given": (
+        "cerit",
+        {"od": {"dataset": {"spaceId": "a"}, "source": {"spaceId": "b"}}},
+        "/od",
+    ),
+    "a basic-auth user with a colon": ("pvc", {"auth": {"user": "a:b"}}, "/auth/user"),
+    "an unknown access mode": ("cerit", {"workVolumes": {"accessMode": "RWX"}}, "/workVolumes/accessMode"),
+    "an unknown host style": ("cerit", {"ingress": {"hostStyle": "pretty"}}, "/ingress/hostStyle"),
 }
 
 
@@ -319,6 +215,53 @@ def test_bad_values_are_refused(chart, case):
 def test_pvc_mode_needs_no_tokens(chart):
     rendered = render(chart, pvc_values())
     assert set(rendered.secret_data) == {"vnc-password", "spaceport-api-token"}
+    assert rendered.onedata_secrets == []
+
+
+# Refused while rendering, after the schema: what only the resolved values can tell (CERIT's
+# keys stand in for the chart's, so neither set alone is required by the schema).
+# case: (mode, override, words the refusal must contain)
+REFUSED_WHEN_RESOLVED = {
+    "cerit without the project token": (
+        "cerit",
+        {"onedata": {"project": {"token": ""}}},
+        "onedata.project.token, or CERIT's od.project.token",
+    ),
+    "cerit without a host": ("cerit", {"onedata": {"host": ""}}, "od.dataset.host"),
+    "cerit without the password": ("cerit", {"vnc": {"password": ""}}, "vnc.vncPassword"),
+    "cerit with a path inside the space": (
+        "cerit",
+        {"onedata": {"project": {"path": "sub"}}},
+        "onedata.project.path is not supported in onedata.mode cerit",
+    ),
+    "CERIT's VNC client port": ("cerit", {"vnc": {"useVncClient": True}}, "vnc.useVncClient=true"),
+    "CERIT's microk8s": ("cerit", {"instance": {"microk8s": "true"}}, "instance.microk8s=true"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED_WHEN_RESOLVED))
+def test_values_refused_when_resolved(chart, case):
+    mode, override, words = REFUSED_WHEN_RESOLVED[case]
+    values = merged(VALUES[mode](), override)
+    with pytest.raises(helm.HelmError) as refused:
+        chart.render(values, name=RELEASE, namespace=NAMESPACE)
+    assert words in str(refused.value)
+
+
+def test_without_the_schema_a_missing_host_is_still_refused(tmp_path):
+    # helm --skip-schema-validation: the template's own check names the missing value
+    import shutil
+
+    copy_dir = tmp_path / "spaceport"
+    shutil.copytree(CHART, copy_dir)
+    (copy_dir / "values.schema.json").unlink()
+    with helm.Chart.load(copy_dir) as unchecked:
+        values = merged(pvc_values(), {"ingress": {"host": ""}})
+        with pytest.raises(helm.HelmError) as refused:
+            unchecked.render(values, name=RELEASE, namespace=NAMESPACE)
+        assert "ingress.host is missing" in str(refused.value)
+        # and the same values with a host render
+        unchecked.render(pvc_values(), name=RELEASE, namespace=NAMESPACE)
 
 
 # --- the pod's shape ---------------------------------------------------------------------
@@ -434,10 +377,13 @@ def test_secret_holds_what_the_form_gave(rendered, mode):
     if mode == "oneclient":
         assert data["onedata-source-token"] == SECRETS["source_token"]
         assert data["onedata-project-token"] == SECRETS["project_token"]
+    else:
+        # cerit: the tokens go into the platform's Secrets (test_cerit_chart.py), not here
+        assert not any("token" in key for key in data if key != "spaceport-api-token")
 
 
 def test_every_sensitive_variable_comes_from_the_secret(rendered):
-    secret = rendered.one("Secret")
+    secret = rendered.main_secret
     pod = rendered.pod
     sensitive = re.compile(r"TOKEN|PASS|SECRET", re.IGNORECASE)
     refs = 0
@@ -455,21 +401,26 @@ def test_every_sensitive_variable_comes_from_the_secret(rendered):
                 assert e["value"] not in SECRETS.values()
     assert refs >= 1
     desktop_env = env_of(rendered.container("desktop"))
-    assert desktop_env["VNC_PASS"]["valueFrom"]["secretKeyRef"]["key"] == "vnc-password"
+    # CERIT's images read VNC_PASS; some builds of its master image read MYVNCPASSWORD
+    for name in ("VNC_PASS", "MYVNCPASSWORD"):
+        assert desktop_env[name]["valueFrom"]["secretKeyRef"]["key"] == "vnc-password"
 
 
-def test_api_token_is_a_mounted_file_spaceport_is_pointed_at(rendered):
+def test_secrets_spaceport_reads_are_mounted_files_it_is_pointed_at(rendered):
     spaceport = rendered.container("spaceport")
-    token_file = env_of(spaceport)["SPACEPORT_TOKEN_FILE"]["value"]
-    assert "SPACEPORT_TOKEN" not in env_of(spaceport)
+    env = env_of(spaceport)
+    assert "SPACEPORT_TOKEN" not in env and "SPACEPORT_AUTH_PASSWORD" not in env
     volumes = {v["name"]: v for v in rendered.pod["volumes"]}
-    mount = mounts_of(spaceport)["api-token"]
+    mount = mounts_of(spaceport)["spaceport-secrets"]
     assert mount["readOnly"] is True
-    secret_volume = volumes["api-token"]["secret"]
-    assert secret_volume["secretName"] == rendered.one("Secret")["metadata"]["name"]
-    (item,) = secret_volume["items"]
-    assert item["key"] == "spaceport-api-token"
-    assert token_file == f"{mount['mountPath']}/{item['path']}"
+    secret_volume = volumes["spaceport-secrets"]["secret"]
+    assert secret_volume["secretName"] == rendered.main_secret["metadata"]["name"]
+    files = {item["key"]: f"{mount['mountPath']}/{item['path']}" for item in secret_volume["items"]}
+    # the API token, and the basic-auth password: the VNC password, one password for all
+    assert files == {
+        "spaceport-api-token": env["SPACEPORT_TOKEN_FILE"]["value"],
+        "vnc-password": env["SPACEPORT_AUTH_PASSWORD_FILE"]["value"],
+    }
     # group-readable only: the pod's fsGroup is spaceport's group
     assert secret_volume["defaultMode"] == 0o440
     assert rendered.pod["securityContext"]["fsGroup"] == spaceport["securityContext"]["runAsGroup"]
@@ -487,7 +438,9 @@ def test_api_token_is_generated_when_not_given(chart):
 
 def test_desktop_sees_only_the_working_copies(rendered):
     desktop = mounts_of(rendered.container("desktop"))
-    assert set(desktop) <= {"work-project", "work-source", "desktop-shm"}
+    # and the shared folder where spaceport signals "ok"
+    assert set(desktop) == {"work-project", "work-source", "shared", "desktop-shm"}
+    assert desktop["shared"]["mountPath"] == mounts_of(rendered.container("spaceport"))["shared"]["mountPath"]
     assert desktop["work-source"]["readOnly"] is True
     assert not desktop["work-project"].get("readOnly", False)
     for m in desktop.values():
@@ -512,6 +465,13 @@ def test_spaceport_reads_the_source_read_only(rendered, mode):
         assert volumes["onedata-project"]["persistentVolumeClaim"] == {
             "claimName": "onedata-projects"
         }
+    elif mode == "cerit":
+        # the claims CERIT's platform makes of the chart's Secrets: pvc-<secret name>
+        secrets = {s["metadata"]["name"] for s in rendered.onedata_secrets}
+        source = volumes["onedata-source"]["persistentVolumeClaim"]
+        project = volumes["onedata-project"]["persistentVolumeClaim"]
+        assert source["readOnly"] is True and "readOnly" not in project
+        assert {source["claimName"], project["claimName"]} == {f"pvc-{n}" for n in secrets}
     else:
         # the FUSE mount itself is read-only, whatever propagates into the volume
         args = " ".join(rendered.container("oneclient-source")["args"])
@@ -525,7 +485,8 @@ def test_fuse_mounts_propagate_only_from_oneclient_to_spaceport(chart):
     volumes = {v["name"]: v for v in pod["volumes"]}
     for side in ("source", "project"):
         volume = f"onedata-{side}"
-        assert volumes[volume] == {"name": volume, "emptyDir": {}}
+        # an emptyDir that only holds the mount point
+        assert set(volumes[volume]) == {"name", "emptyDir"}
         users = {
             c["name"]: mounts_of(c)[volume]
             for c in pod["initContainers"] + pod["containers"]
@@ -549,14 +510,26 @@ def test_spaceport_paths(chart, mode):
             == f"/onedata/project/oneclient/{project_id}/projects/2024-ribosome"
         )
         assert env["SPACEPORT_SOURCE"]["value"] == f"/onedata/source/oneclient/{source_id}"
-    else:
+    elif mode == "pvc":
         assert env["SPACEPORT_PRIMARY"]["value"] == "/onedata/project/ribosome"
         assert env["SPACEPORT_SOURCE"]["value"] == "/onedata/source"
+    else:
+        # the claims' roots: each holds one folder, the space, which spaceport works on
+        assert env["SPACEPORT_PRIMARY"]["value"] == "/onedata/project"
+        assert env["SPACEPORT_SOURCE"]["value"] == "/onedata/source"
+    assert ("SPACEPORT_SPACE_FOLDER" in env) is (mode == "cerit")
+    if mode == "cerit":
+        assert env["SPACEPORT_SPACE_FOLDER"]["value"] == "1"
+    # CERIT's paths, which links inside CERIT's projects use, in every mode
     assert env["SPACEPORT_WORK"]["value"] == "/mnt/vol-project"
-    assert env["SPACEPORT_SOURCE_WORK"]["value"] == "/mnt/vol-source"
+    assert env["SPACEPORT_SOURCE_WORK"]["value"] == "/mnt/vol-dataset"
     assert env["SPACEPORT_INSTANCE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["SPACEPORT_LISTEN"]["value"] == "0.0.0.0:8000"
-    assert env["SPACEPORT_INTERVAL"]["value"] == str(values["spaceport"].get("interval", 300))
+    default_interval = 120 if mode == "cerit" else 300
+    assert env["SPACEPORT_INTERVAL"]["value"] == str(values["spaceport"].get("interval", default_interval))
+    # the desktop in the same pod, and the file its wrapper waits for
+    assert env["SPACEPORT_DESKTOP_URL"]["value"] == "http://127.0.0.1:5901"
+    assert env["SPACEPORT_INSTANCE_STATUS_FILE"]["value"] == "/mnt/shared/instance-status"
 
 
 def test_spaceport_options_are_the_daemons(rendered):
@@ -575,6 +548,14 @@ def test_spaceport_options_are_the_daemons(rendered):
         "log-format",
         "instance",
         "status-dir",
+        # the interface the chart relies on (/work/notes/cerit-interface.md, the chart's README)
+        "space-folder",
+        "cerit",
+        "instance-status-file",
+        "desktop-url",
+        "auth-user",
+        "auth-password-file",
+        "source-in-background",
     }
     known = {"SPACEPORT_" + o.upper().replace("-", "_") for o in options}
     assert set(env_of(rendered.container("spaceport"))) <= known
@@ -610,29 +591,47 @@ def test_taking_over_a_stale_lock_is_a_flag_never_an_environment_variable(chart)
 def test_working_volumes(chart):
     rendered = render(chart, oneclient_values())
     claims = {c["metadata"]["name"]: c for c in rendered.of_kind("PersistentVolumeClaim")}
-    source, project = claims["scipion-spaceport-source"], claims["scipion-spaceport-project"]
+    # named with the release and the space (test_cerit_chart.py has the naming rules)
+    source = claims[f"pvc-scipion-{RELEASE}-work-dataset-{NAMESPACE}-a1b2c3d4"]
+    project = claims[f"pvc-scipion-{RELEASE}-work-project-{NAMESPACE}-f6e5d4c3"]
     assert source["spec"]["resources"]["requests"]["storage"] == "2Ti"
     assert source["spec"]["storageClassName"] == "nfs-csi"
     assert project["spec"]["resources"]["requests"]["storage"] == "200Gi"
     assert project["spec"]["storageClassName"] == "zfs-csi"
     volumes = {v["name"]: v for v in rendered.pod["volumes"]}
-    assert (
-        volumes["work-source"]["persistentVolumeClaim"]["claimName"] == "scipion-spaceport-source"
-    )
-    assert (
-        volumes["work-project"]["persistentVolumeClaim"]["claimName"] == "scipion-spaceport-project"
-    )
-    for claim in claims.values():
-        assert "annotations" not in claim["metadata"]
+    for side, claim in (("source", source), ("project", project)):
+        assert volumes[f"work-{side}"]["persistentVolumeClaim"] == {
+            "claimName": claim["metadata"]["name"]
+        }
+        # kept on uninstall by default, so a reinstall for the same space resumes
+        assert claim["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+        # the generic profile's access mode: a cluster's default class may not offer RWX
+        assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
     # an empty storageClass means the cluster's default: the field must be absent, not ""
     rendered = render(
-        chart, merged(pvc_values(), {"workVolumes": {"project": {"keepOnUninstall": True}}})
+        chart, merged(pvc_values(), {"workVolumes": {"project": {"keepOnUninstall": False}}})
     )
-    claims = {c["metadata"]["name"]: c for c in rendered.of_kind("PersistentVolumeClaim")}
-    assert all("storageClassName" not in c["spec"] for c in claims.values())
-    assert claims["scipion-spaceport-project"]["metadata"]["annotations"] == {
-        "helm.sh/resource-policy": "keep"
+    claims = {
+        c["metadata"]["labels"]["app.kubernetes.io/component"]: c
+        for c in rendered.of_kind("PersistentVolumeClaim")
     }
+    assert all("storageClassName" not in c["spec"] for c in claims.values())
+    assert "annotations" not in claims["work-project"]["metadata"]
+    assert claims["work-source"]["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    # the generic profile's sizes
+    assert claims["work-source"]["spec"]["resources"]["requests"]["storage"] == "500Gi"
+    assert claims["work-project"]["spec"]["resources"]["requests"]["storage"] == "100Gi"
+
+
+def test_every_container_has_requests_and_limits(rendered):
+    # CERIT refuses requests without limits and asks for ephemeral-storage (kube-docs
+    # resources.mdx); the same everywhere costs nothing.
+    pod = rendered.pod
+    for c in pod.get("initContainers", []) + pod["containers"]:
+        for kind in ("requests", "limits"):
+            assert set(c["resources"][kind]) >= {"cpu", "memory", "ephemeral-storage"}, (
+                c["name"], kind
+            )
 
 
 # --- security contexts -------------------------------------------------------------------
@@ -666,116 +665,140 @@ def test_spaceport_and_desktop_share_the_work_user(chart):
     assert rendered.pod["securityContext"]["fsGroup"] == 4343
 
 
-# --- Services and Ingress ---------------------------------------------------------------
+# --- Service and Ingress: one way in, to spaceport's port ---------------------------------
 
 
-def test_services_reach_the_desktop_and_the_progress_page(rendered):
-    services = {s["metadata"]["name"]: s["spec"] for s in rendered.of_kind("Service")}
-    desktop, progress = (
-        services["scipion-spaceport-desktop"],
-        services["scipion-spaceport-progress"],
-    )
+def test_one_service_leads_to_spaceport_even_before_the_pod_is_ready(rendered):
+    (service,) = rendered.of_kind("Service")
+    spec = service["spec"]
     labels = rendered.one("Deployment")["spec"]["template"]["metadata"]["labels"]
-    for spec in (desktop, progress):
-        assert spec["selector"].items() <= labels.items()
-    assert named_port(rendered.container("desktop"), desktop["ports"][0]["targetPort"]) == 5901
-    assert named_port(rendered.container("spaceport"), progress["ports"][0]["targetPort"]) == 8000
-    # the progress page must answer during stage-in, before the pod is Ready
-    assert progress["publishNotReadyAddresses"] is True
-    assert not desktop.get("publishNotReadyAddresses", False)
+    assert spec["selector"].items() <= labels.items()
+    (port,) = spec["ports"]
+    assert named_port(rendered.container("spaceport"), port["targetPort"]) == 8000
+    # the progress page must answer during stage-in (hours), when the pod is not Ready
+    assert spec["publishNotReadyAddresses"] is True
 
 
-def test_ingress_hosts(chart):
-    def rules(values):
-        ingress = render(chart, values).one("Ingress")["spec"]
-        return ingress, {
-            r["host"]: r["http"]["paths"][0]["backend"]["service"]["name"] for r in ingress["rules"]
-        }
+def test_generic_ingress_host(chart):
+    def ingress(values):
+        return render(chart, values).one("Ingress")
 
-    _, hosts = rules(pvc_values())
-    assert hosts == {
-        "scipion.handl-ns.dyn.cloud.e-infra.cz": "scipion-spaceport-desktop",
-        "scipion-progress.handl-ns.dyn.cloud.e-infra.cz": "scipion-spaceport-progress",
-    }
-    spec, hosts = rules(
+    spec = ingress(pvc_values())["spec"]
+    (rule,) = spec["rules"]
+    assert rule["host"] == "scipion.handl-ns.dyn.cloud.e-infra.cz"
+    (path,) = rule["http"]["paths"]
+    assert (path["path"], path["pathType"]) == ("/", "Prefix")
+    assert path["backend"]["service"] == {"name": "scipion-spaceport", "port": {"name": "http"}}
+    # the generic profile: no TLS, no class, no annotations unless asked
+    assert "tls" not in spec and "ingressClassName" not in spec
+    assert "annotations" not in ingress(pvc_values())["metadata"]
+    obj = ingress(
         merged(
             pvc_values(),
             {
                 "ingress": {
-                    "progressHost": "progress.example.org",
                     "className": "nginx",
-                    "tls": {"enabled": True, "secretName": "scipion-cert"},
+                    "annotations": {"example.org/a": "b"},
+                    "tls": {"enabled": True, "secretName": "scipion-cert", "clusterIssuer": "my-ca"},
                 }
             },
         )
     )
-    assert hosts["progress.example.org"] == "scipion-spaceport-progress"
-    assert spec["ingressClassName"] == "nginx"
-    assert spec["tls"] == [
-        {
-            "hosts": ["scipion.handl-ns.dyn.cloud.e-infra.cz", "progress.example.org"],
-            "secretName": "scipion-cert",
-        }
+    assert obj["spec"]["ingressClassName"] == "nginx"
+    assert obj["spec"]["tls"] == [
+        {"hosts": ["scipion.handl-ns.dyn.cloud.e-infra.cz"], "secretName": "scipion-cert"}
     ]
+    assert obj["metadata"]["annotations"] == {
+        "example.org/a": "b",
+        "cert-manager.io/cluster-issuer": "my-ca",
+    }
     no_ingress = render(chart, merged(pvc_values(), {"ingress": {"enabled": False, "host": ""}}))
     assert no_ingress.of_kind("Ingress") == []
-    assert "port-forward svc/scipion-spaceport-desktop" in no_ingress.notes
+    assert "port-forward svc/scipion-spaceport" in no_ingress.notes
 
 
 # --- documentation --------------------------------------------------------------------------
 
 
-def _leaf_paths(values: dict, schema: dict, prefix: str = "") -> list[str]:
-    """Dotted paths of the settings a user sets: the schema's properties, down to the values
-    the schema treats as a whole (resources, annotations, lists…)."""
+def _schema_paths(schema: dict, prefix: str = "") -> list[str]:
+    """Dotted paths of every setting the schema accepts, down to the values it treats as a
+    whole (resources, annotations, lists…). Values that differ by profile are only here, not
+    in values.yaml, so the schema is the list to walk."""
     paths = []
-    for key, value in values.items():
+    for key, sub in schema.get("properties", {}).items():
         path = f"{prefix}{key}"
-        sub = schema.get("properties", {}).get(key, {})
-        if isinstance(value, dict) and "properties" in sub:
-            paths += _leaf_paths(value, sub, path + ".")
-        else:
+        if "properties" in sub and key not in ("resources", "global"):
+            paths += _schema_paths(sub, path + ".")
+        elif key != "global":
             paths.append(path)
     return paths
+
+
+def _schema_node(schema: dict, path: str) -> dict:
+    node = schema
+    for part in path.split("."):
+        assert part in node.get("properties", {}), f"{path} is not in values.schema.json"
+        node = node["properties"][part]
+    return node
 
 
 def test_every_value_is_in_the_schema_and_documented():
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     schema = json.loads((CHART / "values.schema.json").read_text())
     readme = (CHART / "README.md").read_text()
-    paths = _leaf_paths(values, schema)
+
+    def leaves(node, prefix=""):
+        for key, value in node.items():
+            if isinstance(value, dict) and value and key != "resources":
+                yield from leaves(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}"
+
+    for path in leaves(values):
+        _schema_node(schema, path)
+    paths = _schema_paths(schema)
     for path in paths:
-        node = schema
-        for part in path.split("."):
-            assert part in node.get("properties", {}), f"{path} is not in values.schema.json"
-            node = node["properties"][part]
         assert f"`{path}`" in readme, f"{path} is not documented in the chart README"
-    # the settings the issue asks the form for are all there
+    # the settings the issues ask for are all there, CERIT's keys among them
     for required in (
+        "profile",
+        "onedata.mode",
         "onedata.host",
         "onedata.source.spaceId",
         "onedata.source.token",
         "onedata.project.spaceId",
         "onedata.project.token",
+        "onedata.cerit.oneclientOptions",
         "vnc.password",
+        "auth.user",
         "spaceport.interval",
+        "spaceport.sourceInBackground",
         "spaceport.finalSaveDeadline",
         "workVolumes.source.storageClass",
         "workVolumes.source.size",
         "workVolumes.project.storageClass",
         "workVolumes.project.size",
         "ingress.host",
+        "vnc.vncPassword",
+        "od.host",
+        "od.dataset.spaceId",
+        "od.project.token",
+        "instance.mincpu",
+        "instance.keepVolumes",
+        "master.vncPassword",
     ):
-        assert required in paths
+        assert required in paths, required
 
 
-def test_rancher_form_asks_only_for_real_values():
-    values = yaml.safe_load((CHART / "values.yaml").read_text())
+def test_rancher_form_asks_only_for_values_the_schema_knows():
+    schema = json.loads((CHART / "values.schema.json").read_text())
     questions = yaml.safe_load((CHART / "questions.yaml").read_text())["questions"]
     for q in questions:
-        node = values
-        for part in q["variable"].split("."):
-            assert isinstance(node, dict) and part in node, q["variable"]
-            node = node[part]
+        node = _schema_node(schema, q["variable"])
+        if "default" in q and q["type"] in ("boolean", "enum"):
+            # a default the schema would refuse would break every install from the form
+            assert node.get("enum", [q["default"]]) and (
+                q["type"] != "enum" or set(q["options"]) <= set(node["enum"])
+            ), q["variable"]
     secret_inputs = {q["variable"] for q in questions if q["type"] == "password"}
-    assert secret_inputs == {"vnc.password", "onedata.source.token", "onedata.project.token"}
+    assert secret_inputs == {"vnc.vncPassword", "od.dataset.token", "od.project.token"}

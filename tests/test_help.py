@@ -47,7 +47,7 @@ FIELDS = {f.name for f in dataclasses.fields(Options)}
 SAMPLES = {"status_dir": "other_status", "retries": 3, "retry_delay": 0.125, "jobs": 3,
            "instance": "pod-x", "mass_delete_threshold": 0.25, "trash_retention_days": 2.5,
            "legacy_root": "/old/root", "stale_after": 77, "rebase": ("/a=/b",),
-           "no_fsync": True, "verbose": 0, "progress": False}
+           "no_fsync": True, "verbose": 0, "progress": False, "exclude": ("tmp/",)}
 
 
 def all_commands(group=cli, prefix=()):

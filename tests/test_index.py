@@ -57,7 +57,8 @@ INSERT INTO entries VALUES (X'6c6f67', 1, 5000000, 10, 420, 7, NULL, 5000000, 11
 
 def test_an_index_of_format_2_is_migrated_its_rows_without_a_digest(tmp_path):
     """Format 3 adds the digest (issue 12): old rows have none, so a file that grew is
-    uploaded whole once (never appended on faith), and gets one then."""
+    uploaded whole once (never appended on faith), and gets one then. Format 4 adds the
+    primary's ctime (issue 18): unknown in old rows, size and mtime alone judge them."""
     import sqlite3
 
     from spaceport.engine.index import INDEX_FORMAT
@@ -67,13 +68,13 @@ def test_an_index_of_format_2_is_migrated_its_rows_without_a_digest(tmp_path):
     db.executescript(FORMAT_2)
     db.close()
     index = Index(path)
-    assert index.get_meta("index_format") == str(INDEX_FORMAT) == "3"
+    assert index.get_meta("index_format") == str(INDEX_FORMAT) == "4"
     old = index.get("log")
-    assert (old.entry.size, old.entry.ctime_ns, old.psize, old.digest) == (5000000, 12,
-                                                                           5000000, None)
-    old.digest = b"\x01" * 32
+    assert (old.entry.size, old.entry.ctime_ns, old.psize, old.digest, old.pctime_ns) == (
+        5000000, 12, 5000000, None, None)
+    old.digest, old.pctime_ns = b"\x01" * 32, 13
     index.record([old])
-    assert index.get("log").digest == b"\x01" * 32
+    assert (index.get("log").digest, index.get("log").pctime_ns) == (b"\x01" * 32, 13)
     index.invalidate(["log"])  # a row that proves nothing carries no digest either
     assert index.get("log").digest is None
     index.close()

@@ -720,3 +720,62 @@ def test_the_command_line_called_as_a_library_gives_the_signal_handlers_back(tmp
     before = {sig: signal.getsignal(sig) for sig in SIGNALS}
     assert main(["save", str(tmp_path)]) == 5  # not a working copy: refused
     assert {sig: signal.getsignal(sig) for sig in SIGNALS} == before
+
+
+# -- hard links (issue 18) --------------------------------------------------------------------
+def hard_links(work: str) -> None:
+    """hard/a and hard/b name one file; three names of another across folders."""
+    write(work, "hard/a", b"shared content")
+    os.link(os.path.join(work, "hard/a"), os.path.join(work, "hard/b"))
+    write(work, "x/c", os.urandom(3000))
+    os.makedirs(os.path.join(work, "y"))
+    os.link(os.path.join(work, "x/c"), os.path.join(work, "y/d"))
+    os.link(os.path.join(work, "x/c"), os.path.join(work, "e"))
+
+
+def test_hard_links_are_saved_as_files_and_undeploy_at_the_first_try(tmp_path):
+    m = Mount(tmp_path, meta_delay_ms=0.5)
+    try:
+        primary, work, again = m.path + "/p", str(tmp_path / "w"), str(tmp_path / "again")
+        os.mkdir(primary)
+        assert run_cli("deploy", primary, work).code == 0
+        hard_links(work)
+        assert run_cli("save", work).code == 0
+        as_saved = snapshot(work, mtimes=False)
+        for name in ("hard/a", "hard/b", "x/c", "y/d", "e"):  # separate files there
+            assert os.stat(os.path.join(m.backing, "p", name)).st_nlink == 1
+        r = run_cli("undeploy", work)
+        assert r.code == 0, r.err
+        assert "changed" not in r.err and sorted(os.listdir(work)) == [".spaceport"]
+        assert run_cli("deploy", primary, again).code == 0
+        assert snapshot(again, mtimes=False) == as_saved  # both names, the same content
+    finally:
+        m.stop()
+
+
+def test_the_guard_still_refuses_a_hard_link_changed_after_its_other_name_went(tmp_path):
+    """The ctime the removal of one name left is the only change allowed to the other: a
+    rewrite through it with the size and mtime put back is kept, as for any file."""
+    from spaceport.engine.scan import scan_tree
+    from spaceport.safety.invariant import WorkGuard
+    from spaceport.store import WORK_CAPABILITIES
+    from spaceport.store.posix import PosixStore
+
+    root = str(tmp_path / "w")
+    write(root, "a", b"one inode")
+    os.link(os.path.join(root, "a"), os.path.join(root, "b"))
+    write(root, "c", b"another")
+    os.link(os.path.join(root, "c"), os.path.join(root, "d"))
+    with PosixStore(root, WORK_CAPABILITIES, temp_token="t0k3n") as store:
+        entries = scan_tree(store).entries
+        guard = WorkGuard(store, "t0k3n")
+        assert guard.remove("a", entries["a"]) and guard.remove("b", entries["b"])
+        assert guard.remove("c", entries["c"])
+        time.sleep(0.05)  # past the clock tick that stamped the removal
+        st = os.stat(os.path.join(root, "d"))
+        with open(os.path.join(root, "d"), "r+b") as f:
+            f.write(b"ANOTHER")
+        os.utime(os.path.join(root, "d"), ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert not guard.remove("d", entries["d"])
+        assert open(os.path.join(root, "d"), "rb").read() == b"ANOTHER"
+        assert guard.kept == [("d", "it changed since it was saved")]

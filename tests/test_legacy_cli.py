@@ -166,7 +166,19 @@ def test_live_cerit_instance_refuses_and_its_files_are_never_project_data(tmp_pa
     r = run_cli("save", str(work))
     assert r.code == 0 and "symlink-dump in the working copy is not saved" in r.err, r.err
     assert not (primary / "Ribosome" / "project.sqlite").exists()
-    assert old_files(primary) == before
+    # A space CERIT's app used gets CERIT's files kept for that app while spaceport holds it
+    # (docs/CERIT.md): its lock as spaceport's mirror, and symlink-dump written from the
+    # working copy's links. Neither is the user's file of that name; the rest is untouched.
+    after = old_files(primary)
+    kept = (b"symlink-dump", b"scipion-docker/project.lock")
+    assert {k: v for k, v in after.items() if k not in kept} == \
+        {k: v for k, v in before.items() if k not in kept}
+    mirror = (primary / "scipion-docker" / "project.lock").read_bytes()
+    assert json.loads(mirror)["kind"] == "spaceport-cerit-lock"
+    dump = (primary / "symlink-dump").read_bytes()
+    assert dump != b"mine" and dump != before[b"symlink-dump"][1]
+    assert all(line.split(b" ")[1].startswith(b"/mnt/vol-project/")
+               for line in dump.splitlines())
 
 
 def test_cerit_dump_through_folder_links_creates_nothing_outside_work(tmp_path):

@@ -2,9 +2,13 @@
 
 Hypothesis drives the real deploy, save and undeploy, in this process and as real
 ``spaceport`` processes killed at random moments (SIGKILL, SIGTERM, SIGINT, SIGHUP), through
-random edits, renames, deletes, same-size rewrites that put the old mtime back, direct edits
-and deletions on the primary, and two commands on one working copy at once. After every
-step it checks the three invariants of the issue against the files themselves:
+random edits, renames, deletes, same-size rewrites that put the old mtime back, hard links
+(a file with several names), sparse files (holes between blocks of data), direct edits and
+deletions on the primary, two commands on one working copy at once, ``.spaceport/busy``
+deleted under a command that holds the copy (frozen with SIGSTOP there; nothing else may
+take the copy meanwhile, checked in /proc/locks), and a folder put where the status folder's
+heartbeat, journal or manifest goes (issue 18). After every step it checks the three
+invariants of the issue against the files themselves:
 
 1. no version that was ever in the working copy is lost: it is still there, or on the
    primary, or in the trash or a conflict copy. (A version the user replaced or deleted in
@@ -15,8 +19,13 @@ step it checks the three invariants of the issue against the files themselves:
 3. the index never claims a file is saved when it is not: a row that proves the working
    copy's file, and whose record of the primary still holds, has the same bytes there.
 
+And a fourth (issue 18): a sparse version stays sparse wherever it is, in the working
+copy, on the primary or in its trash (it takes fewer blocks than its size).
+
 At the end of every example a deploy --resume and an undeploy must both succeed (what was
-killed is resumable), and then every version owed is on the primary or in its trash.
+killed is resumable; a folder left in the status folder is first moved away, as its message
+says; a file with several names is removed at the first try), and then every version owed
+is on the primary or in its trash.
 
 Every version is unique (it starts with its own number), so "found somewhere" is a search
 by content. CI runs SPACEPORT_MODEL_EXAMPLES examples of up to SPACEPORT_MODEL_STEPS steps
@@ -51,6 +60,7 @@ from spaceport.errors import SpaceportError
 from spaceport.formats.marker import index_path, read_marker
 from spaceport.safety.invariant import entry_at
 from spaceport.safety.lock import DEFAULT_STATUS_DIR
+from spaceport.safety.worklock import WorkBusyError, busy_path, hold_work, read_holder
 from spaceport.store import WORK_CAPABILITIES, PosixStore
 from spaceport.store.retry import RetryPolicy
 
@@ -83,6 +93,13 @@ def files_under(root: str) -> dict[str, bytes]:
     return out
 
 
+def flock_holders() -> set[int]:
+    """Processes that hold a flock (any file), from /proc/locks."""
+    with open("/proc/locks") as f:
+        return {int(parts[4]) for parts in (line.split() for line in f)
+                if len(parts) > 4 and parts[1] == "FLOCK" and parts[4].isdigit()}
+
+
 class EngineModel(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
@@ -91,6 +108,7 @@ class EngineModel(RuleBasedStateMachine):
         self.work = os.path.join(self.base, "work")
         self.counter = 0
         self.versions: set[bytes] = set()  # every content any step ever wrote
+        self.sparse: set[bytes] = set()  # of those, the ones written with holes
         self.owed: set[bytes] = set()  # versions spaceport took out of the working copy
         self.opts = Options(jobs=2, retry=RetryPolicy(attempts=2, initial_delay=0.01,
                                                       max_delay=0.02), busy_wait=5.0)
@@ -201,6 +219,43 @@ class EngineModel(RuleBasedStateMachine):
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         os.rename(os.path.join(self.work, rel), dst)
 
+    @rule(n=st.integers(0, 1000), to=st.sampled_from(PATHS + ["Runs/003/linked"]))
+    def hard_link(self, n, to):
+        """Another name for a file: saved as a file of its own, removed without being
+        called changed."""
+        rel = self.pick(n)
+        dst = os.path.join(self.work, to)
+        if rel is None or os.path.lexists(dst) or rel == to:
+            return
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        os.link(os.path.join(self.work, rel), dst)
+        event("hard link made")
+
+    @rule(path=st.sampled_from(PATHS + ["Runs/002/disk.img"]), mib=st.integers(1, 3),
+          at=st.integers(0, 100))
+    def sparse_file(self, path, mib, at):
+        """A file of ``mib`` MiB holding a unique head and one block of data ``at`` % of
+        the way in; the rest holes."""
+        target = os.path.join(self.work, path)
+        if not self.deployed() or os.path.isdir(target):
+            return
+        size = mib << 20
+        head, block = self._new(64), random.Random(self.counter).randbytes(4096)
+        offset = max(4096, min(size - 4096, size * at // 100 // 4096 * 4096))
+        data = bytearray(size)
+        data[:64], data[offset:offset + 4096] = head, block
+        self.versions.add(bytes(data))
+        self.sparse.add(bytes(data))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if os.path.lexists(target):
+            os.unlink(target)  # not through another name of it
+        with open(target, "wb") as f:
+            f.truncate(size)
+            f.write(head)
+            f.seek(offset)
+            f.write(block)
+        event("sparse file made")
+
     @rule(n=st.integers(0, 1000))
     def delete(self, n):
         rel = self.pick(n)
@@ -242,6 +297,77 @@ class EngineModel(RuleBasedStateMachine):
     def killed(self, command, kill, delay):
         self._spaceport(lambda: self._process(command, kill=kill, delay=delay))
 
+    def _start(self, command: str, *extra: str) -> subprocess.Popen:
+        args = command.split()
+        args += [self.primary, self.work] if args[0] == "deploy" else [self.work]
+        return subprocess.Popen([sys.executable, "-m", "spaceport", *args, "--jobs", "2",
+                                 "--retries", "2", "--retry-delay", "0.01", *extra],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    @rule(first=st.sampled_from(COMMANDS), second=st.sampled_from(["save", "deploy --resume"]),
+          delay=st.floats(0.0, 0.05))
+    def busy_deleted_under_a_command(self, first, second, delay):
+        """``.spaceport/busy`` deleted while a command holds the working copy (issue 18):
+        nothing may take the copy while that command holds any lock of it (checked in
+        /proc/locks), and a second command after it must find everything in order. The
+        first is frozen (SIGSTOP) while busy is deleted and the copy probed: a command that
+        stalls in the middle is the case that matters, and the model's commands are quick."""
+        def run():
+            a = self._start(first, "--wait", "5")
+            deadline = time.monotonic() + 15
+            while a.poll() is None and read_holder(self.work).get("pid") != a.pid \
+                    and time.monotonic() < deadline:
+                time.sleep(0.002)
+            time.sleep(delay)
+            a.send_signal(signal.SIGSTOP)
+            try:
+                self._probe_after_deleting_busy(first, a)
+            finally:
+                a.send_signal(signal.SIGCONT)
+            b = self._start(second, "--wait", "10")
+            for command, proc in ((first, a), (second, b)):
+                _, err = proc.communicate(timeout=120)
+                err = err.decode(errors="replace")
+                assert "Traceback" not in err and "Stale file handle" not in err, err
+                assert proc.returncode in EXIT_OK, (command, proc.returncode, err)
+            event(f"{second} after a busy file was deleted: exit {b.returncode}")
+        self._spaceport(run)
+
+    def _probe_after_deleting_busy(self, first: str, a: subprocess.Popen) -> None:
+        try:
+            os.unlink(busy_path(self.work))
+        except FileNotFoundError:
+            pass
+        try:
+            with hold_work(self.work, "probe", wait=0):
+                # Ours: the first holds no lock of any kind any more (with busy alone it
+                # would still hold the deleted busy file's, believing it had the copy).
+                assert a.pid not in flock_holders(), f"{first} and this probe at once"
+                event(f"busy deleted under {first}: it had finished")
+        except WorkBusyError:
+            event(f"busy deleted under {first}: the copy stayed its own")
+
+    @rule(which=st.sampled_from(["heartbeat", "journal.jsonl", "links.jsonl"]),
+          clear=st.booleans())
+    def status_file_in_the_way(self, which, clear):
+        """A folder where spaceport writes a file of the status folder (or, ``clear``, the
+        documented way out: moved away). Nothing may be lost, whichever way it goes."""
+        status = os.path.join(self.primary, S)
+        marker = read_marker(self.work) if self.deployed() else None
+        name = f"heartbeat.{marker.deployment_id}" if which == "heartbeat" and marker else which
+        path = os.path.join(status, name)
+        if clear:
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+                event(f"{which} in the way: cleared")
+            return
+        if which == "heartbeat" and marker is None or not os.path.isdir(status):
+            return
+        if os.path.isfile(path):
+            os.unlink(path)
+        os.makedirs(path, exist_ok=True)
+        event(f"{which} in the way")
+
     @rule(first=st.sampled_from(COMMANDS), second=st.sampled_from(["save", "deploy --resume"]))
     def two_at_once(self, first, second):
         def both():
@@ -279,6 +405,15 @@ class EngineModel(RuleBasedStateMachine):
             assert data in self.versions, f"{rel} on the primary is no whole version"
 
     @invariant()
+    def sparse_versions_stay_sparse(self):
+        roots = [self.primary] + ([self.work] if os.path.isdir(self.work) else [])
+        for root in roots:
+            for rel, data in files_under(root).items():
+                if data in self.sparse:
+                    st = os.stat(os.path.join(root, rel))
+                    assert st.st_blocks * 512 < st.st_size, f"{rel} in {root} lost its holes"
+
+    @invariant()
     def the_index_claims_only_what_landed(self):
         if not os.path.exists(index_path(self.work)):
             return
@@ -308,6 +443,10 @@ class EngineModel(RuleBasedStateMachine):
 
     def teardown(self):
         try:
+            status = os.path.join(self.primary, S)
+            for name in os.listdir(status) if os.path.isdir(status) else ():
+                if name != "trash" and os.path.isdir(os.path.join(status, name)):
+                    shutil.rmtree(os.path.join(status, name))  # what the messages say to do
             if os.path.isdir(self.work):
                 # Whatever was killed, the documented recovery completes.
                 self._spaceport(lambda: deploy(self.primary, self.work, self.opts,

@@ -27,7 +27,9 @@ def test_the_first_command_works_from_a_fresh_clone(tmp_path):
     temp.mkdir()
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
     first = sh_blocks()[0].strip()
-    assert first.startswith("python3 -m venv .venv") and first.endswith("spaceport demo")
+    # Its own venv: the test command's .venv must not silently reuse the demo's.
+    assert first.startswith("python3 -m venv .venv-demo && . .venv-demo/bin/activate")
+    assert first.endswith("spaceport demo")
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     env.update(COLUMNS="80", TMPDIR=str(temp),
                PATH=os.pathsep.join(p for p in env["PATH"].split(os.pathsep)
@@ -47,6 +49,17 @@ def test_the_second_command_is_the_one_ci_runs():
     install_and_test = second.split("&& ", 2)[-1]  # after the venv is made and activated
     assert install_and_test in ci.replace(" -q ", " "), (install_and_test, ci)
     assert second.startswith("python3 -m venv .venv && . .venv/bin/activate")
+    assert ".venv-demo" not in second  # two venvs, one a command
+
+
+def test_the_readme_says_what_the_test_run_downloads_and_where():
+    """~700 MB of Scipion under /var/tmp: the README names it and how to move it, and the
+    folder and variable it names are the ones the tests use."""
+    from scipion.env import DEFAULT
+
+    text = (ROOT / "README.md").read_text()
+    assert "700 MB" in text and DEFAULT in text and "SPACEPORT_SCIPION_VENV" in text
+    assert "SPACEPORT_SCIPION_VENV" in (ROOT / "tests/scipion/env.py").read_text()
 
 
 def test_shell_completion_as_the_readme_shows_it():

@@ -202,3 +202,51 @@ def test_scipion_clean_tmp_under_the_daemon_never_blocks_later_saves(tmp_path, d
     finally:
         if fs:
             fs.stop()
+
+
+@pytest.mark.timeout(1800)
+def test_checksum_passes_on_a_saved_scipion_project_and_finds_a_changed_database(tmp_path):
+    """Issue 18: every database of a Scipion project is saved as a snapshot, whose header
+    differs from the working copy's; --checksum compares them as snapshots."""
+    import sqlite3
+
+    python, env, source, work, backing, primary, fs = scipion_project(tmp_path, 2, 1.0)
+    spaceport = [sys.executable, "-m", "spaceport"]
+    try:
+        def cli(*args):
+            return subprocess.run(spaceport + list(args), capture_output=True, text=True,
+                                  timeout=600)
+
+        assert cli("deploy", primary, work).returncode == 0
+        out = subprocess.run([python, DRIVER, "run", work, NAME, source, "2"], env=env,
+                             capture_output=True, text=True, timeout=900)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        assert cli("save", work).returncode == 0
+        time.sleep(1.1)  # databases written in the last second are recorded next time
+        assert cli("save", work).returncode == 0
+        databases = [p for p in glob.glob(os.path.join(backing, "**", "*"), recursive=True)
+                     if os.path.isfile(p) and open(p, "rb").read(16) == b"SQLite format 3\0"]
+        assert len(databases) >= 8, databases  # project.sqlite, each run's run.db and sets
+        v = cli("verify", "--checksum", work)
+        assert v.returncode == 0 and "identical" in v.stdout, v.stdout
+        # A run's database really different on the primary is reported.
+        run_db = sorted(glob.glob(os.path.join(backing, NAME, "Runs", "*", "logs", "run.db")))[0]
+        db = sqlite3.connect(run_db, isolation_level=None)
+        table = db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchone()[0]
+        db.execute(f'DELETE FROM "{table}" WHERE rowid = (SELECT max(rowid) FROM "{table}")')
+        db.close()
+        v = cli("verify", "--checksum", work)
+        assert v.returncode == 1 and "content differs" in v.stdout and "run.db" in v.stdout, \
+            v.stdout
+        r = cli("undeploy", "--checksum", work)
+        assert r.returncode == 0, r.stderr
+        assert r.stderr.count("not proven saved") == 1, r.stderr  # that one, saved again
+        again = str(tmp_path / "again")
+        assert cli("deploy", primary, again).returncode == 0
+        final = check(python, env, tmp_path, [os.path.join(again, NAME)], items=True)[0]
+        assert final["errors"] == [] and len(final["runs"]) == 6, final
+        print(f"real Scipion: {len(databases)} databases, verify --checksum identical, "
+              f"a changed run.db found, undeploy --checksum passed")
+    finally:
+        if fs:
+            fs.stop()

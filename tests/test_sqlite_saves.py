@@ -527,3 +527,70 @@ def test_multi_file_project_snapshots_of_the_primary_never_miss_a_reference(tmp_
           f"({frozen} with a save frozen mid-run), {listed} run references checked, "
           f"{held} saves left databases for the next")
     assert frozen >= PROJECT_SAVES and listed > 0
+
+
+# -- checksums that understand snapshots (issue 18) -------------------------------------------
+def change_in_place(path: str, sql: str) -> None:
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute(sql)
+    db.close()
+
+
+@pytest.mark.skipif(not fuse_available()[0], reason="FUSE unavailable")
+def test_checksum_compares_databases_as_snapshots_and_finds_a_real_difference(tmp_path):
+    from conftest import run_cli
+    from spaceport.engine.content import SQLITE_OWN
+    backing, mnt = tmp_path / "backing", tmp_path / "mnt"
+    backing.mkdir()
+    mnt.mkdir()
+    with OneDataFS(str(backing), str(mnt), attr_timeout=0.0) as _:
+        primary, work = str(mnt / "p"), str(tmp_path / "w")
+        os.mkdir(primary)
+        assert run_cli("deploy", primary, work).code == 0
+        make_db(os.path.join(work, "project.sqlite"), rows=200)
+        make_db(os.path.join(work, "Runs/1/logs/run.db"), rows=50)
+        # A WAL database with commits only in its -wal, its writer still connected.
+        os.makedirs(os.path.join(work, "Runs/1/extra"))
+        live = sqlite3.connect(os.path.join(work, "Runs/1/extra/set.sqlite"),
+                               isolation_level=None)
+        live.execute("PRAGMA journal_mode=WAL")
+        live.execute("PRAGMA wal_autocheckpoint=0")
+        live.execute("CREATE TABLE items (i INTEGER PRIMARY KEY, v TEXT)")
+        live.executemany("INSERT INTO items VALUES (?, ?)", [(i, f"item {i}") for i in
+                                                             range(300)])
+        write(work, "Runs/1/extra/plain.txt", b"plain")
+        try:
+            assert run_cli("save", work).code == 0
+            time.sleep(1.1)  # past the racy second: the next save records them
+            assert run_cli("save", work).code == 0
+            there = os.path.join(str(backing), "p", "project.sqlite")
+            with open(there, "rb") as a, open(os.path.join(work, "project.sqlite"), "rb") as b:
+                ours, theirs = b.read(), a.read()
+            differ = [i for i in range(100) if ours[i] != theirs[i]]
+            assert differ and all(any(s <= i < e for s, e in SQLITE_OWN) for i in differ)
+            v = run_cli("verify", "--checksum", work)
+            assert v.code == 0 and "identical" in v.out, v.out
+            # A database really different on the primary: one value changed in place.
+            change_in_place(there, "UPDATE t SET x = 'changed' WHERE rowid = 7")
+            v = run_cli("verify", "--checksum", work)
+            assert v.code == 1 and "content differs: project.sqlite" in v.out, v.out
+            # And a byte of a page changed, the header left as it is (not a SQLite write).
+            run_db = os.path.join(str(backing), "p", "Runs/1/logs/run.db")
+            with open(run_db, "r+b") as f:
+                f.seek(os.path.getsize(run_db) - 100)
+                f.write(b"X")
+            v = run_cli("verify", "--checksum", work)
+            assert "content differs: Runs/1/logs/run.db" in v.out, v.out
+        finally:
+            live.close()
+        # undeploy --checksum saves ours again and then passes (the live database closed).
+        r = run_cli("undeploy", "--checksum", work)
+        assert r.code == 0, r.err
+        assert "project.sqlite" in r.err and "not proven saved" in r.err
+        assert rows_in(there, tmp_path) == 200 and rows_in(run_db, tmp_path) == 50
+        # The primary's two changed databases are kept; ours, saved just before, is not
+        # taken for someone else's.
+        kept = sorted(os.path.relpath(os.path.join(d, n), os.path.join(str(backing), "p"))
+                      .split(".conflict-")[0] for d, _, names in os.walk(backing)
+                      for n in names if ".conflict-" in n)
+        assert kept == ["Runs/1/logs/run.db", "project.sqlite"]

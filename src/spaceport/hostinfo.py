@@ -77,6 +77,15 @@ class ProcessIdentity:
         pid = os.getpid()
         return cls(pid, boot_id(), pid_namespace(), process_start(pid))
 
+    def running_here(self) -> bool:
+        """Provably running now, seen from here: the same boot and pid namespace, and that
+        pid runs the very process that started then (False wherever we cannot tell)."""
+        if not (self.boot_id and self.boot_id == boot_id()):
+            return False
+        if not (self.pid_ns and self.pid_ns == pid_namespace()):
+            return False
+        return bool(self.started) and process_start(self.pid) == self.started
+
     def gone_reason(self) -> str | None:
         """Why this process provably no longer runs, seen from here; None when it may run
         (including every case where we cannot tell: another boot or pid namespace)."""

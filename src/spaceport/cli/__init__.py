@@ -68,6 +68,7 @@ def cli():
       spaceport save /scratch/project                          # upload what changed
       spaceport status /scratch/project                        # lock, last save, pending
       spaceport undeploy /scratch/project                      # final save, unlock, clean
+      cd /scratch/project/Runs && spaceport save               # WORK found from inside it
 
     Exit codes: 0 ok, 1 error, 2 usage, 3 locked by another deployment, 4 lock lost or not
     ours, 5 refused for safety, 6 primary storage unavailable, 130 interrupted.
@@ -101,6 +102,7 @@ def main(argv: list[str] | None = None, *, restore_signals: bool = True) -> int:
         for sig, handler in previous.items() if restore_signals else ():
             signal.signal(sig, handler)
     options.finish_work_logs(code, options.last_error[0] if options.last_error else None)
+    options.finish_json(code)  # --json: the one object on stdout, whatever happened
     return code
 
 

@@ -4,40 +4,19 @@ from __future__ import annotations
 
 import click
 
-from ..daemon.state import RateLimit
-from ..engine.progress import RichTracker, Tracker
 from ..wording import count, human_size
 from .options import (
+    bwlimit_option,
     common_options,
-    env_option,
     err,
     jobs_option,
     make_options,
     out,
-    parse_rate,
+    resolve_space,
     safety_flag,
+    space_folder_option,
     stopping_on_sigterm,
 )
-
-
-class _LimitedRich(RichTracker):
-    def __init__(self, limit: RateLimit, **kwargs):
-        super().__init__(**kwargs)
-        self.limit = limit
-
-    def advance(self, name, *, files=0, nbytes=0):
-        super().advance(name, files=files, nbytes=nbytes)
-        self.limit.take(nbytes)
-
-
-class _Limited(Tracker):
-    def __init__(self, limit: RateLimit):
-        super().__init__()
-        self.limit = limit
-
-    def advance(self, name, *, files=0, nbytes=0):
-        super().advance(name, files=files, nbytes=nbytes)
-        self.limit.take(nbytes)
 
 
 @click.command("clone")
@@ -45,12 +24,13 @@ class _Limited(Tracker):
 @click.argument("dest", envvar="SPACEPORT_SOURCE_WORK", type=click.Path(file_okay=False))
 @jobs_option
 @common_options
-@env_option("--bwlimit", metavar="RATE", help="Limit copies to RATE bytes per second (50M).")
+@bwlimit_option
 @safety_flag("--allow-mass-delete",
              help="Allow a clone that removes more than half of the copy's files (the source "
                   "really lost them, it is not just unmounted).")
+@space_folder_option("SOURCE")
 @click.pass_context
-def clone_command(ctx, source, dest, bwlimit, allow_mass_delete, **_):
+def clone_command(ctx, source, dest, allow_mass_delete, space_folder, **_):
     """Make DEST a one-way, read-only copy of SOURCE (e.g. raw data on OneData).
 
     A re-run copies only new and changed files (size or mtime differ) and removes what
@@ -60,11 +40,9 @@ def clone_command(ctx, source, dest, bwlimit, allow_mass_delete, **_):
     """
     from ..commands.clone import clone
 
-    limit = RateLimit(parse_rate(bwlimit))
-    show = ctx.params.get("progress")
-    tracker = _LimitedRich(limit, console=err) if (err.is_terminal if show is None else show) \
-        else _Limited(limit)
-    opts = make_options(ctx.params, tracker=tracker)
+    opts = make_options(ctx.params)
+    tracker = opts.tracker
+    source = resolve_space(source, space_folder, "SOURCE", opts)
     with stopping_on_sigterm():
         try:
             report = clone(source, dest, opts, allow_mass_delete=allow_mass_delete)

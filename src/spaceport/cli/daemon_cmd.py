@@ -24,13 +24,17 @@ from ..daemon.state import (
 )
 from ..errors import UsageError
 from .options import (
+    cerit_option,
     env_option,
     err,
+    exclude_options,
     jobs_option,
     log_to_work,
     make_options,
     parse_rate,
+    resolve_space,
     safety_flag,
+    space_folder_option,
     stale_after_option,
     status_dir_option,
 )
@@ -82,6 +86,24 @@ def daemon_options(fn):
                         "server is up."),
         env_option("--ready-file", type=click.Path(dir_okay=False),
                    help="Written (JSON) when stage-in is done; removed when staging out."),
+        env_option("--instance-status-file", type=click.Path(dir_okay=False),
+                   help="Written 'ok' (no newline) when stage-in is done, removed when "
+                        "staging out: what CERIT's desktop image waits for "
+                        "(/mnt/shared/instance-status)."),
+        space_folder_option("--primary (and --source)"),
+        cerit_option,
+        env_option("--desktop-url", metavar="URL",
+                   help="The application's own web page (noVNC, e.g. http://127.0.0.1:5901). "
+                        "Until it answers there once stage-in is done, every path shows the "
+                        "progress page (HTTP 200); then every path is proxied to it, HTTP and "
+                        "WebSocket, and spaceport's pages are under /spaceport/ (/healthz and "
+                        "/readyz stay at the root)."),
+        env_option("--auth-user", metavar="NAME",
+                   help="Ask for HTTP basic auth (this user, the password of "
+                        "--auth-password-file) on every path but /healthz and /readyz."),
+        env_option("--auth-password-file", type=click.Path(dir_okay=False),
+                   help="The basic-auth password, the file's whole content (one trailing "
+                        "newline ignored)."),
         env_option("--final-save-deadline", type=click.FloatRange(min=1), default=600.0,
                    show_default=True, help="Seconds the final save may take, retries "
                                            "included, after SIGTERM."),
@@ -98,8 +120,10 @@ def daemon_options(fn):
                     help="Take over a lock whose holder looks dead: its heartbeat did not "
                          "change for its stale-after time, or its process is provably gone."),
         env_option("--bwlimit", metavar="RATE",
-                   help="Limit copies to RATE bytes per second (e.g. 50M), to spare a shared "
-                        "provider. Lifted for the final save."),
+                   help="Limit the file data copied (stage-in, source clone, autosaves) to "
+                        "RATE bytes per second, all parallel copies together (e.g. 50M; K, "
+                        "M, G are powers of 1024), to spare a shared provider. Lifted for "
+                        "the final save."),
         env_option("--linger", type=click.FloatRange(0), default=0.0, show_default=True,
                    help="After a failure, keep serving the page this many seconds so people "
                         "and 'spaceport wait' see why."),
@@ -113,6 +137,7 @@ def daemon_options(fn):
                    help="First backoff delay in seconds."),
         env_option("-v", "--verbose", count=True, help="Debug log output."),
         jobs_option,
+        exclude_options,
     ]):
         fn = decorator(fn)
     return fn
@@ -132,7 +157,9 @@ def run(ctx, **p):
 
     \b
     HTTP on --listen: /  progress page, /status JSON, /metrics Prometheus, /healthz, /readyz,
-    POST /save and POST /clone with 'Authorization: Bearer TOKEN'.
+    POST /save and POST /clone with 'Authorization: Bearer TOKEN' (each also under
+    /spaceport/). With --desktop-url, / is the application once it answers, and spaceport's
+    pages are /spaceport/, /spaceport/status ...; --auth-user asks for basic auth.
     Every option can be set as SPACEPORT_<OPTION>, e.g. SPACEPORT_PRIMARY.
 
     Exit codes: 0 released (or stopped before ready), 1 error (a failed final save keeps the
@@ -145,7 +172,9 @@ def run(ctx, **p):
         remove_file,
         write_file_atomic,
     )
+    from ..daemon.access import read_basic_auth
     from ..daemon.lifecycle import Daemon
+    from ..daemon.proxy import DesktopProxy
     from ..daemon.web import WebServer
 
     if bool(p["source"]) != bool(p["source_work"]):
@@ -153,23 +182,29 @@ def run(ctx, **p):
     if p["source_in_background"] and not p["source"]:
         raise click.UsageError("--source-in-background needs --source and --source-work.")
     token = read_token(p["token"], p["token_file"])
+    auth = read_basic_auth(p["auth_user"], p["auth_password_file"])
     tracker = DaemonTracker(bwlimit=parse_rate(p["bwlimit"]))
     opts = make_options(ctx.params, tracker=tracker)
-    setup_daemon_logging(p["log_format"], p["verbose"], [token] if token else [])
+    setup_daemon_logging(p["log_format"], p["verbose"],
+                         [s for s in (token, auth and auth.password) if s])
     log_to_work(p["work"], "run")  # beside the container's log, on the working volume
     opts.live_lock = True
     opts.heartbeat_interval = max(0.5, opts.stale_after / 4)
-    paths = {k: p[k] and os.path.abspath(p[k]) for k in ("primary", "work", "source",
-                                                        "source_work", "ready_file")}
+    for side in ("primary", "source"):
+        if p[side]:
+            p[side] = resolve_space(p[side], p["space_folder"], f"--{side}", opts)
+    paths = {k: p[k] and os.path.abspath(p[k]) for k in (
+        "primary", "work", "source", "source_work", "ready_file", "instance_status_file")}
     cfg = DaemonConfig(primary=paths["primary"], work=paths["work"], source=paths["source"],
                        source_work=paths["source_work"], interval=p["interval"],
                        source_in_background=p["source_in_background"],
                        final_save_deadline=p["final_save_deadline"], keep_work=p["keep_work"],
                        take_over_stale=p["take_over_stale"], ready_file=paths["ready_file"],
-                       linger=p["linger"])
+                       instance_status_file=paths["instance_status_file"], linger=p["linger"])
     check_layout(cfg)
     daemon = Daemon(cfg, opts, tracker)
-    server = WebServer(daemon, p["listen"], token)
+    server = WebServer(daemon, p["listen"], token, auth=auth,
+                       desktop=DesktopProxy(p["desktop_url"]) if p["desktop_url"] else None)
     daemon.state.url = server.url
     server.start()
     if p["port_file"]:
@@ -195,25 +230,32 @@ def run(ctx, **p):
             help="Seconds between two questions to the daemon.")
 @env_option("--gone-after", type=click.FloatRange(0), default=30.0, show_default=True,
             help="Fail if the daemon, once seen, stops answering for this long.")
+@env_option("--token-file", type=click.Path(dir_okay=False),
+            help="The daemon's API token, for a daemon that asks for basic auth "
+                 "(--auth-user): sent as 'Authorization: Bearer'.")
+# No SPACEPORT_SOURCE for this flag: in a container that variable is run's --source folder.
 @click.option("--source", "source", is_flag=True,
               help="Wait also until the source data is all in (a daemon started with "
                    "--source-in-background is ready before). Exit 0 at once if the daemon "
                    "clones no source.")
 @click.pass_context
-def wait(ctx, url, timeout, poll, gone_after, source):
+def wait(ctx, url, timeout, poll, gone_after, token_file, source):
     """Block, with a live progress bar, until the daemon at URL is ready (exit 0).
 
     Exits 1 if the daemon fails, stops, loses its lock, or is gone (or, with --source, if
     the source's clone fails or stops); while nothing answers yet (the daemon is starting),
     it keeps waiting up to --timeout. What a desktop start script runs instead of polling.
     """
-    raise SystemExit(Waiter(url.rstrip("/"), timeout, poll, gone_after, source=source).run())
+    token = read_token(None, token_file)
+    raise SystemExit(Waiter(url.rstrip("/"), timeout, poll, gone_after, token,
+                            source=source).run())
 
 
 class Waiter:
-    def __init__(self, url: str, timeout: float, poll: float, gone_after: float, *,
-                 source: bool = False):
+    def __init__(self, url: str, timeout: float, poll: float, gone_after: float,
+                 token: str | None = None, *, source: bool = False):
         self.url, self.timeout, self.poll, self.gone_after = url, timeout, poll, gone_after
+        self.token = token
         self.source = source
         self.said_ready = False
         self.progress = Progress(TextColumn("[bold]{task.description:<16}"), BarColumn(),
@@ -244,8 +286,11 @@ class Waiter:
                 time.sleep(self.poll)
 
     def _ask(self) -> dict | None:
+        # /spaceport/status: spaceport's own whatever else the port serves (--desktop-url)
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        request = urllib.request.Request(self.url + "/spaceport/status", headers=headers)
         try:
-            with urllib.request.urlopen(self.url + "/status", timeout=10) as resp:
+            with urllib.request.urlopen(request, timeout=10) as resp:
                 return json.loads(resp.read())
         except (urllib.error.URLError, OSError, ValueError):
             return None  # not up yet, restarting, or busy: ask again

@@ -3,37 +3,53 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import click
 from rich.markup import escape
 
 from ..engine.plan import save_listing
+from ..formats.marker import read_marker
 from ..errors import RefusedError, UsageError
 from ..safety.deletion_guard import held_warning
 from ..stopping import stop_on_signals
 from ..wording import count, human_size, show_path
 from . import options
 from .options import (
+    cerit_option,
+    bwlimit_option,
     common_options,
     env_option,
     err,
+    exclude_options,
     jobs_option,
+    json_option,
+    json_result,
     log_to_work,
     make_options,
     out,
+    resolve_space,
+    resolve_work,
     safety_flag,
+    space_folder_option,
     stale_after_option,
+    start_json,
     status_dir_option,
     wait_option,
+    warn,
+    work_argument,
 )
 
 
 @click.command()
 @click.argument("primary", envvar="SPACEPORT_PRIMARY", type=click.Path(file_okay=False))
-@click.argument("work", envvar="SPACEPORT_WORK", type=click.Path(file_okay=False))
+@work_argument
 @jobs_option
 @common_options
+@bwlimit_option
+@exclude_options
+@json_option
 @wait_option
 @status_dir_option()
 @env_option("--resume", is_flag=True,
@@ -68,25 +84,33 @@ from .options import (
 @stale_after_option(help="Written into the lock. A command-line deployment's lock never goes "
                          "stale (no process beats between commands); while a command runs, "
                          "its heartbeat beats every quarter of this.")
+@space_folder_option("PRIMARY")
+@cerit_option
 @click.pass_context
 def deploy(ctx, primary, work, resume, discard_local, yes, take_over_stale, dry_run,
-           allow_mass_delete, **_):
+           allow_mass_delete, space_folder, as_json, **_):
     """Lock PRIMARY and copy it onto WORK, re-creating its symbolic links.
 
     PRIMARY is the project folder on primary storage (e.g. a OneData mount). WORK is the
     local working copy; it must be empty, or a working copy of PRIMARY (the deploy then
-    resumes and copies only what is missing). Only one deployment of PRIMARY can exist at a
-    time: if another holds it, this exits 3 naming host, instance and last heartbeat.
+    resumes and copies only what is missing); left out, the working copy the current folder
+    is in. Only one deployment of PRIMARY can exist at a time: if another holds it, this
+    exits 3 naming host, instance and last heartbeat. With --exclude, matching paths of
+    PRIMARY are not copied (and never saved back).
     """
     from ..commands.deploy import deploy as run_deploy
     from ..commands.deploy import preview_deploy
 
     if resume and discard_local:
         raise click.UsageError("--resume and --discard-local exclude each other.")
+    start_json("deploy", as_json and not dry_run)
+    work = work if work is not None else _work_from_here()
     opts = make_options(ctx.params)
+    primary = resolve_space(primary, space_folder, "PRIMARY", opts)
     log_to_work(work, "deploy")
     if dry_run:
-        preview = preview_deploy(primary, work, opts)
+        preview = preview_deploy(primary, work, opts, resume=resume,
+                                 discard_local=discard_local)
         out.print("\n".join(preview.lines()), markup=False)
         if preview.outcome():
             raise preview.outcome()
@@ -107,6 +131,8 @@ def deploy(ctx, primary, work, resume, discard_local, yes, take_over_stale, dry_
             err.print(f"note: nothing to discard: {work} held no change that was never "
                       "saved.", markup=False)
     how = "resumed" if report.resumed_own else "deployed"
+    json_result(primary=os.path.abspath(primary), work=os.path.abspath(work),
+                exclude=opts.exclude, **deploy_facts(report))
     out.print(f"{how} {primary} -> {work} (deployment {report.deployment_id[:8]}): "
               f"{count(report.files, 'file')} ({report.copied} copied, "
               f"{human_size(report.copied_bytes)}; {report.already_current} already in place), "
@@ -125,9 +151,12 @@ def deploy(ctx, primary, work, resume, discard_local, yes, take_over_stale, dry_
 
 
 @click.command()
-@click.argument("work", envvar="SPACEPORT_WORK", type=click.Path(file_okay=False))
+@work_argument
 @jobs_option
 @common_options
+@bwlimit_option
+@exclude_options
+@json_option
 @wait_option
 @env_option("--dry-run", "-n", is_flag=True,
             help="Show every path the save would upload, create, move to the trash or "
@@ -144,12 +173,14 @@ def deploy(ctx, primary, work, resume, discard_local, yes, take_over_stale, dry_
                  "gone, and with them more than this share of its files; or when none of its "
                  "files is left. A cleaned tmp/ or a deleted run never trips it.")
 @env_option("--trash-retention-days", type=click.FloatRange(0), default=7.0, show_default=True,
-            help="Trash batches older than this are purged by saves.")
+            help="Trash batches older than this are purged by saves: older by this host's "
+                 "clock and by the time spaceport watched them on the kernel's boot clock, "
+                 "which no wrong clock can shorten.")
 @env_option("--no-fsync", is_flag=True,
             help="Do not fsync files on the primary before renaming them into place "
                  "(faster, less safe against a crash of the storage).")
 @click.pass_context
-def save(ctx, work, dry_run, allow_mass_delete, **_):
+def save(ctx, work, dry_run, allow_mass_delete, as_json, **_):
     """Save WORK to its primary: upload new and changed files, move deleted ones to the
     trash, rewrite the link manifest. Only what changed is touched; a save with no change
     makes no per-file call on the primary.
@@ -157,10 +188,13 @@ def save(ctx, work, dry_run, allow_mass_delete, **_):
     Refuses (exit 5) if WORK has no work marker (an unmounted volume looks like that).
     If WORK looks wrong (most of its top level gone, or nothing left), the deletions are
     held and everything else is saved: exit 0 with a warning naming them; --allow-mass-delete
-    carries them out. Exits 4 if the lock is not held by this working copy.
+    carries them out. Exits 4 if the lock is not held by this working copy. WORK left out:
+    the working copy the current folder is in.
     """
     from ..commands.save import save as run_save
 
+    start_json("save", as_json and not dry_run)
+    work = resolve_work(work)
     opts = make_options(ctx.params)
     log_to_work(work, "save")
     with stop_on_signals(restore=False) as stop:
@@ -173,7 +207,6 @@ def save(ctx, work, dry_run, allow_mass_delete, **_):
             raise
         finally:
             opts.tracker.close()
-    plan = report.plan
     if dry_run:
         out.print(f"would save {work} (dry run: nothing was changed)", markup=False)
         limit = None if ctx.params.get("verbose") else 20
@@ -184,37 +217,80 @@ def save(ctx, work, dry_run, allow_mass_delete, **_):
         if report.refused is not None:
             would_be_refused(report.refused)
         return
-    out.print(f"saved {work}: {count(report.uploaded, 'file')} uploaded "
-              f"({human_size(report.uploaded_bytes)}"
-              + (f"; {count(report.appended, 'file')} appended to, only the new bytes written"
-                 if report.appended else "") + ")"
-              + (f", {report.moved} moved" if report.moved else "")
-              + (f", {count(report.dirs_created, 'folder')} created"
-                 if report.dirs_created else "")
-              + (f", {count(report.deleted, 'file')} moved to the trash"
-                 if report.deleted else "")
-              + (f" (batch {report.trash_batch})" if report.trash_batch else "")
-              + (", link manifest written" if report.manifest_written else "")
-              + f", {count(plan['unchanged'], 'entry')} unchanged, in {report.seconds:.2f} s",
-              markup=False)
+    json_result(work=os.path.abspath(work), **save_facts(report))
+    out.print(saved_line(work, report), markup=False)
     for path, kept_as in report.conflicts:
-        err.print(f"conflict: {path} changed on the primary too; the primary's version is "
-                  f"kept as {kept_as}", markup=False)
+        warn(f"conflict: {path} changed on the primary too; the primary's version is "
+             f"kept as {kept_as}", markup="")
     if report.deletes_skipped:
-        err.print("[yellow]warning:[/] deletions were skipped because some uploads failed"
-                  + (" or databases wait for the next save" if report.databases_held else ""))
+        warn("deletions were skipped because some uploads failed"
+             + (" or databases wait for the next save" if report.databases_held else ""))
     for path in report.kept_dirs:
-        err.print(f"[yellow]note:[/] folder {path} kept on the primary: it holds files "
-                  "spaceport never saw")
+        warn(f"folder {path} kept on the primary: it holds files spaceport never saw",
+             markup="[yellow]note:[/] ")
     if report.held:
         warn_held(report.held, f"run: spaceport save --allow-mass-delete {work}")
+
+
+def _work_from_here() -> str:
+    """deploy PRIMARY, without WORK: the working copy the current folder is in."""
+    work = resolve_work(None)
+    if read_marker_quietly(work) is None:
+        raise click.UsageError("give WORK: the current folder is not inside a working copy.")
+    return work
+
+
+def deploy_facts(report) -> dict:
+    """What --json says of a deploy."""
+    return {"deployment_id": report.deployment_id, "resumed": report.resumed_own,
+            "files": report.files, "copied": report.copied,
+            "copied_bytes": report.copied_bytes, "already_current": report.already_current,
+            "links": report.links, "links_source": report.links_source,
+            "saved_first": report.saved_first, "trashed": report.trashed,
+            "kept": list(report.kept), "unrestored": [str(u) for u in report.unrestored]}
+
+
+def save_facts(report) -> dict:
+    """What --json says of a save (or an undeploy's final save): counts and bytes."""
+    return {"uploaded": report.uploaded, "uploaded_bytes": report.uploaded_bytes,
+            "appended": report.appended, "moved": report.moved,
+            "dirs_created": report.dirs_created, "deleted": report.deleted,
+            "trash_batch": report.trash_batch, "manifest_written": report.manifest_written,
+            "unchanged": report.plan.get("unchanged", 0) if report.plan else 0,
+            "conflicts": [{"path": p, "kept_as": k} for p, k in report.conflicts],
+            "held_deletions": report.held, "deletes_skipped": report.deletes_skipped,
+            "special": list(report.special), "seconds": round(report.seconds, 3)}
+
+
+def saved_line(work: str, report) -> str:
+    """The one line a save ends with: what it wrote, moved, trashed, and kept."""
+    return (f"saved {work}: {count(report.uploaded, 'file')} uploaded "
+            f"({human_size(report.uploaded_bytes)}"
+            + (f"; {count(report.appended, 'file')} appended to, only the new bytes written"
+               if report.appended else "") + ")"
+            + (f", {report.moved} moved" if report.moved else "")
+            + (f", {count(report.dirs_created, 'folder')} created"
+               if report.dirs_created else "")
+            + (f", {count(report.deleted, 'file')} moved to the trash"
+               if report.deleted else "")
+            + (f" (batch {report.trash_batch})" if report.trash_batch and report.deleted
+               else "")
+            + (", link manifest written" if report.manifest_written else "")
+            + (", CERIT's symlink-dump written" if report.cerit_dump_written else "")
+            + (f" (the previous one, with {count(report.links_dropped, 'link')} no longer "
+               f"there, kept in trash batch {report.trash_batch})"
+               if report.links_dropped > 0 else
+               f" (the previous one, unreadable, kept in trash batch {report.trash_batch})"
+               if report.links_dropped < 0 else "")
+            + f", {count(report.plan['unchanged'], 'entry')} unchanged, in "
+              f"{report.seconds:.2f} s")
 
 
 def warn_held(summary: dict, how_to_confirm: str) -> None:
     """A save that held deletions: a yellow warning, exit 0 (everything else was saved, and
     the primary lost nothing; status lists them until they are confirmed or come back)."""
     text = held_warning(summary, how_to_confirm)
-    err.print("[yellow]warning:[/] " + escape(text))
+    warn(text)
     options._to_work_logs(logging.WARNING, text)  # the terminal has it; the work log too
 
 
@@ -230,9 +306,12 @@ def held_lines(summary: dict, paths: list[str], limit: int | None) -> None:
 
 
 @click.command()
-@click.argument("work", envvar="SPACEPORT_WORK", type=click.Path(file_okay=False))
+@work_argument
 @jobs_option
 @common_options
+@bwlimit_option
+@exclude_options
+@json_option
 @wait_option
 @env_option("--keep-work", is_flag=True, help="Keep the working copy after the final save.")
 @safety_flag("--allow-mass-delete",
@@ -245,17 +324,20 @@ def held_lines(summary: dict, paths: list[str], limit: int | None) -> None:
                  "primary's (reads both sides). Catches what no change of size or time shows: "
                  "writes through a long-lived mmap.")
 @click.pass_context
-def undeploy(ctx, work, keep_work, allow_mass_delete, checksum, **_):
+def undeploy(ctx, work, keep_work, allow_mass_delete, checksum, as_json, **_):
     """Final save of WORK, release the lock, remove the working copy.
 
     If the final save fails, the lock and the working copy are kept and the command exits
     non-zero with the reason: nothing is given up until the work is safe. The folder WORK
     itself stays (it may be a mount point) with only .spaceport/: the log, what
     --discard-local set aside, and the record of the undeploy (run again, undeploy answers
-    "already undeployed").
+    "already undeployed"). WORK left out: the working copy the current folder is in.
+    What the working copy's --exclude patterns leave out is never saved: it is left in WORK.
     """
     from ..commands.undeploy import undeploy as run_undeploy
 
+    start_json("undeploy", as_json)
+    work = resolve_work(work)
     opts = make_options(ctx.params)
     log_to_work(work, "undeploy")
     with stop_on_signals(restore=False) as stop:
@@ -265,8 +347,12 @@ def undeploy(ctx, work, keep_work, allow_mass_delete, checksum, **_):
         finally:
             opts.tracker.close()
     for path in report.resaved:
-        err.print(f"note: {path} was not on the primary as saved (changed there, or its "
-                  "content differed); it was saved again", markup=False)
+        warn(f"{path} was not on the primary as saved (changed there, or its content "
+             "differed); it was saved again", markup="note: ")
+    json_result(work=os.path.abspath(work), work_removed=report.work_removed,
+                already_undeployed=report.already is not None, left=list(report.left),
+                resaved=list(report.resaved),
+                **(save_facts(report.save) if report.save is not None else {}))
     if report.already:  # the working copy was removed then
         out.print(f"{work} is already undeployed (on {report.already}): its work was saved "
                   "and its lock released. Nothing to do.", markup=False)
@@ -290,6 +376,8 @@ def what_stays(work: str, report) -> str:
     kept = {"log": "the log of what was done (.spaceport/log/)",
             "discarded": "the files --discard-local set aside (.spaceport/discarded/)"}
     held = [kept[name] for name in report.kept]
+    if report.left:  # never project data: named one by one in the warnings above
+        held.append(f"{count(len(report.left), 'entry')} never saved (named above)")
     if report.mount_point:
         return (f"The folder {work} stays: it is a mount point, and the volume is not "
                 "spaceport's to remove" + (f". In it, {' and '.join(held)}." if held else "."))
@@ -321,6 +409,13 @@ def confirm_discard(discard) -> None:
         raise click.Abort()
 
 
+def read_marker_quietly(work: str):
+    try:
+        return read_marker(work)
+    except Exception:  # noqa: BLE001 - a damaged marker: the deploy says so itself
+        return None
+
+
 def links_phrase(n: int, source: str, legacy=None) -> str:
     """"3 links from links.jsonl", "no links": where the links of a deploy came from."""
     if not n:
@@ -334,12 +429,12 @@ def links_phrase(n: int, source: str, legacy=None) -> str:
 def _notes(report) -> None:
     """What the deploy kept that a person should know about (nothing was lost)."""
     for path, kept_as in report.saved.conflicts if report.saved else ():
-        err.print(f"conflict: {path} changed on the primary too; the primary's version is "
-                  f"kept as {kept_as}", markup=False)
+        warn(f"conflict: {path} changed on the primary too; the primary's version is "
+             f"kept as {kept_as}", markup="")
     if report.trashed:
-        err.print(f"note: {count(report.trashed, 'file')} of this working copy had been "
-                  "changed or deleted on the primary meanwhile; this copy's versions are in the trash "
-                  "('spaceport trash list')", markup=False)
+        warn(f"{count(report.trashed, 'file')} of this working copy had been changed or "
+             "deleted on the primary meanwhile; this copy's versions are in the trash "
+             "('spaceport trash list')", markup="note: ")
     for path in report.kept:
-        err.print(f"kept: {path} holds changes never saved; it was left as it is (the next "
-                  "save uploads it)", markup=False)
+        warn(f"kept: {path} holds changes never saved; it was left as it is (the next "
+             "save uploads it)", markup="")

@@ -8,7 +8,8 @@ import click
 
 from ..engine.progress import Tracker
 from ..errors import LockedError, UsageError
-from ..safety.lock import LockInfo, force_unlock, read_lock, set_aside, watch_stale
+from ..safety.lock import (LockInfo, forget_mirror_of, force_unlock, read_lock, set_aside,
+                           watch_stale)
 from ..store.sides import open_primary
 from .options import (
     WatchProgress,
@@ -65,9 +66,11 @@ def unlock(ctx, primary, force, yes, **_):
                           "at its next save", abort=True)
         if stale and isinstance(holder, LockInfo):
             # Only the lock judged stale: one taken meanwhile is left alone.
-            if set_aside(store, opts.status_dir, holder.deployment_id) is None:
+            removed = set_aside(store, opts.status_dir, holder.deployment_id)
+            if removed is None:
                 raise LockedError(f"the lock of {primary} changed while it was watched; it "
                                   "was left in place.", hint="Run unlock again to look anew.")
+            forget_mirror_of(store, removed)  # CERIT's lock, if it kept one, goes with it
         else:
             force_unlock(store, opts.status_dir)
     out.print(f"unlocked {primary}")

@@ -4,19 +4,26 @@ signal handling."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import signal
+import sys
 from contextlib import contextmanager
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
+from ..commands.folders import space_folder
 from ..commands.options import DEFAULT_JOBS, Options
+from ..engine.bandwidth import RateLimit
+from ..engine.filters import compile_excludes, read_exclude_file
 from ..engine.progress import RichTracker, Tracker
 from ..errors import UsageError
 from ..formats.links import parse_rebase
+from ..formats.marker import find_working_copy
 from ..formats.worklog import WorkLogHandler, started_line
 from ..safety.lock import DEFAULT_STALE_AFTER, DEFAULT_STATUS_DIR, validate_status_dir
 from ..safety.worklock import DEFAULT_WAIT
@@ -31,6 +38,8 @@ log = logging.getLogger("spaceport")
 _work_logs: list[WorkLogHandler] = []  # this command's logs in working copies
 command_line: list[str] = []  # as given to main(), for the work log
 last_error: list[str] = []  # the error this command showed, for the work log
+# --json: the one object this command prints on stdout when it ends (see json_result).
+json_out: dict | None = None
 
 
 # Safety overrides (DESIGN.md, rule 12): given on the command line or not at all. One
@@ -77,8 +86,10 @@ def storage_options(fn):
     fn = env_option("--retry-delay", default=0.5, show_default=True, type=click.FloatRange(0),
                     help="First backoff delay in seconds; it doubles up to 15 s.")(fn)
     fn = env_option("--retries", default=5, show_default=True, type=click.IntRange(1, 100),
-                    help="Attempts for a storage call that fails with a transient error "
-                         "(EIO, ENOTCONN...), with exponential backoff.")(fn)
+                    help="Attempts for every call on the primary storage (the lock, files, "
+                         "folders, the trash, manifest and journal) that fails with a "
+                         "transient error (EIO, ENOTCONN, ETIMEDOUT, ESTALE...), with "
+                         "exponential backoff. Permanent errors are never retried.")(fn)
     return fn
 
 
@@ -114,6 +125,28 @@ def stale_after_option(help: str):  # noqa: A002
                       show_default=True, help=help)
 
 
+def space_folder_option(what: str):
+    """``--space-folder``: the folder given is a claim's root holding one folder, the space."""
+    return env_option("--space-folder", is_flag=True,
+                      help=f"{what} is the root of a claim holding one folder, the OneData "
+                           "space (CERIT's platform mounts a space so): work on that folder. "
+                           "None or several folders there: refused (exit 5), naming them.")
+
+
+def cerit_option(fn):
+    return env_option("--cerit", is_flag=True,
+                      help="Also keep CERIT's app lock (<primary>/scipion-docker/project.lock) "
+                           "while the project is held, and write CERIT's symlink-dump at "
+                           "every save that changes links, so CERIT's own Scipion app neither "
+                           "opens the project meanwhile nor loses links later. Automatic on a "
+                           "primary CERIT's app has used.")(fn)
+
+
+def resolve_space(path: str, given: bool, what: str, opts: Options) -> str:
+    """``path`` itself, or with ``--space-folder`` the one folder inside it."""
+    return space_folder(os.path.abspath(path), what, opts.retry) if given else path
+
+
 def wait_option(fn):
     """``--wait SECONDS`` / ``--no-wait``: how long to wait for another command that works
     on the same working copy (one command at a time, safety rule 9)."""
@@ -126,12 +159,128 @@ def wait_option(fn):
                            "working copy to finish, then exit 1 naming it.")(fn)
 
 
+def bwlimit_option(fn):
+    """``--bwlimit RATE``: one meaning for every command that moves file data."""
+    return env_option("--bwlimit", metavar="RATE",
+                      help="Limit the file data this command copies to RATE bytes per "
+                           "second, all parallel copies together (e.g. 50M; K, M, G are "
+                           "powers of 1024). Default: no limit.")(fn)
+
+
+def exclude_options(fn):
+    """``--exclude``, ``--exclude-from``, ``--no-exclude``: the working copy's filter."""
+    fn = env_option("--no-exclude", is_flag=True,
+                    help="Forget the working copy's remembered exclude patterns: from now on "
+                         "everything is saved again.")(fn)
+    fn = env_option("--exclude-from", multiple=True, metavar="FILE",
+                    type=click.Path(dir_okay=False),
+                    help="Read exclude patterns from FILE, one a line (blank lines and lines "
+                         "starting with # or ; are skipped). Repeatable.")(fn)
+    return env_option("--exclude", multiple=True, metavar="PATTERN",
+                      help="Leave out paths matching PATTERN, with rsync's rules: * within a "
+                           "name, ** across folders, a trailing / for folders only, a leading "
+                           "/ anchors at the top (e.g. 'Runs/*/tmp/', '/Tmp/'). Excluded "
+                           "paths are neither saved nor deleted on the primary. Remembered by "
+                           "the working copy (later saves and the daemon use them; status "
+                           "shows them); given again, they replace the remembered ones. "
+                           "Repeatable.")(fn)
+
+
+def excludes_given(ctx_params: dict) -> list[str] | None:
+    """The exclude patterns given to this command (checked), [] for --no-exclude, or None
+    when none were given (the working copy's remembered ones stay)."""
+    def given(key: str) -> tuple:
+        value = ctx_params.get(key)
+        return tuple(value) if isinstance(value, (list, tuple)) else ()
+
+    patterns = list(given("exclude"))
+    for path in given("exclude_from"):
+        patterns += read_exclude_file(path)
+    if ctx_params.get("no_exclude") is True:
+        if patterns:
+            raise UsageError("--no-exclude forgets the exclude patterns: give it without "
+                             "--exclude or --exclude-from.")
+        return []
+    if not patterns and not given("exclude_from"):
+        return None
+    return list(compile_excludes(patterns).patterns)
+
+
+def json_option(fn):
+    """``--json``: one JSON object on stdout when the command ends, nothing else there."""
+    return env_option("--json", "as_json", is_flag=True,
+                      help="Print one JSON object on stdout when the command ends (its "
+                           "outcome, counts, bytes, warnings and exit_code), and nothing "
+                           "else there: messages and progress go to stderr.")(fn)
+
+
+def start_json(command: str, enabled: bool) -> None:
+    """Begin this command's JSON result (with --json): stdout is kept for it alone."""
+    global json_out
+    json_out = {"command": command} if enabled else None
+    out.quiet = enabled
+
+
+def json_result(**facts) -> None:
+    """Add facts to the JSON result, if --json was given (else nothing)."""
+    if json_out is not None:
+        json_out.update(facts)
+
+
+def warn(text: str, *, markup: str = "[yellow]warning:[/] ") -> None:
+    """A warning on stderr, and in the JSON result's ``warnings``."""
+    err.print(markup + escape(text))
+    if json_out is not None:
+        json_out.setdefault("warnings", []).append(text)
+
+
+def finish_json(code: int) -> None:
+    """Print the JSON result, with the exit code and the error if there was one."""
+    global json_out
+    if json_out is None:
+        return
+    result, json_out = json_out, None
+    out.quiet = False
+    result["exit_code"] = code
+    result["ok"] = code == 0
+    if code and last_error:
+        result.setdefault("error", last_error[0])
+    sys.stdout.write(json.dumps(result, default=str, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def work_argument(fn=None, *, required: bool = False):
+    """WORK, or, left out, the working copy the current folder is in (found as git finds
+    its repository: see formats.marker.find_working_copy)."""
+    decorator = click.argument("work", required=required, envvar="SPACEPORT_WORK",
+                               type=click.Path(file_okay=False))
+    return decorator(fn) if fn is not None else decorator
+
+
+def resolve_work(work: str | None, *, walk_given: bool = True) -> str:
+    """The working copy a command works on: WORK (or a folder inside a working copy, given
+    as WORK), else the one the current folder is in. Not inside one: the path as given (or
+    the current folder), and the command's own message says it is not a working copy."""
+    start = work if work is not None else os.getcwd()
+    if work is not None and not walk_given:
+        return work
+    found = find_working_copy(start)
+    if found is None:
+        return start
+    if os.path.realpath(found) != os.path.realpath(start):
+        err.print(f"working copy: {found} ({'the current folder' if work is None else start} "
+                  "is inside it)", markup=False)
+    return found
+
+
 def make_options(ctx_params: dict, *, tracker: Tracker | None = None) -> Options:
     setup_logging(ctx_params.get("verbose") or 0)
     status_dir = validate_status_dir(ctx_params.get("status_dir") or DEFAULT_STATUS_DIR)
     if tracker is None:  # --progress is read only where it decides something
         show = ctx_params.get("progress")
-        tracker = RichTracker(err) if (err.is_terminal if show is None else show) else Tracker()
+        limit = RateLimit(parse_rate(ctx_params.get("bwlimit")))
+        tracker = RichTracker(err, limit) if (err.is_terminal if show is None else show) \
+            else Tracker(limit)
     opts = Options(status_dir=status_dir,
                    retry=RetryPolicy(attempts=ctx_params.get("retries") or 5,
                                      initial_delay=ctx_params.get("retry_delay") or 0.5),
@@ -149,6 +298,8 @@ def make_options(ctx_params: dict, *, tracker: Tracker | None = None) -> Options
         opts.rebase = parse_rebase(ctx_params["rebase"])
     if ctx_params.get("no_fsync"):
         opts.fsync = False
+    opts.cerit = bool(ctx_params.get("cerit"))
+    opts.exclude = excludes_given(ctx_params)
     opts.say = lambda text: err.print(text, markup=False)
     opts.on_watch = WatchProgress(err)
     return opts

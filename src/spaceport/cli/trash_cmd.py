@@ -4,24 +4,19 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 from datetime import timedelta
 
 import click
 from rich.markup import escape
 from rich.table import Table
 
-from ..engine.index import Index
+from ..commands.restore import choose, restore_into_primary, restore_into_work
 from ..engine.progress import Tracker
-from ..engine.transfer import Copier, CopyJob, run_copies
 from ..errors import LockedError, UsageError
-from ..formats.marker import index_path, require_marker
-from ..formats.trash import TRASH_DIR, batch_files, list_batches, purge
-from ..safety.invariant import GuardedWork, may_write
+from ..formats.marker import find_working_copy, require_marker
+from ..formats.trash import (batch_content, list_batches, purge,
+                             select_batches)
 from ..safety.lock import read_lock
-from ..safety.worklock import hold_work
-from ..store import WORK_CAPABILITIES
-from ..store.base import join, parent_of, temp_name
 from ..store.sides import open_primary
 from ..wording import count, human_size, quote, show_path
 from .options import (
@@ -40,10 +35,20 @@ from .options import (
 )
 
 
+def _found(work: str | None, primary: str | None) -> str | None:
+    """WORK, or (neither WORK nor --primary given) the working copy the current folder is
+    in, or (given) the working copy WORK is inside."""
+    if primary:
+        return work
+    found = find_working_copy(work if work else os.getcwd())
+    return found or work
+
+
 def _where(work: str | None, primary: str | None, status_dir: str):
     """(primary path, status folder, work path or None) from WORK or --primary."""
     if bool(work) == bool(primary):
-        raise click.UsageError("give either WORK or --primary PRIMARY.")
+        raise click.UsageError("give either WORK or --primary PRIMARY (or run it inside a "
+                               "working copy).")
     if work:
         marker = require_marker(os.path.abspath(work))
         return marker.primary, marker.status_dir, os.path.abspath(work), marker.token
@@ -68,8 +73,12 @@ def trash():
     """Files deleted by saves, kept on the primary in <status>/trash/<save-time>/.
 
     Each save that deletes files moves them there (a cheap rename) instead of removing them.
-    Batches older than the retention period (7 days by default) are purged by later saves.
-    Every subcommand takes a working copy (WORK) or --primary PRIMARY.
+    Batches older than the retention period (7 days by default) are purged by later saves:
+    older by the saving host's clock and by the time spaceport watched them on the kernel's
+    boot clock, so that no wrong clock purges young trash. 'trash purge' purges by the
+    clock alone, as a person asks.
+    Every subcommand takes a working copy (WORK) or --primary PRIMARY; with neither, the
+    working copy the current folder is in.
     """
 
 
@@ -84,25 +93,32 @@ def trash_list(ctx, work, primary, batch, **_):
     """List the trash batches of WORK's primary (time, files, size), or the files of one
     batch."""
     opts = make_options(ctx.params, tracker=Tracker())
-    primary, status_dir, _, token = _where(work, primary, opts.status_dir)
+    primary, status_dir, _, token = _where(_found(work, primary), primary, opts.status_dir)
     with open_primary(primary, token, opts) as store:
         if batch:
             try:
-                files = batch_files(store, status_dir, batch)
+                content = batch_content(store, status_dir, batch)
             except FileNotFoundError:
                 raise UsageError(f"there is no trash batch named {quote(batch)}; 'spaceport "
                                  "trash list' shows them.") from None
-            for path, size in sorted(files):
-                out.print(f"{human_size(size):>10}  {show_path(path)}", markup=False)
+            listed = [(path, human_size(size)) for path, size in content.files] + \
+                [(path + "/", "folder") for path, _ in content.folders]
+            for path, what in sorted(listed):
+                out.print(f"{what:>10}  {show_path(path)}", markup=False)
+            if content.manifest:
+                out.print(f"{'links':>10}  the link manifest as it was before that save "
+                          "(trash restore makes its links again where their name is free)",
+                          markup=False)
             return
         batches = list_batches(store, status_dir)
     if not batches:
         out.print("the trash is empty")
         return
-    table = Table("batch", "deleted at (UTC)", "files", "size")
+    table = Table("batch", "deleted at (UTC)", "files", "size", "folders", "links")
     for b in batches:
         table.add_row(b.name, b.time.strftime("%Y-%m-%d %H:%M:%S") if b.time else "?",
-                      str(b.files), human_size(b.bytes))
+                      str(b.files), human_size(b.bytes), str(b.folders),
+                      "manifest kept" if b.manifest else "")
     out.print(table)
 
 
@@ -115,15 +131,18 @@ def trash_list(ctx, work, primary, batch, **_):
 @wait_option
 @click.pass_context
 def trash_restore(ctx, args, primary, overwrite, **_):
-    """Bring files of BATCH back (all of them, or the PATHs given, files or folders).
+    """Bring back what BATCH kept (all of it, or the PATHs given): files, folders (empty
+    ones too), and the links of the manifest it kept.
 
     \b
       spaceport trash restore WORK BATCH [PATH]...
       spaceport trash restore --primary PRIMARY BATCH [PATH]...
 
-    Into WORK they are copied, and the next save uploads them. With --primary they are
-    moved back into the primary folder; that is refused while the primary is deployed
-    (restore into its working copy instead).
+    Into WORK, files are copied, folders made, and links made again where their name is
+    free; the next save uploads them and records the links. With --primary, files are moved
+    back into the primary folder and links added to its manifest; that is refused while the
+    primary is deployed (restore into its working copy instead). A batch never replaces a
+    link or an unsaved file.
     """
     work, batch, paths = _restore_arguments(args, primary)
     opts = make_options(ctx.params)
@@ -132,20 +151,10 @@ def trash_restore(ctx, args, primary, overwrite, **_):
     primary_path, status_dir, work_path, token = _where(work, primary, opts.status_dir)
     try:
         with open_primary(primary_path, token, opts) as store:
-            try:
-                files = batch_files(store, status_dir, batch)
-            except FileNotFoundError:
-                raise UsageError(f"there is no trash batch named {quote(batch)}; 'spaceport "
-                                 "trash list' shows them.") from None
-            chosen = [(p, s) for p, s in files
-                      if not paths or any(p == q.strip("/") or p.startswith(q.strip("/") + "/")
-                                          for q in paths)]
-            if not chosen:
-                raise UsageError("nothing in that batch matches the paths given.")
-            src_root = join(status_dir, TRASH_DIR, batch)
+            chosen = choose(store, status_dir, batch, paths)
             if work_path:
-                done, skipped = _restore_into_work(store, work_path, token, src_root, chosen,
-                                                   overwrite, opts)
+                done = restore_into_work(store, work_path, token, status_dir, batch, chosen,
+                                         overwrite, opts)
             else:
                 holder = read_lock(store, status_dir)
                 if holder is not None:
@@ -153,13 +162,34 @@ def trash_restore(ctx, args, primary, overwrite, **_):
                                       hint="Nothing was restored. Restore into its working "
                                            "copy instead: spaceport trash restore WORK "
                                            f"{batch} ...")
-                done, skipped = _restore_into_primary(store, src_root, chosen, overwrite)
+                done = restore_into_primary(store, status_dir, batch, chosen, overwrite)
     finally:
         opts.tracker.close()
-    out.print(f"restored {count(done, 'file')} from {batch}"
-              + (f"; {count(skipped, 'file')} skipped because "
-                 f"{'it exists' if skipped == 1 else 'they exist'} (use --overwrite)"
-                 if skipped else ""), markup=False)
+    _say_restored(batch, done, bool(work_path))
+
+
+def _say_restored(batch: str, done, into_work: bool) -> None:
+    for path in done.refused:
+        err.print(f"[yellow]not overwritten[/] {escape(show_path(path))}: it holds changes "
+                  "never saved (save it, or move it away, then restore again)")
+    for path, exc in done.failed:
+        err.print(f"[red]could not restore[/] {escape(show_path(path))}: {escape(str(exc))}")
+    parts = [count(done.files, "file")]
+    if done.folders:
+        parts.append(count(done.folders, "folder"))
+    if done.links or done.links_skipped:
+        parts.append(count(done.links, "link"))
+    said = f"restored {', '.join(parts)} from {batch}"
+    if done.skipped:
+        said += (f"; {count(done.skipped, 'file')} skipped because "
+                 f"{'it exists' if done.skipped == 1 else 'they exist'} (use --overwrite)")
+    if done.links_skipped:
+        said += f"; {count(done.links_skipped, 'link')} skipped: the name is taken"
+    if done.links and into_work:
+        said += "; the next save records the links"
+    out.print(said, markup=False)
+    if done.failed or done.refused:
+        sys.exit(1)
 
 
 def _restore_arguments(args: tuple[str, ...], primary: str | None):
@@ -167,55 +197,14 @@ def _restore_arguments(args: tuple[str, ...], primary: str | None):
     --primary is given."""
     if primary:
         return None, args[0], args[1:]
+    if not os.path.isdir(args[0]):  # BATCH first: WORK is the copy the current folder is in
+        here = find_working_copy(os.getcwd())
+        if here is not None:
+            return here, args[0], args[1:]
     if len(args) < 2:
         raise click.UsageError("give WORK and BATCH (or --primary PRIMARY and BATCH); "
                                "'spaceport trash list WORK' shows the batches.")
-    return args[0], args[1], args[2:]
-
-
-def _restore_into_work(store, work_path, token, src_root, chosen, overwrite, opts):
-    # Writes into the working copy: one command at a time (a save running meanwhile would
-    # see half-restored folders, a deploy would remove our temporaries). --overwrite
-    # replaces only files proven saved (spaceport.safety.invariant); unsaved ones are named.
-    with hold_work(work_path, "trash restore", wait=opts.busy_wait, say=opts.say), \
-            GuardedWork(work_path, WORK_CAPABILITIES, temp_token=token) as work:
-        index = Index(index_path(work_path))
-        try:
-            names, _, refused = may_write(work, index, [p for p, _ in chosen],
-                                          overwrite=overwrite)
-        finally:
-            index.close()
-        for path in refused:
-            err.print(f"[yellow]not overwritten[/] {escape(show_path(path))}: it holds changes never saved "
-                      "(save it, or move it away, then restore again)")
-        todo = [(p, s) for p, s in chosen if p in set(names)]
-        for path, _ in todo:
-            work.makedirs(parent_of(path))
-        jobs = [CopyJob(p, s, temp_name(token), src=join(src_root, p)) for p, s in todo]
-        opts.tracker.start("restore", files=len(jobs), nbytes=sum(s for _, s in todo))
-        copier = Copier(store, work, tracker=opts.tracker, task="restore", retry=opts.retry,
-                        stop=threading.Event())
-        failed = []
-        run_copies(copier, jobs, opts.jobs,
-                   lambda d: failed.append(d) if d.error is not None else None)
-        for d in failed:
-            err.print(f"[red]could not restore[/] {escape(show_path(d.job.path))}: "
-                      f"{escape(str(d.error))}")
-        if failed or refused:
-            sys.exit(1)
-    return len(todo), len(chosen) - len(todo)
-
-
-def _restore_into_primary(store, src_root, chosen, overwrite):
-    done = skipped = 0
-    for path, _ in chosen:
-        if store.exists(path) and not overwrite:
-            skipped += 1
-            continue
-        store.makedirs(parent_of(path))
-        store.rename(join(src_root, path), path)
-        done += 1
-    return done, skipped
+    return _found(args[0], None), args[1], args[2:]
 
 
 @trash.command("purge")
@@ -225,29 +214,59 @@ def _restore_into_primary(store, src_root, chosen, overwrite):
             help="Purge batches older than DAYS (default: the retention period, 7).")
 @env_option("--batch", "batches", multiple=True, help="Purge this batch (repeatable).")
 @env_option("--all", "purge_all", is_flag=True, help="Purge every batch.")
+@env_option("--dry-run", "-n", is_flag=True,
+            help="List the batches the purge would delete (files, size) and delete nothing.")
 @safety_flag("--yes", "-y", help="Do not ask for confirmation.")
 @storage_options
 @verbose_option
 @click.pass_context
-def trash_purge(ctx, work, primary, older_than, batches, purge_all, yes, **_):
+def trash_purge(ctx, work, primary, older_than, batches, purge_all, dry_run, yes, **_):
     """Delete trash batches of WORK's primary for good: those older than the retention
-    period (7 days), or the ones named with --batch, or --all."""
+    period (7 days), or the ones named with --batch, or --all.
+
+    The batches are listed first, and the purge asks before it deletes anything (--yes:
+    without asking; without a terminal, --yes is needed). --dry-run lists them and stops."""
     opts = make_options(ctx.params, tracker=Tracker())
+    work = _found(work, primary)
     if work:
         log_to_work(work, "trash purge")
     primary_path, status_dir, _, token = _where(work, primary, opts.status_dir)
-    if (purge_all or batches) and not yes:
-        if not sys.stdin.isatty():
-            raise UsageError("purging named or all batches needs confirmation; add --yes.")
-        click.confirm("Delete these trash batches for good?", abort=True)
     with open_primary(primary_path, token, opts) as store:
+        names = list(batches) if batches else None
+        older = None
         if purge_all:
             names = [b.name for b in list_batches(store, status_dir, sizes=False)]
-            removed = purge(store, status_dir, older_than=None, names=names)
-        elif batches:
-            removed = purge(store, status_dir, older_than=None, names=list(batches))
-        else:
-            days = older_than if older_than is not None else opts.trash_retention_days
-            removed = purge(store, status_dir, older_than=timedelta(days=days))
+        elif not batches:
+            older = timedelta(days=older_than if older_than is not None
+                              else opts.trash_retention_days)
+        chosen = select_batches(store, status_dir, older_than=older, names=names, sizes=True)
+        if not chosen:
+            out.print("nothing to purge: no trash batch matches", markup=False)
+            return
+        _show_batches(chosen, "would purge" if dry_run else "to purge")
+        if dry_run:
+            out.print("dry run: nothing was deleted", markup=False)
+            return
+        _confirm_purge(chosen, yes)
+        removed = purge(store, status_dir, older_than=None, names=[b.name for b in chosen])
     out.print(f"purged {count(len(removed), 'batch')}"
               + (": " + ", ".join(removed) if removed else ""), markup=False)
+
+
+def _show_batches(chosen, what: str) -> None:
+    files, size = sum(b.files for b in chosen), sum(b.bytes for b in chosen)
+    out.print(f"{what}: {count(len(chosen), 'batch')}, {count(files, 'file')}, "
+              f"{human_size(size)}", markup=False)
+    for b in chosen:
+        out.print(f"  {b.name}  {count(b.files, 'file')}, {human_size(b.bytes)}", markup=False)
+
+
+def _confirm_purge(chosen, yes: bool) -> None:
+    """Deleting from the trash is for good: asked every time, unless --yes."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError("a purge deletes these files for good and needs a confirmation: "
+                         "add --yes to purge without being asked (--dry-run lists them).",
+                         hint="Nothing was deleted.")
+    click.confirm(f"Delete {count(len(chosen), 'batch')} for good?", abort=True, err=True)

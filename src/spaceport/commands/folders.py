@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 
-from ..errors import UsageError
+from ..errors import RefusedError, UsageError
 from ..formats.marker import MARKER_DIR
+from ..store.retry import RetryPolicy, is_unavailable, retry_call, unavailable
+from ..wording import count, quote
 
 
 def wipe_folder(path: str) -> None:
@@ -43,3 +45,38 @@ def folder_is_empty(path: str) -> bool:
     ignore = {MARKER_DIR} | volume_artifacts(path)
     with os.scandir(path) as it:
         return not any(e.name not in ignore for e in it)
+
+
+def space_folder(claim: str, what: str, retry: RetryPolicy | None = None) -> str:
+    """The one folder inside ``claim``, the root of a claim that holds one OneData space
+    (``--space-folder``): CERIT's platform mounts a space as a claim whose root holds a
+    single folder named after the space. Links and files there are not folders; none or
+    several folders: refused (exit 5), naming what is there, and nothing is created in the
+    claim's root (it is oneclient's, read-only)."""
+    try:
+        entries = retry_call(retry or RetryPolicy.none(), _list, claim, what=f"list {claim}")
+    except (FileNotFoundError, NotADirectoryError):
+        raise UsageError(f"{what} {claim} is not a folder (with --space-folder it must be "
+                         "the root of a claim holding one space folder).") from None
+    except OSError as exc:
+        if is_unavailable(exc):
+            raise unavailable(exc, claim) from exc
+        raise
+    folders = [name for name, is_dir in entries if is_dir]
+    if len(folders) == 1:
+        return os.path.join(claim, folders[0])
+    shown = ", ".join(quote(n + ("/" if d else "")) for n, d in entries[:10]) \
+        + (f" and {len(entries) - 10} more" if len(entries) > 10 else "")
+    found = f"it holds {count(len(folders), 'folder')}: {shown}" if entries else "it is empty"
+    hint = ("Nothing was read or written. If the claim was just mounted, its space may not "
+            "be there yet (OneData not reachable, a wrong token or space id): check the "
+            "mount, then start again.") if not folders else \
+        ("Nothing was read or written. Give the space folder itself (without "
+         "--space-folder), or remove what does not belong in the claim's root.")
+    raise RefusedError(f"{what} {claim} should hold exactly one folder, the space "
+                       f"(--space-folder); {found}.", hint=hint)
+
+
+def _list(path: str) -> list[tuple[str, bool]]:
+    with os.scandir(path) as it:
+        return sorted((e.name, e.is_dir(follow_symlinks=False)) for e in it)

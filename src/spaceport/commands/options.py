@@ -29,6 +29,9 @@ class Options:
     instance: str | None = None
     stale_after: int = DEFAULT_STALE_AFTER
     live_lock: bool = False  # a long-running process keeps the lock (the daemon)
+    # Keep CERIT's lock as a mirror of ours and write its symlink-dump (also without this,
+    # on a primary CERIT's app has used): safety/lock/mirror.py, formats/cerit.py.
+    cerit: bool = False
     heartbeat_interval: float | None = None
     mass_delete_threshold: float = 0.5
     trash_retention_days: float = DEFAULT_RETENTION_DAYS
@@ -38,6 +41,9 @@ class Options:
     busy_wait: float = DEFAULT_WAIT  # seconds to wait for another command on the working copy
     say: Callable[[str], None] | None = None  # a line for the person at the terminal
     on_watch: Callable[[float, float], None] | None = None  # progress of a stale-lock watch
+    # --exclude patterns given to this command (checked): they become the working copy's
+    # remembered filter. None: keep the one it remembers (spaceport.engine.filters).
+    exclude: list[str] | None = None
 
     def parameters(self) -> dict:
         """What goes into the lock file for a person to read."""

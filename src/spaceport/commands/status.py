@@ -8,15 +8,17 @@ copy alone. Verify is the one command that reads the whole primary, on purpose: 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from ..engine.index import Index
+from ..engine.content import same_content, scratch_snapshots, snapshot_size
+from ..engine.filters import compile_excludes
 from ..engine.plan import unsaved_summary
 from ..engine.scan import Kind, scan_tree
-from ..errors import FormatError, SpaceportError
+from ..engine.snapshot import fold_companions
+from ..errors import FormatError, SpaceportError, StorageUnavailableError
 from ..formats.journal import read_tail
 from ..formats.legacy import (
     TOP_LEVEL_NAMES,
@@ -28,13 +30,15 @@ from ..formats.legacy import (
 )
 from ..formats.links import read_manifest_full, resolve_target
 from ..formats.marker import (
+    DEPLOYING,
     MARKER_DIR,
     MARKER_FILE,
-    index_path,
+    marker_dir,
     read_marker,
     read_undeployed_record,
     require_marker,
 )
+from ..formats.statusfile import StatusFileError
 from ..formats.trash import list_batches
 from ..safety.deletion_guard import held_summary
 from ..safety.lock import (
@@ -44,12 +48,14 @@ from ..safety.lock import (
     read_heartbeat,
     read_lock,
 )
+from ..safety.worklock import DAEMON_COMMAND, who_holds
 from ..store.base import Store
+from ..store.retry import is_unavailable, unavailable
 from ..store.sides import open_primary, open_work
-from ..wording import count, human_size, quote, show_path
+from ..wording import count, duration, human_size, quote, show_path
 from .deploy.linksource import links_to_restore, with_primary_links
 from .options import Options
-from .workcopy import pending_changes
+from .workcopy import look_at_index, pending_changes
 
 
 def lock_facts(holder, store: Store, status_dir: str) -> dict | None:
@@ -92,8 +98,14 @@ def work_status(work_path: str, opts: Options) -> dict:
                    "if it should be one, check that its volume is mounted")
         return {"work": work_path, "deployed": False, "message": why}
     facts: dict = {"work": work_path, "primary": marker.primary, "phase": marker.phase,
-                   "deployment_id": marker.deployment_id, "status_dir": marker.status_dir}
-    index = Index(index_path(work_path))
+                   "deployment_id": marker.deployment_id, "status_dir": marker.status_dir,
+                   "exclude": list(marker.exclude)}
+    # Who keeps it: a daemon for its whole life, or a command running now. A deploy that
+    # is marked as under way while nobody holds the copy was interrupted.
+    holder = facts["kept_by"] = who_holds(work_path)
+    facts["deploy_interrupted"] = marker.phase == DEPLOYING and (
+        holder is None or holder.get("command") not in ("deploy", DAEMON_COMMAND))
+    index = look_at_index(work_path)
     try:
         facts["last_save"] = index.get_meta("last_save")
         facts["known_entries"] = index.count()
@@ -110,6 +122,14 @@ def work_status(work_path: str, opts: Options) -> dict:
         facts["lock"] = None
         facts["lock_error"] = str(exc)
         facts["lock_is_ours"] = None
+        if isinstance(exc, StorageUnavailableError) or is_unavailable(exc):
+            # Said in words, and the exit code says it too (6): what follows (the unsaved
+            # changes) is read from the working copy alone.
+            error = exc if isinstance(exc, StorageUnavailableError) else \
+                unavailable(exc, marker.primary)
+            facts["primary_unreachable"] = facts["lock_error"] = (
+                f"{error.message} Check the mount (oneclient), then look again; below, what "
+                "the working copy alone shows.")
     facts["special"] = []
     facts["pending"] = pending_changes(work_path, marker, facts["special"]).summary()
     return facts
@@ -124,11 +144,16 @@ def primary_status(primary_path: str, opts: Options) -> dict:
         try:
             manifest = read_manifest_full(primary, status_dir)
             facts["manifest_links"] = None if manifest is None else len(manifest.links)
-        except FormatError as exc:
+        except (FormatError, StatusFileError) as exc:
             facts["manifest_error"] = exc.message
         facts.update(legacy_facts(primary, status_dir, opts, manifest,
                                   "manifest_error" in facts))
-        facts["recent_saves"] = read_tail(primary, status_dir)
+        try:
+            facts["recent_saves"] = read_tail(primary, status_dir)
+        except StatusFileError as exc:
+            facts["recent_saves"], facts["journal_error"] = [], str(exc)
+        record = held_record(facts["recent_saves"])
+        facts["held_on_primary"] = record["held"] if record else None
         facts["trash"] = [{"batch": b.name, "files": b.files, "bytes": b.bytes}
                           for b in list_batches(primary, status_dir)]
     return facts
@@ -167,8 +192,12 @@ def format_status(facts: dict) -> str:
         if not facts.get("deployed", True):
             return "\n".join(lines + [f"              {facts['message']}"])
         lines += [f"primary       {facts['primary']}",
-                  f"phase         {facts['phase']}  (deployment {facts['deployment_id'][:8]})",
-                  f"last save     {facts.get('last_save') or 'never'}"]
+                  f"phase         {facts['phase']}  (deployment {facts['deployment_id'][:8]})"]
+        lines += _keeper_lines(facts)
+        lines.append(f"last save     {facts.get('last_save') or 'never'}")
+        if facts.get("exclude"):
+            lines.append(f"excluded      {' '.join(quote(p) for p in facts['exclude'])}  "
+                         "(neither saved nor deleted on the primary)")
     else:
         lines.append(f"primary       {facts['primary']}")
     lock = facts.get("lock")
@@ -182,11 +211,7 @@ def format_status(facts: dict) -> str:
             lines.append(f"              {'held by this working copy' if facts['lock_is_ours'] else 'NOT held by this working copy'}")
     pending = facts.get("pending")
     if pending is not None:
-        if pending["files_to_upload"] or pending["entries_to_delete"] or pending["links_changed"] or pending["new_dirs"] \
-                or pending.get("moves"):
-            lines.append(f"unsaved       {unsaved_summary(pending)}")
-        else:
-            lines.append("unsaved       nothing: the primary is up to date")
+        lines += _unsaved_lines(pending, bool(facts.get("deploy_interrupted")))
     lines += held_lines(facts)
     if "recent_saves" in facts:
         links = facts.get("manifest_links")
@@ -194,20 +219,90 @@ def format_status(facts: dict) -> str:
                                          else count(links, "link"))
                      + (f"  ({facts['manifest_error']})" if facts.get("manifest_error") else ""))
         lines += _legacy_lines(facts)
-        for save in facts["recent_saves"]:
-            lines.append(f"saved         {save.get('time')}  "
-                         f"{count(save.get('uploaded') or 0, 'file')} uploaded, "
-                         f"{human_size(save.get('bytes') or 0)}, {save.get('deleted') or 0} "
-                         f"deleted ({save.get('instance') or save.get('host') or 'unknown'})")
-            held = save.get("held_deletions")
-            if held:
-                lines.append(f"              {count(held.get('count') or 0, 'deletion')} held "
-                             f"(still on the primary): {held.get('reason')}")
-                lines += [f"                {show_path(p)}" for p in held.get("sample") or ()]
+        if facts.get("journal_error"):
+            lines.append(f"saved         {facts['journal_error']}")
+        lines += journal_lines(facts["recent_saves"])
         for batch in facts["trash"]:
             lines.append(f"trash         {batch['batch']}  {count(batch['files'], 'file')}, "
                          f"{human_size(batch['bytes'])}")
     return "\n".join(lines)
+
+
+def _keeper_lines(facts: dict) -> list[str]:
+    """Who keeps the working copy now, or that its deploy was interrupted."""
+    holder = facts.get("kept_by")
+    lines = []
+    if holder and holder.get("command") == DAEMON_COMMAND:
+        lines.append(f"kept by       a running spaceport daemon (spaceport run, pid "
+                     f"{holder.get('pid', '?')} on {holder.get('host', '?')}, since "
+                     f"{holder.get('since', '?')}): it saves this copy; its page and "
+                     "POST /save are the way to act on it")
+    elif holder:
+        lines.append(f"busy          'spaceport {holder.get('command', '?')}' (pid "
+                     f"{holder.get('pid', '?')} on {holder.get('host', '?')}) is working on it "
+                     "now")
+    if facts.get("deploy_interrupted"):
+        lines.append(f"              INTERRUPTED: the deploy stopped before it finished; "
+                     f"run it again to finish (it copies only what is missing): spaceport "
+                     f"deploy {facts['primary']} {facts['work']}")
+    return lines
+
+
+def _unsaved_lines(pending: dict, interrupted: bool) -> list[str]:
+    """What a save would do now, and when the files it would upload last changed."""
+    changed = pending["files_to_upload"] or pending["entries_to_delete"] or \
+        pending["links_changed"] or pending["new_dirs"] or pending.get("moves")
+    if interrupted:
+        return [f"unsaved       {unsaved_summary(pending) if changed else 'nothing of yours'}"
+                "; the working copy is INCOMPLETE: the interrupted deploy has not copied "
+                "everything yet"]
+    if not changed:
+        return ["unsaved       nothing: the primary is up to date"]
+    lines = [f"unsaved       {unsaved_summary(pending)}"]
+    now_ns = datetime.now(timezone.utc).timestamp() * 1e9
+    for item in pending.get("recent") or ():
+        ago = duration(max(0.0, (now_ns - item["mtime_ns"]) / 1e9))
+        lines.append(f"                {show_path(item['path'])}  {human_size(item['size'])}, "
+                     f"changed {ago} ago ({iso_time(item['mtime_ns'] / 1e9)})")
+    more = pending["files_to_upload"] - len(pending.get("recent") or ())
+    if more > 0:
+        lines.append(f"                ... and {count(more, 'more file')}")
+    return lines
+
+
+def journal_lines(saves: list[dict]) -> list[str]:
+    """The recent saves; held deletions as the latest record says: a record of held
+    deletions that a later save settled (or held anew) is history, not the state."""
+    lines = []
+    for i, save in enumerate(saves):
+        lines.append(f"saved         {save.get('time')}  "
+                     f"{count(save.get('uploaded') or 0, 'file')} uploaded, "
+                     f"{human_size(save.get('bytes') or 0)}, {save.get('deleted') or 0} "
+                     f"deleted ({save.get('instance') or save.get('host') or 'unknown'})")
+        held, settled = save.get("held_deletions"), save.get("held_deletions_settled")
+        if held and held_record(saves[i + 1:]) is not None:
+            lines.append(f"              {count(held.get('count') or 0, 'deletion')} held "
+                         "then; a later save settled them or held others (below)")
+        elif held:
+            lines.append(f"              {count(held.get('count') or 0, 'deletion')} held "
+                         f"(still on the primary): {held.get('reason')}")
+            lines += [f"                {show_path(p)}" for p in held.get("sample") or ()]
+        if settled:
+            before = count(settled.get("count") or 0, "deletion")
+            lines.append(f"              none held any more ({before} held before: carried "
+                         "out, or the files came back)")
+    return lines
+
+
+def held_record(saves: list[dict]) -> dict | None:
+    """The newest journal record that says what is held: ``{"held": summary}`` or
+    ``{"held": None}`` once settled; None if no save says."""
+    for save in reversed(saves):
+        if save.get("held_deletions_settled") and not save.get("held_deletions"):
+            return {"held": None}
+        if save.get("held_deletions"):
+            return {"held": save["held_deletions"]}
+    return None
 
 
 def held_lines(facts: dict) -> list[str]:
@@ -215,13 +310,15 @@ def held_lines(facts: dict) -> list[str]:
     lines = []
     held = facts.get("held_deletions")
     if held:
+        links = f", {count(held['links'], 'link')}" if held.get("links") else ""
         lines.append(f"held          {count(held['count'], 'deletion')} "
-                     f"({count(held['files'], 'file')}) since {held.get('since') or '?'}: the "
+                     f"({count(held['files'], 'file')}{links}) since {held.get('since') or '?'}: the "
                      f"working copy looks wrong: {held['reason']}")
         lines += [f"                {show_path(p)}" for p in held["sample"][:10]]
         if held["count"] > min(len(held["sample"]), 10):
             lines.append(f"                ... and {held['count'] - min(len(held['sample']), 10)} more")
-        lines.append(f"              they stay on the primary; to carry them out: spaceport "
+        kept = "stay on the primary (the links in the manifest)" if links else "stay on the primary"
+        lines.append(f"              they {kept}; to carry them out: spaceport "
                      f"save --allow-mass-delete {facts['work']} (or POST /confirm-deletions "
                      "to its daemon)")
     special = facts.get("special") or []
@@ -269,17 +366,6 @@ class VerifyReport:
         return not self.differences
 
 
-def _digest(store: Store, rel: str) -> str:
-    fd = store.open_read(rel)
-    try:
-        h = hashlib.sha256()
-        while chunk := os.read(fd, 1 << 20):
-            h.update(chunk)
-        return h.hexdigest()
-    finally:
-        os.close(fd)
-
-
 def verify(work_path: str, opts: Options, *, checksum: bool = False) -> VerifyReport:
     """Compare the working copy with the primary, file by file, and the links."""
     work_path = os.path.abspath(work_path)
@@ -287,11 +373,17 @@ def verify(work_path: str, opts: Options, *, checksum: bool = False) -> VerifyRe
     opts = dataclasses.replace(opts, status_dir=marker.status_dir)  # the copy knows its own
     report = VerifyReport()
     with open_primary(marker.primary, marker.token, opts) as primary, \
-            open_work(work_path, marker.token) as work:
+            open_work(work_path, marker.token) as work, ExitStack() as stack:
+        # What the working copy excludes is compared on neither side: it is not saved.
+        exclude = compile_excludes(marker.exclude)
         pscan = scan_tree(primary, skip_top={marker.status_dir, MARKER_DIR} | TOP_LEVEL_NAMES,
-                          jobs=opts.jobs)
-        wscan = scan_tree(work, skip_top={MARKER_DIR}, temp_token=marker.token)
+                          jobs=opts.jobs, exclude=exclude)
+        wscan = scan_tree(work, skip_top={MARKER_DIR}, temp_token=marker.token,
+                          exclude=exclude)
+        live = fold_companions(wscan, work)  # a -wal or -journal is part of its database
         diff = report.differences
+        snapshots = stack.enter_context(scratch_snapshots(marker_dir(work_path))) \
+            if checksum or live else None
         for path, w in sorted(wscan.entries.items()):
             p = pscan.entries.get(path)
             if w.kind is Kind.LINK:
@@ -302,10 +394,13 @@ def verify(work_path: str, opts: Options, *, checksum: bool = False) -> VerifyRe
                 diff.append(f"different kind: {show_path(path)}")
             elif w.kind is Kind.FILE:
                 report.checked_files += 1
-                if p.size != w.size:
-                    diff.append(f"size differs: {show_path(path)} (work {count(w.size, 'byte')}, "
+                # A database with its -wal or -journal is saved as a snapshot: that is what
+                # the primary's file is compared with (engine.content).
+                size = snapshot_size(work, path, snapshots) if path in live else w.size
+                if p.size != size:
+                    diff.append(f"size differs: {show_path(path)} (work {count(size, 'byte')}, "
                                 f"primary {count(p.size, 'byte')})")
-                elif checksum and _digest(primary, path) != _digest(work, path):
+                elif checksum and not same_content(work, primary, path, snapshots):
                     diff.append(f"content differs: {show_path(path)}")
         for path in sorted(set(pscan.entries) - set(wscan.entries)):
             if pscan.entries[path].kind is not Kind.LINK:  # links: compared below

@@ -21,23 +21,30 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import stat as stat_mod
+import time
 from dataclasses import dataclass, field
 
+from ..engine.content import scratch_snapshots
+from ..engine.filters import Exclude, compile_excludes
 from ..engine.index import Index
 from ..engine.plan import links_for_manifest, unsaved_summary
 from ..engine.scan import Kind
+from ..engine.snapshot import RACY_SECONDS
 from ..errors import NotSavedError, PartialSaveError, RefusedError
+from ..formats.legacy import TOP_LEVEL_NAMES as LEGACY_TOP_NAMES
 from ..formats.links import MANIFEST_STATE, read_manifest_full
 from ..formats.marker import (MARKER_DIR, REMOVING, UNDEPLOYED, Marker, marker_dir, read_marker,
                               read_undeployed_record, write_marker, write_undeployed_record)
-from ..safety.deletion_guard import held_refusal
+from ..safety.deletion_guard import held_links, held_refusal
 from ..safety.invariant import WorkGuard, find_unsaved, remove_saved
 from ..safety.worklock import BUSY_FILE
+from ..wording import count
 from .deploy.discard import DISCARDED_DIR
 from .folders import volume_artifacts
 from .options import Options
 from .save import SaveReport, save_copy
-from .workcopy import WorkingCopy, open_copy, scan_primary, scan_work
+from .workcopy import WorkingCopy, excludes_of, open_copy, scan_primary, scan_work
 
 log = logging.getLogger(__name__)
 
@@ -194,9 +201,15 @@ def final_save_copy(copy: WorkingCopy, *, allow_mass_delete=False, checksum: boo
         unsaved = check_saved(copy, checksum=checksum, stop=stop)
         if not unsaved:
             return report
+        if report.racy:
+            # Databases written within the last second (an application that just closed
+            # them checkpoints its WAL) were saved but cannot be recorded yet: the next
+            # round, a second later, records them, rather than call them still changing.
+            (stop.wait if stop is not None else time.sleep)(RACY_SECONDS)
         again = unsaved.on_primary + unsaved.content
-        log.warning("the final check found %d entries not proven saved (%s); saving again",
-                    len(unsaved.paths()) + unsaved.links, ", ".join(unsaved.paths()[:10]))
+        log.warning("the final check found %s not proven saved (%s); saving again",
+                    unsaved_words(unsaved), ", ".join(unsaved.paths()[:10] + (
+                        ["the link manifest"] if unsaved.links else [])))
         if resaved is not None:
             resaved.extend(again)
         # The next save uploads them (and writes the manifest, if it was not proven).
@@ -211,18 +224,34 @@ def final_save_copy(copy: WorkingCopy, *, allow_mass_delete=False, checksum: boo
         hint="Nothing was lost. 'spaceport status WORK' shows what is not saved yet.")
 
 
+def unsaved_words(unsaved) -> str:
+    """"2 entries", "the link manifest", "1 entry and the link manifest"."""
+    parts = [count(len(unsaved.paths()), "entry")] if unsaved.paths() else []
+    return " and ".join(parts + (["the link manifest"] if unsaved.links else []))
+
+
 def check_saved(copy: WorkingCopy, *, checksum: bool = False, stop=None):
     """:class:`~spaceport.safety.invariant.Unsaved` for the working copy as it is now."""
     work, primary, index = copy.work, copy.primary, copy.index
     scan = copy.scan()
-    pscan = scan_primary(primary, copy.opts, stop)
-    links = [e for e in scan.entries.values() if e.kind is Kind.LINK]
+    pscan = scan_primary(primary, copy.opts, stop, exclude=excludes_of(copy.marker))
+    # The manifest holds the working copy's links, and those whose removal the deletion
+    # guard holds (they stay in the manifest, as held files stay on the primary).
+    links = [e for e in scan.entries.values() if e.kind is Kind.LINK] + \
+        [k.entry for k in held_links(index)]
+    if scan.exclude:  # excluded links stay in the manifest as the index knows them
+        links += [row.entry for path, row in index.load().items()
+                  if row.entry.kind is Kind.LINK and path not in scan.entries
+                  and scan.excluded(path, Kind.LINK)]
     manifest = read_manifest_full(primary, copy.marker.status_dir)
     wanted = set(links_for_manifest(links, [work.root, os.path.realpath(work.root)]))
     manifest_ok = index.get_meta(MANIFEST_STATE) == "ok" and manifest is not None \
         and set(manifest.links) == wanted
-    return find_unsaved(scan, index, pscan, primary, work, manifest_ok=manifest_ok,
-                        checksum=checksum)
+    if not checksum:
+        return find_unsaved(scan, index, pscan, primary, work, manifest_ok=manifest_ok)
+    with scratch_snapshots(marker_dir(copy.path)) as snapshots:
+        return find_unsaved(scan, index, pscan, primary, work, manifest_ok=manifest_ok,
+                            checksum=True, snapshots=snapshots)
 
 
 def remove_saved_copy(copy: WorkingCopy) -> list[str]:
@@ -248,8 +277,48 @@ def _remove_saved(work_path: str, marker: Marker, index: Index, work) -> list[st
             f"and are kept:\n{shown}\nThe lock is kept too: {STOP_THE_APP}.",
             hint="Nothing was lost; what was removed is saved on the primary.")
     ignore = {MARKER_DIR} | volume_artifacts(work_path)
-    left = sorted(name for name in os.listdir(work_path) if name not in ignore)
-    for name in left:
-        log.warning("%s is left in the working copy: it was never saved (a reserved name or "
-                    "a special file)", os.path.join(work_path, name))
+    left = left_over(work_path, ignore, {marker.status_dir} | LEGACY_TOP_NAMES,
+                     compile_excludes(marker.exclude))
+    for path, why in left:
+        log.warning("%s is left in the working copy: it was never saved (%s)",
+                    os.path.join(work_path, path), why)
+    return [path for path, _ in left]
+
+
+def left_over(work_path: str, ignore: set[str], reserved: set[str],
+              excluded: Exclude | None = None) -> list[tuple[str, str]]:
+    """What stays in WORK after the removal, by the entries themselves, not the folders
+    that hold them: a fifo in ``proj/Tmp/`` is named as ``proj/Tmp/fifo`` (the folders
+    above it stay only because it is in them); what ``excluded`` leaves out is named as
+    such, a folder of it whole. (path, why) for each."""
+    left = []
+    stack = [name for name in sorted(os.listdir(work_path), reverse=True)
+             if name not in ignore]
+    while stack:
+        rel = stack.pop()
+        path = os.path.join(work_path, rel)
+        st = os.lstat(path)
+        if excluded and excluded.excludes(rel, stat_mod.S_ISDIR(st.st_mode)):
+            left.append((rel, "excluded by the working copy's --exclude patterns"))
+            continue
+        if stat_mod.S_ISDIR(st.st_mode):
+            inside = sorted(os.listdir(path), reverse=True)
+            if inside and "/" not in rel and rel in reserved:
+                left.append((rel, "a reserved name"))
+            elif inside:
+                stack.extend(f"{rel}/{name}" for name in inside)
+            else:
+                left.append((rel, "an empty folder"))
+            continue
+        if "/" not in rel and rel in reserved:
+            why = "a reserved name"
+        elif stat_mod.S_ISFIFO(st.st_mode):
+            why = "a fifo: special files cannot be saved"
+        elif stat_mod.S_ISSOCK(st.st_mode):
+            why = "a socket: special files cannot be saved"
+        elif stat_mod.S_ISCHR(st.st_mode) or stat_mod.S_ISBLK(st.st_mode):
+            why = "a device: special files cannot be saved"
+        else:
+            why = "written after the final check"
+        left.append((rel, why))
     return left

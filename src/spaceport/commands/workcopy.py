@@ -22,15 +22,17 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from ..clock import utcnow
+from ..engine.filters import Exclude, compile_excludes
 from ..engine.index import Index, IndexDamagedError
 from ..engine.plan import SavePlan, plan_save
 from ..engine.scan import ScanResult, scan_tree
 from ..engine.snapshot import fold_companions
 from ..errors import LockLostError
 from ..formats.legacy import TOP_LEVEL_NAMES as LEGACY_TOP_NAMES
-from ..formats.marker import MARKER_DIR, Marker, index_path, require_marker, work_id
+from ..formats.marker import (DEPLOYED, MARKER_DIR, Marker, index_path, require_marker, work_id,
+                              write_marker)
 from ..safety.invariant import prove_by_content, settle_asides
-from ..safety.lock import DeploymentLock, WorkCopy, lock_id, read_lock
+from ..safety.lock import DeploymentLock, UnreadableLock, WorkCopy, lock_id, read_lock
 from ..safety.worklock import hold_work
 from ..store.base import Store
 from ..store.posix import PosixStore
@@ -50,7 +52,7 @@ class WorkingCopy:
     path: str
     marker: Marker
     opts: Options
-    primary: PosixStore
+    primary: Store  # the primary, every call retried (store.retrying)
     work: PosixStore
     lock: DeploymentLock | None = None  # the deployment lock, once adopted (or handed in)
     _index: Index | None = field(default=None, repr=False)
@@ -105,6 +107,7 @@ def open_copy(work_path: str, opts: Options, task: str, *,
         marker = require_marker(work_path)
         if before is not None:
             before(marker)
+        remember_excludes(work_path, marker, opts)
         primary = stack.enter_context(open_primary(marker.primary, marker.token, opts))
         work = stack.enter_context(open_work(work_path, marker.token))
         copy = WorkingCopy(work_path, marker, opts, primary, work, lock)
@@ -123,7 +126,7 @@ def scan_work(work: Store, marker: Marker, *, remove_temps: bool = False,
     # the daemon scans every 2 s.
     scan = scan_tree(work, skip_top={MARKER_DIR, marker.status_dir} | LEGACY_TOP_NAMES
                      | volume_artifacts(work.root), temp_token=marker.token, stop=stop,
-                     warn_special=False)
+                     warn_special=False, exclude=excludes_of(marker))
     for name in (marker.status_dir, *sorted(LEGACY_TOP_NAMES)):
         if work.exists(name):
             log.warning("%s in the working copy is not saved: that name is reserved for the "
@@ -141,11 +144,29 @@ def scan_work(work: Store, marker: Marker, *, remove_temps: bool = False,
     return scan
 
 
-def scan_primary(primary: Store, opts: Options, stop: threading.Event | None = None):
+def scan_primary(primary: Store, opts: Options, stop: threading.Event | None = None, *,
+                 exclude: Exclude | None = None):
     """The primary's tree as a deploy copies it: without the status folder, the work
-    marker's name, and the old tools' own files (not project data)."""
+    marker's name, the old tools' own files (not project data), and what the working
+    copy excludes (``exclude``: not copied, never listed below an excluded folder)."""
     return scan_tree(primary, skip_top={opts.status_dir, MARKER_DIR} | LEGACY_TOP_NAMES,
-                     jobs=opts.jobs, stop=stop)
+                     jobs=opts.jobs, stop=stop, exclude=exclude or compile_excludes(()))
+
+
+def excludes_of(marker: Marker) -> Exclude:
+    """The exclude patterns the working copy remembers, compiled (cached by pattern)."""
+    return compile_excludes(marker.exclude)
+
+
+def remember_excludes(work_path: str, marker: Marker, opts: Options) -> None:
+    """``--exclude`` given to this command: from now on the working copy's own filter
+    (later saves, the daemon and status use it). Not given: the remembered one stays."""
+    if opts.exclude is None or list(opts.exclude) == list(marker.exclude):
+        return
+    log.info("the working copy's exclude patterns are now: %s (were: %s)",
+             " ".join(opts.exclude) or "none", " ".join(marker.exclude) or "none")
+    marker.exclude = list(opts.exclude)
+    write_marker(work_path, marker)
 
 
 def forget_removed(index: Index, plan: SavePlan) -> None:
@@ -173,6 +194,12 @@ def adopt_lock(primary: Store, marker: Marker, work_path: str) -> DeploymentLock
     if holder is None:
         hint += (" If the primary is a OneData mount, check that it is mounted: an unmounted "
                  "mount point looks exactly like this.")
+    elif isinstance(holder, UnreadableLock):
+        hint += (f" Nobody can tell who holds the primary while its lock cannot be read. If "
+                 f"this working copy's deployment is the only one, look at {holder.file} "
+                 f"on the primary; 'spaceport unlock --force {primary.root}' sets it aside, "
+                 f"and 'spaceport deploy --resume {primary.root} {work_path}' then saves this "
+                 "copy under a lock of its own.")
     raise LockLostError(f"this working copy's deployment does not hold the lock on "
                         f"{primary.root}: {what}.", hint=hint)
 
@@ -181,7 +208,7 @@ def pending_changes(work_path: str, marker: Marker,
                     special: list[str] | None = None) -> SavePlan:
     """What a save would do now (used by status and the unsaved-work check of deploy);
     the special files found are added to ``special`` if given. Holds nothing: a look."""
-    index = Index(index_path(work_path))
+    index = look_at_index(work_path)
     try:
         with open_work(work_path, marker.token) as work:
             scan = scan_work(work, marker)
@@ -190,6 +217,13 @@ def pending_changes(work_path: str, marker: Marker,
             return plan_save(scan, index)
     finally:
         index.close()
+
+
+def look_at_index(work_path: str) -> Index:
+    """The state index for a look (status), never created by it: a missing index is read as
+    an empty one in memory, so that the next save still sees it missing and rebuilds it."""
+    path = index_path(work_path)
+    return Index(path if os.path.exists(path) else ":memory:")
 
 
 def open_or_rebuild_index(work_path: str, marker: Marker, primary: Store, work: Store,
@@ -203,12 +237,19 @@ def open_or_rebuild_index(work_path: str, marker: Marker, primary: Store, work: 
     at the price of reading the files both sides hold.
     """
     path = index_path(work_path)
-    try:
-        return Index(path)
-    except IndexDamagedError as exc:
-        aside = Index.set_aside(path, utcnow().strftime("%Y%m%dT%H%M%SZ"))
-        log.warning("%s; it was moved to %s and is rebuilt from the working copy and the "
-                    "primary", exc.message, aside)
+    if marker.phase == DEPLOYED and not os.path.exists(path):
+        # A finished deployment always has its index: this one was deleted (with the
+        # marker, under a daemon that wrote the marker again). An empty index would prove
+        # nothing saved and keep no conflict: rebuilt like a damaged one.
+        log.warning("the state index %s is gone; it is rebuilt from the working copy and "
+                    "the primary", path)
+    else:
+        try:
+            return Index(path)
+        except IndexDamagedError as exc:
+            aside = Index.set_aside(path, utcnow().strftime("%Y%m%dT%H%M%SZ"))
+            log.warning("%s; it was moved to %s and is rebuilt from the working copy and the "
+                        "primary", exc.message, aside)
     index = Index(path)
     prove_by_content(scan_work(work, marker), index, primary, work, jobs=opts.jobs)
     index.set_meta(REBUILT, "1")  # the next save keeps differing primary versions

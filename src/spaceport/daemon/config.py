@@ -1,5 +1,5 @@
 """What ``spaceport run`` was told: the folders, the interval, the deadline, and the files
-it writes for others to watch (the ready file, the port file)."""
+it writes for others to watch (the ready file, the instance-status file, the port file)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ class DaemonConfig:
     keep_work: bool = False
     take_over_stale: bool = False
     ready_file: str | None = None
+    instance_status_file: str | None = None  # "ok" once ready: CERIT's desktop waits for it
     linger: float = 0.0  # keep serving the page this long after a failure
 
 

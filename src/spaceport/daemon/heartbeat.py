@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
 from typing import Callable
 
 from ..commands.options import Options
 from ..errors import LockLostError, SpaceportError
 from ..formats.marker import Marker
 from ..safety.lock import DeploymentLock, LockInfo, read_lock
-from ..store.retry import RetryPolicy
 from ..store.sides import open_primary
 from .state import State, describe
 
@@ -35,7 +33,7 @@ class Heartbeat:
         self.released = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="daemon-heartbeat", daemon=True)
-        self._quick = replace(opts, retry=RetryPolicy.none())  # the next beat retries
+        self.opts = opts  # each call of a beat is retried on transient errors (--retries)
 
     def start(self) -> None:
         self._thread.start()
@@ -57,7 +55,7 @@ class Heartbeat:
     def beat(self) -> None:
         marker = self.marker
         try:
-            with open_primary(self.primary, marker.token, self._quick) as store:
+            with open_primary(self.primary, marker.token, self.opts) as store:
                 holder = read_lock(store, marker.status_dir)
                 if isinstance(holder, LockInfo) and holder.deployment_id == marker.deployment_id:
                     DeploymentLock(store, marker.status_dir, holder).heartbeat()

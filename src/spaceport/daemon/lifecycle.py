@@ -54,11 +54,13 @@ class Daemon:
     def run(self) -> int:
         """The whole life; returns the exit code. The caller serves HTTP around it."""
         remove_file(self.cfg.ready_file)
+        remove_file(self.cfg.instance_status_file)  # a restarted daemon is not ready yet
         previous = self.loop.catch_signals()
         try:
             # The working copy is ours for the whole life: a command beside the daemon, or a
             # second daemon, is refused instead of becoming a second writer.
-            with hold_work(self.cfg.work, DAEMON_COMMAND, wait=0):
+            with hold_work(self.cfg.work, DAEMON_COMMAND, wait=0) as held:
+                self.hold.work_hold = held
                 code = self._life()
         except SpaceportError as exc:
             code = self._failed(exc, exc.exit_code)
@@ -68,6 +70,7 @@ class Daemon:
         finally:
             self.hold.stop_heartbeat()
             remove_file(self.cfg.ready_file)
+            remove_file(self.cfg.instance_status_file)
         self.state.exit_code = code
         if code and self.cfg.linger > 0:
             log.info("serving the status page %g s more so the failure can be seen",

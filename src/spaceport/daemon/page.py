@@ -1,6 +1,12 @@
 """The progress page a person reads at ``/``: phase, per-task bars, saves, held deletions,
 errors; auto-refreshed. Everything shown comes from :meth:`State.snapshot` (no secret), and
-every value is escaped."""
+every value is escaped.
+
+The badge at the top tells the truth in words and colour: green only while every save
+succeeds and nothing waits; amber while the deletion guard holds deletions; red when the
+last save failed. Held deletions are confirmed with a small form that asks for the token and
+POSTs to ``confirm-deletions``: a relative URL, so the page works under any prefix a proxy
+puts it behind."""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from ..wording import count, duration
 from .state import human_bytes
 
 REFRESH_SECONDS = 2
+FORM_REFRESH_SECONDS = 60  # while the confirmation form is shown: time to type the token
 
 
 TASK_LABELS = {"deploy": "Project restore", "clone": "Source clone", "autosave": "Autosave",
@@ -40,7 +47,10 @@ section{background:#fff;border:1px solid #dfe3ea;border-radius:.6rem;padding:1re
 .phase{display:inline-block;padding:.3rem .8rem;border-radius:1rem;font-weight:700;
   background:#e2e7f0;margin-right:.6rem}
 .good{background:#d5f3de;color:#15612f}.busy{background:#fff1c7;color:#6d4f00}
-.bad{background:#fcdcdc;color:#8c1717}
+.bad{background:#fcdcdc;color:#8c1717}.warn{background:#ffe2b8;color:#7a3d00}
+form{margin:.6rem 0 0}input{font:inherit;padding:.25rem .4rem;margin-right:.4rem}
+button{font:inherit;padding:.25rem .8rem;border-radius:.4rem;border:1px solid #b35c00;
+  background:#fff4e5;color:#7a3d00;cursor:pointer}
 .task{margin-bottom:1rem}.task:last-child{margin-bottom:0}
 .row{display:flex;justify-content:space-between;gap:1rem;flex-wrap:wrap}
 .name{font-weight:600}
@@ -59,33 +69,54 @@ def e(value) -> str:
 
 def render_page(s: dict) -> str:
     """The progress page; every value from the state goes through html.escape."""
-    phase = s["phase"]
-    tone = {"ready": "good", "running": "good", "released": "good", "failed": "bad",
-            "lock-lost": "bad", "stopped": "bad"}.get(phase, "busy")
+    badge, tone = _badge(s)
+    refresh = FORM_REFRESH_SECONDS if s.get("held_deletions") else REFRESH_SECONDS
     health = "" if s["health"] == "ok" else \
         f'<p class="err">Health: {e(s["health"])} — {e(s["health_reason"])}</p>'
     body = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="refresh" content="{REFRESH_SECONDS}">
+<meta http-equiv="refresh" content="{refresh}">
 <meta name="viewport" content="width=device-width,initial-scale=1">
-<title>spaceport · {e(phase)}</title><style>{STYLE}</style></head>
+<title>spaceport · {e(badge)}</title><style>{STYLE}</style></head>
 <body><main>
 <h1>spaceport</h1>
 <div class="sub">{e(s["primary"])} → {e(s["work"])}{_source_line(s)}</div>
-<section><span class="phase {tone}">{e(phase)}</span>{e(_phase_text(s))}
+<section><span class="phase {tone}">{e(badge)}</span>{e(_phase_text(s))}
 <p class="muted">{e(s["message"])} · since {e(_ago(s["now"] - s["phase_since"]))}</p>{health}
 </section>
 <section><h2>Progress</h2>{_source_progress(s)}{_tasks(s)}</section>
-<section><h2>Saves</h2>{_saves(s)}</section>{_held(s)}
+{_held(s)}<section><h2>Saves</h2>{_saves(s)}{_unsaved(s)}{_trashed(s)}</section>
 <section><h2>Errors</h2>{_errors(s)}</section>
-<footer>Updated {e(_clock(s["now"]))} · refreshes every {REFRESH_SECONDS} s · spaceport
+<footer>Updated {e(_clock(s["now"]))} · refreshes every {refresh} s · spaceport
 {e(s["version"])}{_deployment(s)}</footer>
 </main></body></html>
 """
     return body
 
 
+def _badge(s: dict) -> tuple[str, str]:
+    """The words and colour of the badge: what a person must know first."""
+    phase = s["phase"]
+    tone = {"ready": "good", "running": "good", "released": "good", "failed": "bad",
+            "lock-lost": "bad", "stopped": "bad"}.get(phase, "busy")
+    if phase not in ("ready", "running", "staging-out"):
+        return phase, tone
+    last = s.get("last_save")
+    if last and not last["ok"]:
+        return f"{phase} · last save failed", "bad"
+    if s.get("held_deletions"):
+        return f"{phase} · deletions held", "warn"
+    return phase, tone
+
+
 def _phase_text(s: dict) -> str:
+    last = s.get("last_save")
+    if s["phase"] == "running" and last and not last["ok"]:
+        return ("The application can run, but the last save FAILED: your latest work is not "
+                "on primary storage yet. Saves are tried again; the reason is below.")
+    if s["phase"] == "running" and s.get("held_deletions"):
+        return ("The application can run. Your work is saved to primary storage regularly, "
+                "except the deletions held below: they wait for your confirmation.")
     text = PHASE_TEXT.get(s["phase"], "")
     if s["phase"] == "staging-in" and s.get("source"):
         text = text.replace("the project onto", "the project and the source data onto")
@@ -131,9 +162,13 @@ def _tasks(s: dict) -> str:
     parts = []
     for t in s["tasks"]:
         label = TASK_LABELS.get(t["name"], t["name"].capitalize())
-        done = t["finished"] is not None
-        scanning = not done and not t["bytes_total"] and not t["files_total"]
-        if done or scanning:
+        # Finished short of its files (a save that failed): not "done", and not green.
+        short = t["finished"] is not None and t["files_done"] < t["files_total"]
+        done = t["finished"] is not None and not short
+        scanning = not done and not short and not t["bytes_total"] and not t["files_total"]
+        if short:
+            share = t["files_done"] / t["files_total"]
+        elif done or scanning:
             share = 1.0 if done else 0.0
         elif t["bytes_total"]:
             share = t["bytes_done"] / t["bytes_total"]
@@ -142,11 +177,11 @@ def _tasks(s: dict) -> str:
         if scanning:
             state, facts = "listing files…", "finding out what to copy"
         else:
-            state = "done" if done else f"{share:.0%}"
+            state = "done" if done else ("stopped short" if short else f"{share:.0%}")
             facts = (f"{human_bytes(t['bytes_done'])} of {human_bytes(t['bytes_total'])} · "
                      f"{t['files_done']} of {t['files_total']} files · "
                      f"{human_bytes(t['rate'])}/s")
-            if not done and t.get("eta"):
+            if not done and not short and t.get("eta"):
                 facts += f" · about {_ago(t['eta'])} left"
             if done:
                 facts += f" · took {_ago(t['finished'] - t['started'])}"
@@ -185,6 +220,46 @@ def _saves(s: dict) -> str:
         + "</table>"
 
 
+def _unsaved(s: dict) -> str:
+    """Unsaved changes, count and size, from the daemon's last look at the working copy."""
+    p = s.get("pending")
+    if p is None or s.get("pending_at") is None:
+        return ""
+    seen = f"as seen {_ago(s['now'] - s['pending_at'])} ago"
+    what = []
+    if p["files_to_upload"]:
+        what.append(f"{count(p['files_to_upload'], 'file')} to upload "
+                    f"({human_bytes(p['bytes_to_upload'])})")
+    if p.get("moves"):
+        what.append(count(p["moves"], "move"))
+    if p["new_dirs"]:
+        what.append(count(p["new_dirs"], "new folder"))
+    if p["entries_to_delete"]:
+        what.append(count(p["entries_to_delete"], "deletion"))
+    if p["links_changed"]:
+        what.append("links changed")
+    if not what:
+        return f'<p class="muted">Unsaved changes: none ({e(seen)}).</p>'
+    last = ""
+    if p.get("last_change_ns"):
+        last = f"; last change {_ago(s['now'] - p['last_change_ns'] / 1e9)} ago"
+    return (f'<p>Unsaved changes: <b>{e(", ".join(what))}</b>{e(last)} '
+            f'<span class="muted">({e(seen)}; the next save takes them)</span></p>')
+
+
+def _trashed(s: dict) -> str:
+    """What the last save moved to the trash on the primary, by name."""
+    last = s.get("last_save") or {}
+    if not last.get("deleted"):
+        return ""
+    names = "".join(f"<li>{e(p)}</li>" for p in last.get("trashed") or ())
+    more = last["deleted"] - len(last.get("trashed") or ())
+    return (f'<p>The last save moved {e(count(last["deleted"], "file"))} to the trash on '
+            f'primary storage (batch {e(last.get("trash_batch"))}; <code>spaceport trash '
+            f'restore</code> brings them back):</p><ul>{names}</ul>'
+            + (f'<p class="muted">… and {e(more)} more</p>' if more > 0 else ""))
+
+
 def _held(s: dict) -> str:
     """Deletions the deletion guard holds, and special files not saved: a section only when
     there are any."""
@@ -197,15 +272,30 @@ def _held(s: dict) -> str:
             f'<section><h2>Deletions held</h2><p class="err">{e(count(held["count"], "deletion"))}'
             f' held since {e(held.get("since"))}: the working copy looks wrong: '
             f'{e(held["reason"])}.</p><p>Everything else is saved; these files stay on primary '
-            f'storage. If they were deleted on purpose, confirm with <code>POST '
-            f'/confirm-deletions</code> (token).</p><ul>{paths}</ul>'
-            + (f'<p class="muted">… and {e(more)} more</p>' if more > 0 else "") + "</section>")
+            f'storage. If they were deleted on purpose, confirm below with the daemon\'s token '
+            f'(or <code>POST confirm-deletions</code> with it); if not, bring them back into '
+            f'the working copy.</p><ul>{paths}</ul>'
+            + (f'<p class="muted">… and {e(more)} more</p>' if more > 0 else "")
+            + _confirm_form(s) + "</section>")
     special = s.get("special") or []
     if special:
         items = "".join(f"<li>{e(p)}</li>" for p in special[:20])
         parts.append(f'<section><h2>Not saved</h2><p>{e(count(len(special), "special file"))} '
                      f'(fifo, socket, device) cannot be saved:</p><ul>{items}</ul></section>')
     return "".join(parts)
+
+
+def _confirm_form(s: dict) -> str:
+    """A form that asks for the token and posts it to ``confirm-deletions`` (relative)."""
+    confirmed = s.get("confirmed")
+    note = ""
+    if confirmed and confirmed["time"] >= (s.get("last_save") or {}).get("time", 0):
+        note = (f'<p class="muted">{e(count(confirmed["count"], "deletion"))} confirmed '
+                f'{e(_ago(s["now"] - confirmed["time"]))} ago: the save under way carries '
+                'them out.</p>')
+    return (note + '<form method="post" action="confirm-deletions">'
+            '<label>Token <input type="password" name="token" autocomplete="off" required>'
+            '</label><button type="submit">Confirm these deletions</button></form>')
 
 
 def _errors(s: dict) -> str:

@@ -129,6 +129,9 @@ class StagingIn:
                              if behind else "stage-in done")
         if self.cfg.ready_file:
             write_file_atomic(self.cfg.ready_file, self.state.ready_text())
+        if self.cfg.instance_status_file:
+            # CERIT's controller writes exactly "ok", no newline; its desktop waits for it.
+            write_file_atomic(self.cfg.instance_status_file, "ok")
 
     def abandon(self, *, failed: bool) -> int:
         """After a stop or failure before ready: give the primary back as it was. (A resumed

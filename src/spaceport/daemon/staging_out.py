@@ -50,6 +50,7 @@ class StagingOut:
         self.state.set_phase(STAGING_OUT,
                              f"final save (deadline {self.cfg.final_save_deadline:g} s)")
         remove_file(self.cfg.ready_file)
+        remove_file(self.cfg.instance_status_file)
         self.stops.copy_stop.set()
         self.stops.save_stop.set()
         self.tracker.unthrottle()  # the last save goes as fast as it can
@@ -88,6 +89,7 @@ class StagingOut:
     def _final_attempt(self) -> None:
         # One working copy held through the final save, the proof, the release and the
         # clean-up (the daemon holds it already; this only opens what a save needs).
+        self.hold.keep_work()
         with open_copy(self.cfg.work, self.opts, "final save") as copy:
             with self.hold.busy:
                 # Saved and proven saved (spaceport.commands.undeploy): what the primary

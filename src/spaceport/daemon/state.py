@@ -16,6 +16,7 @@ from collections import Counter, defaultdict, deque
 from typing import TYPE_CHECKING, Protocol
 
 from .. import __version__
+from ..engine.bandwidth import RateLimit
 from ..engine.progress import Tracker
 from ..errors import Interrupted, SpaceportError
 from ..safety.deletion_guard import held_warning
@@ -53,39 +54,13 @@ class Worker(threading.Thread):
             self.error = exc
 
 
-class RateLimit:
-    """A bandwidth limit shared by all copying threads (a token bucket). The copy loop
-    reports each chunk after moving it; the thread then sleeps until the chunk fits."""
-
-    def __init__(self, bytes_per_second: float | None):
-        self.rate = bytes_per_second
-        self._lifted = threading.Event()
-        self._lock = threading.Lock()
-        self._next = 0.0
-
-    def take(self, nbytes: int) -> None:
-        if not self.rate or nbytes <= 0:
-            return
-        with self._lock:
-            now = time.monotonic()
-            self._next = max(self._next, now) + nbytes / self.rate
-            delay = self._next - now
-        self._lifted.wait(delay)
-
-    def lift(self) -> None:
-        """No more limit, and sleeping threads wake now (shutting down)."""
-        self.rate = None
-        self._lifted.set()
-
-
 class DaemonTracker(Tracker):
     """The engine's tracker, plus totals that only grow and an optional rate limit."""
 
     def __init__(self, bwlimit: float | None = None):
-        super().__init__()
+        super().__init__(RateLimit(bwlimit))
         self.bytes_moved: dict[str, int] = defaultdict(int)
         self.files_moved: dict[str, int] = defaultdict(int)
-        self.limit = RateLimit(bwlimit)
 
     def advance(self, name: str, *, files: int = 0, nbytes: int = 0) -> None:
         super().advance(name, files=files, nbytes=nbytes)
@@ -93,7 +68,6 @@ class DaemonTracker(Tracker):
             # A failed copy takes its bytes back from the task; they still crossed the wire.
             self.bytes_moved[name] += max(nbytes, 0)
             self.files_moved[name] += max(files, 0)
-        self.limit.take(nbytes)
 
     def unthrottle(self) -> None:
         """Lift the limit (shutting down: the stop and the final save must not wait)."""
@@ -115,6 +89,7 @@ class State:
         self.deployment_id: str | None = None
         self.resumed = False
         self.lock_lost: str | None = None
+        self.been_ready = False  # ready once: the application may run (the web proxy's gate)
         self.exit_code: int | None = None
         self.next_save_in: float | None = None
         self.url: str | None = None
@@ -129,6 +104,9 @@ class State:
         self.clone_progress = None  # the CloneProgress of the clone under way or the last one
         self.held_deletions: dict | None = None  # what the deletion guard holds (last save)
         self.special: list[str] = []  # special files the last save skipped
+        self.pending: dict | None = None  # what a save would do now (a look, see running)
+        self.pending_at: float | None = None
+        self.confirmed: dict | None = None  # the last confirmation of held deletions
         self._tick = time.monotonic()
         self._last_progress_log = time.monotonic()
 
@@ -136,6 +114,7 @@ class State:
     def set_phase(self, phase: str, message: str = "", *, quiet: bool = False) -> None:
         with self._lock:
             self.phase, self.message, self.phase_since = phase, message, time.time()
+            self.been_ready = self.been_ready or phase in READY_PHASES
         if not quiet:
                 log.info("phase %s%s", phase, f": {message}" if message else "",
                      extra={"fields": {"event": "phase", "phase": phase}})
@@ -169,7 +148,9 @@ class State:
         if report is not None:
             entry.update(uploaded=report.uploaded, bytes=report.uploaded_bytes,
                          deleted=report.deleted, moved=getattr(report, "moved", 0),
-                         unchanged=report.plan.get("unchanged", 0))
+                         unchanged=report.plan.get("unchanged", 0),
+                         trashed=list(getattr(report, "trashed", ())),
+                         trash_batch=report.trash_batch)
         if error is not None:
             entry["error"] = describe(error)
         with self._lock:
@@ -195,10 +176,20 @@ class State:
         with self._lock:
             self.held_deletions, self.special = report.held, list(report.special)
         if report.held and report.held_new:
-            log.warning("%s", held_warning(report.held, "confirm them with POST "
-                                           "/confirm-deletions (token) or on this page"),
+            log.warning("%s", held_warning(report.held, "confirm them on the daemon's page "
+                                           "(its form asks for the token) or with POST "
+                                           "/confirm-deletions (token)"),
                         extra={"fields": {"event": "deletions-held",
                                           "held": report.held["count"]}})
+
+    def record_pending(self, summary: dict | None) -> None:
+        """What a save would do now, from the last look at the working copy."""
+        with self._lock:
+            self.pending, self.pending_at = summary, time.time()
+
+    def record_confirmed(self, count_confirmed: int) -> None:
+        with self._lock:
+            self.confirmed = {"time": time.time(), "count": count_confirmed}
 
     def record_clone(self, started: float, *, report=None, error: BaseException | None = None):
         entry = {"time": time.time(), "seconds": round(time.time() - started, 3),
@@ -251,6 +242,8 @@ class State:
                 "last_clone": self.last_clone, "source_progress": self._source_progress(),
                 "errors": list(self.errors)[::-1],
                 "held_deletions": self.held_deletions, "special": list(self.special),
+                "pending": self.pending, "pending_at": self.pending_at,
+                "confirmed": self.confirmed,
                 "error_counts": dict(self.error_counts), "exit_code": self.exit_code,
             }
 

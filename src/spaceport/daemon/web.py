@@ -1,14 +1,30 @@
-"""The daemon's HTTP face: a page for people, JSON for scripts, metrics for Prometheus.
+"""The daemon's HTTP face: a page for people, JSON for scripts, metrics for Prometheus, and,
+with ``--desktop-url``, the application itself behind the same port.
 
-``/`` progress page (auto-refresh) · ``/status`` JSON · ``/metrics`` Prometheus text ·
-``/healthz`` 200 while the daemon lives (even with OneData unreachable; 503 only if its main
-loop is stuck) · ``/readyz`` 200 only when stage-in is done · ``POST /save``, ``POST /clone``,
-``POST /confirm-deletions`` (the deletions the deletion guard holds are carried out by the
-next save; 409 when none are held) with ``Authorization: Bearer <token>``.
+spaceport's own paths, at the root and under ``/spaceport/``: ``/`` progress page
+(auto-refresh) · ``/status`` JSON · ``/metrics`` Prometheus text · ``POST /save``,
+``POST /clone``, ``POST /confirm-deletions`` (the deletions the deletion guard holds are
+carried out by the next save; 409 when none are held) with ``Authorization: Bearer
+<token>``. The probes stay at the root, always open: ``/healthz`` 200 while the daemon
+lives (even with OneData unreachable; 503 only if its main loop is stuck), ``/readyz`` 200
+only when stage-in is done.
 
-The standard library's ThreadingHTTPServer is enough for a page refreshed by a few people
-and probed by a kubelet. Everything shown comes from :meth:`State.snapshot`, which holds no
-secret; the token is compared in constant time and never logged, nor are request headers.
+With ``--desktop-url`` every other path belongs to the application (:mod:`.proxy`): once
+the daemon has been ready and the application answers, it is proxied there, HTTP and
+WebSocket; before (and whenever it does not answer) a GET shows the progress page with 200,
+never a 5xx (CERIT's ingress replaces 500 and 503 with a page of its own). spaceport's pages
+are then only under ``/spaceport/``.
+
+With ``--auth-user`` every path but the probes asks for basic auth (:mod:`.access`); the
+API token is accepted in its place, so a script needs one credential.
+
+Every request gets an answer: a malformed request line or header 400, a body with no length
+(``Transfer-Encoding``) 411, one too big for spaceport's own paths 413, a client that sends
+nothing is dropped after ``REQUEST_TIMEOUT``; no input ever puts a traceback in the log.
+
+The standard library's ThreadingHTTPServer is enough for a page refreshed by a few people,
+one desktop session and a kubelet. Everything shown comes from :meth:`State.snapshot`, which
+holds no secret; no credential is ever logged, nor are request headers.
 """
 
 from __future__ import annotations
@@ -17,18 +33,28 @@ import hmac
 import json
 import logging
 import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from ..errors import SpaceportError, UsageError
 from ..wording import quote
+from .access import BasicAuth, bearer_accepts
 from .metrics import DaemonCollector
 from .page import render_page
+from .proxy import DesktopProxy
 from .state import Backend
 
 log = logging.getLogger("spaceport.web")  # its name from before the package
+
+PREFIX = "/spaceport"  # spaceport's own pages, whatever else the port serves
+PROBES = frozenset({"/healthz", "/readyz"})
+MAX_BODY = 1 << 16  # spaceport's own POSTs carry nothing; a proxied body is streamed
+REQUEST_TIMEOUT = 30.0  # seconds a client may take to send its request
+
 
 def parse_listen(text: str) -> tuple[str, int]:
     """"HOST:PORT", "[V6]:PORT" or ":PORT" (all interfaces); port 0 picks a free one."""
@@ -42,7 +68,8 @@ def parse_listen(text: str) -> tuple[str, int]:
 class WebServer:
     """The HTTP server in a background thread."""
 
-    def __init__(self, backend: Backend, listen: str, token: str | None):
+    def __init__(self, backend: Backend, listen: str, token: str | None, *,
+                 auth: BasicAuth | None = None, desktop: DesktopProxy | None = None):
         host, port = parse_listen(listen)
         server_class = _Server6 if ":" in host else _Server
         try:
@@ -52,6 +79,7 @@ class WebServer:
                                  hint="Give another --listen HOST:PORT (port 0 picks a free "
                                       "one).") from exc
         self.httpd.backend, self.httpd.token = backend, token
+        self.httpd.auth, self.httpd.desktop = auth, desktop
         self.httpd.registry = CollectorRegistry(auto_describe=True)
         self.httpd.registry.register(DaemonCollector(backend))
         self.host, self.port = host, self.httpd.server_address[1]
@@ -61,7 +89,8 @@ class WebServer:
     @property
     def url(self) -> str:
         host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
-        return f"http://[{host}]:{self.port}/" if ":" in host else f"http://{host}:{self.port}/"
+        base = f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+        return base + (PREFIX + "/" if self.httpd.desktop else "/")
 
     def start(self) -> None:
         self._thread.start()
@@ -75,7 +104,18 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     backend: Backend
     token: str | None
+    auth: BasicAuth | None
+    desktop: DesktopProxy | None
     registry: CollectorRegistry
+
+    def handle_error(self, request, client_address) -> None:
+        """A connection's failure: a client gone is one debug line; anything else is a bug
+        of ours, logged with its traceback (the connection is closed either way)."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            log.debug("http: connection from %s ended: %s", client_address[0], exc)
+        else:
+            log.error("http: error while answering %s", client_address[0], exc_info=True)
 
 
 class _Server6(_Server):
@@ -86,67 +126,173 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     server_version = "spaceport"
     sys_version = ""
+    # HTTP/1.1: every answer has a length (a proxied one of unknown length closes the
+    # connection after it), and a WebSocket client accepts a refusal only in 1.1.
+    protocol_version = "HTTP/1.1"
+    # A line that is not a request would be taken for HTTP/0.9, whose answers have no status
+    # line: the client would get an error page it cannot tell from a page. Nobody speaks 0.9.
+    default_request_version = "HTTP/1.0"
+    timeout = REQUEST_TIMEOUT  # applies while a request is read; a tunnel lifts it
 
+    # -- routing ----------------------------------------------------------------------
     def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        self._route()
+
+    do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_GET  # noqa: N815
+
+    def _route(self) -> None:
         path = self.path.split("?", 1)[0]
+        length = self._body_length()
+        if length is None:
+            return  # answered (400, 411)
+        if path in PROBES:
+            self._probe(path, length)
+            return
+        if not self._authenticated():
+            self._drain(length)
+            self._send(401, b'{"error": "credentials required"}\n', "application/json",
+                       {"WWW-Authenticate": self.server.auth.challenge()})
+            return
+        own = self._own_path(path)
+        if own is not None:
+            self._own(own, length)
+        elif not (self.server.backend.state.been_ready
+                  and self.server.desktop.forward(self, length)):
+            self._before_desktop(length)
+
+    def _own_path(self, path: str) -> str | None:
+        """spaceport's path for ``path`` ('/status'...), or None if it is the desktop's."""
+        if path == PREFIX or path.startswith(PREFIX + "/"):
+            return path[len(PREFIX):] or "/"
+        return None if self.server.desktop else path
+
+    def _before_desktop(self, length: int) -> None:
+        """The desktop's path while it does not answer: the progress page (200, never a
+        5xx: an ingress may put its own error page in place of one)."""
+        self._drain(length)
+        if self.command in ("GET", "HEAD"):
+            self._page()
+        else:
+            self._json(409, {"ok": False, "message": "the application is not ready yet; "
+                                                     f"see {PREFIX}/"})
+
+    def _probe(self, path: str, length: int) -> None:
+        self._drain(length)
+        state = self.server.backend.state
+        if path == "/healthz":
+            health, why = state.health()
+            self._json(503 if health == "stalled" else 200,
+                       {"health": health, "reason": why, "phase": state.phase})
+        else:
+            snap = state.snapshot()
+            self._json(200 if snap["ready"] else 503, {"ready": snap["ready"],
+                                                       "phase": snap["phase"]})
+
+    def _own(self, path: str, length: int) -> None:
+        if self.command == "POST":
+            self._action(path, length)
+            return
+        self._drain(length)
         backend = self.server.backend
-        if path in ("/", "/index.html"):
-            self._send(200, render_page(backend.state.snapshot()).encode(),
-                       "text/html; charset=utf-8")
+        if self.command not in ("GET", "HEAD"):
+            self._json(405, {"error": "method not allowed"}, {"Allow": "GET, HEAD, POST"})
+        elif path in ("/", "/index.html"):
+            self._page()
         elif path == "/status":
             self._json(200, backend.state.snapshot())
         elif path == "/metrics":
             self._send(200, generate_latest(self.server.registry), CONTENT_TYPE_LATEST)
-        elif path == "/healthz":
-            health, why = backend.state.health()
-            self._json(503 if health == "stalled" else 200, {"health": health, "reason": why,
-                                                             "phase": backend.state.phase})
-        elif path == "/readyz":
-            snap = backend.state.snapshot()
-            self._json(200 if snap["ready"] else 503, {"ready": snap["ready"],
-                                                       "phase": snap["phase"]})
+        elif path in PROBES:
+            self._probe(path, 0)
         else:
             self._json(404, {"error": "not found"})
 
-    def do_POST(self) -> None:  # noqa: N802
-        path = self.path.split("?", 1)[0]
-        self._drain()
-        actions = {"/save": self.server.backend.request_save,
-                   "/clone": self.server.backend.request_clone,
-                   "/confirm-deletions": self.server.backend.request_confirm_deletions}
+    def _page(self) -> None:
+        self._send(200, render_page(self.server.backend.state.snapshot()).encode(),
+                   "text/html; charset=utf-8")
+
+    def _action(self, path: str, length: int) -> None:
+        backend = self.server.backend
+        actions = {"/save": backend.request_save, "/clone": backend.request_clone,
+                   "/confirm-deletions": backend.request_confirm_deletions}
+        if length > MAX_BODY:
+            self._refuse(413, f"a request body is at most {MAX_BODY} bytes here")
+            return
+        form = self._read_form(length)
         if path not in actions:
             self._json(404, {"error": "not found"})
             return
-        refused = self._refuse_unauthorised()
-        if refused:
+        if self._refuse_unauthorised(form.get("token")):
             return
         code, message = actions[path]()
         log.info("POST %s: %s", path, message)
+        if form:  # the page's form: back to the page (relative), which shows the outcome
+            self._send(303, b"", "text/plain", {"Location": "./"})
+            return
         self._json(code, {"ok": code < 300, "message": message})
 
-    def _refuse_unauthorised(self) -> bool:
+    # -- credentials ------------------------------------------------------------------
+    def _authenticated(self) -> bool:
+        """Basic auth, if the daemon asks for it; the API token counts as well."""
+        auth = self.server.auth
+        given = self.headers.get("Authorization")
+        return auth is None or auth.accepts(given) or bearer_accepts(given, self.server.token)
+
+    def _refuse_unauthorised(self, form_token: str | None = None) -> bool:
+        """An action needs the API token: as a Bearer header, or (the page's form) a field."""
         token = self.server.token
         if not token:
             self._json(403, {"ok": False, "message": "disabled: the daemon was started without "
                                                      "--token or --token-file"})
             return True
-        given = self.headers.get("Authorization", "")
-        scheme, _, value = given.partition(" ")
-        value = value.strip() if scheme.lower() == "bearer" else ""
-        if not hmac.compare_digest(value.encode(), token.encode()):
+        form_ok = form_token is not None and hmac.compare_digest(form_token.encode(),
+                                                             token.encode())
+        if not (bearer_accepts(self.headers.get("Authorization"), token) or form_ok):
             self._send(401, json.dumps({"ok": False, "message": "a valid token is required "
                                         "(Authorization: Bearer <token>)"}).encode(),
                        "application/json", {"WWW-Authenticate": 'Bearer realm="spaceport"'})
             return True
         return False
 
-    def _drain(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if 0 < length <= 1 << 16:
-            self.rfile.read(length)
+    # -- the request's body -----------------------------------------------------------
+    def _body_length(self) -> int | None:
+        """The body's length from Content-Length (0 without one, as HTTP says of a request);
+        None once a 400 (not a length) or a 411 (Transfer-Encoding: a body of unknown length,
+        which this server does not read) was answered."""
+        if self.headers.get("Transfer-Encoding"):
+            self._refuse(411, "send the body with a Content-Length")
+            return None
+        values = {v.strip() for v in self.headers.get_all("Content-Length") or ()}
+        if not values:
+            return 0
+        if len(values) > 1 or not next(iter(values)).isdigit():
+            self._refuse(400, "Content-Length is not one number")
+            return None
+        return int(next(iter(values)))
 
-    def _json(self, code: int, data) -> None:
-        self._send(code, (json.dumps(data, default=str) + "\n").encode(), "application/json")
+    def _read_form(self, length: int) -> dict:
+        """Read an action's body: a form's fields (the page's token form), else {}."""
+        body = self.rfile.read(length) if 0 < length <= MAX_BODY else b""
+        if self.headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded"):
+            return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+        return {}
+
+    def _drain(self, length: int) -> None:
+        """Read a body nobody needs, so the client sees its answer (at most MAX_BODY: a
+        bigger one is cut by closing the connection after the answer)."""
+        if 0 < length <= MAX_BODY:
+            self.rfile.read(length)
+        elif length:
+            self.close_connection = True
+
+    # -- answers ----------------------------------------------------------------------
+    def _refuse(self, code: int, message: str) -> None:
+        self.close_connection = True
+        self._json(code, {"ok": False, "message": message}, {"Connection": "close"})
+
+    def _json(self, code: int, data, headers: dict | None = None) -> None:
+        self._send(code, (json.dumps(data, default=str) + "\n").encode(), "application/json",
+                   headers)
 
     def _send(self, code: int, body: bytes, ctype: str, headers: dict | None = None) -> None:
         self.send_response(code)
@@ -163,8 +309,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def log_request(self, code="-", size="-") -> None:
-        # Method, path without the query, status: never headers (the token is in one).
-        log.debug("%s %s %s", self.command, self.path.split("?", 1)[0], code)
+        # Method, path without the query, status: never headers (credentials are in one).
+        # A request that could not be read has neither command nor path.
+        command = getattr(self, "command", None) or "-"
+        path = (getattr(self, "path", None) or "-").split("?", 1)[0]
+        log.debug("%s %s %s", command, path, code)
 
     def log_message(self, format, *args) -> None:  # noqa: A002 - the http.server API
         log.debug("http: " + format, *args)

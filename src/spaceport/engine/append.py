@@ -3,13 +3,25 @@
 Scipion appends to ``Logs/project.log`` and to every run's logs all the time; uploading a
 200 MB log whole at each autosave wrote gigabytes to OneData for megabytes of news.
 
-What proves an append, read on the working copy only (nothing on the primary but the file
-itself): the file is the one saved (same inode and mode), it is longer than it was saved,
-and the sha256 of its first ``saved size`` bytes equals the digest the index kept of the
-bytes that save put on the primary (:mod:`spaceport.engine.digest`). On the primary the file must
-be what this copy saved there (its size and mtime as recorded: the conflict rule), or this
-copy's own unfinished append (recorded in the index before its first byte was written).
-Anything else, or anything odd, and the file is uploaded whole, atomically, as any other.
+What proves an append, on the working copy: the file is the one saved (same inode and
+mode), it is longer than it was saved, and the sha256 of its first ``saved size`` bytes
+equals the digest the index kept of the bytes that save put on the primary
+(:mod:`spaceport.engine.digest`). On the primary, the file must be the one this copy left
+there, by more than its size and mtime (both can be put back: ``touch -r``, ``rsync -t``):
+
+* its size, mtime and **ctime** as the primary reports them are the ones recorded when this
+  copy last wrote it (:func:`~spaceport.engine.index.primary_state`; the ctime is read once
+  the upload is renamed into place, or after the append's last write; nothing sets a ctime
+  back), or it is this copy's own unfinished append (recorded in the index before its first
+  byte was written);
+* and its last :data:`TAIL` bytes below the saved size, read back (one small read), are the
+  working copy's (which the digest proved are the bytes saved).
+
+A primary file with another size, mtime or tail is someone else's: kept as a conflict copy,
+ours uploaded whole. One whose size, mtime and tail are ours but whose ctime moved cannot be
+proven ours (an edit elsewhere in it, its times put back): it goes to the save's trash
+batch, and ours is uploaded whole, atomically. Either way both versions are kept, never
+mixed.
 
 The append itself: the primary file is opened for writing in place (never truncated), the
 new bytes are written at offset ``saved size`` (the saved bytes are never written to), the
@@ -39,7 +51,7 @@ from typing import TYPE_CHECKING, Callable
 from ..errors import Interrupted
 from ..store.base import Store
 from .digest import hash_range
-from .index import Index, Known
+from .index import OTHER, UNPROVEN, Index, Known, primary_state
 from .recorder import file_known
 from .scan import Entry
 from .snapshot import fd_is_database
@@ -49,6 +61,8 @@ if TYPE_CHECKING:  # the fence is a safety mechanism the save hands down
     from ..safety.fence import Fence
 
 log = logging.getLogger(__name__)
+
+TAIL = 64 << 10  # bytes read back below the saved size: one read on a FUSE mount
 
 
 @dataclass
@@ -60,6 +74,7 @@ class AppendResult:
     written: int = 0  # bytes written on the primary
     whole: str = ""  # not appended: why the file is uploaded whole instead
     foreign: bool = False  # the primary's file is not what this copy saved there
+    unproven: bool = False  # it may be, but cannot be proven: kept in the trash first
 
     @property
     def appended(self) -> bool:
@@ -148,13 +163,9 @@ class Appender:
             return AppendResult(path, whole="it is not on the primary any more")
         try:
             pst = os.fstat(pfd)
-            if not stat_mod.S_ISREG(pst.st_mode):
-                return AppendResult(path, whole="the primary holds something else there")
-            ours = (pst.st_size, pst.st_mtime_ns) == (old.psize, old.pmtime_ns)
-            unfinished = self.index.appending(path) == saved and pst.st_size >= saved
-            if not (ours or unfinished):
-                return AppendResult(path, whole="the primary's file changed meanwhile",
-                                    foreign=True)
+            refused = self._prove_primary(path, sfd, pfd, pst, old)
+            if refused is not None:
+                return refused
             self.index.start_append(path, saved)  # before the first byte: see the docstring
             self.fence.before_commit()  # the first byte written is a commit
             written = self._copy_tail(sfd, pfd, saved, size, hasher)
@@ -175,8 +186,31 @@ class Appender:
             os.close(pfd)
         row = file_known(before, dst_st, path, work_is_src=True)
         row.digest = hasher.digest()
+        row.pctime_ns = dst_st.st_ctime_ns  # after the last write and the mtime: final
         self.index.end_append(path, row)
         return AppendResult(path, row, written)
+
+    def _prove_primary(self, path: str, sfd: int, pfd: int, pst: os.stat_result,
+                       old: Known) -> AppendResult | None:
+        """None if the primary's file (``pst``: its stat) is the one this copy left there
+        (see the module docstring), else why not, as the result of a whole upload."""
+        saved = old.entry.size
+        if not stat_mod.S_ISREG(pst.st_mode):
+            return AppendResult(path, whole="the primary holds something else there")
+        unfinished = self.index.appending(path) == saved and pst.st_size >= saved
+        state = None if unfinished else primary_state(pst.st_size, pst.st_mtime_ns,
+                                                      pst.st_ctime_ns, old)
+        if state == OTHER:
+            return AppendResult(path, whole="the primary's file changed meanwhile",
+                                foreign=True)
+        start = max(0, saved - TAIL)
+        if _read(pfd, start, saved) != _read(sfd, start, saved):
+            return AppendResult(path, whole="the primary's file does not end with the bytes "
+                                            "saved", foreign=True)
+        if state == UNPROVEN:
+            return AppendResult(path, whole="changed in place, its size and mtime put back: "
+                                            "its change time moved", unproven=True)
+        return None
 
     def _copy_tail(self, sfd: int, pfd: int, start: int, end: int, hasher) -> int:
         """Write bytes ``start`` to ``end`` of the source at the same offsets on the
@@ -198,3 +232,14 @@ class Appender:
                 done += os.pwrite(pfd, view[done:n], offset + done)
             offset += n
         return offset - start
+
+
+def _read(fd: int, start: int, end: int) -> bytes:
+    """Bytes ``start`` to ``end`` of ``fd`` (fewer if it ends sooner)."""
+    out = bytearray()
+    while start + len(out) < end:
+        chunk = os.pread(fd, end - start - len(out), start + len(out))
+        if not chunk:
+            break
+        out += chunk
+    return bytes(out)

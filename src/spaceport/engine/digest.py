@@ -2,7 +2,9 @@
 
 A save that uploads a big plain file also hashes it (sha256) from the same source
 descriptor, between the copy and the stat that proves the source held still: a copy that is
-committed is then a copy of exactly the hashed bytes. The next save of that file, if it only
+committed is then a copy of exactly the hashed bytes. A stage-in hashes the bytes as they
+pass through its buffer on their way from the primary (engine.transfer): no second read of
+the primary, and the first growth of a file after a deploy is an append too. The next save of that file, if it only
 grew, hashes its first ``saved size`` bytes again (a local read, nothing on the primary) and,
 if they are the same, writes only the rest (:mod:`spaceport.engine.append`).
 

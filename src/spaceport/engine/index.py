@@ -16,6 +16,14 @@ plain files only (:mod:`spaceport.engine.append`), so that a file that grew can 
 its new bytes alone once its first bytes are proven unchanged. Older rows have none (NULL):
 such a file is uploaded whole once, as before, and has one from then on.
 
+Format 4 added the primary's ctime (``pctime_ns``): the change time the primary reported for
+the file as spaceport left it (a stage-in's source, an append's last write, a big file's
+upload once renamed into place). Nothing can set a ctime back: a primary file edited in
+place whose size and mtime were put back (``touch -r``, ``rsync -t``) shows another one, so
+an append never lands on it and a final check does not take it for ours
+(:func:`primary_state`). Unknown (NULL) in older rows and where it was not read (a small
+file's upload: a stat more per file); size and mtime alone judge those, as before.
+
 Temporaries being written are recorded first (``inflight``), so the next run removes the
 leftovers of a killed one without listing the primary. So are appends being written
 (``appending``): a primary file longer than its row says is then known to be this copy's own
@@ -33,14 +41,14 @@ from typing import Iterable, Iterator
 from ..errors import FormatError, VolumeFullError
 from .scan import Entry, Kind, paused_gc, signature
 
-INDEX_FORMAT = 3
+INDEX_FORMAT = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS entries (
     path BLOB PRIMARY KEY, kind INTEGER NOT NULL, size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL, mode INTEGER NOT NULL, ino INTEGER NOT NULL, target BLOB,
-    psize INTEGER, pmtime_ns INTEGER, ctime_ns INTEGER, digest BLOB
+    psize INTEGER, pmtime_ns INTEGER, ctime_ns INTEGER, digest BLOB, pctime_ns INTEGER
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS inflight (
     side TEXT NOT NULL, path BLOB NOT NULL, tmp BLOB NOT NULL, PRIMARY KEY (side, tmp)
@@ -67,13 +75,31 @@ def full_error(path: str) -> VolumeFullError:
 
 @dataclass(slots=True)
 class Known:
-    """An index row: the work entry as saved, plus the primary's size and mtime, and for a
-    big plain file the sha256 of the bytes saved (:mod:`spaceport.engine.append`)."""
+    """An index row: the work entry as saved, plus the primary's size and mtime (and ctime,
+    where it was read), and for a big plain file the sha256 of the bytes saved
+    (:mod:`spaceport.engine.append`)."""
 
     entry: Entry
     psize: int | None
     pmtime_ns: int | None
     digest: bytes | None = None
+    pctime_ns: int | None = None
+
+
+OURS, UNPROVEN, OTHER = "ours", "unproven", "other"  # what a primary file is to a row
+
+
+def primary_state(size: int, mtime_ns: int, ctime_ns: int | None, row: Known | None) -> str:
+    """What the primary's file (its size, mtime and ctime as the primary reports them) is to
+    the version ``row`` says this copy left there: OURS (all that was recorded matches),
+    OTHER (another size or mtime: someone else's version), or UNPROVEN (the same size and
+    mtime but another ctime: changed in place with its times put back, or touched; its
+    bytes may be ours or not, so it is kept, never overwritten unseen)."""
+    if row is None or (size, mtime_ns) != (row.psize, row.pmtime_ns):
+        return OTHER
+    if row.pctime_ns is not None and ctime_ns is not None and ctime_ns != row.pctime_ns:
+        return UNPROVEN
+    return OURS
 
 
 def proven(now: Entry | None, row: Known | None) -> bool:
@@ -112,13 +138,14 @@ def _kind(value: int) -> Kind:
 
 def row_known(row: tuple) -> Known:
     """The :class:`Known` for a tuple of :meth:`Index.rows`."""
-    path, kind, size, mtime_ns, mode, ino, target, psize, pmtime_ns, ctime_ns, digest = row
+    path, kind, size, mtime_ns, mode, ino, target, psize, pmtime_ns, ctime_ns, digest, \
+        pctime_ns = row
     return Known(Entry(path, kind, size, mtime_ns, mode, ino, target, ctime_ns), psize,
-                 pmtime_ns, digest)
+                 pmtime_ns, digest, pctime_ns)
 
 
 _COLUMNS = ("path, kind, size, mtime_ns, mode, ino, target, psize, pmtime_ns, ctime_ns, "
-            "digest")
+            "digest, pctime_ns")
 _PLACEHOLDERS = ",".join("?" * len(_COLUMNS.split(",")))
 
 
@@ -150,14 +177,16 @@ class Index:
             self._migrate(int(version))
 
     def _migrate(self, version: int) -> None:
-        """Format 1 -> 2: the ctime column; 2 -> 3: the digest column; unknown (NULL) in
-        every old row."""
+        """Format 1 -> 2: the ctime column; 2 -> 3: the digest column; 3 -> 4: the
+        primary's ctime; unknown (NULL) in every old row."""
         with self._tx():
             columns = {row[1] for row in self.db.execute("PRAGMA table_info(entries)")}
             if "ctime_ns" not in columns:
                 self.db.execute("ALTER TABLE entries ADD COLUMN ctime_ns INTEGER")
             if "digest" not in columns:
                 self.db.execute("ALTER TABLE entries ADD COLUMN digest BLOB")
+            if "pctime_ns" not in columns:
+                self.db.execute("ALTER TABLE entries ADD COLUMN pctime_ns INTEGER")
             self.db.execute("INSERT OR REPLACE INTO meta VALUES ('index_format', ?)",
                             (str(INDEX_FORMAT),))
 
@@ -192,13 +221,14 @@ class Index:
 
     def rows(self) -> Iterator[tuple]:
         """Every row as a tuple (path, kind, size, mtime_ns, mode, ino, target, psize,
-        pmtime_ns, ctime_ns, digest), streamed: a caller that compares them one by one (a
-        save) never holds the whole index in memory. :func:`row_known` makes one a
-        :class:`Known`."""
+        pmtime_ns, ctime_ns, digest, pctime_ns), streamed: a caller that compares them one
+        by one (a save) never holds the whole index in memory. :func:`row_known` makes one
+        a :class:`Known`."""
         for path, kind, size, mtime_ns, mode, ino, target, psize, pmtime_ns, ctime_ns, \
-                digest in self.db.execute(f"SELECT {_COLUMNS} FROM entries"):
+                digest, pctime_ns in self.db.execute(f"SELECT {_COLUMNS} FROM entries"):
             yield (_s(path), _kind(kind), size, mtime_ns, mode, ino,
-                   None if target is None else _s(target), psize, pmtime_ns, ctime_ns, digest)
+                   None if target is None else _s(target), psize, pmtime_ns, ctime_ns, digest,
+                   pctime_ns)
 
     def get(self, path: str) -> Known | None:
         """The row of one path, if the index has it."""
@@ -206,9 +236,10 @@ class Index:
                               (_b(path),)).fetchone()
         if row is None:
             return None
-        path_b, kind, size, mtime_ns, mode, ino, target, psize, pmtime_ns, ctime_ns, digest = row
+        path_b, kind, size, mtime_ns, mode, ino, target, psize, pmtime_ns, ctime_ns, digest, \
+            pctime_ns = row
         return row_known((_s(path_b), _kind(kind), size, mtime_ns, mode, ino, _t(target),
-                          psize, pmtime_ns, ctime_ns, digest))
+                          psize, pmtime_ns, ctime_ns, digest, pctime_ns))
 
     def diff(self, entries: dict[str, Entry]) -> tuple[dict[str, Known], set[str], list[Known]]:
         """Compare the index with a scan: (the rows that differ from ``entries`` or are not
@@ -229,7 +260,7 @@ class Index:
         get, add, file, folder = entries.get, same.add, int(Kind.FILE), int(Kind.DIR)
         with paused_gc():
             for path, kind, size, mtime_ns, mode, ino, target, psize, pmtime_ns, ctime_ns, \
-                    digest in self.db.execute(f"SELECT {_COLUMNS} FROM entries"):
+                    digest, pctime_ns in self.db.execute(f"SELECT {_COLUMNS} FROM entries"):
                 path = path.decode(_FS_ENCODING, _FS_ERRORS)
                 entry = get(path)
                 if entry is not None and entry.kind == kind:
@@ -241,7 +272,7 @@ class Index:
                                 continue
                             if ctime_ns is None:  # format 1: what it would have decided
                                 add(entry.path)
-                                adopt.append(Known(entry, psize, pmtime_ns, digest))
+                                adopt.append(Known(entry, psize, pmtime_ns, digest, pctime_ns))
                                 continue
                     elif entry.sig() == signature(_kind(kind), size, mtime_ns, mode, ino,
                                                   _t(target), ctime_ns):
@@ -254,7 +285,8 @@ class Index:
                             continue
                         # Another folder under this name: spaceport.engine.renames decides.
                 differ[path] = Known(Entry(path, _kind(kind), size, mtime_ns, mode, ino,
-                                           _t(target), ctime_ns), psize, pmtime_ns, digest)
+                                           _t(target), ctime_ns), psize, pmtime_ns, digest,
+                                     pctime_ns)
         return differ, same, adopt
 
     def count(self, kind: Kind | None = None) -> int:
@@ -296,9 +328,12 @@ class Index:
                             (old_b, low, high, int(Kind.LINK)))
             self.db.execute("DELETE FROM entries WHERE path=? OR (path>=? AND path<?)",
                             (new_b, new_b + b"/", new_b + b"0"))
+            # A file renamed itself gets a new ctime on the primary (rename changes it);
+            # files inside a renamed folder keep theirs.
             self.db.executemany(
                 f"INSERT INTO entries ({_COLUMNS}) VALUES ({_PLACEHOLDERS})",
-                [(new_b + row[0][len(old_b):], *row[1:]) for row in rows])
+                [(new_b + row[0][len(old_b):], *row[1:-1],
+                  None if row[0] == old_b else row[-1]) for row in rows])
         return len(rows)
 
     def _store(self, done: Iterable[Known]) -> None:
@@ -309,7 +344,8 @@ class Index:
               _b(k.entry.target) if k.entry.target is not None else None,
               k.psize, k.pmtime_ns,
               k.entry.ctime_ns if k.entry.kind is Kind.FILE else None,
-              k.digest if k.entry.kind is Kind.FILE else None) for k in done])
+              k.digest if k.entry.kind is Kind.FILE else None,
+              k.pctime_ns if k.entry.kind is Kind.FILE else None) for k in done])
 
     def invalidate(self, paths: Iterable[str]) -> None:
         """Make rows prove nothing (the next save uploads those files), keeping what they

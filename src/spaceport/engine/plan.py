@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from ..formats.links import Link, capture
 from ..wording import count, human_size, show_path
-from .index import Index, Known, proven
+from .index import OURS, Index, Known, primary_state, proven
 from .renames import Move, find_moves, moves_in_words
 from .scan import Entry, Kind, ScanResult
 
@@ -46,7 +46,10 @@ class SavePlan:
     links: list[Entry] = field(default_factory=list)  # all links now in work
     links_changed: bool = False
     changed_links: list[str] = field(default_factory=list)  # new or retargeted links
-    removed_links: list[str] = field(default_factory=list)  # links gone from work
+    removed_links: list[Known] = field(default_factory=list)  # links gone from work
+    # Links gone from work whose removal the deletion guard holds: they stay in the
+    # manifest and in the index (safety.deletion_guard), as held files stay on the primary.
+    held_links: list[Known] = field(default_factory=list)
     unchanged: int = 0
     kept_unknown: list[str] = field(default_factory=list)  # under unreadable dirs
     adopt: list[Known] = field(default_factory=list)  # format-1 rows given their ctime
@@ -54,6 +57,10 @@ class SavePlan:
     # Uploads that may be appends (spaceport.engine.append): path -> the row saved before. The save
     # proves each (the saved bytes unchanged) before it writes only the new ones.
     appends: dict[str, Known] = field(default_factory=dict)
+    # Index rows of excluded paths (--exclude): kept as they are on the primary, never
+    # deleted; the deletion guard leaves them out of what it weighs.
+    excluded_files: int = 0
+    excluded_top: int = 0  # of them, top-level files and folders
 
     @property
     def upload_bytes(self) -> int:
@@ -69,11 +76,17 @@ class SavePlan:
                     or self.links_changed or self.moves)
 
     def summary(self) -> dict:
+        recent = sorted(self.uploads, key=lambda e: -e.mtime_ns)[:5]
         return {"new_dirs": len(self.mkdirs), "files_to_upload": len(self.uploads),
                 "bytes_to_upload": self.upload_bytes, "files_to_delete": self.deleted_files,
                 "entries_to_delete": len(self.deletes) + len(self.replaced),
                 "links": len(self.links), "links_changed": self.links_changed,
-                "unchanged": self.unchanged, "moves": len(self.moves)}
+                "unchanged": self.unchanged, "moves": len(self.moves),
+                # When the unsaved files last changed (their mtimes, ns since the epoch):
+                # a database written a second after a save is news, not a failed save.
+                "last_change_ns": recent[0].mtime_ns if recent else None,
+                "recent": [{"path": e.path, "size": e.size, "mtime_ns": e.mtime_ns}
+                           for e in recent]}
 
 
 def unsaved_summary(s: dict) -> str:
@@ -112,13 +125,42 @@ def plan_save(scan: ScanResult, known: Mapping[str, Known] | Index, *,
     adopt: list[Known] = []
     if isinstance(known, Index):
         known, same, adopt = known.diff(scan.entries)
+    excluded: dict[str, Known] = {}
+    if scan.exclude:
+        known, excluded = _split_excluded(scan, known)
     moves: list[Move] = []
     if renames:
         found = find_moves(scan, known, same)
         moves, known, adopt = found.moves, found.known, adopt + found.adopt
     plan = _plan_changes(scan, known, same, adopt)
     plan.moves = moves
+    if scan.exclude:
+        _keep_excluded(plan, scan, excluded)
     return plan
+
+
+def _split_excluded(scan: ScanResult, known: Mapping[str, Known]
+                    ) -> tuple[dict[str, Known], dict[str, Known]]:
+    """The rows to plan with, and the rows of excluded paths (not in the scan on purpose:
+    neither deleted nor taken for the source of a move)."""
+    rest: dict[str, Known] = {}
+    excluded: dict[str, Known] = {}
+    for path, row in known.items():
+        left_out = path not in scan.entries and scan.excluded(path, row.entry.kind)
+        (excluded if left_out else rest)[path] = row
+    return rest, excluded
+
+
+def _keep_excluded(plan: SavePlan, scan: ScanResult, excluded: dict[str, Known]) -> None:
+    """Excluded rows stay what they are on the primary: their links stay in the manifest
+    (as the index knows them), and the guard is told how many files they are."""
+    for path, row in excluded.items():
+        kind = row.entry.kind
+        if kind is Kind.LINK:
+            plan.links.append(row.entry)
+            continue
+        plan.excluded_files += kind is Kind.FILE
+        plan.excluded_top += "/" not in path
 
 
 def _plan_changes(scan: ScanResult, known: Mapping[str, Known], same: set[str],
@@ -145,6 +187,8 @@ def _plan_changes(scan: ScanResult, known: Mapping[str, Known], same: set[str],
             continue
         if old is not None and old.entry.kind is not entry.kind:
             plan.replaced.append(old)  # e.g. a file became a directory: trash the old one
+            # A link that became a file or a folder leaves the manifest too.
+            plan.links_changed |= old.entry.kind is Kind.LINK
             old = None
         if old is not None and old.entry.sig() == entry.sig():
             plan.unchanged += 1
@@ -164,7 +208,7 @@ def _plan_changes(scan: ScanResult, known: Mapping[str, Known], same: set[str],
             continue
         if old.entry.kind is Kind.LINK:
             plan.links_changed = True
-            plan.removed_links.append(path)
+            plan.removed_links.append(old)
         else:
             plan.deletes.append(old)
     plan.mkdirs = parents_first(plan.mkdirs)
@@ -198,7 +242,8 @@ def save_listing(plan: SavePlan, limit: int | None = 20) -> list[str]:
         ("record link", count(len(plan.changed_links), "link"),
          [f"{show_path(p)} -> {show_path(targets.get(p, ''))}"
           for p in sorted(plan.changed_links)]),
-        ("forget link", count(len(plan.removed_links), "link"), shown(plan.removed_links)),
+        ("forget link", count(len(plan.removed_links), "link"),
+         shown(k.entry.path for k in plan.removed_links)),
     ]
     lines = []
     for name, what, items in kinds:
@@ -271,7 +316,7 @@ def plan_deploy(primary: ScanResult, work: ScanResult, known: Mapping[str, Known
         if here is None:
             plan.downloads.append(entry)
         elif here.kind is Kind.FILE and proven(here, old):
-            if (old.psize, old.pmtime_ns) == (entry.size, entry.mtime_ns):
+            if primary_state(entry.size, entry.mtime_ns, entry.ctime_ns, old) == OURS:
                 plan.current.append((entry, old))
             else:  # changed on the primary meanwhile: ours goes to the trash, theirs here
                 plan.to_trash.append(here)

@@ -10,8 +10,11 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-
+from functools import cache
 from typing import TYPE_CHECKING
+
+from ..wording import human_size
+from .bandwidth import RateLimit
 
 if TYPE_CHECKING:  # rich's live widgets cost 50 ms to import: only a terminal's bars need them
     from rich.console import Console
@@ -45,11 +48,13 @@ class TaskState:
 
 
 class Tracker:
-    """Keeps the state of every task; thread-safe."""
+    """Keeps the state of every task; thread-safe. ``limit``: the bytes reported are held
+    to a rate (``--bwlimit``, spaceport.engine.bandwidth): the copying thread sleeps here."""
 
-    def __init__(self):
+    def __init__(self, limit: RateLimit | None = None):
         self._lock = threading.Lock()
         self.tasks: dict[str, TaskState] = {}
+        self.limit = limit if limit is not None else RateLimit(None)
 
     def start(self, name: str, *, files: int, nbytes: int) -> None:
         with self._lock:
@@ -61,6 +66,7 @@ class Tracker:
             if task:
                 task.files_done += files
                 task.bytes_done += nbytes
+        self.limit.take(nbytes)
 
     def finish(self, name: str) -> None:
         with self._lock:
@@ -76,6 +82,31 @@ class Tracker:
         """Stop drawing (if drawing); the numbers stay readable."""
 
 
+@cache
+def _size_columns() -> tuple[type, type]:
+    """The two columns of spaceport's own units, made (and rich imported) on first use."""
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class SizeColumn(ProgressColumn):
+        """"12.0 MiB/1.2 GiB": the units of every size spaceport shows (wording.human_size),
+        not rich's decimal kB and MB."""
+
+        def render(self, task) -> Text:
+            return Text(f"{human_size(task.completed)}/{human_size(task.total or 0)}",
+                        style="progress.download")
+
+    class RateColumn(ProgressColumn):
+        """"3.1 MiB/s", in the same units."""
+
+        def render(self, task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("?" if speed is None else f"{human_size(speed)}/s",
+                        style="progress.data.speed")
+
+    return SizeColumn, RateColumn
+
+
 class RichTracker(Tracker):
     """A tracker that also shows rich progress bars (on stderr).
 
@@ -83,8 +114,8 @@ class RichTracker(Tracker):
     other output (a status, a message) never fights with the bars.
     """
 
-    def __init__(self, console: Console | None = None):
-        super().__init__()
+    def __init__(self, console: Console | None = None, limit: RateLimit | None = None):
+        super().__init__(limit)
         if console is None:
             from rich.console import Console
             console = Console(stderr=True)
@@ -93,20 +124,14 @@ class RichTracker(Tracker):
         self._ids: dict[str, TaskID] = {}
 
     def _new_progress(self) -> Progress:
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+        size_column, rate_column = _size_columns()
         return Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
-            DownloadColumn(),
+            size_column(),
             TextColumn("{task.fields[files]} files"),
-            TransferSpeedColumn(),
+            rate_column(),
             TimeRemainingColumn(),
             console=self.console,
         )

@@ -19,11 +19,14 @@ log = logging.getLogger(__name__)
 
 def file_known(src_st: os.stat_result, dst_st: os.stat_result, path: str, *,
                work_is_src: bool) -> Known:
-    """The index row for a file just copied, from the two stats the copy already has."""
+    """The index row for a file just copied, from the two stats the copy already has. The
+    primary's ctime is known when the primary was the source (its file as read); an upload's
+    stat is taken before its rename, which changes the ctime: its caller says it, if read."""
     work_st, primary_st = (src_st, dst_st) if work_is_src else (dst_st, src_st)
     entry = Entry(path, Kind.FILE, work_st.st_size, work_st.st_mtime_ns,
                   stat_mod.S_IMODE(work_st.st_mode), work_st.st_ino, None, work_st.st_ctime_ns)
-    return Known(entry, primary_st.st_size, primary_st.st_mtime_ns)
+    return Known(entry, primary_st.st_size, primary_st.st_mtime_ns,
+                 pctime_ns=None if work_is_src else primary_st.st_ctime_ns)
 
 
 class IndexRecorder:

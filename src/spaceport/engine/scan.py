@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from ..errors import Interrupted
+from .filters import NOTHING_EXCLUDED, Exclude
 from ..store.base import TEMP_PREFIX, Store, is_our_temp, is_retryable, our_aside
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,9 @@ class ScanResult:
     temps: list[str] = field(default_factory=list)  # our own leftover temporaries
     asides: list[str] = field(default_factory=list)  # entries a killed removal moved aside
     unreadable: dict[str, OSError] = field(default_factory=dict)  # dirs we could not list
+    # What the scan left out on purpose (--exclude): such paths are neither saved nor
+    # deleted, whatever the index knows of them (spaceport.engine.filters).
+    exclude: Exclude = NOTHING_EXCLUDED
 
     @property
     def files(self) -> int:
@@ -81,6 +85,10 @@ class ScanResult:
     def under_unreadable(self, path: str) -> bool:
         """True if ``path`` lies in a directory we could not list (its state is unknown)."""
         return any(path == d or path.startswith(d + "/") for d in self.unreadable)
+
+    def excluded(self, path: str, kind: Kind) -> bool:
+        """True if ``path`` (an entry of this kind) is left out by the exclude patterns."""
+        return bool(self.exclude) and self.exclude.excludes(path, kind is Kind.DIR)
 
 
 _IFMT, _IFREG, _IFDIR, _IFLNK = 0o170000, stat_mod.S_IFREG, stat_mod.S_IFDIR, stat_mod.S_IFLNK
@@ -99,7 +107,8 @@ def _entry(store: Store, path: str, st) -> Entry | None:
     return None
 
 
-def _list_one(store: Store, rel: str, skip_top: frozenset[str], temp_token: str | None):
+def _list_one(store: Store, rel: str, skip_top: frozenset[str], temp_token: str | None,
+              exclude: Exclude | None = None):
     # The inner loop of every save, once per file of the working copy (10^5-10^6): what
     # _entry() does, inlined, with the file type tested on the mode bits directly.
     entries, subdirs, special, temps, asides = [], [], [], [], []
@@ -117,6 +126,8 @@ def _list_one(store: Store, rel: str, skip_top: frozenset[str], temp_token: str 
                 asides.append(path)  # never a temporary: see spaceport.safety.invariant
                 continue
         mode = st.st_mode
+        if exclude and exclude.excludes(path, mode & _IFMT == _IFDIR):
+            continue  # left out; an excluded folder is never listed
         fmt = mode & _IFMT
         if fmt == _IFREG:
             entries.append(Entry(path, _FILE, st.st_size, st.st_mtime_ns, mode & 0o7777,
@@ -154,13 +165,16 @@ def paused_gc():
 
 def scan_tree(store: Store, *, skip_top: set[str] | frozenset[str] = frozenset(),
               temp_token: str | None = None, jobs: int = 1,
-              stop: threading.Event | None = None, warn_special: bool = True) -> ScanResult:
+              stop: threading.Event | None = None, warn_special: bool = True,
+              exclude: Exclude = NOTHING_EXCLUDED) -> ScanResult:
     """Walk ``store`` from its root; ``skip_top`` names are ignored at the top level only.
     ``warn_special=False``: the caller says what it skipped (a save, once per deployment).
+    ``exclude``: paths left out (never listed below an excluded folder); the result keeps
+    it, for the plan to tell an excluded path from a deleted one.
 
     ``stop.set()`` ends the walk at the next folder with Interrupted (a scan of a large
     primary over a slow mount takes minutes; SIGTERM must not wait for it)."""
-    result = ScanResult()
+    result = ScanResult(exclude=exclude)
     skip = frozenset(skip_top)
     found = result.entries
 
@@ -177,7 +191,7 @@ def scan_tree(store: Store, *, skip_top: set[str] | frozenset[str] = frozenset()
         if stop is not None and stop.is_set():
             raise Interrupted("stopped while scanning")
         try:
-            return _list_one(store, rel, skip, temp_token)
+            return _list_one(store, rel, skip, temp_token, exclude or None)
         except FileNotFoundError:
             if not rel:
                 raise

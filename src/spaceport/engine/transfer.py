@@ -6,6 +6,9 @@ file under a real name, and the primary sees the fewest metadata calls per file.
 with ``copy_file_range`` where the kernel allows it (no copy through user space), else
 ``sendfile``, else large ``pread``/``pwrite`` buffers.
 
+A file with fewer blocks than its size needs is copied sparse: only its data, its holes
+seeked over (:mod:`spaceport.engine.sparse`).
+
 A file that changes while it is copied is copied again; one that keeps changing is never
 committed (the destination keeps its previous version) and is reported as
 :class:`KeptChangingError`. A change is seen in the file's size, mtime or ctime; a file
@@ -26,6 +29,7 @@ asked, one rename; the stat returned comes from the descriptor (the kernel has i
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import queue
@@ -38,8 +42,9 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence, Sized, TypeVar
 from ..errors import Interrupted
 from ..store.base import Store, is_retryable, parent_of
 from ..store.retry import RetryPolicy, is_unavailable, retry_call
-from .digest import digest_of, wants_digest
+from .digest import digest_of, new_hash, wants_digest
 from .progress import Tracker
+from .sparse import data_ranges, maybe_sparse, nonzero_runs
 from .snapshot import (
     SnapshotError,
     Snapshotter,
@@ -108,6 +113,7 @@ class CopyDone:
     racy: bool = False  # a database changed so recently that its mtime may change no more
     unsettled: bool = False  # a database without an early snapshot, not copied (see save)
     digest: bytes | None = None  # of the bytes copied, for a big plain file (spaceport.engine.digest)
+    dst_ctime_ns: int | None = None  # with a digest: the destination's ctime once in place
 
 
 class SourceVanished(Exception):
@@ -237,28 +243,39 @@ class Copier:
     def _copy_snapshot(self, job: CopyJob, snap: int, before: os.stat_result, sig: int,
                        at: int) -> CopyDone:
         try:
-            done = self._copy_fd(job, snap, before, stable=True, size=os.fstat(snap).st_size)
+            snap_st = os.fstat(snap)
+            done = self._copy_fd(job, snap, before, stable=True, size=snap_st.st_size,
+                                 layout=snap_st)
         finally:
             os.close(snap)
         done.snapshot, done.sig_mtime_ns, done.racy = True, sig, is_racy(sig, before, at)
         return done
 
     def _copy_fd(self, job: CopyJob, sfd: int, before: os.stat_result, *, stable: bool,
-                 size: int | None = None, digest: bool = False) -> CopyDone:
+                 size: int | None = None, digest: bool = False,
+                 layout: os.stat_result | None = None) -> CopyDone:
         """Copy what ``sfd`` holds (``size`` bytes, by default ``before``'s) into a temporary
         and rename it into place. ``before`` is the source's stat: mode and mtime for the
         destination, the signature to record. Unless ``stable``, the source is stat'ed
         again after the copy: if it changed, nothing is committed (the destination keeps
         what it had) and the copy is marked unstable, for the caller to try again.
         ``digest``: the source is hashed after the copy and before that stat, so a copy
-        committed is a copy of the bytes hashed (spaceport.engine.digest)."""
+        committed is a copy of the bytes hashed (spaceport.engine.digest). A ``stable``
+        source (the primary under our lock, at a stage-in) is hashed as its bytes pass by
+        instead: reading it again would cost a second read of the primary (a sparse one is
+        hashed after: its holes never pass by). ``layout``: the stat of ``sfd`` itself where
+        ``before`` is another file's (a snapshot's source)."""
         moved = [0]  # bytes this attempt reported to the tracker, taken back on failure
         size = before.st_size if size is None else size
         fd, tmp = self.dst.create_temp(job.path, job.tmp, mode=before.st_mode)
         try:
-            copied = self._copy_data(sfd, fd, size, moved)
+            sparse = maybe_sparse(layout or before, size)
+            passing = new_hash() if digest and stable and not sparse else None
+            copied = self._copy_data(sfd, fd, size, moved, sparse=sparse, hasher=passing)
             hashed = None
-            if digest and copied == size:
+            if passing is not None:
+                hashed = passing.digest() if copied == size else None
+            elif digest and copied == size:
                 try:
                     hashed = digest_of(sfd, size)
                 except EOFError:  # it shrank meanwhile: the stat below says unstable
@@ -283,26 +300,57 @@ class Copier:
                                           mtime_ns=before.st_mtime_ns)
         except BaseException:
             self.tracker.advance(self.task, nbytes=-moved[0])
+            if self.fence is not None:  # its rename may have landed: the retry is fenced anew
+                self.fence.attempted(job.path)
             raise
         if self.fence is not None:
             self.fence.committed(job.path)
-        return CopyDone(job, before, dst_st, digest=hashed)
+        done = CopyDone(job, before, dst_st, digest=hashed)
+        if hashed is not None:  # a file that may be appended to: see placed_ctime
+            done.dst_ctime_ns = self._placed_ctime(job.path, dst_st)
+        return done
 
-    def _copy_data(self, sfd: int, dfd: int, size: int, moved: list[int]) -> int:
-        """Copy the ``size`` bytes the source had when opened, or less if it ends sooner.
+    def _placed_ctime(self, path: str, written: os.stat_result) -> int | None:
+        """The destination's ctime once renamed into place (the rename changes it): what an
+        append later proves the file by (spaceport.engine.append). One stat, only for files
+        that get a digest; None if the name no longer holds what was written."""
+        try:
+            st = self.dst.lstat(path)
+        except OSError:
+            return None
+        if (st.st_size, st.st_mtime_ns) != (written.st_size, written.st_mtime_ns):
+            return None
+        return st.st_ctime_ns
+
+    def _copy_data(self, sfd: int, dfd: int, size: int, moved: list[int], *,
+                   sparse: bool = False, hasher=None) -> int:
+        """Copy the ``size`` bytes the source had when opened, or less if it ends sooner;
+        returns the offset reached (holes included). ``hasher``: fed every byte copied
+        (through our buffer: the kernel's copy never shows us the bytes).
 
         Not reading on to the end of file saves a call per file: a source that grows
         meanwhile shows in the stat taken after the copy. A size of 0 is not believed (an
         empty file costs one call, a file whose size is not known is read to its end).
+        ``sparse``: only the data is copied, the holes are left holes.
         """
-        offset = 0
-        position = [0]  # dfd's file offset, which only sendfile moves
-        while not size or offset < size:
+        if sparse and size:
+            return self._copy_sparse(sfd, dfd, size, moved)
+        return self._copy_span(sfd, dfd, 0, size, moved, [0], hasher=hasher)
+
+    def _copy_span(self, sfd: int, dfd: int, offset: int, end: int, moved: list[int],
+                   position: list[int], exact: bool = False, hasher=None) -> int:
+        """Bytes ``offset`` to ``end`` (to the end of file if ``end`` is 0) copied at the
+        same offsets; returns the offset reached. ``exact``: never past ``end`` (a data
+        range: a hole follows); else each call may read on (see _copy_data)."""
+        while not end or offset < end:
             if self.stop.is_set():
                 raise Interrupted("stopped in the middle of a file")
-            n = self._chunk(sfd, dfd, offset, position)
+            n = self._chunk(sfd, dfd, offset, position,
+                            min(CHUNK, end - offset) if exact else CHUNK) if hasher is None \
+                else self._buffered(sfd, dfd, offset, min(BUFFER, end - offset) if exact
+                                    else BUFFER, hasher)
             if n == 0:
-                if self._use_cfr:
+                if self._use_cfr and hasher is None:
                     # Some filesystems answer 0 to copy_file_range before the end of file:
                     # check with a plain read before believing it.
                     if os.pread(sfd, 1, offset):
@@ -314,10 +362,59 @@ class Copier:
             self.tracker.advance(self.task, nbytes=n)
         return offset
 
-    def _chunk(self, sfd: int, dfd: int, offset: int, position: list[int]) -> int:
+    def _copy_sparse(self, sfd: int, dfd: int, size: int, moved: list[int]) -> int:
+        """A file that may hold holes: its data ranges where the source's filesystem tells
+        them, else every block that is not all zeros; the holes are never written, and
+        the destination is given its size last."""
+        ranges = data_ranges(sfd, size)
+        if ranges is None:
+            reached, written = self._copy_nonzero(sfd, dfd, size, moved)
+        else:
+            reached = written = 0
+            for start, stop in ranges:
+                self._skip(start - reached, moved)  # the hole before it
+                reached = written = self._copy_span(sfd, dfd, start, stop, moved, [-1],
+                                                    exact=True)
+                if reached < stop:  # it shrank meanwhile: the stat after the copy says so
+                    return reached
+            self._skip(size - reached, moved)
+            reached = size
+        if written < reached:
+            os.ftruncate(dfd, reached)  # the hole at the end
+        return reached
+
+    def _copy_nonzero(self, sfd: int, dfd: int, size: int,
+                      moved: list[int]) -> tuple[int, int]:
+        """Read it all, write only the blocks that are not all zeros; (offset reached,
+        where the data written ends)."""
+        offset = written = 0
+        while offset < size:
+            if self.stop.is_set():
+                raise Interrupted("stopped in the middle of a file")
+            data = os.pread(sfd, min(BUFFER, size - offset), offset)
+            if not data:
+                break
+            for start, stop in nonzero_runs(data, _zeros()):
+                view = memoryview(data)[start:stop]
+                done = 0
+                while done < len(view):
+                    done += os.pwrite(dfd, view[done:], offset + start + done)
+                written = offset + stop
+            offset += len(data)
+            self._skip(len(data), moved)
+        return offset, written
+
+    def _skip(self, n: int, moved: list[int]) -> None:
+        """Bytes passed over (a hole, zeros): progress as if copied."""
+        if n > 0:
+            moved[0] += n
+            self.tracker.advance(self.task, nbytes=n)
+
+    def _chunk(self, sfd: int, dfd: int, offset: int, position: list[int],
+               limit: int = CHUNK) -> int:
         if self._use_cfr:
             try:
-                return os.copy_file_range(sfd, dfd, CHUNK, offset, offset)
+                return os.copy_file_range(sfd, dfd, limit, offset, offset)
             except OSError as exc:
                 if exc.errno not in _FALLBACK_ERRNOS:
                     raise
@@ -326,14 +423,21 @@ class Copier:
             try:
                 if position[0] != offset:  # sendfile writes at dfd's own offset
                     position[0] = os.lseek(dfd, offset, os.SEEK_SET)
-                n = os.sendfile(dfd, sfd, offset, CHUNK)
+                n = os.sendfile(dfd, sfd, offset, limit)
                 position[0] += n
                 return n
             except OSError as exc:
                 if exc.errno not in _FALLBACK_ERRNOS:
                     raise
                 self._use_sendfile = False
-        data = os.pread(sfd, BUFFER, offset)
+        return self._buffered(sfd, dfd, offset, limit)
+
+    @staticmethod
+    def _buffered(sfd: int, dfd: int, offset: int, limit: int = BUFFER, hasher=None) -> int:
+        """One buffer read and written at ``offset`` (hashed on the way, if asked)."""
+        data = os.pread(sfd, min(BUFFER, limit), offset)
+        if hasher is not None:
+            hasher.update(data)
         view = memoryview(data)
         written = 0
         while written < len(view):
@@ -467,6 +571,12 @@ def _run_pool(items: Iterable, workers: int, call: Callable, deliver: Callable,
                 except Exception as exc:  # noqa: BLE001 - the first error is the one raised
                     log.debug("after an error, handing over a result failed too: %s", exc)
         raise
+
+
+@functools.cache
+def _zeros() -> bytes:
+    """A buffer of zeros to compare read chunks with (allocated at the first sparse copy)."""
+    return bytes(BUFFER)
 
 
 @dataclass

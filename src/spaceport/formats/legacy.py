@@ -22,6 +22,8 @@ CERIT-SC scipion-docker (Kubernetes; a sync controller)
     dump, so its lines repeat.
   * ``<space>/scipion-docker/project.lock``: empty (master) or a unix timestamp without a
     newline (dev; refreshed every 120 s). The controller keeps its files in that folder.
+    spaceport keeps a mirror of its own lock there (:mod:`spaceport.formats.cerit`): read
+    here as held too, and named as spaceport's.
 
 Nothing here guesses: a line that cannot be read unambiguously is reported by file and line
 and not restored; phantoms are skipped and reported once.
@@ -37,6 +39,7 @@ from datetime import datetime, timezone
 
 from ..store.base import Store, join, relative_path_problem
 from ..wording import count, duration, quote
+from .cerit import CERIT_DIR, CERIT_LOCK, CERIT_ROOT, SYMLINK_DUMP_NAME, parse_mirror
 from .links import Link, Unrestored, capture
 
 log = logging.getLogger(__name__)
@@ -48,9 +51,6 @@ CERIT_BASH = f"{CERIT} (bash cloner, 2022)"
 
 LINKLIST_NAME = "linklist"  # in the status folder
 WESTLIFE_LOCK_NAME = "lock"  # in the status folder, when it is not a spaceport lock
-SYMLINK_DUMP_NAME = "symlink-dump"
-CERIT_DIR = "scipion-docker"
-CERIT_LOCK = f"{CERIT_DIR}/project.lock"
 # The old tools' own files at the top of a space: not project data, never copied into a
 # working copy, never saved over nor deleted.
 TOP_LEVEL_NAMES = frozenset({SYMLINK_DUMP_NAME, CERIT_DIR})
@@ -58,7 +58,6 @@ TOP_LEVEL_NAMES = frozenset({SYMLINK_DUMP_NAME, CERIT_DIR})
 WESTLIFE_ROOTS = {"/data/ScipionUserData": "the working root of westlife-cloudify-scipion",
                   "/scratch": "the working root of early westlife versions"}
 WESTLIFE_ALIASES = ("/home/scipion/ScipionUserData",)
-CERIT_ROOT = "/mnt/vol-project"
 CERIT_ALIASES = ("/home/scipionuser/ScipionUserData/projects",)
 
 # Why a line is not imported.
@@ -408,6 +407,11 @@ def read_legacy_links(store: Store, status_dir: str,
     return found
 
 
+def read_symlink_dump(store: Store, raw: bytes, root: str | None = None) -> LegacyImport:
+    """The import of CERIT's ``symlink-dump`` (its bytes ``raw``, read from ``store``)."""
+    return parse_symlink_dump(raw, SYMLINK_DUMP_NAME, root, lambda d: _is_dir(store, d))
+
+
 def last_system(store: Store, status_dir: str) -> tuple[str, str, float] | None:
     """(old system, the file that shows it, its mtime) of the old tool that last wrote the
     space, judged by the mtimes of their files on the primary (one clock: the storage's)."""
@@ -440,6 +444,7 @@ class LegacyLock:
     user: str | None = None
     date: str | None = None  # as the lock says it (westlife) or in UTC (CERIT timestamp)
     timestamp: int | None = None
+    mirror_of: str | None = None  # spaceport's mirror of its lock: that deployment's id
 
     def describe(self) -> str:
         if self.form == "westlife":
@@ -455,6 +460,11 @@ class LegacyLock:
             return (f"a lock of a {self.system} instance ({self.file}), last refreshed "
                     f"{self.date} (unix {self.timestamp}; {self._age()}; the instance "
                     "refreshes it every 120 s while it runs)")
+        if self.form == "spaceport-mirror":
+            return (f"CERIT's lock ({self.file}) as spaceport keeps it for deployment "
+                    f"{(self.mirror_of or '')[:8]} (host {self.host}, instance {self.directory}, "
+                    f"since {self.date}), whose own lock is not there: it was unlocked by "
+                    "force, or died between its two locks")
         if self.form == "cerit-empty":
             return (f"a lock of a {self.system} instance ({self.file}; empty: that version "
                     "writes neither host nor time, and removes the file when it ends)")
@@ -497,6 +507,11 @@ def parse_westlife_lock(file: str, text: str) -> LegacyLock | None:
 def parse_cerit_lock(file: str, raw: bytes) -> LegacyLock:
     """CERIT's ``project.lock``: it is held because it exists, whatever it holds."""
     text = raw.decode("utf-8", "replace")
+    mirror = parse_mirror(raw)
+    if mirror is not None:  # spaceport's own (formats/cerit.py); held all the same
+        return LegacyLock(CERIT, file, "spaceport-mirror", text, host=mirror.host,
+                          directory=mirror.instance, date=mirror.since,
+                          mirror_of=mirror.deployment_id)
     if not raw:
         return LegacyLock(CERIT, file, "cerit-empty", text)
     if raw.strip().isdigit():

@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 
 from ..errors import FormatError, UsageError
 from ..store.base import Store, join, relative_path_problem
+from .statusfile import is_status_file_problem, status_file_error
 from ..wording import quote
 
 MANIFEST_NAME = "links.jsonl"
@@ -164,6 +165,8 @@ class Manifest:
     refused: list[Unrestored] = field(default_factory=list)
     unrestored: list[Unrestored] = field(default_factory=list)  # recorded by earlier saves
     imported_from: dict | None = None
+    cerit_dump: str | None = None  # the digest of the symlink-dump written with it (cerit.py)
+    root: str | None = None  # the work root the links were captured under
 
 
 def decode_manifest(raw: bytes, where: str = MANIFEST_NAME) -> list[Link]:
@@ -221,14 +224,31 @@ def parse_manifest(raw: bytes, where: str = MANIFEST_NAME, file: str = MANIFEST_
         raise FormatError(f"{where}: the header's list of links not restored is damaged "
                           f"({exc}).") from exc
     found.imported_from = header.get("imported_from")
+    found.cerit_dump = header.get("cerit_dump")
+    try:
+        found.root = _decode(header, "root")
+    except (ValueError, KeyError, TypeError):
+        found.root = None  # only said to a person; the links do not depend on it
     return found
 
 
 def write_manifest(store: Store, status_dir: str, links: list[Link], root: str,
                    notes: dict | None = None) -> None:
-    """Atomically replace the manifest (temporary file, then rename)."""
-    store.write_bytes_atomic(join(status_dir, MANIFEST_NAME),
-                             encode_manifest(links, root, notes))
+    """Atomically replace the manifest (temporary file, then rename). A manifest that cannot
+    be written for good (a folder in its place) stops the save there, named: the links are
+    project data (StatusFileError, exit 1)."""
+    rel = join(status_dir, MANIFEST_NAME)
+    try:
+        store.write_bytes_atomic(rel, encode_manifest(links, root, notes))
+    except OSError as exc:
+        if not is_status_file_problem(exc):
+            raise
+        raise status_file_error(
+            store, rel, "the link manifest", exc,
+            meaning="the links of this working copy could not be recorded on the primary. "
+                    "Everything else of the save is there, and the links are kept in the "
+                    "working copy; the lock and the working copy are kept until they are "
+                    "recorded (an undeploy does not remove the copy before).") from exc
 
 
 def read_manifest_full(store: Store, status_dir: str) -> Manifest | None:
@@ -238,6 +258,13 @@ def read_manifest_full(store: Store, status_dir: str) -> Manifest | None:
         raw = store.read_bytes(rel)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        if not is_status_file_problem(exc):
+            raise
+        raise status_file_error(
+            store, rel, "the link manifest", exc,
+            meaning="the links recorded on the primary cannot be read, so they cannot be "
+                    "restored or compared; nothing was changed.") from exc
     return parse_manifest(raw, os.path.join(store.root, rel), rel)
 
 

@@ -12,7 +12,7 @@ import errno
 import json
 import os
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from ..clock import iso, utcnow
 from ..errors import FormatError, RefusedError, VolumeFullError
@@ -46,6 +46,10 @@ class Marker:
     created: str
     phase: str = DEPLOYING
     format: int = MARKER_FORMAT
+    # The working copy's --exclude patterns (spaceport.engine.filters), remembered so that
+    # later saves, the daemon and status use them. An older spaceport ignores the field
+    # and saves everything: never less than asked.
+    exclude: list[str] = field(default_factory=list)
 
     @property
     def token(self) -> str:
@@ -153,6 +157,34 @@ def new_marker(primary: str, status_dir: str, *, created: str | None = None) -> 
     """A new deployment; ``created``: when the working copy was first made, if it is an
     earlier deployment's copy, all saved (or to be saved first), that is reused."""
     return Marker(new_deployment_id(), primary, status_dir, created or iso(utcnow()))
+
+
+def find_working_copy(start: str) -> str | None:
+    """The working copy that holds ``start`` (a folder, or a path in one): the nearest
+    folder, from ``start`` upwards, with a ``.spaceport/deployment.json``, as git finds its
+    repository. The walk stops at a filesystem boundary (a working copy is one volume; a
+    mount point's own marker is still found) and at ``/``. None: not inside one."""
+    folder = os.path.abspath(start)
+    try:
+        if not os.path.isdir(folder):
+            folder = os.path.dirname(folder) if os.path.lexists(folder) else None
+        device = os.stat(folder).st_dev if folder else None
+    except OSError:
+        return None
+    if device is None:
+        return None  # a path that does not exist: the caller says so
+    while True:
+        if os.path.isfile(os.path.join(folder, MARKER_DIR, MARKER_FILE)):
+            return folder
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return None  # "/": never past it
+        try:
+            if os.stat(parent).st_dev != device:
+                return None  # another filesystem: the working copy is not up there
+        except OSError:
+            return None
+        folder = parent
 
 
 def require_marker(work: str) -> Marker:

@@ -57,14 +57,17 @@ SAMPLE = 20  # paths shown in a summary (status, the page, the journal)
 
 @dataclass
 class Held:
-    """Deletions the guard holds, and why."""
+    """Deletions the guard holds, and why: files and folders that stay on the primary, and
+    links that stay in the manifest (links are project data: a save that holds deletions
+    holds link removals with them)."""
 
     deletes: list[Known]
     reason: str
+    links: list[Known] = field(default_factory=list)
 
     @property
     def paths(self) -> list[str]:
-        return sorted(k.entry.path for k in self.deletes)
+        return sorted(k.entry.path for k in self.deletes + self.links)
 
     @property
     def files(self) -> int:
@@ -72,11 +75,11 @@ class Held:
 
     def summary(self, since: str | None = None) -> dict:
         """What status, the daemon's /status and the journal show: counts, the reason, the
-        files held per top-level entry, and the first paths."""
+        files and links held per top-level entry, and the first paths."""
         paths = self.paths
         top = Counter(p.split("/", 1)[0] for p in paths)
-        return {"count": len(paths), "files": self.files, "reason": self.reason,
-                "since": since, "top_level": dict(top.most_common(10)),
+        return {"count": len(paths), "files": self.files, "links": len(self.links),
+                "reason": self.reason, "since": since, "top_level": dict(top.most_common(10)),
                 "sample": paths[:SAMPLE]}
 
 
@@ -92,8 +95,10 @@ class Census:
 
 def census(plan: "SavePlan", index: Index, skip: frozenset[str] = frozenset()) -> Census:
     """Counts for :func:`looks_wrong`, leaving out the paths in ``skip`` (confirmed
-    deletions: as if the index had already forgotten them)."""
-    c = Census(index.count(Kind.FILE), index.count_top_level())
+    deletions: as if the index had already forgotten them) and the excluded paths the index
+    knows (--exclude: neither deleted nor saved, so no part of the project's shape)."""
+    c = Census(index.count(Kind.FILE) - plan.excluded_files,
+               index.count_top_level() - plan.excluded_top)
     for known in plan.deletes:
         path, kind = known.entry.path, known.entry.kind
         top = "/" not in path and kind in (Kind.FILE, Kind.DIR)
@@ -134,28 +139,43 @@ def judge(plan: "SavePlan", index: Index, threshold: float, *, allow: bool = Fal
     filling an emptied volume again) must not make a gutted copy look right and release
     the wipe. ``allow`` (``--allow-mass-delete``): nothing is held. ``confirmed``: these
     paths are deleted whatever the guard says, and the guard judges the rest without them.
-    Entries inside a folder that became a file go with it (the upload needs the name)."""
-    if allow or not plan.deletes:
+    Entries inside a folder that became a file go with it (the upload needs the name).
+
+    Links gone from the working copy are held with the files (``plan.held_links``): the
+    manifest keeps them, so an emptied volume never empties the manifest. They do not
+    count in the verdict (a project may be all links, or none)."""
+    if allow or not (plan.deletes or plan.removed_links):
         return None
     reason = looks_wrong(census(plan, index, confirmed), threshold)
     before = held_paths(index) - confirmed
     if reason is None and not before:
         return None
     replaced = tuple(k.entry.path + "/" for k in plan.replaced if k.entry.kind is Kind.DIR)
-    held, go = [], []
-    for known in plan.deletes:
-        path = known.entry.path
-        hold = (reason is not None or path in before) and path not in confirmed \
+
+    def hold(path: str) -> bool:
+        return (reason is not None or path in before) and path not in confirmed \
             and not path.startswith(replaced)
-        (held if hold else go).append(known)
-    if not held:
+
+    held, go = _split(plan.deletes, hold)
+    links, gone_links = _split(plan.removed_links, hold)
+    if not (held or links):
         return None
-    plan.deletes = go
+    plan.deletes, plan.removed_links, plan.held_links = go, gone_links, links
+    plan.links_changed = bool(plan.changed_links or gone_links) or any(
+        k.entry.kind is Kind.LINK for k in plan.replaced)
     if reason is None:
         reason = (held_summary(index) or {}).get("reason") or "held by an earlier save"
         if not reason.endswith(UNTIL_CONFIRMED):
             reason += UNTIL_CONFIRMED
-    return Held(held, reason)
+    return Held(held, reason, links)
+
+
+def _split(items: list[Known], keep) -> tuple[list[Known], list[Known]]:
+    """(the items whose path ``keep`` says to hold, the others)."""
+    held, go = [], []
+    for known in items:
+        (held if keep(known.entry.path) else go).append(known)
+    return held, go
 
 
 # -- the record in the index -------------------------------------------------------------
@@ -190,13 +210,33 @@ def held_paths(index: Index) -> set[str]:
     return set(json.loads(text)) if text else set()
 
 
+def held_links(index: Index) -> list[Known]:
+    """The links whose removal the last save held: the manifest keeps them (their rows
+    say what they pointed to)."""
+    rows = (index.get(path) for path in sorted(held_paths(index)))
+    return [row for row in rows if row is not None and row.entry.kind is Kind.LINK]
+
+
+def held_what(summary: dict) -> str:
+    """What a held summary keeps, in words: "5 files and 11 folders stay on the primary, 6
+    links stay in the link manifest"."""
+    files, links = summary["files"], summary.get("links") or 0
+    folders = summary["count"] - files - links if "links" in summary else 0
+    kept = count(files, "file") + (f" and {count(folders, 'folder')}" if folders > 0 else "")
+    what = f"{kept} {'stays' if files + folders == 1 else 'stay'} on the primary"
+    if links:
+        what += f", {count(links, 'link')} {'stays' if links == 1 else 'stay'} in the link " \
+                "manifest"
+    return what
+
+
 def held_warning(summary: dict, how_to_confirm: str) -> str:
     """The warning a person reads: what is held, why, that nothing else waited, what to do."""
-    return (f"{count(summary['count'], 'deletion')} held "
-            f"({count(summary['files'], 'file')} stay on the primary): the working copy looks "
-            f"wrong: {summary['reason']}. Everything else was saved. If you deleted them on "
-            f"purpose, {how_to_confirm}; if the working copy is wrong (an emptied or unmounted "
-            "volume), fix it: nothing on the primary was deleted.")
+    return (f"{count(summary['count'], 'deletion')} held ({held_what(summary)}): the "
+            f"working copy looks wrong: {summary['reason']}. Everything else was saved. If "
+            f"you deleted them on purpose, {how_to_confirm}; if the working copy is wrong (an "
+            "emptied or unmounted volume), fix it: nothing on the primary was deleted, and "
+            "no link was taken out of the manifest.")
 
 
 def held_refusal(held: dict, command: str, again: str) -> RefusedError:
@@ -205,8 +245,9 @@ def held_refusal(held: dict, command: str, again: str) -> RefusedError:
     working copy, rather than give up (or deploy over) a working copy whose deletions were
     never carried out: a later deploy would bring those files back unasked."""
     return RefusedError(
-        f"the save held {count(held['count'], 'deletion')}: the working copy looks wrong: "
-        f"{held['reason']}. Everything else was saved; the {command} stops here.",
+        f"the save held {count(held['count'], 'deletion')} ({held_what(held)}): the working "
+        f"copy looks wrong: {held['reason']}. Everything else was saved; the {command} stops "
+        "here.",
         hint="The working copy is kept, and nothing was deleted on the primary. If you "
              f"deleted them on purpose: {again}. If the working copy is wrong (an emptied or "
              "unmounted volume), fix it, then run the same command again.")

@@ -11,6 +11,12 @@ docs/lock-model/).
 
 Workers that need a fresh verification at the same moment share one read of the lock, so
 a save of many small files costs one lock read per round of commits, not one per file.
+
+A commit that failed with a transient error is retried (spaceport.store.retrying), and the
+attempt that failed may have landed all the same (its answer was lost). So a failed attempt
+counts as a commit of its worker (:meth:`Fence.attempted`): the retry waits for a
+verification that started after it, and the attempt is named among what may have landed
+after a loss. The bound stays one commit per worker after the loss, attempts included.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from __future__ import annotations
 import threading
 import time
 from typing import Callable
+
+from ..store.retry import commit_gate
 
 MAX_AGE = 1.0  # seconds: a commit never relies on a verification older than this
 
@@ -55,7 +63,7 @@ class Fence:
         with self._cond:
             if self._lost is None:
                 self._lost = exc
-                self.after_loss = [what for _, what in self._unconfirmed]
+                self.after_loss = _unique(what for _, what in self._unconfirmed)
             self._cond.notify_all()
 
     def before_commit(self) -> None:
@@ -95,7 +103,7 @@ class Fence:
                 self.verifications += 1
                 if self._lost is None:
                     self._lost = exc
-                    self.after_loss = [what for _, what in self._unconfirmed]
+                    self.after_loss = _unique(what for _, what in self._unconfirmed)
                 self._cond.notify_all()
             raise
         with self._cond:
@@ -114,12 +122,31 @@ class Fence:
         with self._cond:
             if self._lost is None:
                 self._unconfirmed.append((now, what))
-            else:
+            elif what not in self.after_loss:
                 self.after_loss.append(what)  # only possible for the commit already decided
 
-    def commit(self, what: str, action: Callable[[], object]):
-        """before_commit(), action(), committed(what): one fenced commit."""
+    def attempted(self, what: str) -> None:
+        """This worker's commit of ``what`` failed, and may have landed all the same: it
+        counts as a commit (the next one waits for a newer verification)."""
+        self.committed(what)
+
+    def retry_gate(self, what: str) -> None:
+        """Before a retry of the commit of ``what``: the failed attempt counts as a commit,
+        and the retry needs a verification that started after it (raises if the lock is
+        lost: a retry never turns a lost lock into a success)."""
+        self.attempted(what)
         self.before_commit()
-        result = action()
+
+    def commit(self, what: str, action: Callable[[], object]):
+        """before_commit(), action(), committed(what): one fenced commit; each retry of a
+        call on the primary inside ``action`` is fenced again (:meth:`retry_gate`)."""
+        self.before_commit()
+        with commit_gate(lambda: self.retry_gate(what)):
+            result = action()
         self.committed(what)
         return result
+
+
+def _unique(names) -> list[str]:
+    """In order, each once (a commit retried is one write that may have landed)."""
+    return list(dict.fromkeys(names))

@@ -21,7 +21,8 @@ inode and settles it (:func:`settle_asides`); an aside is never taken for a temp
 
 What no stat can see: a write through a long-lived ``mmap`` changes the content without
 always changing the times. ``undeploy --checksum`` compares the content with the primary
-before the working copy is removed (:func:`find_unsaved` with ``checksum``).
+before the working copy is removed (:func:`find_unsaved` with ``checksum``; a database as a
+snapshot of it, never by its header bytes).
 
 The one exception is the user's explicit word: ``deploy --discard-local``.
 """
@@ -32,12 +33,14 @@ import errno
 import logging
 import os
 import stat as stat_mod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from ..clock import stamp
-from ..engine.index import Index, Known, proven
+from ..engine.content import same_content
+from ..engine.index import OURS, Index, Known, primary_state, proven
 from ..engine.scan import Entry, Kind, ScanResult
+from ..engine.snapshot import Snapshotter
 from ..hostinfo import hostname
 from ..store.base import Store, aside_name, join, our_aside, parent_of
 from ..store.posix import PosixStore
@@ -82,6 +85,10 @@ class WorkGuard:
     def __init__(self, store: PosixStore, token: str):
         self.store, self.token = store, token
         self.kept: list[tuple[str, str]] = []  # (path, why): left alone as the user's
+        # Inodes with several names (hard links) that lost one name here: their ctime
+        # right after that removal. Removing a name changes the shared inode's ctime; the
+        # other names are judged against this, not taken for a change (see _take).
+        self._unlinked: dict[int, int] = {}
 
     def _keep(self, rel: str, why: str) -> None:
         self.kept.append((rel, why))
@@ -134,7 +141,7 @@ class WorkGuard:
         except FileNotFoundError:
             return ""
         now = entry_at(self.store, rel, st)
-        if now is None or now.sig() != expect.sig():
+        if now is None or now.sig() != self._expected(now, expect):
             self._keep(rel, "it changed since it was saved")
             return None
         aside = join(parent_of(rel), aside_name(self.token, st.st_ino))
@@ -155,6 +162,15 @@ class WorkGuard:
             return None
         return aside
 
+    def _expected(self, now: Entry, expect: Entry):
+        """The signature ``now`` must have: ``expect``'s, except for a hard link whose other
+        name this guard just removed: its ctime is then the one that removal left (any
+        change since would have moved it again)."""
+        ctime = self._unlinked.get(now.ino) if now.kind is Kind.FILE else None
+        if ctime is None or now.ino != expect.ino:
+            return expect.sig()
+        return replace(expect, ctime_ns=ctime).sig()
+
     def _put_back(self, aside: str, rel: str) -> None:
         try:
             self.store.rename_or_refuse(aside, rel)
@@ -169,12 +185,26 @@ class WorkGuard:
         if not aside:
             return
         try:
-            if stat_mod.S_ISDIR(self.store.lstat(aside).st_mode):
+            st = self.store.lstat(aside)
+            if stat_mod.S_ISDIR(st.st_mode):
                 self.store.rmdir(aside)
+            elif stat_mod.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                self._unlink_one_name(aside)
             else:
                 self.store.unlink(aside)
         except FileNotFoundError:
             pass
+
+    def _unlink_one_name(self, aside: str) -> None:
+        """Remove one name of a file that has others, noting the ctime the removal gives
+        the inode, read through a descriptor opened before it: exactly ours."""
+        fd = self.store.open_read(aside)
+        try:
+            self.store.unlink(aside)
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        self._unlinked[st.st_ino] = st.st_ctime_ns
 
 
 
@@ -210,10 +240,13 @@ class Unsaved:
 
 def find_unsaved(scan: ScanResult, index: Index, primary_scan: ScanResult,
                  primary: Store, work: Store, *, manifest_ok: bool,
-                 checksum: bool = False) -> Unsaved:
+                 checksum: bool = False, snapshots: Snapshotter | None = None) -> Unsaved:
     """Every entry of the working copy against its proof, and every proof against the
     primary: a file counts as saved when its row proves it and the primary still holds
-    what the row says was written there (and, with ``checksum``, the same bytes)."""
+    what the row says was written there (its size and mtime, and its ctime where the row
+    has it: :func:`~spaceport.engine.index.primary_state`; with ``checksum``, the same
+    content: :func:`~spaceport.engine.content.same_content`, a database as a snapshot of
+    it, taken in ``snapshots``)."""
     found = Unsaved(links=not manifest_ok)
     known = index.load()
     for path, entry in scan.entries.items():
@@ -224,17 +257,20 @@ def find_unsaved(scan: ScanResult, index: Index, primary_scan: ScanResult,
         if entry.kind is not Kind.FILE:
             continue
         there = primary_scan.entries.get(path)
-        if there is None or there.kind is not Kind.FILE or \
-                (there.size, there.mtime_ns) != (row.psize, row.pmtime_ns):
-            found.on_primary.append(path)
-        elif checksum and not same_bytes(work, primary, path):
+        if there is None or there.kind is not Kind.FILE or primary_state(
+                there.size, there.mtime_ns, there.ctime_ns, row) != OURS:
+            found.on_primary.append(path)  # gone, someone else's, or not proven ours
+        elif checksum and not same_content(work, primary, path, snapshots):
             found.content.append(path)
     # A deletion the deletion guard held is not unsaved work: the primary keeps the file on
     # purpose and the save recorded it (status, the journal). Without this, a working copy
     # with held deletions could never be given up.
+    # An excluded path (--exclude) is not unsaved work either: the user said not to save it;
+    # it stays in the working copy (spaceport removes only what is proven saved).
     held = held_paths(index)
-    found.in_work += [p for p in known if p not in scan.entries and p not in held
-                      and not scan.under_unreadable(p)]
+    found.in_work += [p for p, row in known.items() if p not in scan.entries and p not in held
+                      and not scan.under_unreadable(p)
+                      and not scan.excluded(p, row.entry.kind)]
     return found
 
 

@@ -3,15 +3,39 @@
 Two saves of one working copy at once trash each other's uploads; two deploys into one
 folder remove each other's temporaries. Every command that writes a working copy's state
 (deploy, save, undeploy, trash restore) and the daemon, for its whole life, hold an OS lock
-(``flock``) on ``<work>/.spaceport/busy``. The kernel drops it when the process dies, however
-it dies, so a killed command never leaves the working copy locked. The file also says who
-holds it, for the message a second command prints.
+(``flock``) on the working copy. The kernel drops it when the process dies, however it dies,
+so a killed command never leaves the working copy locked.
+
+What is locked is the working copy's folder itself, and ``<work>/.spaceport/busy`` beside it:
+
+* **The folder** is what a deletion cannot take away. A flock belongs to an inode, not to a
+  name: with ``busy`` alone, a ``busy`` deleted while a save held it let the next command
+  create a new file of that name, lock it at once and run beside the save (issue 18: the
+  first save then failed with "Stale file handle", the second had removed its temporary).
+  Nothing inside WORK can replace WORK's own inode, and ``rm -rf WORK/.spaceport`` under a
+  running daemon leaves the daemon's lock in force.
+* **``busy``** says who holds the copy, for the message a second command prints, and is
+  locked too, so a command of an older spaceport (which locks ``busy`` alone) is kept out as
+  well. Each lock is taken on a descriptor and then checked to be the file now at its path
+  (same device and inode); if the path leads elsewhere (it was deleted or replaced between
+  the open and the flock), the file at the path is locked instead.
+
+Where a folder cannot be flocked at all (EBADF, ENOLCK, EOPNOTSUPP: no filesystem in use here
+does that, but some network filesystems might), ``busy`` alone is locked, with a warning once.
+On NFS a folder's flock is local to the node (directories take no NFS lock), while ``busy``'s
+is the server's, across nodes, as before: together they keep both.
+
+A holder that lives long (the daemon) asks :meth:`WorkHold.folder_intact` and
+:meth:`WorkHold.repair` now and then: a ``busy`` deleted under it is written again, so that a
+second command names the daemon rather than "another spaceport command".
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
+import logging
 import os
 import threading
 import time
@@ -26,13 +50,14 @@ from ..hostinfo import hostname
 BUSY_FILE = "busy"
 DEFAULT_WAIT = 10.0  # seconds a command waits for another one on the same working copy
 
-# Paths this process holds already: the daemon holds its working copy for its life and
-# runs saves inside; a flock on a second descriptor would wait for itself.
-_held: dict[str, int] = {}
-_held_lock = threading.Lock()
-
-
 DAEMON_COMMAND = "run"
+
+NAME_GRACE = 0.5  # seconds a refused command waits for the holder's name to appear
+# A folder's flock refused by its filesystem (not "held by someone"): busy alone, said once.
+_NO_FOLDER_LOCK = frozenset({errno.EBADF, errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL,
+                             errno.ENOSYS})
+log = logging.getLogger(__name__)
+_said_no_folder_lock: set[str] = set()
 
 
 class WorkBusyError(SpaceportError):
@@ -47,9 +72,6 @@ def busy_path(work: str) -> str:
     return os.path.join(marker_dir(work), BUSY_FILE)
 
 
-NAME_GRACE = 0.5  # seconds a refused command waits for the holder's name to appear
-
-
 def read_holder(work: str) -> dict:
     try:
         with open(busy_path(work), "rb") as f:
@@ -57,6 +79,25 @@ def read_holder(work: str) -> dict:
     except (OSError, ValueError):
         return {}
     return info if isinstance(info, dict) else {}
+
+
+def who_holds(work: str) -> dict | None:
+    """The command holding the working copy now (its record: command, pid, host, since),
+    or None if none does. A look: a shared flock tried and let go at once, nothing
+    created; the record alone is not believed (a killed holder leaves it behind)."""
+    try:
+        fd = os.open(busy_path(work), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None  # never held, or no marker folder at all
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return read_holder(work) or {"command": "?"}
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 def describe_holder(work: str) -> str:
@@ -67,74 +108,195 @@ def describe_holder(work: str) -> str:
             f"{info.get('host', '?')}, since {info.get('since', '?')})")
 
 
-@contextmanager
-def hold_work(work: str, command: str, *, wait: float = DEFAULT_WAIT,
-              say: Callable[[str], None] | None = None) -> Iterator[None]:
-    """Hold the working copy's OS lock for the duration; wait up to ``wait`` seconds for
-    another command to finish, then raise WorkBusyError naming it."""
-    key = os.path.realpath(work)
-    with _held_lock:
-        if key in _held:
-            _held[key] += 1
-            reentered = True
-        else:
-            reentered = False
-    if reentered:
-        try:
-            yield
-        finally:
-            with _held_lock:
-                _held[key] -= 1
-        return
-    os.makedirs(marker_dir(work), exist_ok=True)
-    fd = os.open(busy_path(work), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+def daemon_refusal(work: str, pid: object = "?", host: object = "?") -> DaemonOwnsWorkError:
+    """The refusal of a command beside a running daemon (exit 4), with what to do."""
+    return DaemonOwnsWorkError(
+        f"{work} is kept by a running spaceport daemon (pid {pid} on {host}); a command "
+        "beside it would be a second writer.",
+        hint="Nothing was changed. Ask the daemon to save (POST /save with its token), or "
+             "stop it (SIGTERM: it saves, unlocks and exits); then commands work on this "
+             "copy again.")
+
+
+def _same_file(fd: int, path: str) -> bool:
+    """Is the file at ``path`` the one open on ``fd`` (not deleted or replaced since)?"""
     try:
-        _take(fd, work, wait, say)
-        record = json.dumps({"command": command, "pid": os.getpid(), "host": hostname(),
-                             "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}).encode()
+        by_path = os.stat(path)
+    except OSError:
+        return False
+    by_fd = os.fstat(fd)
+    return (by_path.st_dev, by_path.st_ino) == (by_fd.st_dev, by_fd.st_ino)
+
+
+def _lock_at(path: str, flags: int) -> int | None:
+    """A descriptor on the file now at ``path``, flocked; None if another process holds
+    it. A file deleted or replaced between the open and the flock is not the working
+    copy's any more: the file at the path is opened and locked instead."""
+    while True:
+        fd = os.open(path, flags | os.O_CLOEXEC, 0o644)
         try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, record, 0)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        if _same_file(fd, path):
+            return fd
+        os.close(fd)
+
+
+class WorkHold:
+    """One working copy held by this process: its folder and its ``busy`` file, flocked."""
+
+    def __init__(self, work: str, command: str):
+        self.work = work
+        self.command = command
+        self.root_fd = -1
+        self.root_id: tuple[int, int] | None = None  # WORK's (device, inode) when taken
+        self.busy_fd = -1
+        self.record = b""
+        self.users = 1  # re-entries of this process (the daemon runs saves inside)
+
+    def try_take(self) -> bool:
+        """Both locks, or neither (False: another process holds one)."""
+        os.makedirs(marker_dir(self.work), exist_ok=True)
+        root = self._lock_folder()
+        if root is None:
+            return False
+        try:
+            busy = _lock_at(busy_path(self.work), os.O_RDWR | os.O_CREAT)
+        except BaseException:
+            if root >= 0:
+                os.close(root)
+            raise
+        if busy is None:  # an older spaceport holds busy alone
+            if root >= 0:
+                os.close(root)
+            return False
+        st = os.stat(self.work)
+        self.root_fd, self.busy_fd, self.root_id = root, busy, (st.st_dev, st.st_ino)
+        self.record = json.dumps({"command": self.command, "pid": os.getpid(),
+                                  "host": hostname(),
+                                  "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}).encode()
+        self._write_record()
+        return True
+
+    def _write_record(self) -> None:
+        try:
+            os.ftruncate(self.busy_fd, 0)
+            os.pwrite(self.busy_fd, self.record, 0)
         except OSError:
             pass  # a full disk: the flock holds all the same; only the name is missing
-        with _held_lock:
-            _held[key] = 1
+
+    def _lock_folder(self) -> int | None:
+        """The folder's lock: its descriptor, None if another process holds it, -1 if the
+        filesystem refuses to lock a folder (then busy alone holds the copy)."""
         try:
-            yield
+            return _lock_at(self.work, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as exc:
+            if exc.errno not in _NO_FOLDER_LOCK:
+                raise
+            if self.work not in _said_no_folder_lock:
+                _said_no_folder_lock.add(self.work)
+                log.warning("the filesystem of %s cannot lock a folder (%s): only "
+                            ".spaceport/busy keeps other commands out, and deleting it "
+                            "would let one in", self.work, exc.strerror)
+            return -1
+
+    def folder_intact(self) -> bool:
+        """Is WORK still the folder this process holds (not replaced, not unmounted)?"""
+        try:
+            st = os.stat(self.work)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == self.root_id
+
+    def repair(self) -> str | None:
+        """Put back ``busy`` if it was deleted or replaced (its folder too), locked: nobody
+        else can hold it, since the working copy's folder is locked by us. Returns what was
+        done, in words, or None if nothing was wrong."""
+        if _same_file(self.busy_fd, busy_path(self.work)):
+            return None
+        os.makedirs(marker_dir(self.work), exist_ok=True)
+        fd = _lock_at(busy_path(self.work), os.O_RDWR | os.O_CREAT)
+        if fd is None:
+            return f"{busy_path(self.work)} was replaced and is locked by another process"
+        os.close(self.busy_fd)
+        self.busy_fd = fd
+        self._write_record()
+        return f"{busy_path(self.work)} was deleted; it was written again"
+
+    def release(self) -> None:
+        if self.busy_fd >= 0:
+            if _same_file(self.busy_fd, busy_path(self.work)):
+                try:
+                    os.ftruncate(self.busy_fd, 0)
+                except OSError:
+                    pass  # the working copy was wiped (undeploy) or its disk is full
+            os.close(self.busy_fd)  # closing drops the flock
+            self.busy_fd = -1
+        if self.root_fd >= 0:
+            os.close(self.root_fd)
+            self.root_fd = -1
+
+
+# Working copies this process holds already: the daemon holds its working copy for its life
+# and runs saves inside; a flock on a second descriptor would wait for itself.
+_held: dict[str, WorkHold] = {}
+_held_lock = threading.Lock()
+
+
+@contextmanager
+def hold_work(work: str, command: str, *, wait: float = DEFAULT_WAIT,
+              say: Callable[[str], None] | None = None) -> Iterator[WorkHold]:
+    """Hold the working copy's OS lock for the duration; wait up to ``wait`` seconds for
+    another command to finish, then raise WorkBusyError naming it (DaemonOwnsWorkError,
+    exit 4, if it is a daemon)."""
+    key = os.path.realpath(work)
+    with _held_lock:
+        held = _held.get(key)
+        if held is not None:
+            held.users += 1
+    if held is not None:
+        try:
+            yield held
+        finally:
+            with _held_lock:
+                held.users -= 1
+        return
+    held = WorkHold(work, command)
+    try:
+        _take(held, wait, say)
+        with _held_lock:
+            _held[key] = held
+        try:
+            yield held
         finally:
             with _held_lock:
                 _held.pop(key, None)
-            try:
-                os.ftruncate(fd, 0)
-            except OSError:
-                pass  # the working copy was wiped (undeploy) or its disk is full
     finally:
-        os.close(fd)  # closing drops the flock
+        held.release()
 
 
-def _take(fd: int, work: str, wait: float, say: Callable[[str], None] | None) -> None:
+def _take(held: WorkHold, wait: float, say: Callable[[str], None] | None) -> None:
+    work = held.work
     deadline = time.monotonic() + max(0.0, wait)
     named_by = time.monotonic() + NAME_GRACE
     told = False
     while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if held.try_take():
             return
-        except BlockingIOError:
-            pass
-        if not read_holder(work) and time.monotonic() < named_by:
+        info = read_holder(work)
+        if not info and time.monotonic() < named_by:
             # The holder writes its name just after it takes the flock (and clears it just
-            # before it lets go): give it that moment rather than answer "someone".
+            # before it lets go; a daemon writes it again if it was deleted): give it that
+            # moment rather than answer "someone".
             time.sleep(0.02)
             continue
-        if read_holder(work).get("command") == DAEMON_COMMAND:
-            info = read_holder(work)
-            raise DaemonOwnsWorkError(
-                f"{work} is kept by a running spaceport daemon (pid {info.get('pid', '?')} on "
-                f"{info.get('host', '?')}); a command beside it would be a second writer.",
-                hint="Nothing was changed. Ask the daemon to save (POST /save with its token), "
-                     "or stop it (SIGTERM: it saves, unlocks and exits); then commands work "
-                     "on this copy again.")
+        if info.get("command") == DAEMON_COMMAND:
+            raise daemon_refusal(work, info.get("pid", "?"), info.get("host", "?"))
         holder = describe_holder(work)
         if time.monotonic() >= deadline:
             raise WorkBusyError(

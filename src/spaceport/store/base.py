@@ -167,8 +167,9 @@ class Store(ABC):
 
     @abstractmethod
     def open_in_place(self, rel: str) -> int:
-        """Open an existing file for writing in place, never truncating nor creating it:
-        an append writes its new bytes past the ones saved (spaceport.engine.append)."""
+        """Open an existing file for reading and writing in place, never truncating nor
+        creating it: an append reads back the last bytes saved, then writes its new bytes
+        past them (spaceport.engine.append)."""
 
     @abstractmethod
     def finish_in_place(self, fd: int, *, mtime_ns: int | None) -> os.stat_result:
@@ -258,12 +259,17 @@ class Store(ABC):
                 pass
 
     def read_bytes(self, rel: str) -> bytes:
+        return self.read_file(rel)[0]
+
+    def read_file(self, rel: str) -> tuple[bytes, os.stat_result]:
+        """The bytes of ``rel`` and the stat of the very file they were read from."""
         fd = self.open_read(rel)
         try:
+            st = os.fstat(fd)
             chunks = []
             while chunk := os.read(fd, 1 << 20):
                 chunks.append(chunk)
-            return b"".join(chunks)
+            return b"".join(chunks), st
         finally:
             os.close(fd)
 

@@ -205,7 +205,8 @@ class PosixStore(Store):
             pass
 
     def open_in_place(self, rel: str) -> int:
-        return os.open(rel, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=self._fd)
+        # Read and write: an append reads back the last bytes it proves before writing.
+        return os.open(rel, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=self._fd)
 
     def finish_in_place(self, fd: int, *, mtime_ns: int | None) -> os.stat_result:
         if mtime_ns is not None:

@@ -1,12 +1,13 @@
-{{/* Names, labels and the values derived from others. */}}
+{{/* Names, labels and small helpers. The values every template uses are resolved once, in
+     _config.tpl ("spaceport.config"): profile defaults and CERIT's own keys are applied there. */}}
 
 {{- define "spaceport.name" -}}
 {{- .Chart.Name | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
 {{/*
-Fully qualified name. Truncated to 50 so that the longest suffix added to it ("-progress",
-"-project", "-desktop") still fits the 63-character limit of DNS labels and Service names.
+Fully qualified name. Truncated to 50 so that the suffixes added to it ("-od-project-…" is
+shortened on its own, see spaceport.shorten) keep Service and Secret names readable.
 */}}
 {{- define "spaceport.fullname" -}}
 {{- if contains .Chart.Name .Release.Name }}
@@ -37,6 +38,22 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/*
+A name of at most "max" characters (63 unless given), deterministic: names that fit are kept
+as they are; a longer one is cut and ends in the first 8 hex digits of the SHA-256 of the whole
+name, so two long names that share their beginning still differ.
+Call with (dict "name" "..." "max" 63).
+*/}}
+{{- define "spaceport.shorten" -}}
+{{- $max := .max | default 63 | int }}
+{{- $name := .name | lower }}
+{{- if le (len $name) $max }}
+{{- $name }}
+{{- else }}
+{{- printf "%s-%s" ($name | trunc (sub $max 9 | int) | trimSuffix "-" | trimSuffix ".") (sha256sum $name | trunc 8) }}
+{{- end }}
+{{- end }}
+
+{{/*
 The pod's grace period: the final-save deadline plus the margin that pays for the desktop's
 stop before it and the lock release and unmount after it (see values.yaml).
 */}}
@@ -60,30 +77,44 @@ there without touching the volume.
 {{- end }}
 
 {{/*
-The folder spaceport works on, for side "source" or "project". oneclient, started with
---show-space-ids, shows each space as a directory named by its id.
-Call with (dict "root" $ "side" "project").
+The folder spaceport is pointed at, for side "source" or "project":
+  oneclient - oneclient, started with --show-space-ids, shows the space as a folder named by
+              its id inside the mount point;
+  pvc       - the claim's root (or onedata.<side>.path inside it);
+  cerit     - the claim's root: it holds one folder named after the space (CERIT's
+              csi-onedata runs oneclient without --show-space-ids), and spaceport, told so by
+              SPACEPORT_SPACE_FOLDER=1, works on that single folder.
+Call with (dict "config" $c "side" "project").
 */}}
 {{- define "spaceport.primaryPath" -}}
-{{- $values := .root.Values.onedata }}
-{{- $space := index $values .side }}
+{{- $space := index .config.sides .side }}
 {{- $base := include "spaceport.onedataRoot" .side }}
-{{- if eq $values.mode "oneclient" }}
+{{- if eq .config.mode "oneclient" }}
 {{- $base = printf "%s/%s" (include "spaceport.oneclientMountpoint" .side) $space.spaceId }}
 {{- end }}
 {{- $sub := trimAll "/" ($space.path | default "") }}
 {{- if $sub }}{{ printf "%s/%s" $base $sub }}{{ else }}{{ $base }}{{ end }}
 {{- end }}
 
-{{- define "spaceport.progressHost" -}}
-{{- if .Values.ingress.progressHost }}
-{{- .Values.ingress.progressHost }}
-{{- else }}
-{{- $parts := splitn "." 2 .Values.ingress.host }}
-{{- if $parts._1 }}
-{{- printf "%s-progress.%s" $parts._0 $parts._1 }}
-{{- else }}
-{{- printf "%s-progress" $parts._0 }}
-{{- end }}
-{{- end }}
+{{/*
+The desktop's command: wait until spaceport's ready signal says "ok", then hand over to the
+image's own entrypoint (passed as the arguments after the script's name). POSIX sh on purpose:
+the test runs it with dash and a stand-in entrypoint. CERIT's controller writes "ok" without a
+newline; "ok" followed by a newline is accepted too ($(...) drops trailing newlines).
+PID 1 ignores SIGTERM unless it traps it: without the trap, deleting the pod during the wait
+would cost the whole grace period before the final save could start.
+*/}}
+{{- define "spaceport.desktopWrapper" -}}
+ready="${READY_FILE:-/mnt/shared/instance-status}"
+trap 'exit 143' TERM
+trap 'exit 130' INT
+echo "desktop: waiting for spaceport to write ok to $ready"
+while :; do
+  state=
+  if [ -f "$ready" ]; then state=$(cat "$ready" 2>/dev/null) || state=; fi
+  if [ "$state" = ok ]; then break; fi
+  sleep "${READY_POLL_SECONDS:-2}"
+done
+echo "desktop: ready, starting $*"
+exec "$@"
 {{- end }}

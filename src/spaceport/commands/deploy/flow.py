@@ -127,7 +127,7 @@ def _take_lock(primary, work_path: str, marker: Marker, previous: Marker | None,
             primary, opts.status_dir, deployment_id=marker.deployment_id, work=here,
             parameters=opts.parameters(), instance=opts.instance,
             stale_after=opts.stale_after, live=opts.live_lock,
-            take_over_stale=take_over_stale, on_watch=opts.on_watch)
+            take_over_stale=take_over_stale, cerit=opts.cerit, on_watch=opts.on_watch)
     except BaseException:
         if fresh:
             if previous is not None:
@@ -163,6 +163,9 @@ def _deploy_held(primary_path: str, work_path: str, opts: Options, resume: bool,
     if not own:
         marker = new_marker(primary_path, opts.status_dir, created=None if discard_local
                             or marker is None else marker.created)
+        marker.exclude = list(previous.exclude) if previous is not None else []
+    if opts.exclude is not None:  # --exclude given: the working copy's filter from now on
+        marker.exclude = list(opts.exclude)
     report.deployment_id = marker.deployment_id
     with open_primary(primary_path, marker.token, opts) as primary:
         lock = _take_lock(primary, work_path, marker, previous, here, opts, take_over_stale)

@@ -23,7 +23,8 @@ from ...formats.marker import (
 )
 from ...hostinfo import hostname
 from ...safety.invariant import prove_by_content
-from ...safety.lock import LockInfo, describe, read_lock
+from ...safety.lock import LockInfo, alive_here, describe, read_lock
+from ...safety.worklock import daemon_refusal
 from ...store.base import Store
 from ...store.sides import open_primary, open_work
 from ..folders import folder_is_empty
@@ -52,9 +53,19 @@ def other_primary(work: str, marker: Marker) -> RefusedError:
 
 def reattach(primary_path: str, work_path: str, opts: Options, resume: bool) -> Marker:
     """A working copy whose marker is gone: re-attached by ``--resume`` when the lock on the
-    primary names this host and this very folder; refused, saying why, in any other case."""
+    primary names this host and this very folder and no daemon of it still runs; refused,
+    saying why, in any other case.
+
+    A daemon's marker deleted under it is not a lost deployment: the daemon still writes the
+    primary under that deployment's id, and fencing cannot tell two writers of one id apart.
+    Its busy lock keeps commands out (spaceport.safety.worklock); its heartbeat, beaten by a
+    process that runs on this very machine, is a second proof that holds even where that
+    lock cannot be seen (a daemon of an older spaceport, which locked ``busy`` alone)."""
     with open_primary(primary_path, "00000000", opts) as probe:
         holder = read_lock(probe, opts.status_dir)
+        beat = alive_here(probe, opts.status_dir, holder)
+    if beat is not None:
+        raise daemon_refusal(work_path, beat.pid, beat.host)
     ours = isinstance(holder, LockInfo) and holder.host == hostname() and \
         os.path.abspath(holder.work) == work_path
     if not (ours and resume):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from ...engine.filters import compile_excludes
 from ...engine.index import IndexDamagedError
 from ...errors import RefusedError, SpaceportError
 from ...formats.marker import DEPLOYED, DEPLOYING, Marker, read_marker, work_id
@@ -73,8 +74,10 @@ class DeployPreview:
         return out
 
 
-def preview_deploy(primary_path: str, work_path: str, opts: Options) -> DeployPreview:
-    """Everything ``deploy`` checks and plans, with no lock taken and nothing written."""
+def preview_deploy(primary_path: str, work_path: str, opts: Options, *, resume: bool = False,
+                   discard_local: bool = False) -> DeployPreview:
+    """Everything ``deploy`` checks and plans, with no lock taken and nothing written;
+    ``resume`` and ``discard_local`` as the deploy would be given them."""
     validate_status_dir(opts.status_dir)
     primary_path, work_path = separate_folders(primary_path, work_path,
                                                ("primary", "working copy"))
@@ -91,21 +94,24 @@ def preview_deploy(primary_path: str, work_path: str, opts: Options) -> DeployPr
                    and holder.names(WorkCopy.here(work_path, work_id(work_path))))
         if holder is not None and not own:
             preview.refused = held_error(primary, opts.status_dir, holder)
-        preview.work_note, refusal = _work_outlook(work_path, marker, primary_path, own)
+        preview.work_note, refusal = _work_outlook(work_path, marker, primary_path, own,
+                                                   resume=resume, discard_local=discard_local)
         preview.refused = preview.refused or refusal
         try:
             preview.links = links_to_restore(primary, opts)
         except RefusedError as exc:
             preview.refused = preview.refused or exc
-        scan = scan_primary(primary, opts)
+        remembered = marker.exclude if marker is not None else []
+        scan = scan_primary(primary, opts, exclude=compile_excludes(
+            opts.exclude if opts.exclude is not None else remembered))
         preview.files, preview.nbytes = scan.files, scan.bytes
         if preview.links is not None:
             preview.links = with_primary_links(preview.links, scan, primary.root)
     return preview
 
 
-def _work_outlook(work: str, marker: Marker | None, primary: str,
-                  own: bool) -> tuple[str, SpaceportError | None]:
+def _work_outlook(work: str, marker: Marker | None, primary: str, own: bool, *,
+                  resume: bool, discard_local: bool) -> tuple[str, SpaceportError | None]:
     if not os.path.isdir(work):
         return "does not exist yet: it is created", None
     if marker is None:
@@ -125,6 +131,12 @@ def _work_outlook(work: str, marker: Marker | None, primary: str,
     except IndexDamagedError:
         pending = True
     if pending and not own:
+        if resume:  # the answer was given: say what it does
+            return ("holds changes never saved: --resume saves them first (a primary file "
+                    "changed meanwhile is kept beside it as a conflict copy)"), None
+        if discard_local:
+            return ("holds changes never saved: --discard-local sets them aside in "
+                    ".spaceport/discarded/ (moved, not deleted)"), None
         return "holds changes never saved", RefusedError(
             f"{work} holds changes that were never saved to the primary.",
             hint=UNSAVED_HINT)

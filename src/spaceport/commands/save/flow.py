@@ -11,6 +11,7 @@
     folder modes            (folders)
     deletions               (removals.remove_deleted: into the trash; none if anything failed)
     the link manifest       (manifest: last, after all data)
+    CERIT's link list       (cerit_dump: symlink-dump, when the deployment keeps CERIT's lock)
     record the save         (finish: index, heartbeat, journal, trash purge)
 
 Everything the steps share is one :class:`~.run.SaveRun`; the lock's keeper beats and
@@ -33,6 +34,7 @@ from ...store.base import join
 from ...store.sides import PRIMARY
 from ..options import Options
 from ..workcopy import REBUILT, WorkingCopy, forget_removed, open_copy
+from .cerit_dump import plan_dump, write_dump
 from .finish import finish
 from .folders import make_folders, set_folder_modes
 from .held import hold_deletions
@@ -91,6 +93,8 @@ def save_copy(copy: WorkingCopy, *, dry_run: bool = False, allow_mass_delete: bo
     refuse_unsaveable(copy.path, copy.marker, copy.lock)
     lock = copy.adopt_lock()
     lock.verify()  # fencing before anything is written
+    if not dry_run:
+        lock.keep_mirror()  # CERIT's lock, if we keep it: still ours (else exit 4)
     index = copy.index
     snapshots = Snapshotter(join(copy.work.root, MARKER_DIR, SCRATCH_DIR))
     try:
@@ -166,6 +170,8 @@ def carry_out(run: SaveRun, plan: SavePlan, keep_conflicts: bool) -> None:
             return
         remove_deleted(run, plan.deletes)
         run.stopped()
-        write_links(run, plan)
+        dump = plan_dump(run, plan)  # CERIT's link list, if this deployment keeps it
+        write_links(run, plan, dump)
+        write_dump(run, dump)
     finally:
         run.recorder.flush()

@@ -20,7 +20,10 @@ def hold_deletions(plan: SavePlan, index: Index, opts: Options, report: SaveRepo
     if held is not None:
         report.held_paths = held.paths
     if record:
+        was = held_summary(index)
         report.held_new = record_held(index, held, iso(utcnow()))
+        if held is None and was:  # settled: the journal says so (status --primary)
+            report.held_settled = was.get("count") or 0
         report.held = held_summary(index) if held else None
     elif held is not None:
         report.held = held.summary()

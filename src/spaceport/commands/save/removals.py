@@ -18,6 +18,8 @@ from ...engine.scan import Kind
 from ...engine.transfer import interleave_folders, run_parallel
 from .run import SaveRun
 
+TRASHED_SHOWN = 20  # paths a save's report keeps of what it moved to the trash (the page)
+
 log = logging.getLogger(__name__)
 
 MOVED, REMOVED, KEPT = "moved", "removed", "kept"  # what happened to one entry
@@ -45,7 +47,7 @@ def remove_deleted(run: SaveRun, deletes: list[Known]) -> None:
     """Deletions, several at a time (each rename or rmdir is a round trip on OneData):
     first the files to the trash, then the folders, deepest first, a level at a time."""
     files = [k for k in deletes if k.entry.kind is not Kind.DIR]
-    if files:
+    if deletes:
         run.trash  # noqa: B018 - the batch is named once, before the workers start
 
     def done(old: Known, outcome: str | None, error: Exception | None) -> None:
@@ -79,6 +81,10 @@ def take_off(run: SaveRun, old: Known, stuck_dir_to_trash: bool = False) -> str:
         if kind is Kind.DIR:
             run.fence.commit(f"{path}/ (removed)", lambda: run.retry(
                 run.primary.rmdir, path, what=f"remove folder {path}"))
+            # Made again in the trash batch (once, if its files did not make it): a batch
+            # restores a tree as it was, its empty folders included.
+            run.fence.commit(f"{path}/ (kept in the trash)", lambda: run.retry(
+                run.trash.keep_folder, path, old.entry.mode, what=f"keep folder {path}"))
     except FileNotFoundError:
         pass  # already gone (a parent moved with it, or someone removed it)
     except OSError as exc:
@@ -98,6 +104,8 @@ def _removed(run: SaveRun, old: Known, outcome: str) -> None:
     """The bookkeeping part of a removal, in the coordinating thread."""
     if outcome == MOVED:
         run.report.deleted += 1
+        if len(run.report.trashed) < TRASHED_SHOWN:
+            run.report.trashed.append(old.entry.path)
     elif outcome == KEPT:
         run.report.kept_dirs.append(old.entry.path)  # left where it is
     run.recorder.forget(old.entry.path)

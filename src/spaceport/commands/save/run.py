@@ -23,7 +23,7 @@ from ...formats.trash import TrashBin
 from ...safety.fence import Fence
 from ...safety.lock import LockKeeper
 from ...store.base import DetachedError
-from ...store.retry import is_unavailable, retry_call, unavailable
+from ...store.retry import is_unavailable, unavailable
 from ...store.sides import PRIMARY
 from ...wording import count
 from ..workcopy import WorkingCopy
@@ -60,7 +60,11 @@ class SaveRun:
         self._detached: StorageUnavailableError | None = None
 
     def retry(self, fn, *args, what: str):
-        return retry_call(self.opts.retry, fn, *args, what=what)
+        """``fn(*args)``: each of its calls on the primary is retried by the primary's
+        store (spaceport.store.retrying), which knows, call by call, when an attempt that
+        failed did land, and fences each retry of a commit again. Retrying ``fn`` as a whole
+        here as well would multiply the attempts."""
+        return fn(*args)
 
     @property
     def trash(self) -> TrashBin:

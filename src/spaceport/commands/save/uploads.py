@@ -89,13 +89,17 @@ def _landed(run: SaveRun, done: CopyDone) -> None:
     run.report.uploaded += 1
     run.report.uploaded_bytes += done.src_st.st_size
     run.report.snapshots += done.snapshot
-    if done.racy:  # changed too recently to trust its mtime: saved again next time
-        run.recorder.done(tmp=tmp)
-        return
     row = file_known(done.src_st, done.dst_st, done.job.path, work_is_src=True)
     row.digest = done.digest  # a big plain file's: its next append is proven
+    row.pctime_ns = done.dst_ctime_ns  # and the primary's file is still the one saved
     if done.sig_mtime_ns is not None:  # a WAL database: its -wal counts too
         row.entry.mtime_ns = done.sig_mtime_ns
+    if done.racy:
+        # Changed too recently to trust its mtime: saved again next time. The row proves
+        # nothing of the working copy (as Index.invalidate), but says what the primary now
+        # holds: this very upload, never to be taken for someone else's version.
+        run.report.racy.append(done.job.path)
+        row.entry.ctime_ns, row.digest = -1, None
     run.recorder.done(row, tmp=tmp)
 
 

@@ -30,10 +30,12 @@ One module per part, in the order a reader meets them:
 ``taking``   publishing a lock: the record, the way cleared or refused, the read-back
 ``holding``  DeploymentLock: a lock we hold (take, verify, heartbeat, release)
 ``keeper``   LockKeeper: heartbeats from a thread while a command works
+``mirror``   CERIT's lock kept as a mirror of ours, for CERIT's own app
 """
 
 from .holding import DeploymentLock
 from .keeper import LockKeeper
+from .mirror import CeritLockTaken, forget_mirror_of, used_by_cerit
 from .reading import (
     describe,
     held_error,
@@ -59,12 +61,13 @@ from .record import (
     validate_status_dir,
 )
 from .release import force_unlock, set_aside
-from .stale import provably_gone, watch_stale
+from .stale import alive_here, provably_gone, watch_stale
 
 __all__ = [
+    "CeritLockTaken", "forget_mirror_of", "used_by_cerit",
     "DEFAULT_STALE_AFTER", "DEFAULT_STATUS_DIR", "HEARTBEAT_FORMAT", "HEARTBEAT_PREFIX",
     "LOCK_FORMAT", "LOCK_NAME", "AnyLock", "DeploymentLock", "Heartbeat", "LockInfo",
-    "LockKeeper", "UnreadableLock", "WorkCopy", "default_instance", "describe", "force_unlock",
-    "held_error", "lock_id", "locked_error", "provably_gone", "read_heartbeat", "read_lock",
-    "read_lock_and_identity", "set_aside", "validate_status_dir", "watch_stale",
+    "LockKeeper", "UnreadableLock", "WorkCopy", "alive_here", "default_instance", "describe",
+    "force_unlock", "held_error", "lock_id", "locked_error", "provably_gone", "read_heartbeat",
+    "read_lock", "read_lock_and_identity", "set_aside", "validate_status_dir", "watch_stale",
 ]

@@ -15,8 +15,12 @@ from typing import Callable
 
 from ...clock import iso, utcnow
 from ...errors import FormatError, LockLostError
+from ...formats.cerit import CERIT_LOCK
 from ...hostinfo import ProcessIdentity, hostname
 from ...store.base import Store, join
+from ...formats.statusfile import (StatusFileError, is_status_file_problem, say_once,
+                                   status_file_error)
+from ...store.retry import commit_gate
 from .reading import (
     describe,
     file_identity,
@@ -34,6 +38,7 @@ from .record import (
     LockInfo,
     WorkCopy,
 )
+from .mirror import keep_mirror, used_by_cerit
 from .release import release_ours, set_aside
 from .taking import clear_the_way, format2_record, new_record, publish, refuse_a_copy
 
@@ -65,23 +70,35 @@ class DeploymentLock:
     def acquire(cls, store: Store, status_dir: str, *, deployment_id: str, work: WorkCopy,
                 parameters: dict | None = None, instance: str | None = None,
                 stale_after: int = DEFAULT_STALE_AFTER, live: bool = False,
-                take_over_stale: bool = False,
+                take_over_stale: bool = False, cerit: bool = False,
                 on_watch: Callable[[float, float], None] | None = None) -> "DeploymentLock":
-        """Take the lock for ``deployment_id``, or resume it if it is already ours."""
+        """Take the lock for ``deployment_id``, or resume it if it is already ours.
+
+        ``cerit``, or a primary CERIT's app has used: CERIT's lock is kept as a mirror of
+        ours (:mod:`.mirror`), taken after ours; a CERIT lock there refuses the deploy."""
         store.makedirs(status_dir)
         info = new_record(store, work, deployment_id=deployment_id, parameters=parameters,
                           instance=instance, stale_after=stale_after, live=live)
         holder = read_lock(store, status_dir)
         if lock_id(holder) == deployment_id:
             lock = cls.resume(store, status_dir, holder, work, info)
-            lock.heartbeat()  # a new process (a restarted daemon) beats from now on
+            lock.first_beat()  # a new process (a restarted daemon) beats from now on
+            lock.keep_mirror()
             return lock
         if holder is not None:
             clear_the_way(store, status_dir, holder, take_over_stale=take_over_stale,
                           on_watch=on_watch)
+        if cerit or used_by_cerit(store):
+            info.cerit_lock = CERIT_LOCK  # recorded in our lock: the mirror is known as ours
         lock = cls(store, status_dir, info)
         lock._publish()
-        lock.heartbeat()
+        lock.first_beat()
+        try:
+            keep_mirror(store, info, taking=True)
+        except BaseException:
+            with lock._io:  # CERIT's app holds the project: ours goes again, mirror-less
+                release_ours(store, status_dir, deployment_id, lock.verify, mirror=False)
+            raise
         return lock
 
     @classmethod
@@ -154,12 +171,46 @@ class DeploymentLock:
             beat = Heartbeat(self.info.deployment_id, secrets.token_hex(8), iso(utcnow()),
                              hostname(), proc.pid, proc.boot_id, proc.pid_ns, proc.started,
                              self.last_save)
-            self.store.write_bytes_atomic(self.heartbeat_rel, beat.to_json())
+            self._write_beat(beat)
+
+    def _write_beat(self, beat: Heartbeat) -> None:
+        try:
+            # A retried write (a transient error: spaceport.store.retrying) reads the lock
+            # again first: the heartbeat is written only while the lock is ours.
+            with commit_gate(self.verify):
+                self.store.write_bytes_atomic(self.heartbeat_rel, beat.to_json())
+        except OSError as exc:
+            if not is_status_file_problem(exc):
+                raise
+            raise status_file_error(
+                self.store, self.heartbeat_rel, "the heartbeat file", exc,
+                meaning="this deployment's heartbeat cannot be written. Nothing else depends "
+                        "on it here, but other nodes cannot see this deployment beat (a "
+                        "daemon's lock then looks stale to them after its stale-after time), "
+                        "and status shows no last save.",
+                todo=f"Move what is at {self.store.abspath(self.heartbeat_rel)} out of the "
+                     "status folder (only spaceport writes there): the next save, or the "
+                     "daemon's next beat, writes the heartbeat anew.") from exc
+
+    def first_beat(self) -> None:
+        """The heartbeat of a lock just taken: one that cannot be written is said, and the
+        deployment goes on (the lock is ours; the holder says it again at each beat)."""
+        try:
+            self.heartbeat()
+        except StatusFileError as exc:
+            say_once(f"{exc.message} {exc.hint}")
+
+    def keep_mirror(self) -> None:
+        """CERIT's lock is still our mirror (written again if it was removed); CeritLockTaken
+        (exit 4) if CERIT's app holds it. Nothing when this lock keeps no mirror."""
+        keep_mirror(self.store, self.info, taking=False)
 
     # -- giving it back --------------------------------------------------------------
     def release(self) -> None:
         """Remove our lock, and only ours: read it once more (a lock that is not ours is not
         touched), rename it to a name of our own, read what was moved, and unlink it only if
-        it is ours. Another's, taken in the instant between, is kept aside as broken."""
+        it is ours. Another's, taken in the instant between, is kept aside as broken. CERIT's
+        lock, if we keep it, goes first (see :mod:`.mirror` for why that order)."""
         with self._io:
-            release_ours(self.store, self.status_dir, self.info.deployment_id, self.verify)
+            release_ours(self.store, self.status_dir, self.info.deployment_id, self.verify,
+                         mirror=bool(self.info.cerit_lock))

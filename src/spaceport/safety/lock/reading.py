@@ -11,8 +11,9 @@ import os
 
 from ...errors import LockedError
 from ...formats.legacy import read_legacy_lock
+from ...formats.statusfile import is_status_file_problem, say_once, what_is_wrong
 from ...store.base import Store, join
-from .record import HEARTBEAT_PREFIX, LOCK_NAME, Heartbeat, LockInfo, parse_lock
+from .record import HEARTBEAT_PREFIX, LOCK_NAME, Heartbeat, LockInfo, UnreadableLock, parse_lock
 
 
 def read_lock(store: Store, status_dir: str):
@@ -23,7 +24,22 @@ def read_lock(store: Store, status_dir: str):
         raw = store.read_bytes(rel)
     except (FileNotFoundError, NotADirectoryError):
         return read_legacy_lock(store, status_dir)  # CERIT's, outside the status folder
+    except OSError as exc:
+        if not is_status_file_problem(exc):
+            raise
+        return UnreadableLock(rel, "it " + what_is_wrong(exc))
     return parse_lock(rel, raw)
+
+
+def read_moved(store: Store, rel: str):
+    """The record in a file moved out of ``lock`` (to ``rel``): whatever it is, a folder
+    or an unreadable file included, said as an unreadable lock rather than raised."""
+    try:
+        return parse_lock(rel, store.read_bytes(rel))
+    except OSError as exc:
+        if not is_status_file_problem(exc):
+            raise
+        return UnreadableLock(rel, "it " + what_is_wrong(exc))
 
 
 def describe(holder, beat: "Heartbeat | None" = None) -> str:
@@ -40,23 +56,30 @@ def read_lock_and_identity(store: Store, status_dir: str):
     """read_lock for ``lock`` itself, with the identity of the file read (from its fd)."""
     rel = join(status_dir, LOCK_NAME)
     try:
-        fd = store.open_read(rel)
+        raw, st = store.read_file(rel)
     except (FileNotFoundError, NotADirectoryError):
         return read_lock(store, status_dir), None  # no spaceport lock: maybe an old tool's
-    try:
-        seen = file_identity(os.fstat(fd))
-        chunks = []
-        while chunk := os.read(fd, 1 << 16):
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-    return parse_lock(rel, b"".join(chunks)), seen
+    except OSError as exc:
+        if not is_status_file_problem(exc):
+            raise
+        return UnreadableLock(rel, "it " + what_is_wrong(exc)), None
+    return parse_lock(rel, raw), file_identity(st)
 
 
 def read_heartbeat(store: Store, status_dir: str, deployment_id: str) -> Heartbeat | None:
+    """The heartbeat of ``deployment_id``; None if there is none, or none can be read (a
+    folder in its place: said in the log, and by the holder when it cannot beat)."""
+    rel = join(status_dir, HEARTBEAT_PREFIX + deployment_id)
     try:
-        raw = store.read_bytes(join(status_dir, HEARTBEAT_PREFIX + deployment_id))
+        raw = store.read_bytes(rel)
     except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        if not is_status_file_problem(exc):
+            raise
+        where = store.abspath(rel) if hasattr(store, "abspath") else rel
+        say_once(f"the heartbeat file {where} {what_is_wrong(exc)}: it is read as no "
+                 "heartbeat")
         return None
     try:
         return Heartbeat.from_json(raw)

@@ -71,6 +71,9 @@ class LockInfo:
     # A deployment made from the command line lives on between commands with no process
     # behind it: neither a silent heartbeat nor a gone pid means it is abandoned.
     live: bool = False
+    # CERIT's lock file this deployment keeps as a mirror of this lock (relative to the
+    # primary; safety/lock/mirror.py), or None. Recorded here so the mirror is known as ours.
+    cerit_lock: str | None = None
     format: int = LOCK_FORMAT
     # Format 1 kept its heartbeat and last save inside the lock; read, never written.
     heartbeat: str | None = None

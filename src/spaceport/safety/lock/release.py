@@ -17,8 +17,9 @@ from ...clock import stamp
 from ...errors import LockLostError
 from ...formats.legacy import LegacyLock, read_legacy_lock, set_aside_legacy_lock
 from ...store.base import Store, join
-from .reading import describe, lock_id, read_lock
-from .record import HEARTBEAT_PREFIX, LOCK_NAME, parse_lock
+from .mirror import drop_mirror, forget_mirror_of
+from .reading import describe, lock_id, read_lock, read_moved
+from .record import HEARTBEAT_PREFIX, LOCK_NAME
 
 log = logging.getLogger("spaceport.safety.lock")  # one logger for the whole lock package
 
@@ -43,18 +44,21 @@ def keep_broken(store: Store, status_dir: str, held: str, moved) -> None:
 
 
 def release_ours(store: Store, status_dir: str, deployment_id: str,
-                 verify: Callable[[], object]) -> None:
+                 verify: Callable[[], object], *, mirror: bool = False) -> None:
     """Remove our lock, and only ours: read it once more (``verify`` raises LockLostError,
     touching nothing, if the lock is not ours), rename it to a name of our own, read what
     was moved, and unlink it only if it is ours. Another's, taken in the instant between, is
-    kept aside as broken. Our heartbeat file goes with our lock."""
+    kept aside as broken. Our heartbeat file goes with our lock. ``mirror``: CERIT's lock,
+    kept as our mirror, is removed first, while our lock still holds (:mod:`.mirror`)."""
     verify()  # raises, touching nothing, if the lock is not ours
+    if mirror:
+        drop_mirror(store, deployment_id)
     mine = join(status_dir, f"{LOCK_NAME}.release.{deployment_id}")
     try:
         store.rename(join(status_dir, LOCK_NAME), mine)
     except FileNotFoundError:
         verify()  # raises LockLostError: there is no lock at all
-    moved = parse_lock(mine, store.read_bytes(mine))
+    moved = read_moved(store, mine)
     if lock_id(moved) != deployment_id:
         keep_broken(store, status_dir, mine, moved)
         raise LockLostError(
@@ -85,7 +89,7 @@ def set_aside(store: Store, status_dir: str, expected: str | None = None, *,
         store.rename(lock_rel, aside)
     except FileNotFoundError:
         return None
-    moved = parse_lock(aside, store.read_bytes(aside))
+    moved = read_moved(store, aside)
     if expected is not None and lock_id(moved) != expected:
         keep_broken(store, status_dir, aside, moved)
         return None
@@ -98,6 +102,7 @@ def force_unlock(store: Store, status_dir: str):
     if isinstance(removed, LegacyLock):  # a westlife lock: keep the old tool's naming
         return removed
     if removed is not None:
+        forget_mirror_of(store, removed)  # its CERIT lock goes with it
         return removed
     legacy = read_legacy_lock(store, status_dir)  # CERIT's, outside the status folder
     if legacy is not None:

@@ -9,13 +9,15 @@ never compared with ours.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Callable
 
+from ...formats.statusfile import is_status_file_problem
 from ...store.base import Store, join
 from ...wording import duration
 from .reading import lock_id, read_heartbeat, read_lock
-from .record import HEARTBEAT_PREFIX, LOCK_NAME, LockInfo
+from .record import HEARTBEAT_PREFIX, LOCK_NAME, Heartbeat, LockInfo
 
 
 def _signal(store: Store, status_dir: str, holder) -> bytes | None:
@@ -26,6 +28,10 @@ def _signal(store: Store, status_dir: str, holder) -> bytes | None:
         return store.read_bytes(join(status_dir, name))
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        if not is_status_file_problem(exc):
+            raise
+        return None  # a folder in its place does not beat
 
 
 def provably_gone(store: Store, status_dir: str, holder) -> str | None:
@@ -34,6 +40,19 @@ def provably_gone(store: Store, status_dir: str, holder) -> str | None:
         return None
     beat = read_heartbeat(store, status_dir, holder.deployment_id)
     return beat.process().gone_reason() if beat else None
+
+
+def alive_here(store: Store, status_dir: str, holder) -> Heartbeat | None:
+    """The heartbeat of a live lock (a daemon's) whose process provably runs on this very
+    machine and is not this process: a holder alive now, whatever became of its working
+    copy's marker. None when that cannot be shown (another host, another pid namespace, no
+    heartbeat)."""
+    if not (isinstance(holder, LockInfo) and holder.live and holder.format >= 2):
+        return None
+    beat = read_heartbeat(store, status_dir, holder.deployment_id)
+    if beat is None or beat.pid == os.getpid() or not beat.process().running_here():
+        return None
+    return beat
 
 
 def watch_stale(store: Store, status_dir: str, holder, *,

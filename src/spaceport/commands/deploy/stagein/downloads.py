@@ -26,8 +26,10 @@ def download(run: StageRun, plan: DeployPlan) -> None:
     run.work.replaces = {p: e for p, e in plan.replaces.items() if p not in run.unsafe}
     tracker.start("deploy", files=len(jobs), nbytes=sum(e.size for e in todo))
     run.index.add_inflight(WORK, [(j.path, join(parent_of(j.path), j.tmp)) for j in jobs])
+    # digests: a big plain file is hashed as its bytes pass by (no second read of the
+    # primary), so its first growth after the deploy is saved as an append.
     copier = Copier(run.primary, run.work, tracker=tracker, task="deploy",
-                    retry=run.opts.retry, stop=run.halt, stable_source=True)
+                    retry=run.opts.retry, stop=run.halt, stable_source=True, digests=True)
 
     def on_done(done: CopyDone) -> None:
         tmp = join(parent_of(done.job.path), done.job.tmp)
@@ -55,8 +57,9 @@ def download(run: StageRun, plan: DeployPlan) -> None:
         if now is None:  # changed the moment it landed: the next run compares it
             run.recorder.done(tmp=tmp)
             return
-        run.recorder.done(file_known(done.src_st, now, done.job.path, work_is_src=False),
-                          tmp=tmp)
+        row = file_known(done.src_st, now, done.job.path, work_is_src=False)
+        row.digest = done.digest  # of the bytes written here: the append path's proof
+        run.recorder.done(row, tmp=tmp)
 
     try:
         run_copies(copier, jobs, run.opts.jobs, on_done)

@@ -28,8 +28,10 @@ from ....formats.links import MANIFEST_STATE, NOTES_META, Link, notes_for_index
 from ....formats.marker import MARKER_DIR, index_path
 from ....store.posix import mkdir_mode
 from ....store.sides import PRIMARY, WORK
+from ....wording import human_size
 from ...failures import partial_error
-from ...workcopy import WorkingCopy, scan_primary, scan_work
+from ...save.cerit_dump import CERIT_DUMP_STATE
+from ...workcopy import WorkingCopy, excludes_of, scan_primary, scan_work
 from ..linksource import with_primary_links
 from .downloads import download
 from .folders import forget_others, set_dir_modes
@@ -61,7 +63,7 @@ def stage_in(copy: WorkingCopy, report, source, stop, check=lambda: None) -> Non
                                           copy.opts)
     remove_leftover_temps(index, work, WORK)
     remove_leftover_temps(index, primary, PRIMARY)
-    pscan = scan_primary(primary, opts, stop)
+    pscan = scan_primary(primary, opts, stop, exclude=excludes_of(marker))
     if primary.exists(MARKER_DIR):
         log.warning("the primary holds a folder named %s; it is not deployed (the name is "
                     "reserved for spaceport's work marker)", MARKER_DIR)
@@ -87,6 +89,7 @@ def stage_in(copy: WorkingCopy, report, source, stop, check=lambda: None) -> Non
     index.set_meta(NOTES_META, notes_for_index(report.carried + report.unrestored,
                                                source.imported_from))
     index.set_meta(MANIFEST_STATE, "ok" if source.source == "manifest" else source.source)
+    index.set_meta(CERIT_DUMP_STATE, None)  # CERIT's dump, if kept: the first save writes it
 
 
 def carry_out(run: StageRun, plan: DeployPlan, here: dict[str, Entry], links: list[Link],
@@ -146,7 +149,7 @@ def check_room(work_path: str, plan: DeployPlan, links: int) -> None:
     inodes = len(new) + len(plan.mkdirs) + links
     short = []
     if need > free:
-        short.append(f"{_size(need)} of data, {_size(free)} free")
+        short.append(f"{human_size(need)} of data, {human_size(free)} free")
     if vfs.f_files and inodes > vfs.f_favail:  # f_files 0: no inode limit (btrfs)
         short.append(f"{inodes} new files and folders, room for {vfs.f_favail}")
     if short:
@@ -156,6 +159,3 @@ def check_room(work_path: str, plan: DeployPlan, links: int) -> None:
             hint="Nothing was copied and the lock is released. Make room on the working "
                  "volume (or give a bigger one), then run the same command again.")
 
-
-def _size(n: int) -> str:
-    return f"{n / 1048576:.1f} MiB"

@@ -18,7 +18,8 @@ def restore_links(run: StageRun, links: list[Link], here: dict[str, Entry],
                    known: dict[str, Known], authoritative: bool) -> None:
     """Links of the manifest (or an old tool's list). A link of the working copy is
     replaced or removed only if it is proven saved and the manifest says otherwise;
-    without a manifest (the status folder was deleted), none is ever removed."""
+    without a manifest (the status folder was deleted), none is ever removed. A link
+    whose target ``--rebase`` rewrote is a change to save, not a link proven saved."""
     guard, manifest = run.work.guard, join(run.opts.status_dir, MANIFEST_NAME)
     for link in links:
         target = resolve_target(link, run.work.root, run.opts.rebase)
@@ -46,7 +47,10 @@ def restore_links(run: StageRun, links: list[Link], here: dict[str, Entry],
             except FileExistsError:
                 guard._keep(link.path, "it appeared while the deploy made the link")
                 continue
-        run.recorder.done(Known(Entry(link.path, Kind.LINK, target=target), None, None))
+        if target == resolve_target(link, run.work.root):
+            run.recorder.done(Known(Entry(link.path, Kind.LINK, target=target), None, None))
+        # else rebased (--rebase OLD=NEW): not what the manifest says, so not recorded as
+        # saved; the first save records the new target (status and verify say so until).
         run.report.links += 1
     if not authoritative:
         return  # no manifest: every link of the working copy is kept, the next save

@@ -1,0 +1,79 @@
+"""A file of the status folder that cannot be read or written: said by its name.
+
+The status folder holds files only spaceport writes: the lock, the heartbeats, the link
+manifest, the journal. When one of those paths is a folder (someone made one there, a sync
+tool put one back) or cannot be read, the raw error names whatever call failed, often a
+temporary (``Is a directory (.../.spaceport-tmp-…)``), and says nothing of what to do.
+:func:`status_file_error` turns it into a message naming the file, what it is for, what that
+means for the command, and what to do; each caller decides whether the command can go on
+(the heartbeat and the journal are no reason to stop saving files; the manifest is: links
+are project data).
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import logging
+import threading
+
+from ..errors import SpaceportError
+from ..store.base import Store, is_retryable
+
+log = logging.getLogger(__name__)
+_said: set[str] = set()
+_said_lock = threading.Lock()
+
+
+class StatusFileError(SpaceportError, OSError):
+    """A status-folder file that cannot be read or written, for good. An OSError too, so
+    that a step which already goes on past a failed call on the primary (the journal) goes
+    on past this one, saying it in these words."""
+
+    def __init__(self, message: str, *, hint: str, cause: OSError):
+        super().__init__(message, hint=hint)
+        self.errno = cause.errno
+        self.strerror = cause.strerror
+        self.filename = cause.filename
+
+
+def is_status_file_problem(exc: BaseException) -> bool:
+    """An error of the file itself (a folder in its place, no permission), not of the
+    storage (transient errors are retried, a vanished mount is exit 6)."""
+    return isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError) \
+        and not is_retryable(exc) and exc.errno not in (errno_mod.ENOTCONN, errno_mod.ENODEV,
+                                                         errno_mod.ESHUTDOWN)
+
+
+def what_is_wrong(exc: OSError) -> str:
+    if exc.errno == errno_mod.EISDIR:
+        return "is a folder, not a file"
+    if exc.errno in (errno_mod.EACCES, errno_mod.EPERM):
+        return "cannot be read or written (permission denied)"
+    if exc.errno == errno_mod.ENOTDIR:
+        return "cannot be reached (something on its path is not a folder)"
+    return f"cannot be read or written ({exc.strerror or exc})"
+
+
+def status_file_error(store: Store, rel: str, what: str, exc: OSError, *, meaning: str,
+                      todo: str | None = None) -> StatusFileError:
+    """The error for ``rel`` (``what``: "the heartbeat file", ...) that ``exc`` showed to
+    be unusable. ``meaning``: what that does to the command; ``todo``: what to do (by
+    default: move that entry away; only spaceport writes at that path)."""
+    where = store.abspath(rel) if hasattr(store, "abspath") else rel
+    return StatusFileError(
+        f"{what} {where} {what_is_wrong(exc)}: {meaning}",
+        hint=todo or (f"Look at what is at {where}, and move it out of the status folder "
+                      "(nothing but spaceport should write there); then run the command "
+                      "again, which writes that file anew."),
+        cause=exc)
+
+
+def say_once(text: str) -> None:
+    """A warning about the status folder, once per process: a daemon saves every few
+    minutes, and a folder in place of its heartbeat must not fill its log (its page shows
+    the problem for as long as it lasts)."""
+    with _said_lock:
+        if text in _said:
+            return
+        _said.add(text)
+    log.warning("%s", text)

@@ -1,0 +1,340 @@
+"""Every call on the primary is retried (issue 18): one family of calls at a time, faults
+injected by the OneData-like FUSE filesystem, calls counted by it.
+
+For each family (the lock's read, stat, publication, heartbeat and release; the manifest;
+the journal; trash moves and purge; folders made; folders moved; opens; uploads; the
+daemon's heartbeat) a real ``spaceport`` command runs four times over one mount:
+
+* with a rule that only counts the family's calls (the baseline, ``b``);
+* with one, then two transient faults (EIO, ETIMEDOUT): the command succeeds, and the
+  family saw exactly ``b + 1`` and ``b + 2`` calls: each failed call was made once more;
+* with a permanent fault (EACCES, for ever): the failing call is made once, never again.
+
+Then the files on both sides are checked. A second table holds calls that *landed* and
+answered EIO all the same (the answer held back at a gate, then failed): the retry must
+see that and not do it twice (no second journal line, no "No such file" for a rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import pytest
+from conftest import run_cli, write
+from daemon_helpers import read_lock_file
+from test_faults import Mount, needs_fuse
+
+from spaceport.safety.lock import DEFAULT_STATUS_DIR
+
+S = DEFAULT_STATUS_DIR
+FAST = ["--retries", "4", "--retry-delay", "0.01"]
+
+
+@dataclass
+class Ctx:
+    backing: str
+    primary: str
+    work: str
+    tmp: str
+
+    def deployment(self) -> str:
+        return json.load(open(os.path.join(self.work, ".spaceport", "deployment.json")))[
+            "deployment_id"]
+
+
+@dataclass
+class Family:
+    name: str
+    op: str
+    path: str  # a glob in the mount's own namespace ("/<status>/lock")
+    act: Callable[[Ctx, int], list[str]]  # round n: prepare, then the command to run
+    check: Callable[[Ctx, int], None] = lambda ctx, n: None  # after a successful round
+    code_when_permanent: tuple[int, ...] = (1, 4, 6)  # exit codes a permanent fault gives
+    # FUSE calls one failing call of ours makes: the kernel tries a failed read once more
+    # itself (readahead, then the page), so one read error reaching us takes two faults.
+    per_fault: int = 1
+    # The kernel stats on its own (lookups, the lock read every second while a save runs):
+    # the count of getattr calls is not the same from one run to the next.
+    exact: bool = True
+
+
+def save_new_file(ctx: Ctx, n: int) -> list[str]:
+    write(ctx.work, f"Runs/000/new{n}.xmd", b"round %d" % n)
+    return ["save", ctx.work]
+
+
+def saved_new_file(ctx: Ctx, n: int) -> None:
+    assert open(os.path.join(ctx.backing, f"Runs/000/new{n}.xmd"), "rb").read() == \
+        b"round %d" % n
+
+
+def odd(n: int) -> str:
+    """The n-th file of Runs/001 (the odd ones)."""
+    return f"Runs/001/f{2 * n + 1:03d}.xmd"
+
+
+def save_a_deletion(ctx: Ctx, n: int) -> list[str]:
+    os.unlink(os.path.join(ctx.work, odd(n)))
+    return ["save", ctx.work]
+
+
+def deleted_into_the_trash(ctx: Ctx, n: int) -> None:
+    assert not os.path.exists(os.path.join(ctx.backing, odd(n)))
+    found = [f for _, _, fs in os.walk(os.path.join(ctx.backing, S, "trash")) for f in fs
+             if f == os.path.basename(odd(n))]
+    assert found
+
+
+def save_a_link(ctx: Ctx, n: int) -> list[str]:
+    os.symlink(f"Runs/000/f{n:03d}.xmd", os.path.join(ctx.work, f"link{n}"))
+    return ["save", ctx.work]
+
+
+def link_in_the_manifest(ctx: Ctx, n: int) -> None:
+    text = open(os.path.join(ctx.backing, S, "links.jsonl")).read()
+    assert f'"link{n}"' in text
+
+
+def save_a_folder(ctx: Ctx, n: int) -> list[str]:
+    write(ctx.work, f"Runs/newdir{n}/inside.xmd", b"x")
+    return ["save", ctx.work]
+
+
+def save_a_move(ctx: Ctx, n: int) -> list[str]:
+    write(ctx.work, f"Runs/tomove{n}/a.xmd", b"a")
+    assert run_cli("save", ctx.work, *FAST).code == 0
+    os.rename(os.path.join(ctx.work, f"Runs/tomove{n}"), os.path.join(ctx.work, f"Runs/moved{n}"))
+    return ["save", ctx.work]
+
+
+def moved(ctx: Ctx, n: int) -> None:
+    assert os.path.exists(os.path.join(ctx.backing, f"Runs/moved{n}/a.xmd"))
+    assert not os.path.exists(os.path.join(ctx.backing, f"Runs/tomove{n}"))
+
+
+def deploy_again(ctx: Ctx, n: int) -> list[str]:
+    """Undeploy what is deployed (no faults yet), then deploy into a new folder."""
+    if os.path.exists(os.path.join(ctx.work, ".spaceport", "deployment.json")):
+        assert run_cli("undeploy", ctx.work, *FAST).code == 0
+    ctx.work = os.path.join(ctx.tmp, f"w{n}")
+    return ["deploy", ctx.primary, ctx.work]
+
+
+def deployed(ctx: Ctx, n: int) -> None:
+    assert read_lock_file(ctx.backing).deployment_id == ctx.deployment()
+    assert open(os.path.join(ctx.work, "Runs/000/f000.xmd"), "rb").read() == \
+        open(os.path.join(ctx.backing, "Runs/000/f000.xmd"), "rb").read()
+
+
+def undeploy(ctx: Ctx, n: int) -> list[str]:
+    if not os.path.exists(os.path.join(ctx.work, ".spaceport", "deployment.json")):
+        ctx.work = os.path.join(ctx.tmp, f"w{n}")
+        assert run_cli("deploy", ctx.primary, ctx.work, *FAST).code == 0
+    write(ctx.work, f"last{n}.txt", b"last")
+    return ["undeploy", ctx.work]
+
+
+def undeployed(ctx: Ctx, n: int) -> None:
+    assert read_lock_file(ctx.backing) is None
+    assert not [f for f in os.listdir(os.path.join(ctx.backing, S)) if f.startswith("lock")]
+    assert open(os.path.join(ctx.backing, f"last{n}.txt"), "rb").read() == b"last"
+
+
+def purge_a_batch(ctx: Ctx, n: int) -> list[str]:
+    os.unlink(os.path.join(ctx.work, odd(n)))
+    assert run_cli("save", ctx.work, *FAST).code == 0
+    batches = sorted(os.listdir(os.path.join(ctx.backing, S, "trash")))
+    return ["trash", "purge", "--primary", ctx.primary, "--batch", batches[-1], "--yes"]
+
+
+def purged(ctx: Ctx, n: int) -> None:
+    trash = os.path.join(ctx.backing, S, "trash")
+    found = [f for _, _, fs in os.walk(trash) for f in fs if f == os.path.basename(odd(n))]
+    assert not found
+
+
+FAMILIES = [
+    Family("lock open", "open", f"/{S}/lock", save_new_file, saved_new_file),
+    Family("lock read", "read", f"/{S}/lock", save_new_file, saved_new_file, per_fault=2),
+    Family("lock stat", "getattr", f"/{S}/lock", save_new_file, saved_new_file, per_fault=2,
+           exact=False),
+    Family("lock publication", "rename", f"/{S}/lock", deploy_again, deployed),
+    Family("lock release", "rename", f"/{S}/lock.release.*", undeploy, undeployed),
+    Family("heartbeat", "rename", f"/{S}/heartbeat.*", save_new_file, saved_new_file,
+           (0,)),  # a heartbeat that cannot be written is a warning: the files are saved
+    Family("manifest", "rename", f"/{S}/links.jsonl", save_a_link, link_in_the_manifest),
+    Family("journal", "write", f"/{S}/journal.jsonl", save_new_file, saved_new_file, (0,)),
+    Family("trash move", "rename", f"/{S}/trash/*", save_a_deletion, deleted_into_the_trash),
+    Family("trash purge", "unlink", f"/{S}/trash/*", purge_a_batch, purged),
+    Family("mkdir", "mkdir", "/Runs/newdir*", save_a_folder,
+           lambda ctx, n: os.path.isdir(os.path.join(ctx.backing, f"Runs/newdir{n}"))),
+    # A move refused for good is saved as an upload to the new place (exit 0; the next save
+    # deletes the old copy): docs/RELIABILITY.md, "Renames".
+    Family("folder move", "rename", "/Runs/moved[0-9]", save_a_move, moved, (0,)),
+    Family("open (stage-in)", "open", "/Runs/000/f000.xmd", deploy_again, deployed),
+    Family("upload", "rename", "/Runs/000/new*", save_new_file, saved_new_file),
+]
+
+
+@pytest.fixture
+def deployment(tmp_path):
+    fuse = Mount(tmp_path)
+    for i in range(12):
+        write(fuse.backing, f"Runs/{i % 2:03d}/f{i:03d}.xmd", os.urandom(500 + i))
+    ctx = Ctx(fuse.backing, fuse.path, str(tmp_path / "w"), str(tmp_path))
+    assert run_cli("deploy", ctx.primary, ctx.work, *FAST).code == 0
+    yield fuse, ctx
+    fuse.stop()
+
+
+def run_round(fuse, ctx: Ctx, family: Family, n: int, *, errno: str, times):
+    args = family.act(ctx, n)
+    fuse.fs.inject(op=family.op, path=family.path, errno=errno, times=times)
+    try:
+        res = run_cli(*args, *FAST)
+        rule = fuse.fs.faults()[0]
+    finally:
+        fuse.fs.clear_faults()
+    assert "Traceback" not in res.err, res
+    return res, rule
+
+
+@needs_fuse
+@pytest.mark.parametrize("family", FAMILIES, ids=[f.name for f in FAMILIES])
+def test_each_family_of_calls_is_retried_and_a_permanent_error_is_not(deployment, family):
+    fuse, ctx = deployment
+    res, rule = run_round(fuse, ctx, family, 0, errno="EIO", times=0)
+    assert res.code == 0, res
+    baseline = rule["seen"]
+    assert baseline >= 1, f"{family.name}: the command made no such call"
+    family.check(ctx, 0)
+    for n, (errno, faults) in enumerate((("EIO", 1), ("ETIMEDOUT", 2)), start=1):
+        times = faults * family.per_fault
+        res, rule = run_round(fuse, ctx, family, n, errno=errno, times=times)
+        assert res.code == 0, (family.name, times, res)
+        assert rule["fired"] == times
+        if family.exact:  # each failed call made once more, nothing else
+            assert rule["seen"] == baseline + times, (family.name, times, rule, baseline)
+            assert res.err.count("retrying") == faults, res.err  # said, with the attempt
+        else:  # the kernel answered some of them itself
+            assert 1 <= res.err.count("retrying") <= times, res.err
+        family.check(ctx, n)
+    res, rule = run_round(fuse, ctx, family, 3, errno="EACCES", times=None)
+    assert res.code in family.code_when_permanent, (family.name, res)
+    if family.exact:
+        assert rule["seen"] == rule["fired"] <= baseline, (family.name, rule, baseline)
+    assert "retrying" not in res.err, res
+
+
+# -- calls that landed, and answered an error all the same --------------------------------
+LANDED = [
+    Family("trash move", "rename", f"/{S}/trash/*", save_a_deletion, deleted_into_the_trash),
+    Family("folder move", "rename", "/Runs/moved[0-9]", save_a_move, moved),
+    Family("mkdir", "mkdir", "/Runs/newdir*", save_a_folder,
+           lambda ctx, n: os.path.isdir(os.path.join(ctx.backing, f"Runs/newdir{n}"))),
+    Family("manifest", "rename", f"/{S}/links.jsonl", save_a_link, link_in_the_manifest),
+    Family("lock publication", "rename", f"/{S}/lock", deploy_again, deployed),
+    Family("lock release", "rename", f"/{S}/lock.release.*", undeploy, undeployed),
+    Family("trash purge", "unlink", f"/{S}/trash/*", purge_a_batch, purged),
+]
+
+
+@needs_fuse
+@pytest.mark.parametrize("family", LANDED, ids=[f.name for f in LANDED])
+def test_a_call_that_landed_but_failed_is_not_done_twice(deployment, family):
+    fuse, ctx = deployment
+    args = family.act(ctx, 1)
+    # The call is made, then its answer is held at a gate and turned into EIO.
+    fuse.fs.hold(op=family.op, path=family.path, times=1, timeout=0.05,
+                 on_timeout="EIO", when="after")
+    res = run_cli(*args, *FAST)
+    fuse.fs.clear_stalls()
+    assert res.code == 0, (family.name, res)
+    assert "retrying" in res.err and "No such file" not in res.err
+    family.check(ctx, 1)
+
+
+@needs_fuse
+def test_a_journal_line_that_landed_is_not_written_twice(deployment):
+    fuse, ctx = deployment
+    journal = os.path.join(ctx.backing, S, "journal.jsonl")
+    before = open(journal).read().splitlines() if os.path.exists(journal) else []
+    write(ctx.work, "Runs/000/journaled.xmd", b"j")
+    fuse.fs.hold(op="write", path=f"/{S}/journal.jsonl", times=1, timeout=0.05,
+                 on_timeout="EIO", when="after")
+    res = run_cli("save", ctx.work, *FAST)
+    fuse.fs.clear_stalls()
+    assert res.code == 0 and "retrying" in res.err, res
+    lines = open(journal).read().splitlines()
+    assert len(lines) == len(before) + 1, lines
+
+
+@needs_fuse
+def test_the_daemons_heartbeat_is_retried(tmp_path, daemons):
+    fuse = Mount(tmp_path)
+    try:
+        for i in range(4):
+            write(fuse.backing, f"Runs/f{i}.xmd", b"x" * 100)
+        d = daemons(fuse.path, str(tmp_path / "w"), "--interval", "600",
+                    "--retries", "4", "--retry-delay", "0.01")
+        d.wait_phase("running")
+        deployment = read_lock_file(fuse.backing).deployment_id
+        beat_file = os.path.join(fuse.backing, S, f"heartbeat.{deployment}")
+        before = open(beat_file).read()
+        fuse.fs.inject(op="rename", path=f"/{S}/heartbeat.*", errno="EIO", times=2)
+        d.wait_for(lambda: open(beat_file).read() != before, 20, "a heartbeat after the faults")
+        rule = fuse.fs.faults()[0]
+        assert rule["fired"] == 2 and rule["seen"] >= 3, rule
+        assert "lock heartbeat failed" not in d.log()
+        assert "retrying" in d.log()
+        assert "lock" not in d.status().get("problems", {}), d.status()
+        d.signal(signal.SIGTERM)
+        assert d.wait_exit() == 0
+    finally:
+        fuse.stop()
+
+
+# -- fencing: a retry is a new commit, checked again --------------------------------------
+@needs_fuse
+@pytest.mark.parametrize("what", ["trash move", "upload"])
+def test_a_retry_after_the_lock_was_taken_writes_nothing(deployment, what):
+    """A commit fails, and while it waits for its retry, someone unlocks the primary: the
+    retry must be fenced like any commit (exit 4), never land."""
+    fuse, ctx = deployment
+    if what == "trash move":
+        victim = odd(0)
+        os.unlink(os.path.join(ctx.work, victim))
+        fault = dict(op="rename", path=f"/{S}/trash/*")
+    else:
+        victim = "Runs/000/late-upload.xmd"
+        write(ctx.work, victim, b"must not land")
+        fault = dict(op="rename", path=f"/{victim}")
+    fuse.fs.inject(errno="EIO", times=1, **fault)
+    proc = subprocess.Popen([sys.executable, "-m", "spaceport", "save", ctx.work, "--retries",
+                             "4", "--retry-delay", "3"], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while fuse.fs.faults()[0]["fired"] == 0:  # the first attempt failed: the retry waits
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+            time.sleep(0.02)
+        assert run_cli("unlock", ctx.primary, "--force", "--yes").code == 0
+        _, err = proc.communicate(timeout=60)
+    finally:
+        fuse.fs.clear_faults()
+    err = err.decode(errors="replace")
+    assert proc.returncode == 4, err
+    assert "lock" in err and "Traceback" not in err
+    if what == "trash move":  # still in place, never moved after the loss
+        assert os.path.exists(os.path.join(ctx.backing, victim))
+        trash = os.path.join(ctx.backing, S, "trash")
+        assert not os.path.exists(trash) or not [
+            f for _, _, fs in os.walk(trash) for f in fs if f == os.path.basename(victim)]
+    else:
+        assert not os.path.exists(os.path.join(ctx.backing, victim))
