@@ -89,9 +89,11 @@ on; `spaceport save --no-fsync` is there for whoever prefers the 10 %.
   - First save: 8 requests of the kernel per file is the floor while the fsync and the
     mtime stay (`tests/test_performance_invariants.py`, docs/RELIABILITY.md), and the time
     is the FUSE server's CPU, not the delay (the physical limit at 32 jobs is a tenth of
-    it). Scenario A ran while other engineers' test suites loaded the machine (the load
-    averages are under its heading): 0.26 ×; scenario B, at a load near 1: 0.18 ×; the
-    November run of A, on a quiet machine: 0.18 ×.
+    it): scenario A 0.21 × (8.1 s against 39.1 s; its tables are from a second run,
+    `python -m benchmarks.run --only A` at 18:16 UTC, spliced into this file's numbers
+    with `--render`: in the full run other engineers' test suites loaded the machine, load
+    2 to 7, and A gave 0.26 ×), scenario B 0.18 ×; the November run of A, on a quiet
+    machine: 0.18 ×.
   - Stage-in: both tools are bound by the same Python FUSE server's CPU, so the ratio of
     times follows the ratio of calls (5.4 per file against 6.3). Reading a file costs at
     least a LOOKUP, an OPEN, a FLUSH and a RELEASE, so even at that floor (4 per file, what
