@@ -56,6 +56,7 @@ class Results:
     samples: dict = field(default_factory=dict)  # (op, tool) -> [Sample]
     problems: list[str] = field(default_factory=list)
     tree: dict = field(default_factory=dict)
+    load: list = field(default_factory=list)  # 1-min load average at the start and the end
 
     def add(self, op: str, tool: str, sample: Sample) -> None:
         self.samples.setdefault((op, tool), []).append(sample)
@@ -132,6 +133,7 @@ class Runner:
 
     def run(self, sc: Scenario) -> Results:
         res = Results(sc)
+        res.load.append(os.getloadavg()[0])  # the machine is shared: say how busy it was
         base = os.path.join(self.workdir, sc.name)
         shutil.rmtree(base, ignore_errors=True)
         template, backing, mnt = (os.path.join(base, d) for d in ("template", "backing", "mnt"))
@@ -155,6 +157,7 @@ class Runner:
                                   expected_files, expected_links)
         finally:
             fs.stop()
+            res.load.append(os.getloadavg()[0])
         # Nothing is deleted before the whole run ends: on an ext4 without a journal (this
         # machine's disk), creating files within 5 minutes of deleting others is several
         # times slower, which would tax whichever tool runs next.

@@ -158,7 +158,7 @@ def write_outputs(run: dict, out: str | None, json_path: str | None) -> None:
 
 def dump_run(run: dict) -> dict:
     return {**run, "results": {k: {"scenario": asdict(r.scenario), "tree": r.tree,
-                                   "problems": r.problems,
+                                   "problems": r.problems, "load": r.load,
                                    "samples": [{"op": op, "tool": tool,
                                                 "runs": [asdict(s) for s in v]}
                                                for (op, tool), v in r.samples.items()]}
@@ -168,7 +168,8 @@ def dump_run(run: dict) -> dict:
 def load_run(data: dict) -> dict:
     results = {}
     for key, r in data["results"].items():
-        res = Results(Scenario(**r["scenario"]), tree=r["tree"], problems=r["problems"])
+        res = Results(Scenario(**r["scenario"]), tree=r["tree"], problems=r["problems"],
+                      load=r.get("load", []))
         for item in r["samples"]:
             for s in item["runs"]:
                 res.add(item["op"], item["tool"], Sample(**s))

@@ -51,7 +51,9 @@ SAMPLES = {"status_dir": "other_status", "retries": 3, "retry_delay": 0.125, "jo
 
 
 def all_commands(group=cli, prefix=()):
-    for name, command in sorted(group.commands.items()):
+    ctx = click.Context(group)  # the group loads its commands when asked (spaceport.cli)
+    for name in sorted(group.list_commands(ctx)):
+        command = group.get_command(ctx, name)
         if isinstance(command, click.Group):
             yield from all_commands(command, prefix + (name,))
         else:

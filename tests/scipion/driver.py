@@ -1,6 +1,7 @@
 """Runs a real Scipion project without a GUI (run with the Scipion venv's python).
 
-    driver.py make-data SOURCE N          N small MRC volumes and micrographs in SOURCE
+    driver.py make-data SOURCE N [SIZE]   N small MRC volumes and micrographs (SIZE² pixels,
+                                          256 by default) in SOURCE
     driver.py run WORK NAME SOURCE N      create WORK/NAME and run N rounds of protocols:
                                           import a volume (copyFiles=False: links into
                                           SOURCE), crop/resize it (ProtCropResizeVols),
@@ -12,6 +13,12 @@
                                           files (as a long run leaves them), wait for the
                                           file GATE, then Scipion's own cleanTmp of that
                                           run deletes them; then one more round of runs
+    driver.py stream WORK NAME FOLDER REPORT
+                                          create WORK/NAME and run one streaming import of
+                                          micrographs (dataStreaming, mic_*.mrc in FOLDER,
+                                          linked), polling its output set every second;
+                                          write its status, the set's size over time and
+                                          every item's file (JSON) to REPORT
     driver.py check REPORT [--items] PROJECT...
                                           load each project with pyworkflow; write what
                                           was found (JSON) to REPORT; --items: every
@@ -32,7 +39,7 @@ import sys
 import traceback
 
 
-def make_data(source: str, n: int) -> None:
+def make_data(source: str, n: int, mic_size: int = 256) -> None:
     import mrcfile
     import numpy as np
     os.makedirs(os.path.join(source, "vols"), exist_ok=True)
@@ -43,7 +50,7 @@ def make_data(source: str, n: int) -> None:
             m.set_data(rng.random((32, 32, 32), dtype=np.float32))
             m.voxel_size = 2.0
         with mrcfile.new(os.path.join(source, "mics", f"mic_{i:03d}.mrc"), overwrite=True) as m:
-            m.set_data(rng.random((256, 256), dtype=np.float32))
+            m.set_data(rng.random((mic_size, mic_size), dtype=np.float32))
 
 
 def _host_config() -> None:
@@ -131,6 +138,43 @@ def clean_tmp(work: str, name: str, source: str, files: int, gate: str) -> None:
     print(f"later run {later.getWorkingDir()}", flush=True)
 
 
+def stream(work: str, name: str, folder: str, report: str) -> None:
+    """A streaming import as a scientist starts one on data still arriving: it takes each
+    file whose mtime is older than fileTimeout, and ends after ``timeout`` without one."""
+    import threading
+    import time
+    from pwem.protocols import ProtImportMicrographs
+    project = _new_project(work, name)
+    prot = project.newProtocol(ProtImportMicrographs, objLabel="streaming import",
+                               importFrom=ProtImportMicrographs.IMPORT_FROM_FILES,
+                               filesPath=folder, filesPattern="mic_*.mrc", samplingRate=1.0,
+                               copyFiles=False, dataStreaming=True, timeout="25s",
+                               fileTimeout="1s")
+    runner = threading.Thread(target=project.launchProtocol, args=(prot,),
+                              kwargs={"wait": True})
+    started = time.time()
+    runner.start()
+    sizes = []
+    while runner.is_alive():
+        time.sleep(1)
+        sets = glob.glob(os.path.join(project.getPath(), "Runs", "*", "micrographs.sqlite"))
+        try:
+            n = sqlite3.connect(f"file:{sets[0]}?mode=ro", uri=True).execute(
+                "SELECT COUNT(*) FROM Objects").fetchone()[0] if sets else 0
+        except sqlite3.Error:
+            n = sizes[-1][1] if sizes else 0  # written at this moment: the next look sees it
+        sizes.append((round(time.time() - started, 1), n))
+    from pyworkflow.project import Project
+    import pyworkflow as pw
+    again = Project(pw.Config.getDomain(), project.getPath())
+    again.load()
+    done = again.getProtocol(prot.getObjId())
+    items = [os.path.realpath(os.path.join(project.getPath(), m.getFileName()))
+             for m in done.outputMicrographs.iterItems()]
+    with open(report, "w") as f:
+        json.dump({"status": done.getStatus(), "sizes": sizes, "items": items}, f, indent=1)
+
+
 def check(report: str, paths: list[str], items: bool) -> None:
     """For each project: databases intact, it loads, each run's status, each finished run's
     outputs resolve (set files there, sizes as recorded, item files present)."""
@@ -199,11 +243,13 @@ def _check_output(root: str, output, errors: list, run: str, check_items: bool) 
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "make-data":
-        make_data(args[0], int(args[1]))
+        make_data(args[0], int(args[1]), *(int(a) for a in args[2:3]))
     elif cmd == "run":
         run(args[0], args[1], args[2], int(args[3]))
     elif cmd == "cleantmp":
         clean_tmp(args[0], args[1], args[2], int(args[3]), args[4])
+    elif cmd == "stream":
+        stream(args[0], args[1], args[2], args[3])
     elif cmd == "check":
         check(args[0], [a for a in args[1:] if a != "--items"], "--items" in args)
     else:

@@ -7,13 +7,17 @@ Every option can also be set through an environment variable ``SPACEPORT_<OPTION
 must never switch a safety net off for every later command. One handler at the top turns spaceport's exceptions into a message
 and the exit code of the contract in DESIGN.md.
 
-This module builds the group, adds every command to it and holds that handler. The commands
-live one family per module, named after them (``deploy_cmd``: deploy, save, undeploy; ...);
-what they share is in ``options``.
+This module builds the group, names every command in it and holds that handler. The
+commands live one family per module, named after them (``deploy_cmd``: deploy, save,
+undeploy; ...); what they share is in ``options``. A command's module is imported only when
+that command runs (or ``--help`` lists them all): a save must not pay, at every start, for
+importing the daemon, its HTTP client, the demo and rich's live widgets (a third of a second
+here); ``tests/test_cli_imports.py`` holds that.
 """
 
 from __future__ import annotations
 
+import importlib
 import signal
 import sys
 
@@ -24,20 +28,35 @@ from .. import __version__
 from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, Interrupted, SpaceportError
 from ..stopping import SIGNALS
 from ..store.retry import is_unavailable, unavailable
-from . import (
-    clone_cmd,
-    daemon_cmd,
-    demo_cmd,
-    deploy_cmd,
-    lock_cmd,
-    options,
-    status_cmd,
-    trash_cmd,
-)
+from . import options
 from .options import err, ignored_safety_variables
 
+# Command name -> (module of this package, attribute), in the order --help lists them.
+COMMANDS = {
+    "deploy": ("deploy_cmd", "deploy"), "save": ("deploy_cmd", "save"),
+    "undeploy": ("deploy_cmd", "undeploy"), "status": ("status_cmd", "status"),
+    "verify": ("status_cmd", "verify"), "unlock": ("lock_cmd", "unlock"),
+    "clone": ("clone_cmd", "clone_command"), "trash": ("trash_cmd", "trash"),
+    "run": ("daemon_cmd", "run"), "wait": ("daemon_cmd", "wait"), "demo": ("demo_cmd", "demo"),
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported when asked for (click's documented pattern for
+    lazily loaded subcommands)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS) + [n for n in self.commands if n not in COMMANDS]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return super().get_command(ctx, name)  # one added with add_command
+        module, attr = COMMANDS[name]
+        return getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+
+
+@click.group(cls=LazyGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="spaceport")
 def cli():
     """Deploy a project folder from primary storage (a OneData space or any folder) onto a
@@ -61,13 +80,6 @@ def cli():
         flag = "--" + name.removeprefix("SPACEPORT_").lower().replace("_", "-")
         err.print(f"[yellow]warning:[/] {name} is set in the environment and ignored: safety "
                   f"overrides are given on the command line only ({flag}).")
-
-
-for command in (deploy_cmd.deploy, deploy_cmd.save, deploy_cmd.undeploy,
-                status_cmd.status, status_cmd.verify, lock_cmd.unlock,
-                clone_cmd.clone_command, trash_cmd.trash,
-                daemon_cmd.run, daemon_cmd.wait, demo_cmd.demo):
-    cli.add_command(command)
 
 
 def _interrupted() -> int:

@@ -70,6 +70,12 @@ def daemon_options(fn):
                    help="Raw data to clone one way, read-only, onto --source-work."),
         env_option("--source-work", type=click.Path(file_okay=False),
                    help="Where the source is cloned (with --source)."),
+        env_option("--source-in-background", is_flag=True,
+                   help="Be ready once the project is in; the source's clone goes on behind "
+                        "it (the files the project links to first, then the rest in path "
+                        "order, each file complete when it appears; a notice at the root of "
+                        "--source-work says what is missing). An import sees only what has "
+                        "arrived: use streaming imports, or 'spaceport wait --source'."),
         env_option("--interval", type=click.FloatRange(min=0.1), default=300.0,
                    show_default=True, help="Seconds between autosaves."),
         env_option("--listen", default="127.0.0.1:8000", show_default=True,
@@ -173,6 +179,8 @@ def run(ctx, **p):
 
     if bool(p["source"]) != bool(p["source_work"]):
         raise click.UsageError("give --source and --source-work together.")
+    if p["source_in_background"] and not p["source"]:
+        raise click.UsageError("--source-in-background needs --source and --source-work.")
     token = read_token(p["token"], p["token_file"])
     auth = read_basic_auth(p["auth_user"], p["auth_password_file"])
     tracker = DaemonTracker(bwlimit=parse_rate(p["bwlimit"]))
@@ -189,6 +197,7 @@ def run(ctx, **p):
         "primary", "work", "source", "source_work", "ready_file", "instance_status_file")}
     cfg = DaemonConfig(primary=paths["primary"], work=paths["work"], source=paths["source"],
                        source_work=paths["source_work"], interval=p["interval"],
+                       source_in_background=p["source_in_background"],
                        final_save_deadline=p["final_save_deadline"], keep_work=p["keep_work"],
                        take_over_stale=p["take_over_stale"], ready_file=paths["ready_file"],
                        instance_status_file=paths["instance_status_file"], linger=p["linger"])
@@ -224,23 +233,31 @@ def run(ctx, **p):
 @env_option("--token-file", type=click.Path(dir_okay=False),
             help="The daemon's API token, for a daemon that asks for basic auth "
                  "(--auth-user): sent as 'Authorization: Bearer'.")
+# No SPACEPORT_SOURCE for this flag: in a container that variable is run's --source folder.
+@click.option("--source", "source", is_flag=True,
+              help="Wait also until the source data is all in (a daemon started with "
+                   "--source-in-background is ready before). Exit 0 at once if the daemon "
+                   "clones no source.")
 @click.pass_context
-def wait(ctx, url, timeout, poll, gone_after, token_file):
+def wait(ctx, url, timeout, poll, gone_after, token_file, source):
     """Block, with a live progress bar, until the daemon at URL is ready (exit 0).
 
-    Exits 1 if the daemon fails, stops, loses its lock, or is gone; while nothing answers
-    yet (the daemon is starting), it keeps waiting up to --timeout. What a desktop start
-    script runs instead of polling.
+    Exits 1 if the daemon fails, stops, loses its lock, or is gone (or, with --source, if
+    the source's clone fails or stops); while nothing answers yet (the daemon is starting),
+    it keeps waiting up to --timeout. What a desktop start script runs instead of polling.
     """
     token = read_token(None, token_file)
-    raise SystemExit(Waiter(url.rstrip("/"), timeout, poll, gone_after, token).run())
+    raise SystemExit(Waiter(url.rstrip("/"), timeout, poll, gone_after, token,
+                            source=source).run())
 
 
 class Waiter:
     def __init__(self, url: str, timeout: float, poll: float, gone_after: float,
-                 token: str | None = None):
+                 token: str | None = None, *, source: bool = False):
         self.url, self.timeout, self.poll, self.gone_after = url, timeout, poll, gone_after
         self.token = token
+        self.source = source
+        self.said_ready = False
         self.progress = Progress(TextColumn("[bold]{task.description:<16}"), BarColumn(),
                                  TextColumn("{task.percentage:>3.0f}%"),
                                  TextColumn("{task.fields[detail]}"), console=err,
@@ -287,11 +304,26 @@ class Waiter:
         for task in status.get("tasks", []):
             self._bar(task)
         if phase in READY_PHASES:
-            self.progress.console.print("ready", markup=False)
-            return 0
+            if not self.said_ready:
+                self.progress.console.print("ready", markup=False)
+                self.said_ready = True
+            return self._source_done(status) if self.source else 0
         if phase in DEAD_PHASES:
             reason = status.get("health_reason") or status.get("message") or phase
             return self._fail(f"the daemon did not get ready: {phase} ({reason})")
+        return None
+
+    def _source_done(self, status: dict) -> int | None:
+        """0 once the source is all in, 1 if its clone failed or stopped, None meanwhile."""
+        source = status.get("source_progress")
+        if source is None:
+            self.progress.console.print("no source is cloned by this daemon", markup=False)
+            return 0
+        if source["complete"]:
+            self.progress.console.print("source data complete", markup=False)
+            return 0
+        if source["stage"] in ("failed", "stopped"):
+            return self._fail(f"the source's clone {source['stage']}; see {self.url}")
         return None
 
     def _bar(self, task: dict) -> None:

@@ -15,8 +15,6 @@ from contextlib import contextmanager
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.logging import RichHandler
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..commands.folders import space_folder
 from ..commands.options import DEFAULT_JOBS, Options
@@ -313,13 +311,14 @@ class WatchProgress:
 
     def __init__(self, console):
         self.console = console
-        self.bar: Progress | None = None
+        self.bar = None  # a rich Progress, made (and imported) once there is something to show
         self.task = None
 
     def __call__(self, done: float, total: float) -> None:
         if self.bar is None:
             self.console.print(f"watching the holder's heartbeat for up to {total:g} s: a lock "
                                "is stale only if its heartbeat stops changing", markup=False)
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
             self.bar = Progress(TextColumn("watching its heartbeat"), BarColumn(),
                                 TimeRemainingColumn(), console=self.console, transient=True)
             self.bar.start()
@@ -334,6 +333,8 @@ class WatchProgress:
 
 def setup_logging(verbose: int) -> None:
     level = logging.WARNING - 10 * min(verbose, 2)
+    from rich.logging import RichHandler  # with rich's traceback machinery: only when used
+
     root = logging.getLogger()
     terminal = next((h for h in root.handlers if isinstance(h, RichHandler)), None)
     if terminal is None:

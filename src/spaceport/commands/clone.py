@@ -9,6 +9,14 @@ folder its owner's write bit back only while it changes something in it.
 The copy's own state lives in ``<dest>/.spaceport/clone.json``: the source it mirrors and
 the token of its temporary names. A non-empty destination without it is refused, since a
 clone deletes whatever the source does not have.
+
+Someone may use the copy while it fills (``spaceport run --source-in-background``): a file
+appears only complete (copied under a temporary name, renamed into place; one that changes
+while it is copied is copied again), folders before their files, the files a project links
+to first (:mod:`.clone_first`), then the rest in path order, so that a streaming import sees
+them arrive in a stable order; and a notice at the root says the copy is not complete
+(:mod:`.clone_notice`). A stopped clone resumes where it was: the copy itself is its index
+(size and mtime), so a re-run copies only what is not there yet.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..clock import iso, utcnow
+from ..wording import count, human_size
 from ..engine.scan import Entry, Kind, ScanResult, scan_tree
 from ..engine.transfer import Copier, CopyDone, CopyJob, run_copies
 from ..errors import Interrupted, RefusedError, StorageUnavailableError, UsageError
@@ -32,6 +41,8 @@ from ..store import PRIMARY_CAPABILITIES, WORK_CAPABILITIES, PosixStore
 from ..store.base import parent_of, temp_name
 from ..store.posix import mkdir_mode
 from ..store.retry import is_unavailable, retry_call, unavailable
+from .clone_first import list_needed, make_parents, missing_from
+from .clone_notice import NOTICE_NAME, Notice
 from .failures import partial_error
 from .folders import separate_folders
 from .options import Options
@@ -42,9 +53,9 @@ CLONE_MARKER = "clone.json"
 CLONE_FORMAT = 1
 TASK = "clone"
 WRITE_BITS = 0o222
-# Never part of a clone, on either side: our marker, and the folder that mkfs.ext4 puts at
-# the root of every fresh volume (owned by root, unreadable to us).
-SKIP_TOP = frozenset({MARKER_DIR, "lost+found"})
+# Never part of a clone, on either side: our marker, the notice of a clone under way, and
+# the folder that mkfs.ext4 puts at the root of every fresh volume (root's, unreadable to us).
+SKIP_TOP = frozenset({MARKER_DIR, NOTICE_NAME, "lost+found"})
 
 
 def read_only(mode: int) -> int:
@@ -61,6 +72,18 @@ class CloneReport:
     links_skipped: list[str] = field(default_factory=list)
     special: list[str] = field(default_factory=list)
     seconds: float = 0.0
+
+
+@dataclass
+class CloneProgress:
+    """Where a clone is, for whoever shows it (the daemon's page and /status); written by
+    the clone's thread, read by others (single values: no lock needed to read them)."""
+
+    stage: str = "starting"  # needed-first, listing, copying, complete, stopped, failed
+    first_files: int = 0  # files the project links to, to copy first
+    first_done: int = 0
+    files_missing: int | None = None  # known once the source is listed
+    bytes_missing: int | None = None
 
 
 @dataclass
@@ -199,39 +222,110 @@ def guard_mass_delete(plan: ClonePlan, dst: ScanResult, opts: Options, allow: bo
 
 
 def clone(source: str, dest: str, opts: Options, *, stop: threading.Event | None = None,
-          allow_mass_delete: bool = False) -> CloneReport:
-    """Make ``dest`` a read-only copy of ``source``. See the module docstring."""
+          allow_mass_delete: bool = False, first: list[str] | tuple[str, ...] = (),
+          watch: str | None = None, progress: CloneProgress | None = None) -> CloneReport:
+    """Make ``dest`` a read-only copy of ``source``. See the module docstring.
+
+    ``first``: source paths (files or folders) copied before the source is listed (what a
+    project links to). ``watch``: where the notice at the copy's root tells people to watch
+    the progress. ``progress`` is kept up to date for others to read."""
     started = time.monotonic()
     source, dest = check_clone_paths(source, dest)
     stop = stop or threading.Event()
+    progress = progress or CloneProgress()
     with _open_source(source, opts) as src:
         marker = _claim_destination(source, dest)
-        with ReadOnlyCopy(dest, WORK_CAPABILITIES, temp_token=marker["token"]) as dst:
-            sscan = scan_tree(src, skip_top=SKIP_TOP, jobs=opts.jobs)
-            dscan = scan_tree(dst, skip_top=SKIP_TOP, temp_token=marker["token"],
-                              jobs=min(opts.jobs, 4))
-            plan = plan_clone(sscan, dscan)
-            guard_mass_delete(plan, dscan, opts, allow_mass_delete)
-            for path in plan.links:
-                log.warning("not cloning %s: it is a symbolic link", path)
-            report = CloneReport(files=len(plan.copies) + len(plan.chmods) + plan.current,
-                                 current=plan.current, links_skipped=plan.links,
-                                 special=sscan.special)
-            run = _CloneRun(src, dst, dscan, plan, opts, report, stop)
-            # Folders of the source that could not be listed: what is below them in the
-            # copy is kept as it was, and the clone reports itself incomplete.
-            run.failed.extend((path or ".", exc) for path, exc in sscan.unreadable.items())
-            run.execute()
+        notice = Notice(dest, source, watch)
+        if not marker.get("last_clone"):  # never complete: say so from the first second
+            notice.say("The copy is under way.")
+        try:
+            with ReadOnlyCopy(dest, WORK_CAPABILITIES, temp_token=marker["token"]) as dst:
+                report = CloneReport()
+                copier = Copier(src, dst, tracker=opts.tracker, task=TASK, retry=opts.retry,
+                                stop=stop)
+                head = _clone_first(copier, first, opts, report, progress, notice)
+                progress.stage = "listing"
+                sscan = scan_tree(src, skip_top=SKIP_TOP, jobs=opts.jobs, stop=stop)
+                dscan = scan_tree(dst, skip_top=SKIP_TOP, temp_token=marker["token"],
+                                  jobs=min(opts.jobs, 4), stop=stop)
+                plan = plan_clone(sscan, dscan)
+                guard_mass_delete(plan, dscan, opts, allow_mass_delete)
+                for path in plan.links:
+                    log.warning("not cloning %s: it is a symbolic link", path)
+                report.files = len(plan.copies) + len(plan.chmods) + plan.current
+                report.current = max(0, plan.current - head)
+                report.links_skipped, report.special = plan.links, sscan.special
+                run = _CloneRun(src, dst, dscan, plan, opts, report, stop, copier, progress,
+                                notice)
+                # Folders of the source that could not be listed: what is below them in the
+                # copy is kept as it was, and the clone reports itself incomplete.
+                run.failed.extend((path or ".", exc) for path, exc in sscan.unreadable.items())
+                run.execute()
+        except Interrupted:
+            progress.stage = "stopped"
+            notice.say("The copy was stopped; it goes on where it stopped when it is started "
+                       "again.", files=progress.files_missing, nbytes=progress.bytes_missing)
+            raise
+        except BaseException as exc:
+            progress.stage = "failed"
+            if notice.written:  # a refusal that changed nothing leaves a complete copy be
+                notice.say(f"The copy failed: {exc}", files=progress.files_missing,
+                           nbytes=progress.bytes_missing)
+            raise
     marker["last_clone"] = iso(utcnow())
     write_clone_marker(dest, marker)
+    progress.stage, progress.files_missing, progress.bytes_missing = "complete", 0, 0
+    notice.remove()
     report.seconds = time.monotonic() - started
     return report
 
 
+def _clone_first(copier: Copier, paths, opts: Options, report: CloneReport,
+                 progress: CloneProgress, notice: Notice) -> int:
+    """The files ``paths`` name, copied before anything else; returns how many were copied."""
+    if not paths:
+        return 0
+    progress.stage = "needed-first"
+    src, dst = copier.src, copier.dst
+    needed = list_needed(src, list(paths), SKIP_TOP, copier.stop)
+    todo = make_parents(dst, missing_from(dst, needed, read_only))
+    progress.first_files = len(todo)
+    notice.say("The copy is under way.", first=len(todo))
+    log.info("cloning first the %s the project links to (%s)", count(len(todo), "file"),
+             human_size(sum(n.size for n in todo)))
+    token = dst.temp_token
+    jobs = [CopyJob(n.path, n.size, temp_name(token)) for n in todo]
+    opts.tracker.start(TASK, files=len(jobs), nbytes=sum(n.size for n in todo))
+    failed: list[tuple[str, BaseException]] = []
+
+    def on_done(done: CopyDone) -> None:
+        if done.error is not None:
+            failed.append((done.job.path, done.error))
+            return
+        if not done.vanished:
+            progress.first_done += 1
+            report.copied += 1
+            report.copied_bytes += done.src_st.st_size
+
+    try:
+        run_copies(copier, iter(jobs), opts.jobs, on_done)
+    finally:
+        opts.tracker.finish(TASK)
+    for path, exc in failed:
+        if is_unavailable(exc):
+            raise unavailable(exc, src.root)
+        if isinstance(exc, Interrupted) or copier.stop.is_set():
+            raise Interrupted("the clone was stopped; a re-run continues where it stopped")
+        # Any other failure is tried again by the ordinary pass, which reports it.
+        log.warning("could not clone %s first: %s; the ordinary pass tries again", path, exc)
+    return progress.first_done
+
+
 class _CloneRun:
-    def __init__(self, src, dst, dscan, plan, opts, report, stop):
+    def __init__(self, src, dst, dscan, plan, opts, report, stop, copier, progress, notice):
         self.src, self.dst, self.dscan, self.plan = src, dst, dscan, plan
         self.opts, self.report, self.stop = opts, report, stop
+        self.copier, self.progress, self.notice = copier, progress, notice
         # The mode each destination folder has now; the final pass makes them read-only.
         self.modes = {p: e.mode for p, e in dscan.entries.items() if e.kind is Kind.DIR}
         self.failed: list[tuple[str, BaseException]] = []
@@ -277,11 +371,18 @@ class _CloneRun:
             self.report.removed += 1
 
     def _copy(self) -> None:
-        plan, tracker, token = self.plan, self.opts.tracker, self.dst.temp_token
-        jobs = [CopyJob(e.path, e.size, temp_name(token)) for e in plan.copies]
+        """In path order (a streaming import sees files arrive in a stable order); each file
+        is whole when it appears (the copier's temporary and rename)."""
+        plan, tracker, token, progress = self.plan, self.opts.tracker, self.dst.temp_token, \
+            self.progress
+        jobs = [CopyJob(e.path, e.size, temp_name(token))
+                for e in sorted(plan.copies, key=lambda e: e.path)]
+        progress.stage = "copying"
+        progress.files_missing, progress.bytes_missing = len(jobs), plan.copy_bytes
+        if jobs or plan.mkdirs or plan.removals or self.notice.written:
+            self.notice.say("The copy is under way.", files=len(jobs),
+                            nbytes=plan.copy_bytes, first=progress.first_files)
         tracker.start(TASK, files=len(jobs), nbytes=plan.copy_bytes)
-        copier = Copier(self.src, self.dst, tracker=tracker, task=TASK, retry=self.opts.retry,
-                        stop=self.stop)
         results = [0]
 
         def on_done(done: CopyDone) -> None:
@@ -291,11 +392,18 @@ class _CloneRun:
                 if not isinstance(done.error, Interrupted):
                     log.error("could not clone %s: %s", done.job.path, done.error)
                 return
+            progress.files_missing -= 1
+            progress.bytes_missing -= done.job.size
+            self.notice.say("The copy is under way.", files=progress.files_missing,
+                            nbytes=max(0, progress.bytes_missing), first=progress.first_files,
+                            force=False)
+            if done.vanished:
+                return
             self.report.copied += 1
             self.report.copied_bytes += done.src_st.st_size
 
         try:
-            run_copies(copier, jobs, self.opts.jobs, on_done)
+            run_copies(self.copier, iter(jobs), self.opts.jobs, on_done)
         finally:
             tracker.finish(TASK)
         if results[0] < len(jobs) and self.stop.is_set():

@@ -1,6 +1,12 @@
 """The source's clone: beside the project's restore at stage-in, and again when asked
 (POST /clone). One clone at a time; a failed one on request is reported on the page and the
-daemon goes on."""
+daemon goes on.
+
+At stage-in the clone copies first the source files the project's links point at
+(:mod:`spaceport.commands.clone_first`), then the rest in path order. With
+``--source-in-background`` the daemon is ready once the project is in, and this clone goes on
+behind it (:mod:`.staging_in`); its progress is shown apart from the project's
+(``State.source_progress``), and its notice at the copy's root points to the page."""
 
 from __future__ import annotations
 
@@ -8,7 +14,8 @@ import logging
 import threading
 import time
 
-from ..commands.clone import clone
+from ..commands.clone import CloneProgress, clone
+from ..commands.clone_first import needed_by_project
 from ..commands.options import Options
 from ..errors import Interrupted
 from .config import DaemonConfig
@@ -27,17 +34,32 @@ class SourceClone:
         self.worker: Worker | None = None
         self._lock = threading.Lock()
 
-    def run(self) -> None:
+    def run(self, *, project_first: bool = False) -> None:
+        """One clone; ``project_first``: what the project's links point at comes first."""
         with self._lock:
             self.tracker.start("clone", files=0, nbytes=0)
             started = time.time()
+            progress = self.state.clone_progress = CloneProgress()
             try:
+                first = needed_by_project(self.cfg.primary, self.cfg.work, self.cfg.source_work,
+                                          self.opts) if project_first else []
                 report = clone(self.cfg.source, self.cfg.source_work, self.opts,
-                               stop=self.stops.copy_stop)
+                               stop=self.stops.copy_stop, first=first,
+                               watch=self._watch_text(), progress=progress)
             except BaseException as exc:
+                # A failure before the clone got going (the source not mounted) too.
+                progress.stage = "stopped" if isinstance(exc, Interrupted) else "failed"
                 self.state.record_clone(started, error=exc)
                 raise
             self.state.record_clone(started, report=report)
+
+    def at_stage_in(self) -> None:
+        self.run(project_first=True)
+
+    def _watch_text(self) -> str:
+        where = self.state.url or "the progress page of spaceport (its --listen address)"
+        return (f"{where} (the line 'Source data'), or 'spaceport wait --source --url "
+                f"{self.state.url or 'URL'}' in a terminal")
 
     def request(self) -> tuple[int, str]:
         """POST /clone: the HTTP status and message."""

@@ -15,6 +15,8 @@ class DaemonConfig:
     work: str
     source: str | None = None
     source_work: str | None = None
+    # Ready once the project is in; the source's clone goes on behind it (issue 22).
+    source_in_background: bool = False
     interval: float = 300.0
     final_save_deadline: float = 600.0
     keep_work: bool = False

@@ -84,7 +84,7 @@ def render_page(s: dict) -> str:
 <section><span class="phase {tone}">{e(badge)}</span>{e(_phase_text(s))}
 <p class="muted">{e(s["message"])} · since {e(_ago(s["now"] - s["phase_since"]))}</p>{health}
 </section>
-<section><h2>Progress</h2>{_tasks(s)}</section>
+<section><h2>Progress</h2>{_source_progress(s)}{_tasks(s)}</section>
 {_held(s)}<section><h2>Saves</h2>{_saves(s)}{_unsaved(s)}{_trashed(s)}</section>
 <section><h2>Errors</h2>{_errors(s)}</section>
 <footer>Updated {e(_clock(s["now"]))} · refreshes every {refresh} s · spaceport
@@ -127,6 +127,27 @@ def _source_line(s: dict) -> str:
     if not s.get("source"):
         return ""
     return f'<br>source {e(s["source"])} → {e(s["source_work"])} (read-only copy)'
+
+
+SOURCE_STAGES = {"waiting": "waiting to start", "needed-first": "copying first the files "
+                 "the project links to", "listing": "listing the source", "copying": "copying",
+                 "complete": "complete", "stopped": "stopped (continues at the next start)",
+                 "failed": "failed (see Errors)"}
+
+
+def _source_progress(s: dict) -> str:
+    """One line: the source's clone, apart from the project (it may go on behind a ready
+    desktop)."""
+    p = s.get("source_progress")
+    if not p:
+        return ""
+    text = SOURCE_STAGES.get(p["stage"], p["stage"])
+    if p["first_files"]:
+        text += f"; files the project links to: {p['first_done']} of {p['first_files']}"
+    if p["files_missing"] is not None and not p["complete"]:
+        text += (f"; still to come: {count(p['files_missing'], 'file')} "
+                 f"({human_bytes(p['bytes_missing'] or 0)})")
+    return f'<p class="muted" id="source-progress">Source data: {e(text)}</p>'
 
 
 def _deployment(s: dict) -> str:

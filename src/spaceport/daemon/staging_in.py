@@ -1,6 +1,12 @@
 """Locking and staging-in: the project restored (or our own deployment resumed) and the
 source cloned, in parallel; or, after a stop or a failure before ready, the primary given
-back as it was."""
+back as it was.
+
+With ``--source-in-background`` staging-in ends when the project is in (its files and its
+links): the source's clone goes on behind it, through the running phase (autosaves run
+meanwhile), and a failure of that clone is reported on the page instead of stopping the
+daemon, whose project is fine. Without it, both must be done, and one side failing stops
+the other."""
 
 from __future__ import annotations
 
@@ -40,21 +46,27 @@ class StagingIn:
         self.loop.apply_signals()
         if self.stops.shutdown.is_set():
             return False
-        self.state.set_phase(STAGING_IN, "restoring the project" +
-                             (" and cloning the source" if self.cfg.source else ""))
-        workers = [Worker("project", self._restore_project)]
+        background = bool(self.cfg.source and self.cfg.source_in_background)
+        self.state.set_phase(STAGING_IN, "restoring the project" + (
+            "; the source is cloned behind it" if background else
+            " and cloning the source" if self.cfg.source else ""))
+        project = Worker("project", self._restore_project)
+        workers = [project]
         if self.cfg.source:
-            workers.append(Worker("source", self.source.run))
+            # The staging-out and the lock-lost exit wait for it like for a clone on request.
+            self.source.worker = Worker("source", self.source.at_stage_in)
+            workers.append(self.source.worker)
         for worker in workers:
             worker.start()
+        needed = [project] if background else workers
 
         def watch() -> None:
-            if any(w.error for w in workers if not w.is_alive()):
+            if any(w.error for w in needed if not w.is_alive()):
                 self.stops.copy_stop.set()  # one side failed: stop the other, no point going on
             self.loop.log_progress()
 
-        self.loop.wait(workers, on_tick=watch)
-        errors = [w.error for w in workers if w.error is not None]
+        self.loop.wait(needed, on_tick=watch)
+        errors = [w.error for w in needed if w.error is not None]
         real = [e for e in errors
                 if not (isinstance(e, Interrupted) and self.stops.copy_stop.is_set())]
         if real:
@@ -112,7 +124,9 @@ class StagingIn:
                  marker.deployment_id[:8], extra=fields(event="resumed"))
 
     def become_ready(self) -> None:
-        self.state.set_phase(READY, "stage-in done")
+        behind = self.source.worker is not None and self.source.worker.is_alive()
+        self.state.set_phase(READY, "project staged in; the source is still cloned behind it"
+                             if behind else "stage-in done")
         if self.cfg.ready_file:
             write_file_atomic(self.cfg.ready_file, self.state.ready_text())
         if self.cfg.instance_status_file:

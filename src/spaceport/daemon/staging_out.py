@@ -29,6 +29,10 @@ log = logging.getLogger("spaceport.daemon")  # its name from before the package
 
 FINAL_RETRY_FIRST, FINAL_RETRY_MAX = 1.0, 30.0  # backoff between final-save attempts
 ABORT_GRACE = 15.0  # after the deadline, how long a stopped final save may take to return
+# How long the final save lets a stopped clone end first. The clone writes only the source's
+# copy, not the primary: the final save need not wait for it, but one that ends within this
+# leaves its notice and its temporaries in order before the last save starts.
+CLONE_STOP_GRACE = 5.0
 
 
 class StagingOut:
@@ -50,8 +54,10 @@ class StagingOut:
         self.stops.copy_stop.set()
         self.stops.save_stop.set()
         self.tracker.unthrottle()  # the last save goes as fast as it can
-        self.loop.wait([w for w in (self.autosaves.worker, self.source.worker) if w],
-                       deadline=deadline)
+        if self.source.worker is not None:
+            self.loop.wait([self.source.worker],
+                           deadline=min(deadline, time.monotonic() + CLONE_STOP_GRACE))
+        self.loop.wait([w for w in (self.autosaves.worker,) if w], deadline=deadline)
         delay, attempt, last = FINAL_RETRY_FIRST, 0, None
         while True:
             attempt += 1
@@ -119,6 +125,13 @@ class StagingOut:
                            (self.cfg.source_work, wipe_clone)):
             if not path:
                 continue
+            clone = self.source.worker
+            if path == self.cfg.source_work and clone is not None and clone.is_alive():
+                clone.join(CLONE_STOP_GRACE)  # stopped since the staging-out began
+                if clone.is_alive():
+                    log.warning("the source's clone has not stopped yet; %s is left as it is",
+                                path)
+                    continue
             try:
                 wipe(path)
                 log.info("removed the working copy %s", path)

@@ -101,6 +101,7 @@ class State:
         self.last_save: dict | None = None
         self.last_ok_save: float | None = None
         self.last_clone: dict | None = None
+        self.clone_progress = None  # the CloneProgress of the clone under way or the last one
         self.held_deletions: dict | None = None  # what the deletion guard holds (last save)
         self.special: list[str] = []  # special files the last save skipped
         self.pending: dict | None = None  # what a save would do now (a look, see running)
@@ -238,12 +239,26 @@ class State:
                 "last_successful_save": self.last_ok_save,
                 "saves": {"ok": self.saves["ok"], "failed": self.saves["failed"],
                           "seconds_total": round(self.save_seconds, 3)},
-                "last_clone": self.last_clone, "errors": list(self.errors)[::-1],
+                "last_clone": self.last_clone, "source_progress": self._source_progress(),
+                "errors": list(self.errors)[::-1],
                 "held_deletions": self.held_deletions, "special": list(self.special),
                 "pending": self.pending, "pending_at": self.pending_at,
                 "confirmed": self.confirmed,
                 "error_counts": dict(self.error_counts), "exit_code": self.exit_code,
             }
+
+    def _source_progress(self) -> dict | None:
+        """The source's clone apart from the project: where it is and what is missing. The
+        desktop may start before it is complete (--source-in-background)."""
+        cfg, p = self.cfg, self.clone_progress
+        if not cfg.source:
+            return None
+        stage = p.stage if p is not None else "waiting"
+        return {"in_background": cfg.source_in_background, "stage": stage,
+                "complete": stage == "complete",
+                "first_files": p.first_files if p else 0, "first_done": p.first_done if p else 0,
+                "files_missing": p.files_missing if p else None,
+                "bytes_missing": p.bytes_missing if p else None}
 
     def ready_text(self) -> str:
         return json.dumps({"phase": READY, "deployment_id": self.deployment_id,

@@ -10,20 +10,15 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    Progress,
-    ProgressColumn,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
+from functools import cache
+from typing import TYPE_CHECKING
 
 from ..wording import human_size
 from .bandwidth import RateLimit
+
+if TYPE_CHECKING:  # rich's live widgets cost 50 ms to import: only a terminal's bars need them
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
 
 
 @dataclass
@@ -87,22 +82,29 @@ class Tracker:
         """Stop drawing (if drawing); the numbers stay readable."""
 
 
-class SizeColumn(ProgressColumn):
-    """"12.0 MiB/1.2 GiB": the units of every size spaceport shows (wording.human_size),
-    not rich's decimal kB and MB."""
+@cache
+def _size_columns() -> tuple[type, type]:
+    """The two columns of spaceport's own units, made (and rich imported) on first use."""
+    from rich.progress import ProgressColumn
+    from rich.text import Text
 
-    def render(self, task) -> Text:
-        return Text(f"{human_size(task.completed)}/{human_size(task.total or 0)}",
-                    style="progress.download")
+    class SizeColumn(ProgressColumn):
+        """"12.0 MiB/1.2 GiB": the units of every size spaceport shows (wording.human_size),
+        not rich's decimal kB and MB."""
 
+        def render(self, task) -> Text:
+            return Text(f"{human_size(task.completed)}/{human_size(task.total or 0)}",
+                        style="progress.download")
 
-class RateColumn(ProgressColumn):
-    """"3.1 MiB/s", in the same units."""
+    class RateColumn(ProgressColumn):
+        """"3.1 MiB/s", in the same units."""
 
-    def render(self, task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text("?" if speed is None else f"{human_size(speed)}/s",
-                    style="progress.data.speed")
+        def render(self, task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("?" if speed is None else f"{human_size(speed)}/s",
+                        style="progress.data.speed")
+
+    return SizeColumn, RateColumn
 
 
 class RichTracker(Tracker):
@@ -114,17 +116,22 @@ class RichTracker(Tracker):
 
     def __init__(self, console: Console | None = None, limit: RateLimit | None = None):
         super().__init__(limit)
-        self.console = console or Console(stderr=True)
+        if console is None:
+            from rich.console import Console
+            console = Console(stderr=True)
+        self.console = console
         self.progress: Progress | None = None
         self._ids: dict[str, TaskID] = {}
 
     def _new_progress(self) -> Progress:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+        size_column, rate_column = _size_columns()
         return Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
-            SizeColumn(),
+            size_column(),
             TextColumn("{task.fields[files]} files"),
-            RateColumn(),
+            rate_column(),
             TimeRemainingColumn(),
             console=self.console,
         )

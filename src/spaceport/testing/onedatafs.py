@@ -54,14 +54,23 @@ else:
 
 from .stalls import Selector, StallRule, Stalls
 
-#: Every operation this filesystem implements, i.e. every key of :meth:`OneDataFS.counts`.
+#: Every operation this filesystem implements (each a kernel request that it answers), i.e.
+#: every key of :meth:`OneDataFS.counts` but REPLY_GETATTR.
 OPS = (
     "access", "chmod", "chown", "create", "flush", "fsync", "getattr", "link", "mkdir",
-    "mknod", "open", "read", "readdir", "readlink", "release", "rename", "rmdir", "statfs",
-    "symlink", "truncate", "unlink", "utimens", "write",
+    "mknod", "open", "opendir", "read", "readdir", "readlink", "release", "releasedir",
+    "rename", "rmdir", "statfs", "symlink", "truncate", "unlink", "utimens", "write",
 )
 #: Data operations; all the others are metadata round trips.
 IO_OPS = frozenset({"read", "write"})
+#: The count of the getattr calls that libfuse's high-level layer makes to fill in the reply
+#: of a request whose reply carries attributes; not a request of the kernel (see below).
+REPLY_GETATTR = "getattr_in_reply"
+#: The operations after which libfuse's high-level layer calls getattr for the reply: those
+#: answered with fuse_entry_out (CREATE, MKDIR, MKNOD, SYMLINK, LINK) or fuse_attr_out
+#: (SETATTR: chmod, chown, truncate, utimens).
+ATTR_REPLY_OPS = frozenset({"create", "mkdir", "mknod", "symlink", "link", "chmod", "chown",
+                            "truncate", "utimens"})
 FSTYPE = "fuse.onedatafs"
 SOCKET_NAME = "control.sock"
 LOG_NAME = "onedatafs.log"
@@ -70,7 +79,25 @@ _AT_FDCWD = -100
 
 
 def metadata_calls(counts: dict[str, int]) -> int:
-    """Sum of all non-read/write calls in a :meth:`OneDataFS.counts` result."""
+    """The metadata requests the kernel sent (every call but read, write and the getattr
+    calls libfuse makes to fill a reply): the round trips oneclient would make.
+
+    Why those getattr calls are apart: this filesystem speaks libfuse's high-level API, where
+    a CREATE is answered by calling create() and then getattr() for the new file's
+    attributes, a SETATTR by utimens() (or chmod...) and then getattr(), a MKDIR by mkdir()
+    and then getattr(). In the FUSE protocol each is one request with one reply, and the
+    reply carries the attributes (fuse_entry_out, fuse_attr_out): a low-level server such as
+    oneclient fills them from the answer of the operation's own round trip to the provider.
+    They are still counted, as REPLY_GETATTR (:func:`server_calls` adds them), and still
+    delayed, failed and held like any getattr. Every kernel request this filesystem answers
+    is counted here, opendir and releasedir included; not counted: INIT (once a mount),
+    FORGET (no reply) and the first write's GETXATTR (answered ENOSYS by libfuse, after which
+    the kernel asks no more)."""
+    return sum(n for op, n in counts.items() if op not in IO_OPS and op != REPLY_GETATTR)
+
+
+def server_calls(counts: dict[str, int]) -> int:
+    """Every call this (high-level) server made but read and write."""
     return sum(n for op, n in counts.items() if op not in IO_OPS)
 
 
@@ -146,8 +173,12 @@ class OneDataOperations(_Base):
         self.chmod_noop = chmod_noop
         self.utimens_noop = utimens_noop
         self._lock = threading.Lock()
-        self._counts = dict.fromkeys(OPS, 0)
+        self._counts = dict.fromkeys(OPS + (REPLY_GETATTR,), 0)
         self._bytes = dict.fromkeys(IO_OPS, 0)  # bytes read and written through the mount
+        # OS thread -> path of the operation whose reply libfuse fills next. Keyed by thread
+        # ident, not threading.local: ctypes gives each callback from a libfuse thread a
+        # fresh Python thread state, so thread-locals do not outlive one callback.
+        self._reply: dict[int, str | None] = {}
         self._rules: list[FaultRule] = []
         self._stalls = Stalls(OPS)
         self._after = threading.local()  # stalls to apply once this thread's call is done
@@ -159,8 +190,12 @@ class OneDataOperations(_Base):
         then maybe inject a fault. Stalls "after" the call are left for _leave."""
         # Paths are None for calls on an open handle of an already unlinked file.
         names = tuple(p if p is not None else "" for p in paths)
+        # The getattr that libfuse makes, in this thread, right after an operation whose reply
+        # carries attributes, for that operation's path (see metadata_calls).
         with self._lock:
-            self._counts[op] += 1
+            pending = self._reply.pop(threading.get_ident(), None)
+            key = REPLY_GETATTR if op == "getattr" and paths and pending == paths[0] else op
+            self._counts[key] += 1
             delay = self.io_delay_ms if op in IO_OPS else self.meta_delay_ms
             failing = next((r.errno for r in self._rules if r.hit(op, names)), 0)
         stalls = self._stalls.select(op, names)
@@ -212,6 +247,14 @@ class OneDataOperations(_Base):
                         stat.S_IFREG if entry.is_file(follow_symlinks=False) else 0)
                 entries.append((entry.name, {"st_mode": mode}, 0))
         return entries
+
+    def opendir(self, path: str) -> int:
+        self._enter("opendir", path)
+        return 0
+
+    def releasedir(self, path: Optional[str], fh: int) -> int:
+        self._enter("releasedir", path)
+        return 0
 
     def access(self, path: str, amode: int) -> None:
         self._enter("access", path)
@@ -343,7 +386,7 @@ class OneDataOperations(_Base):
             if cmd == "io_bytes":
                 return {"bytes": dict(self._bytes)}
             if cmd == "reset_counts":
-                self._counts = dict.fromkeys(OPS, 0)
+                self._counts = dict.fromkeys(OPS + (REPLY_GETATTR,), 0)
                 self._bytes = dict.fromkeys(IO_OPS, 0)
             elif cmd == "inject":
                 self._rules.append(FaultRule(**request["rule"]).validate())
@@ -387,20 +430,26 @@ _STALL_COMMANDS = frozenset({"stall", "hold", "release", "gate", "wait_held", "c
                              "stalls"})
 
 
-def _leaving(method: Any) -> Any:
+def _leaving(method: Any, op: str) -> Any:
+    fills_reply = op in ATTR_REPLY_OPS
+
     @functools.wraps(method)
     def call(self: OneDataOperations, *args: Any, **kwargs: Any) -> Any:
         try:
-            return method(self, *args, **kwargs)
+            result = method(self, *args, **kwargs)
         finally:
             self._leave()
+        if fills_reply and args:  # done: libfuse calls getattr for the reply (metadata_calls)
+            with self._lock:
+                self._reply[threading.get_ident()] = args[0]
+        return result
     return call
 
 
 # Every operation ends with _leave (its "after" stalls), however it returns or raises; a
-# wrapper here keeps that out of the 23 method bodies.
+# wrapper here keeps that out of the 25 method bodies.
 for _op in OPS:
-    setattr(OneDataOperations, _op, _leaving(getattr(OneDataOperations, _op)))
+    setattr(OneDataOperations, _op, _leaving(getattr(OneDataOperations, _op), _op))
 
 
 def _resolve_time(value: int, current: int, now: int) -> int:
