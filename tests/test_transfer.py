@@ -12,8 +12,8 @@ from spaceport.commands.deploy import deploy
 from spaceport.commands.options import Options
 from spaceport.commands.save import save
 from spaceport.engine.progress import Tracker
-from spaceport.engine.transfer import (RACY_NS, Copier, CopyJob, KeptChangingError, racy,
-                                       run_copies, run_parallel)
+from spaceport.engine.pool import run_parallel
+from spaceport.engine.transfer import RACY_NS, Copier, CopyJob, KeptChangingError, racy, run_copies
 from spaceport.errors import Interrupted
 from spaceport.safety.lock import DEFAULT_STATUS_DIR
 from spaceport.store import PRIMARY_CAPABILITIES, WORK_CAPABILITIES, PosixStore

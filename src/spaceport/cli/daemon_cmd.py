@@ -166,13 +166,13 @@ def run(ctx, **p):
     lock and the working copy), 3 locked by another deployment, 4 lock lost, 5 refused for
     safety, 6 primary unavailable.
     """
+    from ..daemon.access import read_basic_auth
     from ..daemon.config import (
         DaemonConfig,
         check_layout,
         remove_file,
         write_file_atomic,
     )
-    from ..daemon.access import read_basic_auth
     from ..daemon.lifecycle import Daemon
     from ..daemon.proxy import DesktopProxy
     from ..daemon.web import WebServer

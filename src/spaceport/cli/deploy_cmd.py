@@ -10,15 +10,15 @@ import click
 from rich.markup import escape
 
 from ..engine.plan import save_listing
-from ..formats.marker import read_marker
 from ..errors import RefusedError, UsageError
+from ..formats.marker import read_marker
 from ..safety.deletion_guard import held_warning
 from ..stopping import stop_on_signals
 from ..wording import count, human_size, show_path
 from . import options
 from .options import (
-    cerit_option,
     bwlimit_option,
+    cerit_option,
     common_options,
     env_option,
     err,

@@ -8,8 +8,14 @@ import click
 
 from ..engine.progress import Tracker
 from ..errors import LockedError, UsageError
-from ..safety.lock import (LockInfo, forget_mirror_of, force_unlock, read_lock, set_aside,
-                           watch_stale)
+from ..safety.lock import (
+    LockInfo,
+    force_unlock,
+    forget_mirror_of,
+    read_lock,
+    set_aside,
+    watch_stale,
+)
 from ..store.sides import open_primary
 from .options import (
     WatchProgress,

@@ -318,7 +318,12 @@ class WatchProgress:
         if self.bar is None:
             self.console.print(f"watching the holder's heartbeat for up to {total:g} s: a lock "
                                "is stale only if its heartbeat stops changing", markup=False)
-            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
             self.bar = Progress(TextColumn("watching its heartbeat"), BarColumn(),
                                 TimeRemainingColumn(), console=self.console, transient=True)
             self.bar.start()
@@ -333,7 +338,9 @@ class WatchProgress:
 
 def setup_logging(verbose: int) -> None:
     level = logging.WARNING - 10 * min(verbose, 2)
-    from rich.logging import RichHandler  # with rich's traceback machinery: only when used
+    from rich.logging import (
+        RichHandler,  # with rich's traceback machinery: only when used
+    )
 
     root = logging.getLogger()
     terminal = next((h for h in root.handlers if isinstance(h, RichHandler)), None)

@@ -14,8 +14,7 @@ from ..commands.restore import choose, restore_into_primary, restore_into_work
 from ..engine.progress import Tracker
 from ..errors import LockedError, UsageError
 from ..formats.marker import find_working_copy, require_marker
-from ..formats.trash import (batch_content, list_batches, purge,
-                             select_batches)
+from ..formats.trash import batch_content, list_batches, purge, select_batches
 from ..safety.lock import read_lock
 from ..store.sides import open_primary
 from ..wording import count, human_size, quote, show_path

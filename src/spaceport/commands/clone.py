@@ -32,7 +32,6 @@ import time
 from dataclasses import dataclass, field
 
 from ..clock import iso, utcnow
-from ..wording import count, human_size
 from ..engine.scan import Entry, Kind, ScanResult, scan_tree
 from ..engine.transfer import Copier, CopyDone, CopyJob, run_copies
 from ..errors import Interrupted, RefusedError, StorageUnavailableError, UsageError
@@ -41,6 +40,7 @@ from ..store import PRIMARY_CAPABILITIES, WORK_CAPABILITIES, PosixStore
 from ..store.base import parent_of, temp_name
 from ..store.posix import mkdir_mode
 from ..store.retry import is_unavailable, retry_call, unavailable
+from ..wording import count, human_size
 from .clone_first import list_needed, make_parents, missing_from
 from .clone_notice import NOTICE_NAME, Notice
 from .failures import partial_error

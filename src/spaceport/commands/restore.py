@@ -27,7 +27,13 @@ from dataclasses import dataclass, field
 from ..engine.index import Index
 from ..engine.transfer import Copier, CopyJob, run_copies
 from ..errors import FormatError, UsageError
-from ..formats.links import Link, parse_manifest, read_manifest_full, resolve_target, write_manifest
+from ..formats.links import (
+    Link,
+    parse_manifest,
+    read_manifest_full,
+    resolve_target,
+    write_manifest,
+)
 from ..formats.marker import index_path
 from ..formats.trash import TRASH_DIR, batch_content, batch_manifest
 from ..safety.invariant import GuardedWork, may_write

@@ -34,8 +34,17 @@ from ..engine.snapshot import RACY_SECONDS
 from ..errors import NotSavedError, PartialSaveError, RefusedError
 from ..formats.legacy import TOP_LEVEL_NAMES as LEGACY_TOP_NAMES
 from ..formats.links import MANIFEST_STATE, read_manifest_full
-from ..formats.marker import (MARKER_DIR, REMOVING, UNDEPLOYED, Marker, marker_dir, read_marker,
-                              read_undeployed_record, write_marker, write_undeployed_record)
+from ..formats.marker import (
+    MARKER_DIR,
+    REMOVING,
+    UNDEPLOYED,
+    Marker,
+    marker_dir,
+    read_marker,
+    read_undeployed_record,
+    write_marker,
+    write_undeployed_record,
+)
 from ..safety.deletion_guard import held_links, held_refusal
 from ..safety.invariant import WorkGuard, find_unsaved, remove_saved
 from ..safety.worklock import BUSY_FILE

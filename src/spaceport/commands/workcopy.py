@@ -29,8 +29,15 @@ from ..engine.scan import ScanResult, scan_tree
 from ..engine.snapshot import fold_companions
 from ..errors import LockLostError
 from ..formats.legacy import TOP_LEVEL_NAMES as LEGACY_TOP_NAMES
-from ..formats.marker import (DEPLOYED, MARKER_DIR, Marker, index_path, require_marker, work_id,
-                              write_marker)
+from ..formats.marker import (
+    DEPLOYED,
+    MARKER_DIR,
+    Marker,
+    index_path,
+    require_marker,
+    work_id,
+    write_marker,
+)
 from ..safety.invariant import prove_by_content, settle_asides
 from ..safety.lock import DeploymentLock, UnreadableLock, WorkCopy, lock_id, read_lock
 from ..safety.worklock import hold_work

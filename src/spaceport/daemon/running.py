@@ -10,8 +10,8 @@ import time
 from ..commands.options import Options
 from ..commands.save import save
 from ..commands.workcopy import pending_changes
-from ..formats.marker import require_marker
 from ..errors import LockLostError
+from ..formats.marker import require_marker
 from ..wording import count, duration
 from .config import DaemonConfig
 from .hold import LockHold

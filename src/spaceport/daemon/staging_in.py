@@ -16,8 +16,15 @@ import os
 from ..commands.deploy import deploy
 from ..commands.options import Options
 from ..errors import Interrupted
-from ..formats.marker import (DEPLOYED, UNDEPLOYED, Marker, read_marker, require_marker, work_id,
-                              write_marker)
+from ..formats.marker import (
+    DEPLOYED,
+    UNDEPLOYED,
+    Marker,
+    read_marker,
+    require_marker,
+    work_id,
+    write_marker,
+)
 from ..safety.lock import DeploymentLock, LockInfo, WorkCopy, locked_error, read_lock
 from ..store.sides import open_primary
 from .cloning import SourceClone
@@ -25,7 +32,16 @@ from .config import DaemonConfig, write_file_atomic
 from .hold import LockHold
 from .logs import fields
 from .mainloop import MainLoop, Stops
-from .state import LOCKING, READY, STAGING_IN, STOPPED, DaemonTracker, State, Worker, human_bytes
+from .state import (
+    LOCKING,
+    READY,
+    STAGING_IN,
+    STOPPED,
+    DaemonTracker,
+    State,
+    Worker,
+    human_bytes,
+)
 
 log = logging.getLogger("spaceport.daemon")  # its name from before the package
 

@@ -12,8 +12,14 @@ from ..commands.clone import wipe_clone
 from ..commands.options import Options
 from ..commands.undeploy import final_save_copy, remove_saved_copy
 from ..commands.workcopy import WorkingCopy, open_copy
-from ..errors import (EXIT_INTERRUPTED, Interrupted, LockLostError, PartialSaveError,
-                      SpaceportError, StorageUnavailableError)
+from ..errors import (
+    EXIT_INTERRUPTED,
+    Interrupted,
+    LockLostError,
+    PartialSaveError,
+    SpaceportError,
+    StorageUnavailableError,
+)
 from ..formats.marker import UNDEPLOYED, marker_dir, write_marker
 from ..store.retry import is_unavailable
 from ..wording import count

@@ -55,7 +55,8 @@ from .index import OTHER, UNPROVEN, Index, Known, primary_state
 from .recorder import file_known
 from .scan import Entry
 from .snapshot import fd_is_database
-from .transfer import BUFFER, RACY_NS, UNSTABLE_PAUSE, UNSTABLE_RETRIES, racy
+from .bytecopy import BUFFER
+from .transfer import RACY_NS, UNSTABLE_PAUSE, UNSTABLE_RETRIES, racy
 
 if TYPE_CHECKING:  # the fence is a safety mechanism the save hands down
     from ..safety.fence import Fence

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from ..errors import Interrupted
-from .filters import NOTHING_EXCLUDED, Exclude
 from ..store.base import TEMP_PREFIX, Store, is_our_temp, is_retryable, our_aside
+from .filters import NOTHING_EXCLUDED, Exclude
 
 log = logging.getLogger(__name__)
 

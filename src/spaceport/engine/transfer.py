@@ -1,13 +1,9 @@
-"""Copying files between stores: a bounded pool of workers, each file atomic.
+"""Copying files between stores, each file atomic, on a bounded pool of workers
+(:mod:`.pool`); the bytes themselves are moved by :mod:`.bytecopy`.
 
 Each file is copied into a temporary beside its destination, its mode and mtime are set
 through the open descriptor, and one rename puts it in place: a crash never leaves half a
-file under a real name, and the primary sees the fewest metadata calls per file. Data moves
-with ``copy_file_range`` where the kernel allows it (no copy through user space), else
-``sendfile``, else large ``pread``/``pwrite`` buffers.
-
-A file with fewer blocks than its size needs is copied sparse: only its data, its holes
-seeked over (:mod:`spaceport.engine.sparse`).
+file under a real name, and the primary sees the fewest metadata calls per file.
 
 A file that changes while it is copied is copied again; one that keeps changing is never
 committed (the destination keeps its previous version) and is reported as
@@ -29,22 +25,21 @@ asked, one rename; the stat returned comes from the descriptor (the kernel has i
 from __future__ import annotations
 
 import errno
-import functools
 import logging
 import os
-import queue
 import threading
 import time
 from dataclasses import dataclass, replace
 from operator import attrgetter, itemgetter
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence, Sized, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence, TypeVar
 
 from ..errors import Interrupted
 from ..store.base import Store, is_retryable, parent_of
 from ..store.retry import RetryPolicy, is_unavailable, retry_call
+from .bytecopy import ByteMover
 from .digest import digest_of, new_hash, wants_digest
+from .pool import run_pool
 from .progress import Tracker
-from .sparse import data_ranges, maybe_sparse, nonzero_runs
 from .snapshot import (
     SnapshotError,
     Snapshotter,
@@ -52,18 +47,13 @@ from .snapshot import (
     folded_mtime_ns,
     is_racy,
 )
+from .sparse import maybe_sparse
 
 if TYPE_CHECKING:
     from ..safety.fence import Fence
 
 log = logging.getLogger(__name__)
 
-# Bytes per copy_file_range/sendfile call (the kernel moves them, no buffer of ours): on
-# one local disk 64 MiB calls copy a 1 GiB file 20-40 % faster than 8 MiB calls.
-CHUNK = 64 << 20
-BUFFER = 4 << 20  # bytes per pread/pwrite when the kernel cannot copy: one buffer per worker
-_FALLBACK_ERRNOS = {errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF,
-                    errno.ENOTSUP}
 BIG_FILE = 64 << 20  # copied first: a big file started last would end the run alone
 UNSTABLE_RETRIES = 3  # re-copies of a file that changes while being copied
 UNSTABLE_PAUSE = 0.2  # seconds before the first re-copy, doubling: a writer may be ending
@@ -71,7 +61,6 @@ UNSTABLE_PAUSE = 0.2  # seconds before the first re-copy, doubling: a writer may
 # filesystem's clock without its times changing: the copy waits until it is older.
 RACY_NS = max(10_000_000, 2 * int(time.clock_getres(getattr(time, "CLOCK_REALTIME_COARSE", 5))
                                   * 1e9))
-_WORKER_DONE = object()  # a worker's last message; also the end of its items
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -144,8 +133,7 @@ class Copier:
         self.stop = stop
         self.check = check  # raises if the lock was lost (cheap, between chunks)
         self.fence = fence  # gates each rename into place on the destination
-        self._use_cfr = True
-        self._use_sendfile = True
+        self.bytes = ByteMover(stop, lambda n: tracker.advance(task, nbytes=n))
 
     def copy(self, job: CopyJob) -> CopyDone:
         """Copy one file, retrying transient errors; never raises (errors are returned)."""
@@ -271,7 +259,7 @@ class Copier:
         try:
             sparse = maybe_sparse(layout or before, size)
             passing = new_hash() if digest and stable and not sparse else None
-            copied = self._copy_data(sfd, fd, size, moved, sparse=sparse, hasher=passing)
+            copied = self.bytes.copy(sfd, fd, size, moved, sparse=sparse, hasher=passing)
             hashed = None
             if passing is not None:
                 hashed = passing.digest() if copied == size else None
@@ -322,128 +310,6 @@ class Copier:
             return None
         return st.st_ctime_ns
 
-    def _copy_data(self, sfd: int, dfd: int, size: int, moved: list[int], *,
-                   sparse: bool = False, hasher=None) -> int:
-        """Copy the ``size`` bytes the source had when opened, or less if it ends sooner;
-        returns the offset reached (holes included). ``hasher``: fed every byte copied
-        (through our buffer: the kernel's copy never shows us the bytes).
-
-        Not reading on to the end of file saves a call per file: a source that grows
-        meanwhile shows in the stat taken after the copy. A size of 0 is not believed (an
-        empty file costs one call, a file whose size is not known is read to its end).
-        ``sparse``: only the data is copied, the holes are left holes.
-        """
-        if sparse and size:
-            return self._copy_sparse(sfd, dfd, size, moved)
-        return self._copy_span(sfd, dfd, 0, size, moved, [0], hasher=hasher)
-
-    def _copy_span(self, sfd: int, dfd: int, offset: int, end: int, moved: list[int],
-                   position: list[int], exact: bool = False, hasher=None) -> int:
-        """Bytes ``offset`` to ``end`` (to the end of file if ``end`` is 0) copied at the
-        same offsets; returns the offset reached. ``exact``: never past ``end`` (a data
-        range: a hole follows); else each call may read on (see _copy_data)."""
-        while not end or offset < end:
-            if self.stop.is_set():
-                raise Interrupted("stopped in the middle of a file")
-            n = self._chunk(sfd, dfd, offset, position,
-                            min(CHUNK, end - offset) if exact else CHUNK) if hasher is None \
-                else self._buffered(sfd, dfd, offset, min(BUFFER, end - offset) if exact
-                                    else BUFFER, hasher)
-            if n == 0:
-                if self._use_cfr and hasher is None:
-                    # Some filesystems answer 0 to copy_file_range before the end of file:
-                    # check with a plain read before believing it.
-                    if os.pread(sfd, 1, offset):
-                        self._use_cfr = False
-                        continue
-                break
-            offset += n
-            moved[0] += n
-            self.tracker.advance(self.task, nbytes=n)
-        return offset
-
-    def _copy_sparse(self, sfd: int, dfd: int, size: int, moved: list[int]) -> int:
-        """A file that may hold holes: its data ranges where the source's filesystem tells
-        them, else every block that is not all zeros; the holes are never written, and
-        the destination is given its size last."""
-        ranges = data_ranges(sfd, size)
-        if ranges is None:
-            reached, written = self._copy_nonzero(sfd, dfd, size, moved)
-        else:
-            reached = written = 0
-            for start, stop in ranges:
-                self._skip(start - reached, moved)  # the hole before it
-                reached = written = self._copy_span(sfd, dfd, start, stop, moved, [-1],
-                                                    exact=True)
-                if reached < stop:  # it shrank meanwhile: the stat after the copy says so
-                    return reached
-            self._skip(size - reached, moved)
-            reached = size
-        if written < reached:
-            os.ftruncate(dfd, reached)  # the hole at the end
-        return reached
-
-    def _copy_nonzero(self, sfd: int, dfd: int, size: int,
-                      moved: list[int]) -> tuple[int, int]:
-        """Read it all, write only the blocks that are not all zeros; (offset reached,
-        where the data written ends)."""
-        offset = written = 0
-        while offset < size:
-            if self.stop.is_set():
-                raise Interrupted("stopped in the middle of a file")
-            data = os.pread(sfd, min(BUFFER, size - offset), offset)
-            if not data:
-                break
-            for start, stop in nonzero_runs(data, _zeros()):
-                view = memoryview(data)[start:stop]
-                done = 0
-                while done < len(view):
-                    done += os.pwrite(dfd, view[done:], offset + start + done)
-                written = offset + stop
-            offset += len(data)
-            self._skip(len(data), moved)
-        return offset, written
-
-    def _skip(self, n: int, moved: list[int]) -> None:
-        """Bytes passed over (a hole, zeros): progress as if copied."""
-        if n > 0:
-            moved[0] += n
-            self.tracker.advance(self.task, nbytes=n)
-
-    def _chunk(self, sfd: int, dfd: int, offset: int, position: list[int],
-               limit: int = CHUNK) -> int:
-        if self._use_cfr:
-            try:
-                return os.copy_file_range(sfd, dfd, limit, offset, offset)
-            except OSError as exc:
-                if exc.errno not in _FALLBACK_ERRNOS:
-                    raise
-                self._use_cfr = False
-        if self._use_sendfile:
-            try:
-                if position[0] != offset:  # sendfile writes at dfd's own offset
-                    position[0] = os.lseek(dfd, offset, os.SEEK_SET)
-                n = os.sendfile(dfd, sfd, offset, limit)
-                position[0] += n
-                return n
-            except OSError as exc:
-                if exc.errno not in _FALLBACK_ERRNOS:
-                    raise
-                self._use_sendfile = False
-        return self._buffered(sfd, dfd, offset, limit)
-
-    @staticmethod
-    def _buffered(sfd: int, dfd: int, offset: int, limit: int = BUFFER, hasher=None) -> int:
-        """One buffer read and written at ``offset`` (hashed on the way, if asked)."""
-        data = os.pread(sfd, min(BUFFER, limit), offset)
-        if hasher is not None:
-            hasher.update(data)
-        view = memoryview(data)
-        written = 0
-        while written < len(view):
-            written += os.pwrite(dfd, view[written:], offset + written)
-        return len(data)
-
 
 def interleave_folders(items: Sequence[T], path_of: Callable[[T], str]) -> list[T]:
     """The same items, ordered so that neighbours lie in different folders (see below)."""
@@ -485,100 +351,4 @@ def run_copies(copier: Copier, jobs: Iterable[CopyJob], workers: int,
     """
     if isinstance(jobs, Sequence):
         jobs = spread_over_folders(jobs)
-    _run_pool(jobs, workers, copier.copy, on_done, copier.stop, "copy")
-
-
-def run_parallel(fn: Callable[[T], R], items: Iterable[T], workers: int,
-                 on_done: Callable[[T, R | None, Exception | None], None], *,
-                 name: str = "storage") -> None:
-    """Call ``fn(item)`` for every item on up to ``workers`` threads: storage calls that are
-    each a network round trip on OneData (folders to create, files to move to the trash).
-
-    ``on_done(item, result, error)`` runs in this thread as each call ends (``error`` is
-    what ``fn`` raised, or None). If ``on_done`` raises, no further call starts; the calls
-    under way end and are handed to ``on_done`` as well, then the exception propagates.
-    """
-    stop = threading.Event()
-
-    def call(item: T) -> tuple[T, R | None, Exception | None]:
-        if stop.is_set():
-            return item, None, Interrupted("stopped before it was done")
-        try:
-            return item, fn(item), None
-        except Exception as exc:  # noqa: BLE001 - handed to on_done with its item
-            return item, None, exc
-
-    _run_pool(items, workers, call, lambda result: on_done(*result), stop, name)
-
-
-def _run_pool(items: Iterable, workers: int, call: Callable, deliver: Callable,
-              stop: threading.Event, name: str) -> None:
-    """The worker pool under run_copies and run_parallel: ``deliver(call(item))`` for each
-    item, ``deliver`` always in the calling thread.
-
-    Workers take the next item themselves and hand results back through a queue: no future
-    per item, nothing waits on a set of futures (with 10^5 small files that bookkeeping
-    costs as much CPU as the copies). Once ``stop`` is set, each worker hands over one more
-    item (``call`` reports it as not done) and ends, so the caller learns the run was cut.
-    On any exception in this thread (KeyboardInterrupt included) ``stop`` is set, the calls
-    under way end and their results are delivered, then the exception propagates.
-    """
-    if isinstance(items, Sized):
-        workers = min(workers, len(items))  # a folder level of 3 needs 3 threads, not 32
-    source, take = iter(items), threading.Lock()
-    results: queue.SimpleQueue = queue.SimpleQueue()
-
-    def work() -> None:
-        try:
-            while True:
-                with take:
-                    item = next(source, _WORKER_DONE)
-                if item is _WORKER_DONE:
-                    return
-                stopped = stop.is_set()
-                results.put(call(item))  # after a stop, call() reports the item as not done
-                if stopped:
-                    return  # one such report per worker tells the caller the run was cut
-        except BaseException as exc:  # noqa: BLE001 - a bug: calls return their errors
-            stop.set()
-            results.put(_Failure(exc))
-        finally:
-            results.put(_WORKER_DONE)
-
-    threads = [threading.Thread(target=work, name=f"{name}-{n}", daemon=True)
-               for n in range(max(1, workers))]
-    for thread in threads:
-        thread.start()
-    running = len(threads)
-    try:
-        while running:
-            result = results.get()
-            if result is _WORKER_DONE:
-                running -= 1
-            elif isinstance(result, _Failure):
-                raise result.error
-            else:
-                deliver(result)
-    except BaseException:
-        stop.set()
-        while running:  # calls in flight end soon (copies within a chunk); record them
-            result = results.get()
-            if result is _WORKER_DONE:
-                running -= 1
-            elif not isinstance(result, _Failure):
-                try:
-                    deliver(result)
-                except Exception as exc:  # noqa: BLE001 - the first error is the one raised
-                    log.debug("after an error, handing over a result failed too: %s", exc)
-        raise
-
-
-@functools.cache
-def _zeros() -> bytes:
-    """A buffer of zeros to compare read chunks with (allocated at the first sparse copy)."""
-    return bytes(BUFFER)
-
-
-@dataclass
-class _Failure:
-    error: BaseException
+    run_pool(jobs, workers, copier.copy, on_done, copier.stop, "copy")

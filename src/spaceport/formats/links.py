@@ -30,8 +30,8 @@ from datetime import datetime, timezone
 
 from ..errors import FormatError, UsageError
 from ..store.base import Store, join, relative_path_problem
-from .statusfile import is_status_file_problem, status_file_error
 from ..wording import quote
+from .statusfile import is_status_file_problem, status_file_error
 
 MANIFEST_NAME = "links.jsonl"
 MANIFEST_FORMAT = 1

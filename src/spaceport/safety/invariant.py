@@ -39,6 +39,8 @@ from typing import Callable
 from ..clock import stamp
 from ..engine.content import same_content
 from ..engine.index import OURS, Index, Known, primary_state, proven
+from ..engine.plan import plan_save
+from ..engine.pool import run_parallel
 from ..engine.scan import Entry, Kind, ScanResult
 from ..engine.snapshot import Snapshotter
 from ..hostinfo import hostname
@@ -318,9 +320,6 @@ def prove_by_content(scan: ScanResult, index: Index, primary: Store, work: Store
 
     What is left to save is then really the user's: a partial copy is never taken for
     edits, and nothing is uploaded again that is already there."""
-    from ..engine.plan import plan_save  # plan builds on this module
-    from ..engine.transfer import run_parallel
-
     plan = plan_save(scan, index)
     rows: list[Known] = []
     forget: list[str] = []

@@ -17,8 +17,19 @@ from dataclasses import dataclass, field
 from ...engine.scan import Kind
 from ...errors import RefusedError
 from ...formats.cerit import SYMLINK_DUMP_NAME, dump_digest, dump_line
-from ...formats.legacy import LegacyImport, RootUnknown, read_legacy_links, read_symlink_dump
-from ...formats.links import MANIFEST_NAME, Link, Unrestored, capture, read_manifest_full
+from ...formats.legacy import (
+    LegacyImport,
+    RootUnknown,
+    read_legacy_links,
+    read_symlink_dump,
+)
+from ...formats.links import (
+    MANIFEST_NAME,
+    Link,
+    Unrestored,
+    capture,
+    read_manifest_full,
+)
 from ...store.base import Store, join
 from ...wording import count, show_path
 from ..options import Options

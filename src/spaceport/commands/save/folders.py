@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from ...engine.index import Known
 from ...engine.plan import SavePlan, by_depth
+from ...engine.pool import run_parallel
 from ...engine.scan import Entry
-from ...engine.transfer import run_parallel
 from ...store.posix import mkdir_mode
 from .run import SaveRun
 

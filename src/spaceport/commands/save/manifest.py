@@ -16,8 +16,14 @@ from ...engine.index import Known
 from ...engine.plan import SavePlan, links_for_manifest
 from ...errors import FormatError
 from ...formats.cerit import DUMP_NOTE
-from ...formats.links import (MANIFEST_NAME, MANIFEST_STATE, Link, manifest_notes, parse_manifest,
-                              write_manifest)
+from ...formats.links import (
+    MANIFEST_NAME,
+    MANIFEST_STATE,
+    Link,
+    manifest_notes,
+    parse_manifest,
+    write_manifest,
+)
 from ...formats.statusfile import is_status_file_problem
 from ...store.base import join
 from .cerit_dump import Dump

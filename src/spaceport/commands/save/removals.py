@@ -14,8 +14,9 @@ import logging
 
 from ...engine.index import Known
 from ...engine.plan import SavePlan, by_depth
+from ...engine.pool import run_parallel
 from ...engine.scan import Kind
-from ...engine.transfer import interleave_folders, run_parallel
+from ...engine.transfer import interleave_folders
 from .run import SaveRun
 
 TRASHED_SHOWN = 20  # paths a save's report keeps of what it moved to the trash (the page)

@@ -16,11 +16,16 @@ from typing import Callable
 from ...clock import iso, utcnow
 from ...errors import FormatError, LockLostError
 from ...formats.cerit import CERIT_LOCK
+from ...formats.statusfile import (
+    StatusFileError,
+    is_status_file_problem,
+    say_once,
+    status_file_error,
+)
 from ...hostinfo import ProcessIdentity, hostname
 from ...store.base import Store, join
-from ...formats.statusfile import (StatusFileError, is_status_file_problem, say_once,
-                                   status_file_error)
 from ...store.retry import commit_gate
+from .mirror import keep_mirror, used_by_cerit
 from .reading import (
     describe,
     file_identity,
@@ -38,7 +43,6 @@ from .record import (
     LockInfo,
     WorkCopy,
 )
-from .mirror import keep_mirror, used_by_cerit
 from .release import release_ours, set_aside
 from .taking import clear_the_way, format2_record, new_record, publish, refuse_a_copy
 

@@ -27,7 +27,13 @@ import logging
 
 from ...clock import iso, utcnow
 from ...errors import LockedError, LockLostError
-from ...formats.cerit import CERIT_DIR, CERIT_LOCK, SYMLINK_DUMP_NAME, Mirror, parse_mirror
+from ...formats.cerit import (
+    CERIT_DIR,
+    CERIT_LOCK,
+    SYMLINK_DUMP_NAME,
+    Mirror,
+    parse_mirror,
+)
 from ...formats.legacy import parse_cerit_lock
 from ...store.base import Store
 from .record import LockInfo

@@ -13,7 +13,14 @@ from ...errors import LockedError
 from ...formats.legacy import read_legacy_lock
 from ...formats.statusfile import is_status_file_problem, say_once, what_is_wrong
 from ...store.base import Store, join
-from .record import HEARTBEAT_PREFIX, LOCK_NAME, Heartbeat, LockInfo, UnreadableLock, parse_lock
+from .record import (
+    HEARTBEAT_PREFIX,
+    LOCK_NAME,
+    Heartbeat,
+    LockInfo,
+    UnreadableLock,
+    parse_lock,
+)
 
 
 def read_lock(store: Store, status_dir: str):
