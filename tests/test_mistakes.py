@@ -45,6 +45,11 @@ def deployed(tmp_path, files=("a", "b", "c"), name="p"):
 
 # -- safety overrides are flags only ------------------------------------------------------
 
+# Options that read no variable, each for a reason: ``wait --source`` would read
+# SPACEPORT_SOURCE, which in a container is ``run``'s --source folder (a path, not a flag).
+NO_VARIABLE = {(("wait",), "source")}
+
+
 def test_safety_overrides_have_no_environment_variable_and_every_other_option_has_one():
     seen = set()
     for path, command in all_commands():
@@ -56,9 +61,20 @@ def test_safety_overrides_have_no_environment_variable_and_every_other_option_ha
                 seen.add(long)
                 assert not param.envvar and not param.allow_from_autoenv, (path, long)
                 assert param.is_flag, (path, long)
+            elif (tuple(path), long) in NO_VARIABLE:
+                assert not param.envvar and not param.allow_from_autoenv, (path, long)
             else:
                 assert param.envvar == "SPACEPORT_" + long.upper().replace("-", "_"), (path, long)
     assert seen == set(SAFETY_FLAGS)
+
+
+def test_wait_is_not_confused_by_the_containers_source_folder_variable():
+    """In the pod, SPACEPORT_SOURCE names run's source folder; ``wait`` must not take it
+    for its --source flag (a usage error, exit 2) but wait, here for a daemon that never
+    answers, and give up at its timeout (exit 1)."""
+    r = run_cli("wait", "--url", "http://127.0.0.1:9", "--timeout", "0.5", "--poll", "0.1",
+                env={"SPACEPORT_SOURCE": "/mnt/vol-dataset"})
+    assert r.code == 1, (r.code, r.err)
 
 
 def test_exported_allow_mass_delete_is_ignored_by_save_and_undeploy(tmp_path):

@@ -234,7 +234,7 @@ def run(ctx, **p):
             help="The daemon's API token, for a daemon that asks for basic auth "
                  "(--auth-user): sent as 'Authorization: Bearer'.")
 # No SPACEPORT_SOURCE for this flag: in a container that variable is run's --source folder.
-@click.option("--source", "source", is_flag=True,
+@click.option("--source", "source", is_flag=True, allow_from_autoenv=False,
               help="Wait also until the source data is all in (a daemon started with "
                    "--source-in-background is ready before). Exit 0 at once if the daemon "
                    "clones no source.")
