@@ -481,13 +481,10 @@ def test_cerits_lock_costs_a_save_with_nothing_changed_a_few_calls_whatever_the_
                     f.write(b"x" * 100)
             os.symlink("run0/f0", os.path.join(work, "link"))
             save(work, opts)
-            # the kernel sends releases (of files and folders) after the call that closed
-            # them returns: let the first save's land before counting the second's
-            time.sleep(0.3)
+            fs.settled_counts()  # the first save's late releases are not the second's
             fs.reset_counts()
             save(work, opts)
-            time.sleep(0.3)
-            counts = fs.counts()
+            counts = fs.settled_counts()
             calls[name] = metadata_calls(counts)
             writes[name] = (counts.get("write", 0), counts.get("create", 0))
     # the heartbeat only, in every case: neither the dump nor the manifest written again

@@ -677,6 +677,18 @@ class OneDataFS:
     def reset_counts(self) -> None:
         self._request("reset_counts")
 
+    def settled_counts(self, quiet: float = 0.05) -> dict[str, int]:
+        """The counts once no call has arrived for ``quiet`` seconds. The kernel sends a
+        RELEASE or RELEASEDIR after the close() or closedir() that caused it has returned:
+        a count taken, or reset, right after a command may hold its late releases."""
+        counts = self.counts()
+        while True:
+            time.sleep(quiet)
+            again = self.counts()
+            if again == counts:
+                return counts
+            counts = again
+
     def inject(self, op: str = "*", path: str = "*", errno: int | str = "EIO",
                after: int = 0, times: Optional[int] = None) -> None:
         """Add a fault rule; it is active when this returns. See :class:`FaultRule`."""
