@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from ..store.base import Store, join
-from .statusfile import is_status_file_problem, status_file_error
+from .statusfile import named_if_unusable
 
 JOURNAL_NAME = "journal.jsonl"
 
@@ -20,32 +20,24 @@ def append_entry(store: Store, status_dir: str, entry: dict) -> None:
     """Append one line; the caller fences it like any commit on the primary. A journal
     that cannot be written for good is StatusFileError (an OSError: a save goes on)."""
     rel = join(status_dir, JOURNAL_NAME)
-    try:
-        store.append_bytes(rel, (json.dumps(entry) + "\n").encode())
-    except OSError as exc:
-        if not is_status_file_problem(exc):
-            raise
-        raise status_file_error(
-            store, rel, "the save journal", exc,
+    with named_if_unusable(
+            store, rel, "the save journal",
             meaning="this save is not on its record ('status --primary' lists the saves "
                     "from it); the files themselves are saved.",
-            todo=f"Move what is at {store.abspath(rel) if hasattr(store, 'abspath') else rel} "
-                 "out of the status folder (only spaceport writes there): the next save "
-                 "that changes something starts the journal anew.") from exc
+            todo="Move what is at {where} out of the status folder (only spaceport writes "
+                 "there): the next save that changes something starts the journal anew."):
+        store.append_bytes(rel, (json.dumps(entry) + "\n").encode())
 
 
 def read_tail(store: Store, status_dir: str, count: int = 5) -> list[dict]:
     """The last ``count`` entries, oldest first."""
     rel = join(status_dir, JOURNAL_NAME)
     try:
-        lines = store.read_bytes(rel).splitlines()[-count:]
+        with named_if_unusable(store, rel, "the save journal",
+                               meaning="the saves recorded in it cannot be shown."):
+            lines = store.read_bytes(rel).splitlines()[-count:]
     except FileNotFoundError:
         return []
-    except OSError as exc:
-        if not is_status_file_problem(exc):
-            raise
-        raise status_file_error(store, rel, "the save journal", exc,
-                                meaning="the saves recorded in it cannot be shown.") from exc
     out = []
     for line in lines:
         try:

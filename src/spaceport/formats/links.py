@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from ..errors import FormatError, UsageError
 from ..store.base import Store, join, relative_path_problem
 from ..wording import quote
-from .statusfile import is_status_file_problem, status_file_error
+from .statusfile import named_if_unusable
 
 MANIFEST_NAME = "links.jsonl"
 MANIFEST_FORMAT = 1
@@ -238,33 +238,26 @@ def write_manifest(store: Store, status_dir: str, links: list[Link], root: str,
     be written for good (a folder in its place) stops the save there, named: the links are
     project data (StatusFileError, exit 1)."""
     rel = join(status_dir, MANIFEST_NAME)
-    try:
-        store.write_bytes_atomic(rel, encode_manifest(links, root, notes))
-    except OSError as exc:
-        if not is_status_file_problem(exc):
-            raise
-        raise status_file_error(
-            store, rel, "the link manifest", exc,
+    with named_if_unusable(
+            store, rel, "the link manifest",
             meaning="the links of this working copy could not be recorded on the primary. "
                     "Everything else of the save is there, and the links are kept in the "
                     "working copy; the lock and the working copy are kept until they are "
-                    "recorded (an undeploy does not remove the copy before).") from exc
+                    "recorded (an undeploy does not remove the copy before)."):
+        store.write_bytes_atomic(rel, encode_manifest(links, root, notes))
 
 
 def read_manifest_full(store: Store, status_dir: str) -> Manifest | None:
     """The manifest with its refused entries and header notes; None if there is none."""
     rel = join(status_dir, MANIFEST_NAME)
     try:
-        raw = store.read_bytes(rel)
+        with named_if_unusable(
+                store, rel, "the link manifest",
+                meaning="the links recorded on the primary cannot be read, so they cannot "
+                        "be restored or compared; nothing was changed."):
+            raw = store.read_bytes(rel)
     except FileNotFoundError:
         return None
-    except OSError as exc:
-        if not is_status_file_problem(exc):
-            raise
-        raise status_file_error(
-            store, rel, "the link manifest", exc,
-            meaning="the links recorded on the primary cannot be read, so they cannot be "
-                    "restored or compared; nothing was changed.") from exc
     return parse_manifest(raw, os.path.join(store.root, rel), rel)
 
 

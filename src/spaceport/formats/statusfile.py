@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno as errno_mod
 import logging
 import threading
+from contextlib import contextmanager
 
 from ..errors import SpaceportError
 from ..store.base import Store, is_retryable
@@ -57,15 +58,31 @@ def what_is_wrong(exc: OSError) -> str:
 def status_file_error(store: Store, rel: str, what: str, exc: OSError, *, meaning: str,
                       todo: str | None = None) -> StatusFileError:
     """The error for ``rel`` (``what``: "the heartbeat file", ...) that ``exc`` showed to
-    be unusable. ``meaning``: what that does to the command; ``todo``: what to do (by
-    default: move that entry away; only spaceport writes at that path)."""
+    be unusable. ``meaning``: what that does to the command; ``todo``: what to do, where
+    ``{where}`` stands for the file's path (by default: move that entry away; only
+    spaceport writes at that path)."""
     where = store.abspath(rel) if hasattr(store, "abspath") else rel
     return StatusFileError(
         f"{what} {where} {what_is_wrong(exc)}: {meaning}",
-        hint=todo or (f"Look at what is at {where}, and move it out of the status folder "
-                      "(nothing but spaceport should write there); then run the command "
-                      "again, which writes that file anew."),
+        hint=todo.format(where=where) if todo else (
+            f"Look at what is at {where}, and move it out of the status folder (nothing "
+            "but spaceport should write there); then run the command again, which writes "
+            "that file anew."),
         cause=exc)
+
+
+@contextmanager
+def named_if_unusable(store: Store, rel: str, what: str, *, meaning: str,
+                      todo: str | None = None):
+    """Around a call on the status file ``rel``: an error of the file itself becomes
+    :func:`status_file_error`'s; storage errors (transient, a vanished mount) and a
+    missing file pass through unchanged, for the caller's own handling."""
+    try:
+        yield
+    except OSError as exc:
+        if not is_status_file_problem(exc):
+            raise
+        raise status_file_error(store, rel, what, exc, meaning=meaning, todo=todo) from exc
 
 
 def say_once(text: str) -> None:

@@ -16,12 +16,7 @@ from typing import Callable
 from ...clock import iso, utcnow
 from ...errors import FormatError, LockLostError
 from ...formats.cerit import CERIT_LOCK
-from ...formats.statusfile import (
-    StatusFileError,
-    is_status_file_problem,
-    say_once,
-    status_file_error,
-)
+from ...formats.statusfile import StatusFileError, named_if_unusable, say_once
 from ...hostinfo import ProcessIdentity, hostname
 from ...store.base import Store, join
 from ...store.retry import commit_gate
@@ -178,23 +173,19 @@ class DeploymentLock:
             self._write_beat(beat)
 
     def _write_beat(self, beat: Heartbeat) -> None:
-        try:
-            # A retried write (a transient error: spaceport.store.retrying) reads the lock
-            # again first: the heartbeat is written only while the lock is ours.
-            with commit_gate(self.verify):
-                self.store.write_bytes_atomic(self.heartbeat_rel, beat.to_json())
-        except OSError as exc:
-            if not is_status_file_problem(exc):
-                raise
-            raise status_file_error(
-                self.store, self.heartbeat_rel, "the heartbeat file", exc,
+        with named_if_unusable(
+                self.store, self.heartbeat_rel, "the heartbeat file",
                 meaning="this deployment's heartbeat cannot be written. Nothing else depends "
                         "on it here, but other nodes cannot see this deployment beat (a "
                         "daemon's lock then looks stale to them after its stale-after time), "
                         "and status shows no last save.",
-                todo=f"Move what is at {self.store.abspath(self.heartbeat_rel)} out of the "
-                     "status folder (only spaceport writes there): the next save, or the "
-                     "daemon's next beat, writes the heartbeat anew.") from exc
+                todo="Move what is at {where} out of the status folder (only spaceport "
+                     "writes there): the next save, or the daemon's next beat, writes the "
+                     "heartbeat anew."):
+            # A retried write (a transient error: spaceport.store.retrying) reads the lock
+            # again first: the heartbeat is written only while the lock is ours.
+            with commit_gate(self.verify):
+                self.store.write_bytes_atomic(self.heartbeat_rel, beat.to_json())
 
     def first_beat(self) -> None:
         """The heartbeat of a lock just taken: one that cannot be written is said, and the
