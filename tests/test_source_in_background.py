@@ -7,7 +7,9 @@ the clone without copying again what is there (counted calls)."""
 from __future__ import annotations
 
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -91,6 +93,31 @@ def test_ready_while_the_source_arrives_autosaves_meanwhile_and_wait_source(side
     assert final["source_progress"]["complete"] and final["source_progress"]["files_missing"] == 0
     assert not os.path.exists(notice)
     assert tree_files(s["source_work"]) == tree_files(s["backing"])
+    d.signal(signal.SIGTERM)
+    assert d.wait_exit() == 0, d.log()
+
+
+def test_the_notices_own_wait_command_works_behind_a_desktop(sides, daemons):
+    """In a pod the daemon fronts the desktop: its page is under /spaceport/, and the notice
+    names that URL. The command the notice gives, run as written, waits and then exits 0."""
+    s, fs = sides, sides["fs"]
+    with socket.socket() as sock:  # a desktop that never answers: the page stays in front
+        sock.bind(("127.0.0.1", 0))
+        desktop = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    gate = fs.hold(op="open", path="/movies/m19.mrc", times=1, timeout=60)
+    d = start(daemons, s, "--desktop-url", desktop)
+    d.wait_phase("running")
+    text = open(os.path.join(s["source_work"], NOTICE_NAME)).read()
+    command = re.search(r"'(spaceport wait --source --url \S+)'", text).group(1).split()
+    assert command[-1] == d.url + "/spaceport/"
+    waiter = subprocess.Popen([sys.executable, "-m", *command, "--poll", "0.1",
+                               "--timeout", "60"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    time.sleep(1.0)
+    assert waiter.poll() is None  # the source is not in yet
+    fs.release(gate)
+    assert waiter.wait(60) == 0, waiter.stdout.read()
+    assert b"source data complete" in waiter.stdout.read()
     d.signal(signal.SIGTERM)
     assert d.wait_exit() == 0, d.log()
 

@@ -223,7 +223,8 @@ def run(ctx, **p):
 # -- wait ----------------------------------------------------------------------------
 @click.command()
 @env_option("--url", default="http://127.0.0.1:8000", show_default=True,
-            help="Base URL of the daemon (its --listen address).")
+            help="Base URL of the daemon (its --listen address), or its progress page's "
+                 "URL (.../spaceport/ behind a desktop).")
 @env_option("--timeout", type=click.FloatRange(0), default=0.0, show_default=True,
             help="Give up after this many seconds (0: never).")
 @env_option("--poll", type=click.FloatRange(0.05), default=1.0, show_default=True,
@@ -247,8 +248,18 @@ def wait(ctx, url, timeout, poll, gone_after, token_file, source):
     it keeps waiting up to --timeout. What a desktop start script runs instead of polling.
     """
     token = read_token(None, token_file)
-    raise SystemExit(Waiter(url.rstrip("/"), timeout, poll, gone_after, token,
+    raise SystemExit(Waiter(base_url(url), timeout, poll, gone_after, token,
                             source=source).run())
+
+
+def base_url(url: str) -> str:
+    """The daemon's base URL from what a person was shown: its --listen address, or its
+    page's URL, which a daemon in front of a desktop serves under /spaceport/ (the notice of
+    an incomplete source names that one)."""
+    from ..daemon.web import PREFIX  # the server's module: not imported for other commands
+
+    url = url.rstrip("/")
+    return url.removesuffix(PREFIX)
 
 
 class Waiter:
