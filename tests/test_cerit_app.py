@@ -314,6 +314,38 @@ def test_after_cerits_app_its_dump_brings_its_links_and_keeps_what_it_could_not_
     assert run_cli("undeploy", again).code == 0
 
 
+def test_status_names_cerits_app_only_for_what_that_app_wrote(tmp_path):
+    """spaceport keeps CERIT's lock folder and dump for that app: status --primary must not
+    take them for the app's use of the space, and must name the app once it did use it."""
+    primary, work = str(tmp_path / "space"), str(tmp_path / "work")
+    project(primary)
+
+    def old_system():
+        r = run_cli("status", "--primary", primary, "--json")
+        assert r.code == 0, r.err
+        return json.loads(r.out)["old_system"]
+
+    assert run_cli("deploy", "--cerit", primary, work).code == 0
+    link_up(work)
+    assert run_cli("save", work).code == 0
+    assert os.path.exists(os.path.join(primary, "symlink-dump"))
+    assert old_system() is None  # the mirror and the dump are spaceport's
+    assert run_cli("undeploy", work).code == 0
+    assert old_system() is None  # the mirror removed after the last save, the folder kept
+    later = time.time() + 5
+    # CERIT's app opens the project: its lock is the newest trace
+    with open(os.path.join(primary, LOCK), "w") as f:
+        f.write(str(int(time.time())))
+    os.utime(os.path.join(primary, "scipion-docker"), (later, later))
+    assert old_system()["file"] == "scipion-docker"
+    # ... and saves: its dump, newer still, is not the one the manifest names
+    with open(os.path.join(primary, "symlink-dump"), "a") as f:
+        f.write("../../../project.sqlite /mnt/vol-project/Runs/made-in-cerit\n")
+    os.utime(os.path.join(primary, "symlink-dump"), (later + 1, later + 1))
+    assert old_system() == {**old_system(), "system": "CERIT-SC scipion-docker",
+                            "file": "symlink-dump"}
+
+
 # --- the space folder in a claim ---------------------------------------------------------
 
 

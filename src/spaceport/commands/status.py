@@ -19,6 +19,7 @@ from ..engine.plan import unsaved_summary
 from ..engine.scan import Kind, scan_tree
 from ..engine.snapshot import fold_companions
 from ..errors import FormatError, SpaceportError, StorageUnavailableError
+from ..formats.cerit import CERIT_DIR, CERIT_LOCK, SYMLINK_DUMP_NAME, dump_digest
 from ..formats.journal import read_tail
 from ..formats.legacy import (
     TOP_LEVEL_NAMES,
@@ -26,9 +27,10 @@ from ..formats.legacy import (
     RootUnknown,
     last_system,
     legacy_lists,
+    parse_cerit_lock,
     read_legacy_links,
 )
-from ..formats.links import read_manifest_full, resolve_target
+from ..formats.links import MANIFEST_NAME, read_manifest_full, resolve_target
 from ..formats.marker import (
     DEPLOYING,
     MARKER_DIR,
@@ -49,7 +51,7 @@ from ..safety.lock import (
     read_lock,
 )
 from ..safety.worklock import DAEMON_COMMAND, who_holds
-from ..store.base import Store
+from ..store.base import Store, join
 from ..store.retry import is_unavailable, unavailable
 from ..store.sides import open_primary, open_work
 from ..wording import count, duration, human_size, quote, show_path
@@ -164,7 +166,7 @@ def legacy_facts(primary: Store, status_dir: str, opts: Options, manifest,
     """The old tools' traces in a space: which one used it last, and what an import does
     (without a manifest) or which links were left out (recorded in the manifest)."""
     facts: dict = {"legacy_link_lists": [rel for rel, _ in legacy_lists(primary, status_dir)]}
-    last = last_system(primary, status_dir)
+    last = last_system(primary, status_dir, _spaceports_own(primary, status_dir, manifest))
     facts["old_system"] = None if last is None else {
         "system": last[0], "file": last[1], "written": iso_time(last[2])}
     if manifest is not None:
@@ -178,6 +180,37 @@ def legacy_facts(primary: Store, status_dir: str, opts: Options, manifest,
             facts["legacy_import_error"] = (f"{exc}; a deploy is refused until it is given "
                                             "--legacy-root")
     return facts
+
+
+def _spaceports_own(primary: Store, status_dir: str, manifest):
+    """Which of the old tools' files say nothing of their use: once spaceport has saved the
+    space (a manifest), a file older than that manifest, and what spaceport writes itself
+    for CERIT's app (the dump its manifest names, the folder of CERIT's lock holding
+    nothing or only spaceport's mirror). Without this a space spaceport keeps for CERIT's
+    app would be shown as last used by CERIT's app."""
+    try:
+        saved = None if manifest is None else \
+            primary.lstat(join(status_dir, MANIFEST_NAME)).st_mtime
+    except FileNotFoundError:
+        saved = None
+
+    def mine(rel: str, mtime: float) -> bool:
+        if saved is None:
+            return False
+        if mtime <= saved:
+            return True
+        if rel == SYMLINK_DUMP_NAME:
+            return dump_digest(primary.read_bytes(rel)) == manifest.cerit_dump
+        if rel == CERIT_DIR:
+            try:
+                raw = primary.read_bytes(CERIT_LOCK)
+            except FileNotFoundError:
+                return True  # emptied by spaceport's release (CERIT's app leaves a dump)
+            except IsADirectoryError:
+                return False
+            return parse_cerit_lock(CERIT_LOCK, raw).mirror_of is not None
+        return False
+    return mine
 
 
 def iso_time(timestamp: float) -> str:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import re
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -412,16 +413,22 @@ def read_symlink_dump(store: Store, raw: bytes, root: str | None = None) -> Lega
     return parse_symlink_dump(raw, SYMLINK_DUMP_NAME, root, lambda d: _is_dir(store, d))
 
 
-def last_system(store: Store, status_dir: str) -> tuple[str, str, float] | None:
+def last_system(store: Store, status_dir: str,
+                mine: Callable[[str, float], bool] = lambda rel, mtime: False,
+                ) -> tuple[str, str, float] | None:
     """(old system, the file that shows it, its mtime) of the old tool that last wrote the
-    space, judged by the mtimes of their files on the primary (one clock: the storage's)."""
+    space, judged by the mtimes of their files on the primary (one clock: the storage's).
+    ``mine(rel, mtime)`` says a file is spaceport's own writing (it keeps CERIT's lock and
+    dump for that app) or older than spaceport's last save: not a sign of the old tool."""
     evidence = []
     for rel, system in ((join(status_dir, LINKLIST_NAME), WESTLIFE),
                         (SYMLINK_DUMP_NAME, CERIT), (CERIT_DIR, CERIT)):
         try:
-            evidence.append((store.lstat(rel).st_mtime, rel, system))
+            mtime = store.lstat(rel).st_mtime
         except (FileNotFoundError, NotADirectoryError):
             continue
+        if not mine(rel, mtime):
+            evidence.append((mtime, rel, system))
     if not evidence:
         return None
     mtime, rel, system = max(evidence)
