@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 
+from .tools import compile_spaceport, spaceport_env
 from .tree import generate
 
 SAVE_TIMER = """
@@ -34,11 +35,6 @@ print(json.dumps({"seconds": time.perf_counter() - start, "uploaded": report.upl
 """
 
 
-def _env() -> dict:
-    env = dict(os.environ)
-    env.pop("SPACEPORT_JOBS", None)
-    env["SPACEPORT_PROGRESS"] = "false"
-    return env
 
 
 def run_measured(cmd: list[str], stdout=subprocess.DEVNULL) -> tuple[float, int, bytes]:
@@ -46,7 +42,7 @@ def run_measured(cmd: list[str], stdout=subprocess.DEVNULL) -> tuple[float, int,
     with tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=stdout, stderr=err, stdin=subprocess.DEVNULL,
-                                env=_env())
+                                env=spaceport_env())
         out = proc.stdout.read() if proc.stdout else b""
         _, status, usage = os.wait4(proc.pid, 0)  # wait4: this child's own peak memory
         seconds = time.perf_counter() - start
@@ -69,6 +65,7 @@ def scale(workdir: str, files: int, reps: int, say=print) -> dict:
     shutil.rmtree(base, ignore_errors=True)
     primary, work = os.path.join(base, "primary"), os.path.join(base, "work")
     os.makedirs(primary)
+    compile_spaceport()
     # Nothing is removed before the whole run ends (see measure.Runner.run).
     run_measured(spaceport("deploy", primary, work))
     t0 = time.perf_counter()
@@ -111,6 +108,7 @@ def bigfile(workdir: str, size: int, reps: int, say=print) -> dict:
     primary, work, cpdir = (os.path.join(base, d) for d in ("primary", "work", "cp"))
     os.makedirs(primary)
     os.makedirs(cpdir)
+    compile_spaceport()
     run_measured(spaceport("deploy", primary, work))
     src = os.path.join(work, "micrograph_stack.mrcs")
     with open(src, "wb") as f:
