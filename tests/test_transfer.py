@@ -11,9 +11,16 @@ from conftest import snapshot, write
 from spaceport.commands.deploy import deploy
 from spaceport.commands.options import Options
 from spaceport.commands.save import save
+from spaceport.engine.pool import run_parallel, run_pool
 from spaceport.engine.progress import Tracker
-from spaceport.engine.pool import run_parallel
-from spaceport.engine.transfer import RACY_NS, Copier, CopyJob, KeptChangingError, racy, run_copies
+from spaceport.engine.transfer import (
+    RACY_NS,
+    Copier,
+    CopyJob,
+    KeptChangingError,
+    racy,
+    run_copies,
+)
 from spaceport.errors import Interrupted
 from spaceport.safety.lock import DEFAULT_STATUS_DIR
 from spaceport.store import PRIMARY_CAPABILITIES, WORK_CAPABILITIES, PosixStore
@@ -219,6 +226,49 @@ def test_run_parallel_stops_when_the_caller_gives_up():
     with pytest.raises(RuntimeError, match="lock lost"):
         run_parallel(round_trip, range(10_000), 4, on_done)
     assert len(started) < 100  # soon after the error, no new call starts
+
+
+@pytest.mark.parametrize("cut_at", [1, 2])
+def test_a_signal_while_the_workers_start_stops_and_waits_for_those_started(monkeypatch,
+                                                                            cut_at):
+    """SIGTERM is a KeyboardInterrupt in the command line. One that lands while a worker
+    thread starts (a loaded machine makes that window wide) must still stop the workers
+    already running and wait for them: a copy cut off by the process's end leaves its
+    temporary behind (seen once in test_clone under load)."""
+    stop = threading.Event()
+    in_flight, ended = set(), []
+    real_start, starts = threading.Thread.start, []
+
+    def start(thread):
+        real_start(thread)
+        starts.append(thread)
+        if len(starts) == cut_at + 1:
+            deadline = time.monotonic() + 10
+            while len(in_flight) < cut_at and time.monotonic() < deadline:
+                time.sleep(0.005)  # the workers started before are copying
+            raise KeyboardInterrupt  # as if the signal arrived while this one started
+
+    def copy(n):
+        if stop.is_set():
+            return n, "not done"
+        in_flight.add(n)
+        while not stop.wait(0.01):  # a long copy, which checks the stop between chunks
+            pass
+        time.sleep(0.05)  # removing its temporary
+        in_flight.discard(n)
+        ended.append(n)
+        return n, "stopped"
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_pool(range(20), 4, copy, lambda result: None, stop, "copy")
+        assert stop.is_set() and not in_flight, in_flight
+    finally:
+        stop.set()
+    # the copies under way when the signal came ended (and the one whose start it cut, if
+    # that thread had begun one)
+    assert cut_at <= len(ended) <= cut_at + 1
 
 
 def test_folders_and_deletions_in_parallel_give_the_serial_result(tmp_path):

@@ -44,8 +44,8 @@ def run_parallel(fn: Callable[[T], R], items: Iterable[T], workers: int,
 
 def run_pool(items: Iterable, workers: int, call: Callable, deliver: Callable,
               stop: threading.Event, name: str) -> None:
-    """The worker pool under :func:`run_parallel` and the copier's ``run_copies``: ``deliver(call(item))`` for each
-    item, ``deliver`` always in the calling thread.
+    """The worker pool under :func:`run_parallel` and the copier's ``run_copies``:
+    ``deliver(call(item))`` for each item, ``deliver`` always in the calling thread.
 
     Workers take the next item themselves and hand results back through a queue: no future
     per item, nothing waits on a set of futures (with 10^5 small files that bookkeeping
@@ -78,24 +78,30 @@ def run_pool(items: Iterable, workers: int, call: Callable, deliver: Callable,
 
     threads = [threading.Thread(target=work, name=f"{name}-{n}", daemon=True)
                for n in range(max(1, workers))]
-    for thread in threads:
-        thread.start()
-    running = len(threads)
+    ended = 0
     try:
-        while running:
+        # Started inside the try: a signal (SIGTERM is a KeyboardInterrupt here) that lands
+        # while the second worker starts must still stop the first and wait for it, or the
+        # process ends with that worker's copy half-written (a temporary left behind).
+        for thread in threads:
+            thread.start()
+        while ended < len(threads):
             result = results.get()
             if result is _WORKER_DONE:
-                running -= 1
+                ended += 1
             elif isinstance(result, _Failure):
                 raise result.error
             else:
                 deliver(result)
     except BaseException:
         stop.set()
-        while running:  # calls in flight end soon (copies within a chunk); record them
+        # The workers that began (a start cut short may have begun its thread; one not yet
+        # counted here sees the stop before it touches anything).
+        started = sum(1 for thread in threads if thread.ident is not None)
+        while ended < started:  # calls in flight end soon (copies within a chunk); record them
             result = results.get()
             if result is _WORKER_DONE:
-                running -= 1
+                ended += 1
             elif not isinstance(result, _Failure):
                 try:
                     deliver(result)
