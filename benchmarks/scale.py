@@ -35,8 +35,6 @@ print(json.dumps({"seconds": time.perf_counter() - start, "uploaded": report.upl
 """
 
 
-
-
 def run_measured(cmd: list[str], stdout=subprocess.DEVNULL) -> tuple[float, int, bytes]:
     """(wall seconds, peak RSS in KiB, stdout) of one process."""
     with tempfile.TemporaryFile() as err:

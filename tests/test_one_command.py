@@ -34,6 +34,21 @@ from spaceport.safety.worklock import DaemonOwnsWorkError, busy_path, hold_work
 S = DEFAULT_STATUS_DIR
 
 
+def remove_under_a_writer(path: str) -> None:
+    """rm -rf of a folder a live process writes in, as a person's would go: an entry the
+    process removed meanwhile (SQLite's -wal at a checkpoint) is gone already, and a file
+    it wrote meanwhile is removed on a second pass."""
+    def gone_already(function, name, exc_info):
+        if getattr(exc_info[1], "errno", None) not in (errno.ENOENT, errno.ENOTEMPTY):
+            raise exc_info[1]
+
+    for _ in range(20):
+        shutil.rmtree(path, onerror=gone_already)
+        if not os.path.lexists(path):
+            return
+    raise AssertionError(f"{path} kept coming back")
+
+
 def project(root, files=6):
     for i in range(files):
         write(root, f"Runs/{i % 2:03d}/f{i:03d}.xmd", os.urandom(1000 + i))
@@ -166,21 +181,6 @@ def test_a_busy_file_replaced_between_open_and_flock_is_taken_again(tmp_path, mo
         assert swapped
         assert os.fstat(held.busy_fd).st_ino == os.stat(busy_path(work)).st_ino == swapped[0]
         assert json.loads(open(busy_path(work)).read())["command"] == "save"
-
-
-def remove_under_a_writer(path: str) -> None:
-    """rm -rf of a folder a live process writes in, as a person's would go: an entry the
-    process removed meanwhile (SQLite's -wal at a checkpoint) is gone already, and a file
-    it wrote meanwhile is removed on a second pass."""
-    def gone_already(function, name, exc_info):
-        if getattr(exc_info[1], "errno", None) not in (errno.ENOENT, errno.ENOTEMPTY):
-            raise exc_info[1]
-
-    for _ in range(20):
-        shutil.rmtree(path, onerror=gone_already)
-        if not os.path.lexists(path):
-            return
-    raise AssertionError(f"{path} kept coming back")
 
 
 # -- under a running daemon --------------------------------------------------------------
