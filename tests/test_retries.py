@@ -277,6 +277,36 @@ def test_a_journal_line_that_landed_is_not_written_twice(deployment):
 
 
 @needs_fuse
+def test_a_journal_line_like_the_one_before_is_still_written_when_retried(tmp_path):
+    """Two saves within one second that did the same make the same entry. A retry asks
+    whether the file already ends with its line: it must not take the save before for
+    its own (CI lost such a line when the faulted save ran in the same second)."""
+    from spaceport.formats.journal import append_entry, read_tail
+    from spaceport.store import PRIMARY_CAPABILITIES, PosixStore
+    from spaceport.store.retry import RetryPolicy
+    from spaceport.store.retrying import RetryingStore
+
+    fuse = Mount(tmp_path)
+    try:
+        os.makedirs(os.path.join(fuse.backing, S))
+        store = RetryingStore(PosixStore(fuse.path, PRIMARY_CAPABILITIES, temp_token="0" * 8),
+                              RetryPolicy(attempts=4, initial_delay=0.001, max_delay=0.002))
+        entry = {"time": "2026-12-05T13:02:21+00:00", "uploaded": 1, "bytes": 7}
+        append_entry(store, S, entry)
+        fuse.fs.inject(op="write", path=f"/{S}/journal.jsonl", errno="ETIMEDOUT", times=1)
+        append_entry(store, S, entry)
+        rule = fuse.fs.faults()[0]
+        assert rule["fired"] == 1 and rule["seen"] == 2, rule  # failed once, made again
+        lines = open(os.path.join(fuse.backing, S, "journal.jsonl")).read().splitlines()
+        assert len(lines) == 2, lines
+        tail = read_tail(store, S)
+        assert [e["uploaded"] for e in tail] == [1, 1] and tail[0]["id"] != tail[1]["id"]
+        store.close()
+    finally:
+        fuse.stop()
+
+
+@needs_fuse
 def test_the_daemons_heartbeat_is_retried(tmp_path, daemons):
     fuse = Mount(tmp_path)
     try:
