@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import compileall
 import hashlib
 import os
 import stat
@@ -11,10 +12,22 @@ from dataclasses import dataclass
 
 import pytest
 
+import spaceport
 from spaceport.commands.options import Options
 from spaceport.formats.marker import MARKER_DIR
 from spaceport.safety.lock import DEFAULT_STATUS_DIR
 from spaceport.store.retry import RetryPolicy
+
+
+def pytest_sessionstart(session):
+    """Compile spaceport once, before thousands of ``python -m spaceport`` processes start.
+
+    An editable install writes no bytecode, and where PYTHONDONTWRITEBYTECODE is set (these
+    machines set it) no process writes any either: every command the tests start compiled the
+    same 100-odd modules again, about 0.1 s each time and a fifth of a CLI-heavy test file's
+    time. compileall writes bytecode whatever that variable says; a tree it cannot write to
+    is left as it is (each process then compiles, as before)."""
+    compileall.compile_dir(os.path.dirname(spaceport.__file__), quiet=2)
 
 SKIP_TOP = {os.fsencode(MARKER_DIR), os.fsencode(DEFAULT_STATUS_DIR)}
 

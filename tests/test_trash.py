@@ -227,7 +227,8 @@ def test_old_batches_still_purge_when_both_measures_agree(mounted, tmp_path):
     import json
     import time
     m, primary, backing, work = mounted
-    seconds = 8.0
+    seconds = 5.0  # the retention; a batch is watched for `watch` s before an undeploy
+    watch = 2
     retention = ("--trash-retention-days", str(seconds / 86400))
     for i in range(3):
         write(work, f"f{i}", b"%d" % i)
@@ -236,18 +237,18 @@ def test_old_batches_still_purge_when_both_measures_agree(mounted, tmp_path):
     save_at(work, (), *retention)
     [first] = batches(backing)
     time.sleep(seconds + 1)
-    save_at(work, (), *retention)  # older than 8 s by both clocks: purged
+    save_at(work, (), *retention)  # older than the retention by both clocks: purged
     assert batches(backing) == []
     # Watched time adds up over deployments, never the time nobody had the project.
     os.unlink(os.path.join(work, "f1"))
     save_at(work, (), *retention)
     [second] = batches(backing)
-    time.sleep(3)
+    time.sleep(watch)
     assert run_cli("undeploy", work).code == 0  # its final save writes what it watched
     with open(os.path.join(backing, S, "trash-watch.json")) as f:
         watched = json.load(f)["seconds"][second]
-    assert 3 <= watched < seconds
-    time.sleep(seconds - 3 + 1)  # nobody deployed: 9 s old by the clock, 3 s watched
+    assert watch <= watched < seconds
+    time.sleep(seconds - watch + 1)  # nobody deployed: past the retention by the clock only
     again = str(tmp_path / "again")
     assert run_cli("deploy", primary, again).code == 0
     save_at(again, (), *retention)
