@@ -170,22 +170,7 @@ class DeploymentLock:
             beat = Heartbeat(self.info.deployment_id, secrets.token_hex(8), iso(utcnow()),
                              hostname(), proc.pid, proc.boot_id, proc.pid_ns, proc.started,
                              self.last_save)
-            self._write_beat(beat)
-
-    def _write_beat(self, beat: Heartbeat) -> None:
-        with named_if_unusable(
-                self.store, self.heartbeat_rel, "the heartbeat file",
-                meaning="this deployment's heartbeat cannot be written. Nothing else depends "
-                        "on it here, but other nodes cannot see this deployment beat (a "
-                        "daemon's lock then looks stale to them after its stale-after time), "
-                        "and status shows no last save.",
-                todo="Move what is at {where} out of the status folder (only spaceport "
-                     "writes there): the next save, or the daemon's next beat, writes the "
-                     "heartbeat anew."):
-            # A retried write (a transient error: spaceport.store.retrying) reads the lock
-            # again first: the heartbeat is written only while the lock is ours.
-            with commit_gate(self.verify):
-                self.store.write_bytes_atomic(self.heartbeat_rel, beat.to_json())
+            write_heartbeat(self.store, self.heartbeat_rel, beat, self.verify)
 
     def first_beat(self) -> None:
         """The heartbeat of a lock just taken: one that cannot be written is said, and the
@@ -209,3 +194,21 @@ class DeploymentLock:
         with self._io:
             release_ours(self.store, self.status_dir, self.info.deployment_id, self.verify,
                          mirror=bool(self.info.cerit_lock))
+
+
+def write_heartbeat(store: Store, rel: str, beat: Heartbeat,
+                    verify: Callable[[], LockInfo]) -> None:
+    """Write a holder's heartbeat file; a path that cannot hold it is named with what to do."""
+    with named_if_unusable(
+            store, rel, "the heartbeat file",
+            meaning="this deployment's heartbeat cannot be written. Nothing else depends "
+                    "on it here, but other nodes cannot see this deployment beat (a "
+                    "daemon's lock then looks stale to them after its stale-after time), "
+                    "and status shows no last save.",
+            todo="Move what is at {where} out of the status folder (only spaceport "
+                 "writes there): the next save, or the daemon's next beat, writes the "
+                 "heartbeat anew."):
+        # A retried write (a transient error: spaceport.store.retrying) reads the lock
+        # again first: the heartbeat is written only while the lock is ours.
+        with commit_gate(verify):
+            store.write_bytes_atomic(rel, beat.to_json())
