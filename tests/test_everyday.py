@@ -217,6 +217,109 @@ def test_json_is_one_object_on_stdout_for_each_command(tmp_path):
     assert one_json(run_cli("status", str(tmp_path), "--json"))["exit_code"] == 1
 
 
+def only_json(r) -> dict:
+    """stdout is exactly one JSON object: json.loads takes all of it, no other text."""
+    result = json.loads(r.out)
+    assert isinstance(result, dict), r.out
+    assert result["exit_code"] == r.code and result["ok"] is (r.code == 0), (result, r.err)
+    return result
+
+
+def test_json_dry_runs_print_the_plan_as_one_object(tmp_path):
+    primary, work = deployed(tmp_path, {"a/one.dat": b"1" * 1000, "b/two.dat": b"2" * 2000,
+                                        "c/three.dat": b"3" * 30}, "--exclude", "/c/")
+    write(work, "a/new.dat", b"n" * 500)
+    write(work, "d/more.dat", b"m" * 70)
+    os.unlink(os.path.join(work, "b/two.dat"))
+    r = run_cli("save", work, "--dry-run", "--json")
+    plan = only_json(r)
+    assert r.code == 0 and (plan["command"], plan["dry_run"]) == ("save", True), r.err
+    assert (plan["to_upload"], plan["to_upload_bytes"], plan["to_create"]) == (2, 570, 1)
+    assert plan["to_trash"] == 1 and plan["paths"]["trash"] == ["b/two.dat"]
+    assert plan["paths"]["upload"] == ["a/new.dat", "d/more.dat"]
+    assert plan["held_deletions"] is None and plan["work"] == work
+    assert not os.path.exists(os.path.join(primary, "a/new.dat"))  # a dry run
+    # A dry run the real save would refuse: exit 5, the reason, still the one object.
+    os.mkdir(tmp_path / "empty")
+    r = run_cli("save", str(tmp_path / "empty"), "--dry-run", "--json")
+    refused = only_json(r)
+    assert r.code == 5 and refused["dry_run"] is True
+    assert "would be refused" in refused["error"] and refused["hint"]
+    # deploy --dry-run: the files and bytes it would bring, the lock, the filter it uses.
+    r = run_cli("deploy", primary, work, "--dry-run", "--json")
+    d = only_json(r)
+    assert r.code == 0 and (d["command"], d["dry_run"]) == ("deploy", True), r.err
+    assert (d["files"], d["bytes"], d["exclude"]) == (2, 3000, ["/c/"])
+    assert "already deployed here" in d["working_copy"] and d["lock_holder"]
+    r = run_cli("deploy", primary, str(tmp_path / "elsewhere"), "--dry-run", "--json")
+    locked = only_json(r)
+    assert r.code == 3 and locked["dry_run"] is True and "already deployed" in locked["error"]
+    assert not os.path.exists(tmp_path / "elsewhere")
+
+
+def test_json_every_failure_is_one_object_with_its_error(tmp_path):
+    primary, work = deployed(tmp_path, {"a/one.dat": b"1"})
+    usage = [("status", work, "--primary", primary, "--json"),
+             ("deploy", "--resume", "--discard-local", "--json", primary, work),
+             ("save", "--json", "--jobs", "0", work),
+             ("save", work, "--jobs", "0", "--json")]  # --json after the bad value
+    for args in usage:
+        r = run_cli(*args)
+        e = only_json(r)
+        assert r.code == 2 and e["ok"] is False and e["command"] == args[0], (args, r.out)
+        assert e["error"] and "Usage:" in r.err, (args, e)  # click's usage stays on stderr
+    assert "exclude each other" in only_json(run_cli(*usage[1]))["error"]
+    r = run_cli("save", "--jobs", "0", work, env={"SPACEPORT_JSON": "1"})
+    assert only_json(r)["error"].startswith("Invalid value for '--jobs'")
+    # Outside any working copy: deploy without WORK, status of a plain folder.
+    r = run_cli("deploy", "--json", primary, cwd=str(tmp_path))
+    e = only_json(r)
+    assert r.code == 2 and "not inside a working copy" in e["error"] and e["hint"]
+    r = run_cli("status", "--json", primary)
+    e = only_json(r)
+    assert r.code == 1 and "is not a spaceport working copy" in e["error"]
+    assert e["message"] in e["error"]  # the key scripts read before stays
+    # An error of spaceport's own: the one-line message in error, what to do in hint.
+    r = run_cli("save", work, "--bwlimit", "fast", "--json")
+    e = only_json(r)
+    assert r.code == 2 and e["error"].startswith("--bwlimit") and "|" not in e["error"]
+    # Without --json, stdout stays as it was: no object appears.
+    assert run_cli("save", "--jobs", "0", work).out == ""
+
+
+def test_json_undeploy_that_held_deletions_says_them(tmp_path):
+    files = {"a/one.dat": b"1", "b/two.dat": b"2", "c.dat": b"3"}
+    primary, work = deployed(tmp_path, files, "--exclude", "/scratch/")
+    # The filter the copy remembers, given or not, is the one deploy --json reports.
+    again = only_json(run_cli("deploy", primary, work, "--json"))
+    assert again["exclude"] == ["/scratch/"]
+    for name in ("a", "b"):
+        shutil.rmtree(os.path.join(work, name))
+    os.unlink(os.path.join(work, "c.dat"))
+    saved = only_json(run_cli("save", work, "--json"))
+    assert saved["held_deletions"]["count"] == 5
+    r = run_cli("undeploy", work, "--json")
+    u = only_json(r)
+    assert r.code == 5 and u["command"] == "undeploy" and u["work_removed"] is False, r.err
+    assert set(u["held_deletions"]) == set(saved["held_deletions"])  # the same shape
+    assert u["held_deletions"]["count"] == 5 and u["held_deletions"]["files"] == 3
+    assert "the undeploy stops here" in u["error"] and "--allow-mass-delete" in u["hint"]
+    assert os.path.exists(os.path.join(primary, "a/one.dat"))
+    # deploy --resume whose save of the unsaved work held deletions says them too.
+    assert run_cli("undeploy", work, "--keep-work", "--allow-mass-delete").code == 0
+    for rel in ("x.dat", "y.dat", "z.dat"):
+        write(primary, rel, b"p")
+    assert run_cli("deploy", primary, work).code == 0
+    assert run_cli("undeploy", work, "--keep-work").code == 0
+    for rel in ("x.dat", "y.dat", "z.dat"):
+        os.unlink(os.path.join(work, rel))
+    write(work, "new.dat", b"n")
+    r = run_cli("deploy", "--resume", primary, work, "--json")
+    d = only_json(r)
+    assert r.code == 5 and d["saved_first"] is True and d["uploaded"] == 1, r.err
+    assert d["held_deletions"]["count"] == 3
+
+
 # -- --bwlimit ---------------------------------------------------------------------------
 def timed(*args: str) -> tuple[float, dict]:
     start = time.monotonic()

@@ -4,8 +4,10 @@ wait|demo``.
 Every option can also be set through an environment variable ``SPACEPORT_<OPTION>``
 (containers use them), except the safety overrides (``--allow-mass-delete``,
 ``--discard-local``, ``--force``, ``--yes``, ``--take-over-stale``): one exported variable
-must never switch a safety net off for every later command. One handler at the top turns spaceport's exceptions into a message
-and the exit code of the contract in DESIGN.md.
+must never switch a safety net off for every later command. One handler at the top turns
+spaceport's exceptions (and click's usage errors) into a message and the exit code of the
+contract in DESIGN.md; with ``--json``, every exit, a usage error included, also ends with
+the command's one JSON object on stdout, its ``error`` and ``hint`` in it.
 
 This module builds the group, names every command in it and holds that handler. The
 commands live one family per module, named after them (``deploy_cmd``: deploy, save,
@@ -18,6 +20,7 @@ here); ``tests/test_cli_imports.py`` holds that.
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 import sys
 
@@ -85,7 +88,8 @@ def cli():
 def _interrupted() -> int:
     err.print("[red]interrupted[/]: what was copied is recorded; run the same command again "
               "to continue.")
-    options.last_error[:] = ["interrupted (Ctrl-C or SIGTERM)"]
+    options.record_error("interrupted (Ctrl-C or SIGTERM)",
+                         "Run the same command again to continue.")
     return EXIT_INTERRUPTED
 
 
@@ -95,6 +99,7 @@ def main(argv: list[str] | None = None, *, restore_signals: bool = True) -> int:
     print their report changes nothing); called as a library, the handlers are given back."""
     options.command_line[:] = sys.argv[1:] if argv is None else list(argv)
     options.last_error.clear()
+    options.error_facts.clear()
     previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
     try:
         code = _main(argv)
@@ -102,15 +107,38 @@ def main(argv: list[str] | None = None, *, restore_signals: bool = True) -> int:
         for sig, handler in previous.items() if restore_signals else ():
             signal.signal(sig, handler)
     options.finish_work_logs(code, options.last_error[0] if options.last_error else None)
+    if code and options.json_out is None:  # stopped before the command began its result
+        command = _json_asked(options.command_line)
+        if command is not None:
+            options.start_json(command, True)
     options.finish_json(code)  # --json: the one object on stdout, whatever happened
     return code
+
+
+def _json_asked(args: list[str]) -> str | None:
+    """The command asked for with --json (on the command line, or SPACEPORT_JSON), if it
+    takes --json: read from the arguments themselves, for a command that click stopped
+    before it ran (a usage error) and that must still answer with its one JSON object."""
+    args = args[:args.index("--")] if "--" in args else args
+    name = next((arg for arg in args if not arg.startswith("-")), None)
+    if name not in COMMANDS:
+        return None
+    try:
+        asked = "--json" in args or click.BOOL.convert(
+            os.environ.get("SPACEPORT_JSON") or "false", None, None)
+    except click.BadParameter:
+        asked = False
+    if not asked:
+        return None
+    command = cli.get_command(click.Context(cli), name)
+    return name if any(param.name == "as_json" for param in command.params) else None
 
 
 def _say_error(message: str, hint: str | None = None) -> None:
     err.print("[red]error:[/] " + escape(message))
     if hint:
         err.print(hint, markup=False)
-    options.last_error[:] = [message + (f" | {hint}" if hint else "")]
+    options.record_error(message, hint)
 
 
 def _main(argv: list[str] | None) -> int:
@@ -121,12 +149,15 @@ def _main(argv: list[str] | None) -> int:
         if isinstance(exc.__context__, KeyboardInterrupt):  # click wraps Ctrl-C / SIGTERM
             return _interrupted()
         err.print("aborted; nothing was changed.")
-        options.last_error[:] = ["aborted at the question; nothing was changed"]
+        options.record_error("aborted at the question; nothing was changed")
         return 1
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
-        exc.show()
+        exc.show()  # click's usage message, on stderr
+        ctx = getattr(exc, "ctx", None)
+        options.record_error(exc.format_message(),
+                             f"Try '{ctx.command_path} --help' for help." if ctx else None)
         return exc.exit_code if exc.exit_code else EXIT_USAGE
     except (KeyboardInterrupt, Interrupted):
         return _interrupted()

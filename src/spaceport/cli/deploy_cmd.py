@@ -10,6 +10,7 @@ import click
 from rich.markup import escape
 
 from ..engine.plan import save_listing
+from ..engine.scan import Kind
 from ..errors import RefusedError, UsageError
 from ..formats.marker import read_marker
 from ..safety.deletion_guard import held_warning
@@ -103,7 +104,7 @@ def deploy(ctx, primary, work, resume, discard_local, yes, take_over_stale, dry_
 
     if resume and discard_local:
         raise click.UsageError("--resume and --discard-local exclude each other.")
-    start_json("deploy", as_json and not dry_run)
+    start_json("deploy", as_json)
     work = work if work is not None else _work_from_here()
     opts = make_options(ctx.params)
     primary = resolve_space(primary, space_folder, "PRIMARY", opts)
@@ -111,6 +112,7 @@ def deploy(ctx, primary, work, resume, discard_local, yes, take_over_stale, dry_
     if dry_run:
         preview = preview_deploy(primary, work, opts, resume=resume,
                                  discard_local=discard_local)
+        json_result(**preview.facts())
         out.print("\n".join(preview.lines()), markup=False)
         if preview.outcome():
             raise preview.outcome()
@@ -121,6 +123,11 @@ def deploy(ctx, primary, work, resume, discard_local, yes, take_over_stale, dry_
                                 discard_local=discard_local, take_over_stale=take_over_stale,
                                 allow_mass_delete=allow_mass_delete, stop=stop,
                                 confirm=None if yes else confirm_discard)
+        except RefusedError as exc:  # --resume's save held deletions: say what it saved
+            if getattr(exc, "save_report", None) is not None:
+                json_result(primary=os.path.abspath(primary), work=os.path.abspath(work),
+                            saved_first=True, **save_facts(exc.save_report))
+            raise
         finally:
             opts.tracker.close()
             opts.on_watch.close()
@@ -131,8 +138,10 @@ def deploy(ctx, primary, work, resume, discard_local, yes, take_over_stale, dry_
             err.print(f"note: nothing to discard: {work} held no change that was never "
                       "saved.", markup=False)
     how = "resumed" if report.resumed_own else "deployed"
+    marker = read_marker_quietly(work)  # the filter the copy uses: remembered or given
     json_result(primary=os.path.abspath(primary), work=os.path.abspath(work),
-                exclude=opts.exclude, **deploy_facts(report))
+                exclude=list(marker.exclude) if marker is not None else opts.exclude,
+                **deploy_facts(report))
     out.print(f"{how} {primary} -> {work} (deployment {report.deployment_id[:8]}): "
               f"{count(report.files, 'file')} ({report.copied} copied, "
               f"{human_size(report.copied_bytes)}; {report.already_current} already in place), "
@@ -193,7 +202,7 @@ def save(ctx, work, dry_run, allow_mass_delete, as_json, **_):
     """
     from ..commands.save import save as run_save
 
-    start_json("save", as_json and not dry_run)
+    start_json("save", as_json)
     work = resolve_work(work)
     opts = make_options(ctx.params)
     log_to_work(work, "save")
@@ -203,11 +212,15 @@ def save(ctx, work, dry_run, allow_mass_delete, as_json, **_):
                               stop=stop)
         except RefusedError as exc:
             if dry_run:
+                json_result(work=os.path.abspath(work), dry_run=True)
                 would_be_refused(exc)
             raise
         finally:
             opts.tracker.close()
     if dry_run:
+        json_result(work=os.path.abspath(work),
+                    **plan_facts(report.planned, report.held, report.held_paths,
+                                 None if ctx.params.get("verbose") else 20))
         out.print(f"would save {work} (dry run: nothing was changed)", markup=False)
         limit = None if ctx.params.get("verbose") else 20
         for line in save_listing(report.planned, limit):
@@ -247,6 +260,7 @@ def deploy_facts(report) -> dict:
             "copied_bytes": report.copied_bytes, "already_current": report.already_current,
             "links": report.links, "links_source": report.links_source,
             "saved_first": report.saved_first, "trashed": report.trashed,
+            "held_deletions": report.saved.held if report.saved is not None else None,
             "kept": list(report.kept), "unrestored": [str(u) for u in report.unrestored]}
 
 
@@ -260,6 +274,38 @@ def save_facts(report) -> dict:
             "conflicts": [{"path": p, "kept_as": k} for p, k in report.conflicts],
             "held_deletions": report.held, "deletes_skipped": report.deletes_skipped,
             "special": list(report.special), "seconds": round(report.seconds, 3)}
+
+
+def plan_facts(plan, held: dict | None, held_paths: list[str], limit: int | None) -> dict:
+    """What --json says of a save's dry run: what it would do, in counts and bytes, with the
+    paths of each kind (the first ``limit`` of each, as the listing shows them)."""
+    trashed = [k for k in plan.deletes if k.entry.kind is not Kind.DIR] + plan.replaced
+    removed = [k.entry.path for k in plan.deletes if k.entry.kind is Kind.DIR]
+
+    def first(items) -> list:
+        items = list(items)
+        return items if limit is None else items[:limit]
+
+    return {
+        "dry_run": True, "pending": plan.pending,
+        "to_upload": len(plan.uploads), "to_upload_bytes": plan.upload_bytes,
+        "to_append": len(plan.appends), "to_create": len(plan.mkdirs),
+        "to_change_mode": len(plan.chmods), "to_move": len(plan.moves),
+        "to_trash": len(trashed), "to_trash_files": plan.deleted_files,
+        "to_remove_folders": len(removed), "links_to_record": len(plan.changed_links),
+        "links_to_forget": len(plan.removed_links), "unchanged": plan.unchanged,
+        "held_deletions": held,
+        "paths": {
+            "upload": first(sorted(e.path for e in plan.uploads)),
+            "create": first(sorted(e.path for e in plan.mkdirs)),
+            "change_mode": first(sorted(e.path for e in plan.chmods)),
+            "move": first({"from": m.old, "to": m.new} for m in plan.moves),
+            "trash": first(sorted(k.entry.path for k in trashed)),
+            "remove_folders": first(sorted(removed)),
+            "record_link": first(sorted(plan.changed_links)),
+            "forget_link": first(sorted(k.entry.path for k in plan.removed_links)),
+            "held": first(held_paths) if held else [],
+        }}
 
 
 def saved_line(work: str, report) -> str:
@@ -344,6 +390,11 @@ def undeploy(ctx, work, keep_work, allow_mass_delete, checksum, as_json, **_):
         try:
             report = run_undeploy(work, opts, keep_work=keep_work, checksum=checksum,
                                   allow_mass_delete=allow_mass_delete, stop=stop)
+        except RefusedError as exc:  # the final save held deletions: what it saved, and them
+            if getattr(exc, "save_report", None) is not None:
+                json_result(work=os.path.abspath(work), work_removed=False,
+                            **save_facts(exc.save_report))
+            raise
         finally:
             opts.tracker.close()
     for path in report.resaved:
@@ -392,7 +443,7 @@ def would_be_refused(exc: RefusedError) -> None:
     err.print(f"[red]the save would be refused:[/] {escape(exc.message)}")
     if exc.hint:
         err.print(exc.hint, markup=False)
-    options.last_error[:] = [f"the save would be refused: {exc.message}"]
+    options.record_error(f"the save would be refused: {exc.message}", exc.hint)
     raise SystemExit(exc.exit_code)
 
 

@@ -38,6 +38,8 @@ log = logging.getLogger("spaceport")
 _work_logs: list[WorkLogHandler] = []  # this command's logs in working copies
 command_line: list[str] = []  # as given to main(), for the work log
 last_error: list[str] = []  # the error this command showed, for the work log
+# The same error for --json: "error" (its one-line message) and "hint" (what to do), if any.
+error_facts: dict[str, str] = {}
 # --json: the one object this command prints on stdout when it ends (see json_result).
 json_out: dict | None = None
 
@@ -234,8 +236,19 @@ def warn(text: str, *, markup: str = "[yellow]warning:[/] ") -> None:
         json_out.setdefault("warnings", []).append(text)
 
 
+def record_error(message: str, hint: str | None = None) -> None:
+    """The error this command ends with: one line for the work log, and the ``error`` and
+    ``hint`` of its JSON result."""
+    last_error[:] = [message + (f" | {hint}" if hint else "")]
+    error_facts.clear()
+    error_facts["error"] = message
+    if hint:
+        error_facts["hint"] = hint
+
+
 def finish_json(code: int) -> None:
-    """Print the JSON result, with the exit code and the error if there was one."""
+    """Print the JSON result, with the exit code and, if the command failed, its ``error``
+    (never left out: a failure without a recorded message says its exit code) and ``hint``."""
     global json_out
     if json_out is None:
         return
@@ -243,8 +256,12 @@ def finish_json(code: int) -> None:
     out.quiet = False
     result["exit_code"] = code
     result["ok"] = code == 0
-    if code and last_error:
-        result.setdefault("error", last_error[0])
+    if code:
+        result.setdefault("error", error_facts.get("error") or result.get("message")
+                          or f"{result.get('command') or 'spaceport'} ended with exit code "
+                             f"{code}")
+        if error_facts.get("hint"):
+            result.setdefault("hint", error_facts["hint"])
     sys.stdout.write(json.dumps(result, default=str, ensure_ascii=False) + "\n")
     sys.stdout.flush()
 

@@ -17,6 +17,7 @@ from .options import (
     log_to_work,
     make_options,
     out,
+    record_error,
     resolve_work,
     start_json,
     status_dir_option,
@@ -55,8 +56,10 @@ def status(ctx, work, primary, as_json, **_):
     json_result(**facts)
     out.print(format_status(facts), markup=False)
     if work and not facts.get("deployed", True):
+        record_error(f"{facts['work']} {facts['message']}")
         sys.exit(1)
     if facts.get("primary_unreachable"):
+        record_error(facts["primary_unreachable"])
         sys.exit(EXIT_UNAVAILABLE)
 
 
@@ -91,4 +94,6 @@ def verify(ctx, work, checksum, as_json, **_):
               + ("identical" if report.ok else count(len(report.differences), "difference")),
               markup=False)
     if not report.ok:
+        record_error(f"{work} differs from its primary: "
+                     f"{count(len(report.differences), 'difference')}")
         sys.exit(1)

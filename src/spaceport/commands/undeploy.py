@@ -94,8 +94,10 @@ def _undeploy_held(copy: WorkingCopy, keep_work: bool, allow_mass_delete: bool,
     report = final_save_copy(copy, allow_mass_delete=allow_mass_delete, checksum=checksum,
                              stop=stop, resaved=resaved)
     if report.held:  # a person is there to answer: the daemon goes on instead (lifecycle)
-        raise held_refusal(report.held, "undeploy",
-                           f"spaceport undeploy --allow-mass-delete {copy.path}")
+        refusal = held_refusal(report.held, "undeploy",
+                               f"spaceport undeploy --allow-mass-delete {copy.path}")
+        refusal.save_report = report  # what the final save did (undeploy --json says it)
+        raise refusal
     lock = copy.adopt_lock()
     # Proven saved: a rerun after a kill from here on finishes the undeploy, whether or not
     # the lock was released yet (see _finish_released).

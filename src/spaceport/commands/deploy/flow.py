@@ -246,8 +246,10 @@ def _fill(copy: WorkingCopy, report: DeployReport, previous: Marker | None, pend
                                  task="save unsaved work", stop=stop)
         report.saved_first = True
         if report.saved.held:  # the deploy would bring the held files back: ask
-            raise held_refusal(report.saved.held, "deploy", "spaceport deploy --resume "
-                               f"--allow-mass-delete {primary.root} {copy.path}")
+            refusal = held_refusal(report.saved.held, "deploy", "spaceport deploy --resume "
+                                   f"--allow-mass-delete {primary.root} {copy.path}")
+            refusal.save_report = report.saved  # what the save did (deploy --json says it)
+            raise refusal
         source = links_to_restore(primary, copy.opts)  # the save may have written it
     with LockKeeper(copy.lock, copy.opts.heartbeat_interval) as keeper:
         stage_in(copy, report, source, stop, check=keeper.check)

@@ -4,7 +4,7 @@ lock or writing anything."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ...engine.filters import compile_excludes
 from ...engine.index import IndexDamagedError
@@ -41,6 +41,21 @@ class DeployPreview:
     files: int = 0
     nbytes: int = 0
     links: LinkSource | None = None
+    exclude: list[str] = field(default_factory=list)  # the filter the deploy would use
+
+    def facts(self) -> dict:
+        """What ``deploy --dry-run --json`` says: the plan, in counts and bytes."""
+        source = self.links
+        manifest = source is not None and source.source == "manifest"
+        return {"dry_run": True, "primary": self.primary, "work": self.work,
+                "lock_holder": describe(self.holder) if self.holder else None,
+                "working_copy": self.work_note, "files": self.files, "bytes": self.nbytes,
+                "links": len(source.links) if source is not None else None,
+                "links_source": source.source if source is not None else None,
+                "legacy": source.legacy.system if source is not None and source.legacy
+                else None,
+                "unrestored": [str(u) for u in source.unrestored] if manifest else [],
+                "exclude": list(self.exclude)}
 
     def outcome(self) -> SpaceportError | None:
         """The error the deploy would end with: locked (3), refused (5), links left out (1)."""
@@ -102,8 +117,8 @@ def preview_deploy(primary_path: str, work_path: str, opts: Options, *, resume: 
         except RefusedError as exc:
             preview.refused = preview.refused or exc
         remembered = marker.exclude if marker is not None else []
-        scan = scan_primary(primary, opts, exclude=compile_excludes(
-            opts.exclude if opts.exclude is not None else remembered))
+        preview.exclude = list(opts.exclude if opts.exclude is not None else remembered)
+        scan = scan_primary(primary, opts, exclude=compile_excludes(preview.exclude))
         preview.files, preview.nbytes = scan.files, scan.bytes
         if preview.links is not None:
             preview.links = with_primary_links(preview.links, scan, primary.root)
