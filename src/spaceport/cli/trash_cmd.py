@@ -19,6 +19,7 @@ from ..safety.lock import read_lock
 from ..store.sides import open_primary
 from ..wording import count, human_size, quote, show_path
 from .options import (
+    bwlimit_option,
     common_options,
     env_option,
     err,
@@ -126,6 +127,7 @@ def trash_list(ctx, work, primary, batch, **_):
 @primary_options
 @env_option("--overwrite", is_flag=True, help="Replace files that exist at the same path.")
 @jobs_option
+@bwlimit_option
 @common_options
 @wait_option
 @click.pass_context
@@ -141,7 +143,8 @@ def trash_restore(ctx, args, primary, overwrite, **_):
     free; the next save uploads them and records the links. With --primary, files are moved
     back into the primary folder and links added to its manifest; that is refused while the
     primary is deployed (restore into its working copy instead). A batch never replaces a
-    link or an unsaved file.
+    link or an unsaved file. --bwlimit holds the files copied into WORK to RATE, as on
+    deploy and save (a restore with --primary moves files and copies none).
     """
     work, batch, paths = _restore_arguments(args, primary)
     opts = make_options(ctx.params)

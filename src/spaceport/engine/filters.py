@@ -73,10 +73,21 @@ def _as_gitwildmatch(pattern: str) -> str:
     return pattern
 
 
+def _inside(line: str) -> str:
+    """git's pattern for what lies inside a folder that ``line`` (git's form) matches.
+
+    git never looks inside an ignored folder, but pathspec matches each path on its own, and
+    reads a pattern ending in a ``*`` component (``Runs/*``) as that component only: without
+    this line ``Runs/a`` is excluded and ``Runs/a/b.dat`` is not, and a save that finds a
+    row of the index there took it for deleted and moved it to the trash of the primary."""
+    base = line.rstrip("/")
+    return (base if "/" in base else "**/" + base) + "/**"
+
+
 @lru_cache(maxsize=16)
 def _compile(patterns: tuple[str, ...]) -> Exclude:
-    spec = pathspec.PathSpec.from_lines("gitignore",
-                                        [_as_gitwildmatch(p) for p in patterns])
+    lines = [_as_gitwildmatch(p) for p in patterns]
+    spec = pathspec.PathSpec.from_lines("gitignore", lines + [_inside(q) for q in lines])
     return Exclude(patterns, spec)
 
 
