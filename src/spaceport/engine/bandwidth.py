@@ -1,5 +1,5 @@
 """``--bwlimit``: one meaning for every command that moves file data (deploy, save,
-undeploy, clone, run).
+undeploy, clone, run, trash restore into a working copy).
 
 The limit is on the bytes of file content copied, both ways, all workers together: what
 the progress tracker counts (spaceport.engine.progress), so the rate a person sees and the
