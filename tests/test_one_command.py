@@ -185,21 +185,34 @@ def test_a_busy_file_replaced_between_open_and_flock_is_taken_again(tmp_path, mo
 
 # -- under a running daemon --------------------------------------------------------------
 def test_a_marker_deleted_under_the_daemon_lets_nothing_reattach_or_save(tmp_path, daemons):
+    """``rm -rf WORK/.spaceport`` under a live daemon, and the commands run in the window
+    before the daemon writes its marker again: every one is refused with exit 4 and the
+    daemon's hint (``deploy --resume`` too), never "not a working copy" (exit 5). The
+    window is held open by stopping the daemon (SIGSTOP): it is alive, holds its folder's
+    lock and its heartbeat names it, but cannot write its marker again meanwhile."""
     primary, work = str(tmp_path / "p"), str(tmp_path / "w")
     project(primary)
     d = daemons(primary, work)
     d.wait_phase("running")
     deployment = read_lock_file(primary).deployment_id
-    remove_under_a_writer(os.path.join(work, ".spaceport"))
-    write(work, "Runs/000/after-the-deletion.xmd", b"made while the marker was gone")
-    for command in (["deploy", "--resume", primary, work, "--wait", "3"],
-                    ["save", work, "--wait", "3"], ["undeploy", work, "--wait", "3"]):
-        res = run_cli(*command)
-        # Refused, never run: exit 4 naming the daemon once it wrote its marker again (it
-        # looks every second), exit 5 (no marker) in the instant before.
-        assert res.code in (EXIT_LOCK_LOST, 5), (command, res)
-        if res.code == EXIT_LOCK_LOST:
-            assert "daemon" in res.err and "POST /save" in res.err, res
+    d.signal(signal.SIGSTOP)
+    try:
+        remove_under_a_writer(os.path.join(work, ".spaceport"))
+        write(work, "Runs/000/after-the-deletion.xmd", b"made while the marker was gone")
+        for command in (["deploy", "--resume", primary, work, "--wait", "3"],
+                        ["save", work, "--wait", "3"], ["undeploy", work, "--wait", "3"],
+                        ["deploy", primary, work], ["verify", work], ["status", work],
+                        ["trash", "list", work]):
+            res = run_cli(*command)
+            assert res.code == EXIT_LOCK_LOST, (command, res)
+            assert "daemon" in res.err and f"pid {d.proc.pid}" in res.err, (command, res)
+            assert "POST /save" in res.err and "not a spaceport working copy" not in res.err
+        assert not os.path.exists(os.path.join(primary, "Runs/000/after-the-deletion.xmd"))
+        assert read_lock_file(primary).deployment_id == deployment
+    finally:
+        d.signal(signal.SIGCONT)
+    d.wait_for(lambda: os.path.exists(os.path.join(work, ".spaceport", "deployment.json")),
+               10, "the marker written again")
     res = run_cli("deploy", "--resume", primary, work, "--wait", "3")
     assert res.code == EXIT_LOCK_LOST and "POST /save" in res.err, res
     # The daemon put its marker back and goes on saving under its own deployment.

@@ -50,7 +50,7 @@ from ..safety.lock import (
     read_heartbeat,
     read_lock,
 )
-from ..safety.worklock import DAEMON_COMMAND, who_holds
+from ..safety.worklock import DAEMON_COMMAND, refuse_if_kept, who_holds
 from ..store.base import Store, join
 from ..store.retry import is_unavailable, unavailable
 from ..store.sides import open_primary, open_work
@@ -88,6 +88,7 @@ def work_status(work_path: str, opts: Options) -> dict:
     work_path = os.path.abspath(work_path)
     marker = read_marker(work_path)
     if marker is None:
+        refuse_if_kept(work_path)  # a daemon's marker deleted under it: exit 4, not "not one"
         record = read_undeployed_record(work_path)
         if not os.path.isdir(work_path):
             why = "does not exist"

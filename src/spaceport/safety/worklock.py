@@ -25,6 +25,11 @@ does that, but some network filesystems might), ``busy`` alone is locked, with a
 On NFS a folder's flock is local to the node (directories take no NFS lock), while ``busy``'s
 is the server's, across nodes, as before: together they keep both.
 
+A folder whose marker is gone is "not a working copy" only if nobody holds its lock:
+:func:`refuse_if_kept` (asked by ``require_marker`` and status) refuses with exit 4 and the
+daemon's hint while a live spaceport process holds it, named by ``busy`` or, ``busy`` gone
+too, by the kernel's lock table (/proc/locks) and that process's command line.
+
 A holder that lives long (the daemon) asks :meth:`WorkHold.folder_intact` and
 :meth:`WorkHold.repair` now and then: a ``busy`` deleted under it is written again, so that a
 second command names the daemon rather than "another spaceport command".
@@ -101,21 +106,133 @@ def who_holds(work: str) -> dict | None:
 
 
 def describe_holder(work: str) -> str:
-    info = read_holder(work)
+    return describe_record(read_holder(work))
+
+
+def describe_record(info: dict) -> str:
     if not info:
         return "another spaceport command"
+    since = f", since {info['since']}" if info.get("since") else ""
     return (f"'spaceport {info.get('command', '?')}' (pid {info.get('pid', '?')} on "
-            f"{info.get('host', '?')}, since {info.get('since', '?')})")
+            f"{info.get('host', '?')}{since})")
 
 
-def daemon_refusal(work: str, pid: object = "?", host: object = "?") -> DaemonOwnsWorkError:
-    """The refusal of a command beside a running daemon (exit 4), with what to do."""
+def daemon_refusal(work: str, pid: object = "?", host: object = "?", *,
+                   marker_gone: bool = False, named: bool = True) -> DaemonOwnsWorkError:
+    """The refusal of a command beside a running daemon (exit 4), with what to do.
+    ``marker_gone``: WORK's marker was deleted under it; ``named``: the holder is known to
+    be a daemon (else a spaceport process holding the folder that cannot be named)."""
+    who = "a running spaceport daemon" if named else \
+        "a running spaceport process (a daemon, as far as can be told)"
+    gone = (f" Its marker ({os.path.basename(marker_dir(work))}/) was deleted under it: "
+            "the daemon writes it again within seconds, and commands that only read "
+            "(status, verify, trash list) work again then.") if marker_gone else ""
     return DaemonOwnsWorkError(
-        f"{work} is kept by a running spaceport daemon (pid {pid} on {host}); a command "
-        "beside it would be a second writer.",
+        f"{work} is kept by {who} (pid {pid} on {host}); a command beside it would be a "
+        f"second writer.{gone}",
         hint="Nothing was changed. Ask the daemon to save (POST /save with its token), or "
              "stop it (SIGTERM: it saves, unlocks and exits); then commands work on this "
              "copy again.")
+
+
+def _flock_pids(path: str) -> list[int]:
+    """The processes holding a flock on the file or folder at ``path``, as /proc/locks
+    shows them (Linux; pids of our pid namespace, 0 for one outside it): [] if unknown."""
+    try:
+        st = os.stat(path)
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    want = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+    pids = []
+    for line in lines:
+        # "1: FLOCK  ADVISORY  WRITE 4569 fe:00:2220110 0 EOF"; "1: -> FLOCK ..." waits.
+        parts = line.split()
+        if len(parts) < 6 or parts[1] != "FLOCK":
+            continue
+        try:
+            major, minor, inode = parts[5].split(":")
+            if (int(major, 16), int(minor, 16), int(inode)) == want and int(parts[4]) > 0:
+                pids.append(int(parts[4]))
+        except ValueError:
+            continue
+    return pids
+
+
+def _command_of(pid: int) -> str:
+    """The spaceport command process ``pid`` runs ("run" for a daemon), "?" if it cannot
+    be told (another pid namespace, not a spaceport command line, gone)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return "?"
+    for i, arg in enumerate(argv):
+        if os.path.basename(arg) == "spaceport" or arg == "-mspaceport" or (
+                arg == "spaceport" and i and argv[i - 1] == "-m"):
+            words = [a for a in argv[i + 1:] if not a.startswith("-")]
+            return words[0] if words else "?"
+    return "?"
+
+
+def folder_holder(work: str) -> dict | None:
+    """Another process holding ``work``'s folder lock now, whatever became of its marker
+    (``rm -rf WORK/.spaceport`` takes the marker and the busy record, never the folder's
+    flock): its record (command, pid, host), from ``busy`` if that names it, else from the
+    kernel's lock table and the holder's command line; None if no other process holds it
+    (this process's own holds are not another's)."""
+    with _held_lock:
+        if os.path.realpath(work) in _held:
+            return None
+    try:
+        fd = os.open(work, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None  # no folder: nobody holds it
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass
+        except OSError:
+            return None  # a folder its filesystem cannot lock: busy alone (who_holds)
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+    finally:
+        os.close(fd)
+    return read_holder(work) or named_by_kernel(work) or {"command": "?"}
+
+
+def named_by_kernel(work: str) -> dict:
+    """The holder of ``work``'s folder lock as the kernel's lock table and its command
+    line name it, for a holder whose ``busy`` record is gone: {} if it cannot be told."""
+    for pid in _flock_pids(work):
+        if pid != os.getpid():
+            command = _command_of(pid)
+            return {"command": command, "pid": pid, "host": hostname()} \
+                if command != "?" else {}
+    return {}
+
+
+def refuse_if_kept(work: str) -> None:
+    """For a WORK without its marker, before it is called "not a working copy": refuse if
+    a live spaceport process holds the folder. A daemon whose marker was deleted under it
+    keeps writing the primary under its deployment (it writes the marker again within
+    seconds); a command beside it would be a second writer under the same id, which
+    fencing cannot tell apart (issue 18). Exit 4 with the daemon's hint for a daemon, or
+    for a holder that cannot be named; "busy" for another command that names itself."""
+    info = folder_holder(work)
+    if info is None:
+        return
+    command = info.get("command", "?")
+    if command in (DAEMON_COMMAND, "?"):
+        raise daemon_refusal(work, info.get("pid", "?"), info.get("host", "?"),
+                             marker_gone=True, named=command == DAEMON_COMMAND)
+    raise WorkBusyError(
+        f"{work} is busy: {describe_record(info)} is working on it (its marker, "
+        f"{os.path.basename(marker_dir(work))}/, is not there now).",
+        hint="Nothing was changed. Run this command again when that one has finished.")
 
 
 def _same_file(fd: int, path: str) -> bool:
@@ -295,9 +412,11 @@ def _take(held: WorkHold, wait: float, say: Callable[[str], None] | None) -> Non
             # moment rather than answer "someone".
             time.sleep(0.02)
             continue
+        if not info:  # busy deleted (with the whole marker, perhaps) under its holder
+            info = named_by_kernel(work)
         if info.get("command") == DAEMON_COMMAND:
             raise daemon_refusal(work, info.get("pid", "?"), info.get("host", "?"))
-        holder = describe_holder(work)
+        holder = describe_record(info)
         if time.monotonic() >= deadline:
             raise WorkBusyError(
                 f"{work} is busy: {holder} is working on it.",
