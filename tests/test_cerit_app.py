@@ -15,11 +15,11 @@ import signal
 import time
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from cerit_controller import LOCK, ROOT, every_check, parse_dump, restore_links, symlink_search
 from conftest import run_cli
 from daemon_helpers import read_lock_file
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spaceport.safety.lock import DEFAULT_STATUS_DIR
 
@@ -215,6 +215,66 @@ def test_a_stale_takeover_makes_the_mirror_its_own(tmp_path, daemons):
     assert_held(primary)
     assert run_cli("undeploy", str(tmp_path / "work2")).code == 0
     assert_free(primary)
+
+
+@pytest.fixture
+def onedata(tmp_path):
+    """The OneData-like FUSE filesystem (kernel caches off), for faults at a chosen call."""
+    from spaceport.testing.onedatafs import OneDataFS, fuse_available
+
+    ok, why = fuse_available()
+    if not ok:
+        pytest.skip(why)
+    backing, mnt = tmp_path / "backing", tmp_path / "mnt"
+    backing.mkdir()
+    mnt.mkdir()
+    with OneDataFS(str(backing), str(mnt), attr_timeout=0.0) as fs:
+        yield fs
+
+
+def locks_left(space: str) -> set[str]:
+    """Which of the two locks are on the primary: spaceport's ("ours"), CERIT's ("mirror")."""
+    return {name for name, rel in (("ours", os.path.join(STATUS, "lock")), ("mirror", LOCK))
+            if os.path.exists(os.path.join(space, rel))}
+
+
+@pytest.mark.fuse
+@pytest.mark.parametrize("fails, left", [
+    # the mirror's removal fails: nothing else was done, both locks stay
+    (dict(op="unlink", path=f"/{LOCK}"), {"ours", "mirror"}),
+    # the mirror is gone, then moving spaceport's lock aside fails: ours stays, alone
+    (dict(op="rename", path=f"/{STATUS}/lock"), {"ours"}),
+], ids=["mirror-removal-fails", "our-lock-removal-fails"])
+def test_a_release_stopped_between_the_two_locks_never_leaves_the_mirror_alone(
+        tmp_path, onedata, fails, left):
+    """docs/LOCKING.md, "CERIT's lock", "The order": the mirror goes first, while
+    spaceport's lock still holds. A release that fails at either step leaves both locks or
+    spaceport's alone, never a mirror without its lock (a project CERIT's app refuses for
+    ever, since nothing in the mirror ages, and no spaceport lock to release it with); the
+    undeploy run again removes both. With the two steps swapped (spaceport's lock first),
+    the first case leaves the mirror alone, and the second both."""
+    backing, primary, work = onedata.backing, onedata.mountpoint, str(tmp_path / "work")
+    project(backing)
+    fast = {"SPACEPORT_RETRIES": "2", "SPACEPORT_RETRY_DELAY": "0.01"}
+    assert run_cli("deploy", "--cerit", primary, work, env=fast).code == 0
+    assert locks_left(backing) == {"ours", "mirror"}
+    onedata.inject(errno="EIO", **fails)
+    r = run_cli("undeploy", work, env=fast)
+    assert r.code != 0, r.err
+    assert any(rule["fired"] for rule in onedata.faults()), "the fault was never reached"
+    found = locks_left(backing)
+    assert found != {"mirror"}, "CERIT's lock was left without spaceport's: " + r.err
+    assert found == left, r.err
+    if "mirror" in left:
+        assert_held(backing)
+    else:  # every save is done: the project is final for a CERIT app that starts now
+        assert_free(backing)
+    onedata.clear_faults()
+    r = run_cli("undeploy", work, env=fast)
+    assert r.code == 0, r.err
+    assert locks_left(backing) == set()
+    assert_free(backing)
+    assert os.path.isfile(os.path.join(backing, "project.sqlite"))  # the project is whole
 
 
 # --- symlink-dump: the way back ----------------------------------------------------------

@@ -11,14 +11,15 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
 import time
+from fractions import Fraction
 
 import pytest
 import yaml
-
 from chart_helpers import (
     CHART,
     KUBE_VERSIONS,
@@ -31,6 +32,7 @@ from chart_helpers import (
     SEED_FORM,
     SOURCE_SPACE,
     V1_FORM,
+    VALUES,
     cerit_values,
     env_of,
     helm,
@@ -40,6 +42,7 @@ from chart_helpers import (
     named_port,
     portal_values,
     render,
+    set_values,
 )
 
 
@@ -536,6 +539,146 @@ def test_the_desktop_is_cerits_scipion_with_its_contract(chart):
                                                                "entrypoint": ["/start", "--x"]}}))
     assert other.container("desktop")["image"] == "r.example.org/d:2"
     assert other.container("desktop")["command"][-2:] == ["/start", "--x"]
+
+
+# --- the desktop's resources: a request never above its limit ---------------------------
+
+_QUANTITY = re.compile(r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)"
+                       r"(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|)$")
+_UNITS = {"": 1, "n": Fraction(1, 10**9), "u": Fraction(1, 10**6), "m": Fraction(1, 1000),
+          "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+          "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+
+
+def quantity(text) -> Fraction:
+    """A Kubernetes quantity, exactly ("500m" is 1/2, "4Gi" is 4 * 2**30)."""
+    found = _QUANTITY.match(str(text))
+    assert found, f"not a Kubernetes quantity: {text!r}"
+    return Fraction(found[1]) * _UNITS[found[2]]
+
+
+def test_quantities_are_read_as_kubernetes_reads_them():
+    assert quantity("500m") == quantity("0.5") == Fraction(1, 2)
+    assert quantity("2") == 2 and quantity(2) == 2
+    assert quantity("4Gi") == quantity("4096Mi") == 4 * 2**30 > quantity("4G") == 4 * 10**9
+    assert quantity("4.294967296e+09") == 2**32 == quantity("4Gi")
+    assert quantity("8192Mi") > quantity("7.9Gi") > quantity("8G")
+
+
+def requests_above_limits(rendered) -> list[tuple]:
+    """Every resource of every container (init containers and sidecars included) of every
+    pod this rendering runs whose request is above its limit: the API server refuses such a
+    pod at install."""
+    found = []
+    for pod_name, pod in rendered.pod_templates():
+        for c in pod.get("initContainers", []) + pod["containers"]:
+            resources = c.get("resources", {})
+            limits = resources.get("limits", {})
+            for name, request in resources.get("requests", {}).items():
+                if name in limits and quantity(request) > quantity(limits[name]):
+                    found.append((pod_name, c["name"], name, request, limits[name]))
+    return found
+
+
+def _form(**answers) -> dict:
+    """What Rancher sends from this chart's form, with these answers (and the required ones)."""
+    return _answers(_questions(), {
+        "vnc.vncPassword": SECRETS["vnc_password"], "od.host": ONEPROVIDER,
+        "od.dataset.spaceId": SOURCE_SPACE, "od.dataset.token": SECRETS["source_token"],
+        "od.project.spaceId": PROJECT_SPACE, "od.project.token": SECRETS["project_token"],
+        **answers})
+
+
+# Each value set a user can install with, as they send it: the chart's own keys for each
+# OneData mode, CERIT's portal, CERIT's forms, this chart's form.
+EVERY_DEFAULT = {
+    **{f"mode {mode}": VALUES[mode] for mode in VALUES},
+    "portal": portal_values,
+    "seed form (v3.0.10)": lambda: copy.deepcopy(SEED_FORM),
+    "v1.0 form (reconstructed)": lambda: copy.deepcopy(V1_FORM),
+    "this chart's form": _form,
+}
+
+
+@pytest.mark.parametrize("case", sorted(EVERY_DEFAULT))
+def test_no_container_of_any_default_render_asks_more_than_its_limit(chart, case):
+    rendered = render(chart, EVERY_DEFAULT[case]())
+    assert rendered.pod_templates()
+    assert requests_above_limits(rendered) == []
+    assert "Note:" not in rendered.notes  # nothing had to be changed
+
+
+# A Max below the request it would get otherwise: the request is lowered to that Max.
+SMALLER_MAX = {
+    # `--set` alone, below the chart's default requests (8Gi, 2 CPU): the issue's example
+    "--set instance.maxram=4Gi": (lambda: merged(cerit_values(), set_values(
+        {"instance.maxram": "4Gi"})), "memory", "4Gi", "8Gi"),
+    "--set instance.maxcpu=1": (lambda: merged(cerit_values(), set_values(
+        {"instance.maxcpu": "1"})), "cpu", "1", "2"),
+    "--set instance.maxcpu=500m": (lambda: merged(cerit_values(), set_values(
+        {"instance.maxcpu": "500m"})), "cpu", "500m", "2"),
+    # the form: Max lowered below the Min it pre-fills (2 CPU, 2Gi), Min left as it was
+    "form, Max RAM 1Gi": (lambda: _form(**{"instance.maxram": "1Gi"}), "memory", "1Gi", "2Gi"),
+    "form, Max CPU 1": (lambda: _form(**{"instance.maxcpu": "1"}), "cpu", "1", "2"),
+    # the chart's own keys: a limit alone, below the default request
+    "desktop.resources.limits.memory=4Gi": (lambda: merged(VALUES["pvc"](), {"desktop": {
+        "resources": {"limits": {"memory": "4Gi"}}}}), "memory", "4Gi", "8Gi"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SMALLER_MAX))
+def test_a_max_below_the_request_lowers_the_request(chart, case):
+    values, resource, limit, request_before = SMALLER_MAX[case]
+    rendered = render(chart, values())
+    assert requests_above_limits(rendered) == []
+    desktop = rendered.container("desktop")["resources"]
+    # the Max asked for is the limit, and the request is lowered to it, nothing else moves
+    assert desktop["limits"][resource] == limit == desktop["requests"][resource]
+    other = "cpu" if resource == "memory" else "memory"
+    assert quantity(desktop["requests"][other]) <= quantity(desktop["limits"][other])
+    assert (f"the desktop's {resource} request ({request_before}) was above its limit "
+            f"({limit}): it is lowered to {limit}") in rendered.notes
+
+
+@pytest.mark.parametrize("maximum, lowered", [
+    # against the default requests, 8Gi and 2 CPU: the chart compares quantities, not text
+    (("maxram", "8192Mi"), False), (("maxram", "9G"), False), (("maxram", "8G"), True),
+    (("maxram", "7.9Gi"), True), (("maxram", 8589934592), False), (("maxram", 8589934591), True),
+    (("maxcpu", "2000m"), False), (("maxcpu", "2.5"), False), (("maxcpu", "1999m"), True),
+    (("maxcpu", "1.5"), True),
+])
+def test_the_chart_compares_quantities_in_any_unit(chart, maximum, lowered):
+    key, value = maximum
+    resource = "memory" if key == "maxram" else "cpu"
+    rendered = render(chart, merged(cerit_values(), {"instance": {key: value}}))
+    assert requests_above_limits(rendered) == []
+    desktop = rendered.container("desktop")["resources"]
+    assert quantity(desktop["limits"][resource]) == quantity(value)
+    assert (desktop["requests"][resource] == desktop["limits"][resource]) is lowered
+    assert ("Note:" in rendered.notes) is lowered
+
+
+def test_a_min_above_the_default_limit_raises_the_limit(chart):
+    # `--set instance.minram=32Gi` alone: the user's value wins over the chart's default
+    # limit (16Gi), as every CERIT key does; the Min is never cut below what was asked.
+    rendered = render(chart, merged(cerit_values(), set_values({"instance.minram": "32Gi",
+                                                                "instance.mincpu": "12"})))
+    assert requests_above_limits(rendered) == []
+    desktop = rendered.container("desktop")["resources"]
+    assert desktop["requests"]["memory"] == desktop["limits"]["memory"] == "32Gi"
+    assert desktop["requests"]["cpu"] == desktop["limits"]["cpu"] == "12"
+    assert "limit (the chart's default, 16Gi) was below the request you gave (32Gi)" in \
+        rendered.notes
+
+
+def test_negative_control_a_request_above_its_limit_is_found(chart):
+    # the check above reads what it should: a pod as the chart rendered before the rule
+    rendered = render(chart, cerit_values())
+    desktop = rendered.container("desktop")
+    desktop["resources"]["limits"]["memory"] = "4Gi"  # requests.memory: 8Gi
+    rendered.container("spaceport")["resources"]["requests"]["cpu"] = "2100m"  # limit: 2
+    found = requests_above_limits(rendered)
+    assert {(c, r) for _, c, r, _, _ in found} == {("desktop", "memory"), ("spaceport", "cpu")}
 
 
 # --- one way in, through spaceport -------------------------------------------------------------

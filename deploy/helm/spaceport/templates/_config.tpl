@@ -115,6 +115,34 @@ which would print 1000000 as 1e+06.
 {{- if hasKey $inst "maxcpu" }}{{ $_ := set $limits "cpu" (toString $inst.maxcpu) }}{{ end }}
 {{- if hasKey $inst "minram" }}{{ $_ := set $requests "memory" (toString $inst.minram) }}{{ end }}
 {{- if hasKey $inst "maxram" }}{{ $_ := set $limits "memory" (toString $inst.maxram) }}{{ end }}
+{{- /* A request above its limit: the API server refuses the pod at install ("must be less
+       than or equal to … limit"), which is what `--set instance.maxram=4Gi` alone would
+       render over the default request of 8Gi. The form asks "Max": "Maximum allowed". The
+       desktop can never use more than its limit, so a request above it reserves nothing it
+       could use; lowering the request to the limit changes nothing the desktop gets, and it
+       installs. CERIT's form pre-fills Min (2 CPU, 2Gi): a user who lowers only Max below it
+       has not chosen that Min, and expects the smaller desktop asked for, not an error about
+       a field left as it was. So the request is lowered to the limit, and NOTES says so.
+       One case the other way: a Min the user gave (instance.mincpu, instance.minram) above
+       a limit the user did not give (the chart's default): the user's value wins, as
+       everywhere in this helper, and the limit is raised to it. */}}
+{{- $minKeys := dict "cpu" "mincpu" "memory" "minram" }}
+{{- $maxKeys := dict "cpu" "maxcpu" "memory" "maxram" }}
+{{- $adjusted := list }}
+{{- range $name, $limit := $limits }}
+{{- $request := get $requests $name }}
+{{- $r := include "spaceport.quantity" $request }}
+{{- $l := include "spaceport.quantity" $limit }}
+{{- if and $request $r $l (gt (float64 $r) (float64 $l)) }}
+{{- if and (hasKey $inst (get $minKeys $name | default "-")) (not (hasKey $inst (get $maxKeys $name | default "-"))) }}
+{{- $_ := set $limits $name $request }}
+{{- $adjusted = append $adjusted (printf "the desktop's %s limit (the chart's default, %s) was below the request you gave (%s): it is raised to %s" $name $limit $request $request) }}
+{{- else }}
+{{- $_ := set $requests $name $limit }}
+{{- $adjusted = append $adjusted (printf "the desktop's %s request (%s) was above its limit (%s): it is lowered to %s" $name $request $limit $limit) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- $_ := set $res "requests" $requests }}
 {{- $_ = set $res "limits" $limits }}
 
@@ -173,6 +201,7 @@ which would print 1000000 as 1e+06.
 {{- $_ := set $c "accessMode" ($work.accessMode | default (ternary "ReadWriteMany" "ReadWriteOnce" $cerit)) }}
 {{- $_ = set $c "interval" (toString $interval) }}
 {{- $_ = set $c "desktopResources" $res }}
+{{- $_ = set $c "desktopAdjusted" $adjusted }}
 {{- $_ = set $c "ingress" $ingress }}
 {{- $_ = set $c "oneclientOptions" ($v.onedata.cerit.oneclientOptions | toString) }}
 {{- $_ = set $c "ceritLock" (ternary $v.spaceport.ceritLock $cerit (hasKey $v.spaceport "ceritLock")) }}

@@ -54,6 +54,21 @@ Call with (dict "name" "..." "max" 63).
 {{- end }}
 
 {{/*
+A Kubernetes quantity ("500m", "2", "0.5", "4Gi", "8192Mi", "1.5G", "4.294967296e+09") as a
+number of its unit (cores, bytes), to compare two quantities of one resource; "" for anything
+that is not a quantity (the API server then says what is wrong with it).
+*/}}
+{{- define "spaceport.quantity" -}}
+{{- $q := toString . | trim }}
+{{- $suffix := regexFind "(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)$" $q }}
+{{- $number := trimSuffix $suffix $q }}
+{{- $factors := dict "" 1.0 "n" 1e-9 "u" 1e-6 "m" 1e-3 "k" 1e3 "M" 1e6 "G" 1e9 "T" 1e12 "P" 1e15 "E" 1e18 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "Pi" 1125899906842624.0 "Ei" 1152921504606846976.0 }}
+{{- if regexMatch "^[+]?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][-+]?[0-9]+)?$" $number }}
+{{- mulf (float64 $number) (index $factors $suffix) }}
+{{- end }}
+{{- end }}
+
+{{/*
 The pod's grace period: the final-save deadline plus the margin that pays for the desktop's
 stop before it and the lock release and unmount after it (see values.yaml).
 */}}
