@@ -35,6 +35,7 @@ from ..formats.marker import (
     DEPLOYING,
     MARKER_DIR,
     MARKER_FILE,
+    index_path,
     marker_dir,
     read_marker,
     read_undeployed_record,
@@ -242,7 +243,8 @@ def format_status(facts: dict) -> str:
         if lock.get("stale"):
             lines.append(f"              looks STALE: {lock['stale']}")
         if "lock_is_ours" in facts:
-            lines.append(f"              {'held by this working copy' if facts['lock_is_ours'] else 'NOT held by this working copy'}")
+            ours = "held" if facts["lock_is_ours"] else "NOT held"
+            lines.append(f"              {ours} by this working copy")
     pending = facts.get("pending")
     if pending is not None:
         lines += _unsaved_lines(pending, bool(facts.get("deploy_interrupted")))
@@ -346,11 +348,13 @@ def held_lines(facts: dict) -> list[str]:
     if held:
         links = f", {count(held['links'], 'link')}" if held.get("links") else ""
         lines.append(f"held          {count(held['count'], 'deletion')} "
-                     f"({count(held['files'], 'file')}{links}) since {held.get('since') or '?'}: the "
+                     f"({count(held['files'], 'file')}{links}) since "
+                     f"{held.get('since') or '?'}: the "
                      f"working copy looks wrong: {held['reason']}")
         lines += [f"                {show_path(p)}" for p in held["sample"][:10]]
         if held["count"] > min(len(held["sample"]), 10):
-            lines.append(f"                ... and {held['count'] - min(len(held['sample']), 10)} more")
+            more = held["count"] - min(len(held["sample"]), 10)
+            lines.append(f"                ... and {more} more")
         kept = "stay on the primary (the links in the manifest)" if links else "stay on the primary"
         lines.append(f"              they {kept}; to carry them out: spaceport "
                      f"save --allow-mass-delete {facts['work']} (or POST /confirm-deletions "
@@ -379,7 +383,8 @@ def _legacy_lines(facts: dict) -> list[str]:
                      "links.jsonl is used)")
     imported = facts.get("imported_from")
     if imported:
-        lines.append(f"imported      {count(imported.get('links') or 0, 'link')} from {imported.get('file')} "
+        lines.append(f"imported      {count(imported.get('links') or 0, 'link')} from "
+                     f"{imported.get('file')} "
                      f"({imported.get('system')}) on {imported.get('imported')}")
     lines += [f"not restored  {text}" for text in facts.get("not_restored") or ()]
     return lines
@@ -441,11 +446,37 @@ def verify(work_path: str, opts: Options, *, checksum: bool = False) -> VerifyRe
                 diff.append(f"only on primary: {show_path(path)}")
         # The manifest, the old list, or (neither yet) the links of a plain primary folder.
         links = with_primary_links(links_to_restore(primary, opts), pscan, primary.root).links
-        wanted = {l.path: resolve_target(l, work_path, opts.rebase) for l in links}
+        listed = {link.path: link for link in links}
+        wanted = {p: resolve_target(link, work_path, opts.rebase) for p, link in listed.items()}
         have = {e.path: e.target for e in wscan.entries.values() if e.kind is Kind.LINK}
         report.checked_links = len(have)
+        rebased = rebased_links(work_path, listed, have)
         for path in sorted(set(wanted) | set(have)):
-            if wanted.get(path) != have.get(path):
-                diff.append(f"link differs: {show_path(path)} (work: {_target(have.get(path))}, "
-                            f"manifest: {_target(wanted.get(path))})")
+            if wanted.get(path) == have.get(path):
+                continue
+            what = ("link rebased by the deploy, not saved yet (the next save records it)"
+                    if path in rebased else "link differs")
+            diff.append(f"{what}: {show_path(path)} (work: {_target(have.get(path))}, "
+                        f"manifest: {_target(wanted.get(path))})")
     return report
+
+
+def rebased_links(work_path: str, listed: dict, have: dict[str, str | None]) -> set[str]:
+    """The links whose target ``deploy --rebase OLD=NEW`` rewrote and no save recorded yet:
+    an unsaved change, as status counts it ("links changed"), not a corruption. A deploy
+    records every link it restored as the manifest says in the state index; a rebased one
+    it leaves out, so that the first save writes its new target into the manifest
+    (commands.deploy.stagein.links). So: an absolute target outside the project in the
+    manifest, another absolute target in the working copy, and no row for it in an index
+    that exists (an index that is gone proves nothing either way: "link differs")."""
+    candidates = [path for path, target in have.items()
+                  if path in listed and target and target.startswith("/")
+                  and not listed[path].anchored and listed[path].target.startswith("/")
+                  and listed[path].target != target]
+    if not candidates or not os.path.exists(index_path(work_path)):
+        return set()
+    index = look_at_index(work_path)
+    try:
+        return {path for path in candidates if index.get(path) is None}
+    finally:
+        index.close()
