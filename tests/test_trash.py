@@ -103,16 +103,39 @@ def test_a_save_that_drops_links_keeps_the_manifest_before_it_and_restore_brings
 
 @needs_fuse
 def test_a_link_that_became_a_file_leaves_the_manifest_the_old_one_kept(mounted):
+    """The save that takes a link out of the manifest because a file took its name keeps
+    the manifest before it in that save's trash batch, byte for byte, and the link can be
+    restored from there once its name is free again."""
     m, primary, backing, work = mounted
     write(work, "data.mrc", b"d")
     os.symlink("data.mrc", os.path.join(work, "view.mrc"))
     assert run_cli("save", work).code == 0
+    before = manifest(backing)
+    assert links_of(before) == {"view.mrc": "data.mrc"} and batches(backing) == []
     os.unlink(os.path.join(work, "view.mrc"))
     write(work, "view.mrc", b"now a file")
     r = run_cli("save", work)
     assert r.code == 0 and "1 link no longer there" in r.out, r.out
     assert links_of(manifest(backing)) == {}
     assert open(os.path.join(backing, "view.mrc"), "rb").read() == b"now a file"
+    [batch] = batches(backing)
+    assert f"kept in trash batch {batch}" in r.out, r.out
+    assert open(os.path.join(backing, S, "trash", batch, S, "links.jsonl"), "rb").read() \
+        == before  # byte for byte, in that save's own batch
+    assert "the link manifest as it was" in run_cli("trash", "list", work, "--batch",
+                                                    batch).out
+    # The name is taken by the file: the link is skipped, the file kept as it is.
+    r = run_cli("trash", "restore", work, batch)
+    assert r.code == 0 and "1 link skipped: the name is taken" in r.out, r.out + r.err
+    assert open(os.path.join(work, "view.mrc"), "rb").read() == b"now a file"
+    # The file gone (saved: into a batch of its own), the link comes back and is saved.
+    os.unlink(os.path.join(work, "view.mrc"))
+    assert run_cli("save", work).code == 0
+    r = run_cli("trash", "restore", work, batch, "view.mrc")
+    assert r.code == 0 and "1 link" in r.out, r.out + r.err
+    assert os.readlink(os.path.join(work, "view.mrc")) == "data.mrc"
+    assert run_cli("save", work).code == 0
+    assert links_of(manifest(backing)) == {"view.mrc": "data.mrc"}
 
 
 # -- folders ----------------------------------------------------------------------------------
