@@ -402,18 +402,30 @@ def test_a_label_too_long_is_shortened_with_a_hash(chart):
     assert other != host
 
 
-@pytest.mark.parametrize("style", ["release", "flat"])
+@pytest.mark.parametrize("style", ["release", "flat", "namespace", "one host given"])
 def test_two_releases_in_one_namespace_never_share_host_and_path(chart, style):
-    values = merged(cerit_values(), {"ingress": {"hostStyle": style}})
+    if style == "one host given":
+        values = merged(cerit_values(), {"ingress": {"host": "scipion.example.org"}})
+    else:
+        values = merged(cerit_values(), {"ingress": {"hostStyle": style}})
     a, b = (render(chart, values, name=n) for n in ("scipion", "scipion-2"))
 
     def host_paths(rendered):
         return {(r["host"], p["path"]) for i in rendered.of_kind("Ingress")
                 for r in i["spec"]["rules"] for p in r["http"]["paths"]}
 
-    assert host_paths(a) and not host_paths(a) & host_paths(b)
-    # nor any other name two releases would fight over
-    assert not set(_objects_by_key(a)) & set(_objects_by_key(b))
+    shared = set(_objects_by_key(a)) & set(_objects_by_key(b))
+    assert host_paths(a)
+    if style in ("release", "flat"):
+        assert not host_paths(a) & host_paths(b)
+        assert not shared  # nor any other name two releases would fight over
+    else:
+        # One address for both: the two Ingresses are one object (named after the host), so
+        # Helm refuses to install the second release (the object belongs to the first, its
+        # meta.helm.sh/release-name says so) and no two Ingresses ever answer at one address.
+        assert host_paths(a) == host_paths(b)
+        host = a.one("Ingress")["spec"]["rules"][0]["host"]
+        assert shared == {("Ingress", host)}
 
 
 # --- OneData Secrets and claims ------------------------------------------------------------
