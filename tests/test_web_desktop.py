@@ -236,6 +236,20 @@ BAD = [
 ]
 
 
+
+def authorised(data: bytes) -> bytes:
+    """``data`` with the API token as its first header."""
+    return data.replace(b"\r\n", b"\r\nAuthorization: Bearer " + TOKEN.encode() + b"\r\n", 1)
+
+
+# The same requests with the API token, as a client that may act would send them (issue 18:
+# an authorised ``POST /save`` with ``Content-Length: abc`` got no answer and left a
+# ValueError's traceback in the log): the token changes none of the answers. (The body
+# shorter than announced, 401 without the token, has a test of its own below.)
+AUTHORISED = [(f"{what}, authorised", authorised(data), code) for what, data, code in BAD
+              if data.startswith((b"GET /", b"POST /")) and code != 401]
+
+
 @pytest.mark.parametrize("with_desktop", [False, True])
 def test_every_request_is_answered_and_nothing_reaches_the_log_as_a_traceback(
         slow_project, daemons, with_desktop):
@@ -245,7 +259,7 @@ def test_every_request_is_answered_and_nothing_reaches_the_log_as_a_traceback(
         args += ["--desktop-url", f"http://127.0.0.1:{free_port()}"]
     d = daemons(primary, work, *args)
     d.wait_phase("running", timeout=60)
-    for what, data, code in BAD:
+    for what, data, code in BAD + AUTHORISED:
         if with_desktop:  # spaceport's paths are under /spaceport/; others the desktop's
             data = data.replace(b"POST /save ", b"POST /spaceport/save ")
             code = 200 if code == 404 else code  # a desktop that does not answer: the page
@@ -263,6 +277,26 @@ def test_every_request_is_answered_and_nothing_reaches_the_log_as_a_traceback(
     log = d.log()
     assert "Traceback" not in log and "AttributeError" not in log and "ValueError" not in log
     assert "Exception" not in log
+
+
+@pytest.mark.xfail(strict=True, reason="daemon/web.py acts on a POST whose body ended "
+                   "before its Content-Length (202, a save requested): reported, not fixed "
+                   "here")
+def test_an_authorised_body_shorter_than_announced_is_refused_not_acted_on(slow_project,
+                                                                           daemons):
+    """A request whose body ended (the client closed its side) before the Content-Length
+    it announced is malformed: answered 400 and not carried out, token or no token."""
+    primary, work = slow_project
+    d = daemons(primary, work, "--token", TOKEN, "-v")
+    d.wait_phase("running", timeout=60)
+    answer = raw(d.port, authorised(b"POST /save HTTP/1.1\r\nContent-Length: 50\r\n\r\nab"))
+    assert answer.startswith(b"HTTP/1."), answer[:80]
+    try:
+        assert int(answer.split(b" ", 2)[1]) == 400, answer[:200]
+    finally:
+        d.signal(signal.SIGTERM)
+        assert d.wait_exit() == 0
+        assert "Traceback" not in d.log()
 
 
 def test_many_requests_at_once_while_a_websocket_is_open(slow_project, daemons, desktop):
