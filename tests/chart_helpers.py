@@ -187,8 +187,9 @@ SEED_FORM = {
 }
 
 # CERIT's v1.0 form (rancher-apps charts/scipion/v1.0/questions.yaml) is not in the stored
-# index (see /work/notes/cerit-facts.md): these are the keys of the stored chart of the same
-# generation (rancher-apps charts/scipion/v2.0/values.yaml, commit 0b50260b…: vnc.vncPassword,
+# index (docs/CERIT.md, "CERIT facts the chart relies on", "Not confirmed"): these are the
+# keys of the stored chart of the same generation (rancher-apps
+# charts/scipion/v2.0/values.yaml, commit 0b50260b…: vnc.vncPassword,
 # od.dataset.{host,token,spaceId}, od.project.*, instance.*) with the defaults ../shared/CERIT.md
 # gives for that form (CPU 2/4, RAM 2Gi/4Gi, keep volumes on). Reconstructed, not copied.
 V1_FORM = {

@@ -543,8 +543,9 @@ def test_every_dump_line_reads_back_exactly_through_cerits_parser(items):
 @pytest.mark.fuse
 def test_cerits_lock_costs_a_save_with_nothing_changed_a_few_calls_whatever_the_tree(tmp_path):
     """Counted on the OneData-like FUSE filesystem, kernel caches off: keeping CERIT's lock
-    adds the mirror's read to a save that has nothing to do, the same for 100 or 1000 files,
-    and neither symlink-dump nor the manifest is written again."""
+    adds the mirror's read and the stat of symlink-dump (is the dump on the primary still
+    the one written? tests/test_cerit_dump.py) to a save that has nothing to do, the same
+    for 100 or 1000 files, and neither symlink-dump nor the manifest is written again."""
     from dataclasses import replace
 
     from spaceport.commands.deploy import deploy
@@ -582,6 +583,9 @@ def test_cerits_lock_costs_a_save_with_nothing_changed_a_few_calls_whatever_the_
     # the heartbeat only, in every case: neither the dump nor the manifest written again
     assert writes["plain"] == writes["cerit"] == writes["cerit-big"] == (1, 1), writes
     extra = calls["cerit"] - calls["plain"]
-    print(f"metadata calls of a save with nothing changed: {calls} (the mirror: +{extra})")
+    print(f"metadata calls of a save with nothing changed: {calls} (CERIT's files: +{extra})")
     assert calls["cerit"] == calls["cerit-big"]
-    assert 0 < extra <= 8  # lookups of the folder and the file, open, getattr, flush, release
+    # The mirror's read: lookups of the folder and the file, open, getattr, flush, release
+    # (8 here). The dump's stat: its lookup and getattr (2), since a dump removed from the
+    # primary is written again by the next save, not only when the links change.
+    assert 0 < extra <= 10

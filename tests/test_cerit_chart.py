@@ -2,8 +2,8 @@
 its volumes, one way in through spaceport, and the desktop's wait for the ready signal.
 
 The facts come from CERIT-SC's repositories (repository, path and commit beside each value
-here and in chart_helpers.py; /work/notes/cerit-facts.md has the rest). Rendering uses the
-real Helm SDK; the desktop's wrapper runs as a real `sh` process.
+here and in chart_helpers.py; docs/CERIT.md, "CERIT facts the chart relies on", lists them
+all). Rendering uses the real Helm SDK; the desktop's wrapper runs as a real `sh` process.
 """
 
 from __future__ import annotations
