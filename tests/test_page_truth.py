@@ -2,10 +2,13 @@
 
 One real daemon on the OneData-like FUSE mount goes through the states a person must be
 able to tell apart: all saved (green), a save that failed with work left unsaved (red, the
-unsaved changes counted), deletions held by the guard (amber, a form that asks for the token),
-and the held deletions confirmed from that form and moved to the trash (named on the page).
-Each state is checked in the HTML and photographed with headless Chromium; the screenshots
-are kept in the test's folder (their paths are printed).
+unsaved changes counted), deletions held by the guard (amber, a form that asks for the token,
+the held deletions counted apart from what the next save takes), and the held deletions
+confirmed from that form and moved to the trash (named on the page). A daemon started without
+a token holds deletions too: its page has no form (its POSTs are disabled) and says what
+carries them out instead, as its log does. Each state is checked in the HTML and photographed
+with headless Chromium; the screenshots are kept in the test's folder (their paths are
+printed).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import urllib.parse
 import urllib.request
 
 import pytest
-from conftest import write
+from conftest import run_cli, write
 from test_faults import Mount, needs_fuse
 from test_web import CHROMIUM, png_size
 
@@ -104,11 +107,21 @@ def test_the_page_tells_each_state_in_words_and_colour(tmp_path, daemons):
             if name != ".spaceport":
                 target = os.path.join(work, name)
                 shutil.rmtree(target) if os.path.isdir(target) else os.unlink(target)
-        d.wait_status(lambda s: s["held_deletions"], 60, "deletions held")
+        held = d.wait_status(lambda s: s["held_deletions"] and s["pending"]
+                             and s["pending"]["entries_to_delete"]
+                             >= s["held_deletions"]["count"], 60, "deletions held, seen")
         html = page(d)
         assert '<span class="phase warn">running · deletions held</span>' in html
         assert '<form method="post" action="confirm-deletions">' in html
         assert 'name="token"' in html and TOKEN not in html
+        # The unsaved changes count them apart: the next save does not take them.
+        n = held["held_deletions"]["count"]
+        assert f"{n} deletions held until you confirm them" in html
+        assert "the next save takes them" not in html and "nothing else is unsaved" in html
+        assert "started without" not in html
+        # The log says the way that works for this daemon: its page's form.
+        assert "confirm them on the daemon's page (its form asks for the token)" in d.log()
+        assert "started without --token" not in d.log()
         screenshot(d.url + "/", shots / "3-deletions-held.png", tmp_path)
         assert os.path.exists(os.path.join(m.backing, "project.sqlite"))  # held: still there
 
@@ -128,3 +141,47 @@ def test_the_page_tells_each_state_in_words_and_colour(tmp_path, daemons):
         screenshot(d.url + "/", shots / "4-deletions-moved-to-trash.png", tmp_path)
     finally:
         m.stop()
+
+
+def test_a_daemon_without_token_shows_no_form_and_says_what_confirms(tmp_path, daemons):
+    """Without --token the POSTs are disabled, and a command beside the daemon is refused:
+    the page has no form, and it (and the log) say what does carry the deletions out."""
+    primary, work = str(tmp_path / "primary"), str(tmp_path / "work")
+    for i in range(4):
+        write(primary, f"Runs/00{i}/out{i}.mrc", os.urandom(5_000 + i))
+    write(primary, "project.sqlite", b"not really a database")
+    d = daemons(primary, work, "--interval", "1")
+    d.wait_status(lambda s: s["saves"]["ok"] >= 1, 60, "a save")
+    for name in os.listdir(work):
+        if name != ".spaceport":
+            target = os.path.join(work, name)
+            shutil.rmtree(target) if os.path.isdir(target) else os.unlink(target)
+    held = d.wait_status(lambda s: s["held_deletions"] and s["pending"]
+                         and s["pending"]["entries_to_delete"]
+                         >= s["held_deletions"]["count"], 60, "deletions held, seen")
+    html = page(d)
+    assert '<span class="phase warn">running · deletions held</span>' in html
+    assert "<form" not in html and 'name="token"' not in html
+    assert 'http-equiv="refresh" content="2"' in html  # no token to type: the usual refresh
+    assert "started without <code>--token</code>, so they cannot be confirmed" in html
+    assert "a command beside a running daemon is refused" in html
+    assert "<code>--token</code> or <code>--token-file</code>" in html
+    assert f"<code>spaceport deploy {primary} {work}</code>" in html
+    assert f"<code>spaceport save --allow-mass-delete {work}</code>" in html
+    assert "confirm below" not in html  # no "below": there is nothing to confirm with
+    n = held["held_deletions"]["count"]
+    assert f"{n} deletions held until you confirm them" in html
+    assert "the next save takes them" not in html
+    screenshot(d.url + "/", tmp_path / "deletions-held-without-token.png", tmp_path)
+
+    # What the page says is so: the POST is disabled, and the command line is refused
+    # beside the daemon (exit 4), which left everything on the primary.
+    code, body, _ = d.request("/confirm-deletions", "POST")
+    assert code == 403 and b"started without --token" in body
+    r = run_cli("save", "--allow-mass-delete", work)
+    assert r.code == 4 and "kept by a running spaceport daemon" in r.err
+    assert os.path.exists(os.path.join(primary, "project.sqlite"))
+    log = d.log()
+    assert "its form asks for the token" not in log
+    assert "know that this daemon cannot confirm them (it was started without --token" in log
+    assert f"'spaceport save --allow-mass-delete {work}'" in log

@@ -19,8 +19,8 @@ from daemon_helpers import make_tree
 from prometheus_client.parser import text_string_to_metric_families
 
 from spaceport.daemon.config import DaemonConfig
-from spaceport.daemon.state import DaemonTracker, RateLimit, State
 from spaceport.daemon.page import render_page
+from spaceport.daemon.state import DaemonTracker, RateLimit, State
 from spaceport.daemon.web import parse_listen
 from spaceport.errors import UsageError
 
@@ -160,6 +160,77 @@ def test_page_lists_held_deletions_and_special_files_escaped():
     assert "deletions held" in page  # the badge says it too
     state.record_save(0, report=SaveReport())  # a later save held nothing
     assert "Deletions held" not in render_page(state.snapshot())
+
+
+HELD = {"count": 21, "files": 13, "reason": "none of the 13 files the index knows is left",
+        "since": "2026-11-29T10:00:00Z", "top_level": {"Runs": 20}, "sample": ["Runs"]}
+
+
+def pending(deletions: int, uploads: int = 0) -> dict:
+    return {"new_dirs": 0, "files_to_upload": uploads, "bytes_to_upload": 1024 * uploads,
+            "files_to_delete": deletions, "entries_to_delete": deletions, "links": 0,
+            "links_changed": False, "unchanged": 0, "moves": 0, "last_change_ns": None,
+            "recent": []}
+
+
+def test_unsaved_changes_count_held_deletions_apart():
+    from spaceport.commands.save import SaveReport
+
+    state = State(DaemonConfig(primary="/p", work="/w"), DaemonTracker())
+    state.record_pending(pending(21))
+    page = render_page(state.snapshot())  # nothing held: the next save takes them
+    assert "21 deletions</b>" in page and "the next save takes them" in page
+    state.record_save(0, report=SaveReport(held=HELD, held_new=True))
+    page = render_page(state.snapshot())
+    assert "Unsaved changes: <b>21 deletions held until you confirm them</b>" in page
+    assert "the next save takes them" not in page and "nothing else is unsaved" in page
+    state.record_pending(pending(23, uploads=1))  # more deleted since, and a new file
+    page = render_page(state.snapshot())
+    assert ("1 file to upload (1.0 KiB), 2 other deletions (the deletion guard weighs them "
+            "at the next save), 21 deletions held until you confirm them") in page
+    assert "the next save takes the rest" in page
+    state.record_confirmed(21)  # confirmed: the save that starts now takes them
+    assert "21 deletions confirmed, for the save under way" in render_page(state.snapshot())
+
+
+def test_page_without_a_token_has_no_form_and_says_what_confirms():
+    from spaceport.commands.save import SaveReport
+
+    state = State(DaemonConfig(primary="/p/<x>", work="/w"), DaemonTracker())
+    state.record_save(0, report=SaveReport(held=HELD, held_new=True))
+    with_token = render_page(state.snapshot(), has_token=True)
+    assert '<form method="post" action="confirm-deletions">' in with_token
+    assert "confirm below with the daemon's token" in with_token
+    assert "started without" not in with_token
+    page = render_page(state.snapshot(), has_token=False)
+    assert "<form" not in page and 'name="token"' not in page and "confirm below" not in page
+    assert "started without <code>--token</code>, so they cannot be confirmed" in page
+    assert "<code>spaceport deploy /p/&lt;x&gt; /w</code>" in page  # escaped
+    assert "<code>spaceport save --allow-mass-delete /w</code>" in page
+    assert 'content="2"' in page and 'content="60"' in with_token  # time to type a token
+
+
+def test_the_log_says_how_held_deletions_are_confirmed_by_this_daemon(caplog):
+    from spaceport.commands.save import SaveReport
+
+    said = {}
+    for has_token in (True, False):
+        state = State(DaemonConfig(primary="/p", work="/w"), DaemonTracker())
+        state.has_token = has_token
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="spaceport.daemon"):
+            state.record_save(0, report=SaveReport(held=HELD, held_new=True))
+        said[has_token] = " ".join(r.getMessage() for r in caplog.records
+                                   if "held" in r.getMessage())
+    assert "confirm them on the daemon's page (its form asks for the token) or with POST " \
+        "/confirm-deletions (token)" in said[True]
+    assert "without --token" not in said[True]
+    assert "form" not in said[False] and "POST /confirm-deletions" not in said[False]
+    assert "this daemon cannot confirm them (it was started without --token, and a command " \
+        "beside it is refused)" in said[False]
+    assert "start it again with --token or --token-file" in said[False]
+    assert "'spaceport deploy /p /w', delete them again, and run 'spaceport save " \
+        "--allow-mass-delete /w'" in said[False]
 
 
 def test_page_says_source_data_only_when_there_is_a_source():
@@ -305,3 +376,17 @@ def test_a_person_can_watch_the_stage_in_in_a_browser(slow_project, daemons, tmp
     assert os.path.getsize(shot) > 20_000  # a rendered page, not a blank one
     assert d.status()["phase"] == "staging-in"  # the picture shows the stage-in
     print(f"screenshot of the stage-in: {shot}")
+
+
+def test_the_token_option_names_every_action_it_guards():
+    """`spaceport run --help`: the token guards POST /save, /clone and /confirm-deletions
+    (web.py's actions), not the first two only."""
+    import inspect
+
+    from spaceport.cli.daemon_cmd import run
+    from spaceport.daemon import web
+
+    actions = ("/save", "/clone", "/confirm-deletions")
+    assert all(f'"{a}"' in inspect.getsource(web._Handler._action) for a in actions)
+    (help_text,) = [p.help for p in run.params if p.name == "token"]
+    assert "POST /save, /clone and /confirm-deletions" in help_text

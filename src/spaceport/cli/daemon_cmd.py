@@ -109,8 +109,10 @@ def daemon_options(fn):
                                            "included, after SIGTERM."),
         env_option("--keep-work", is_flag=True,
                    help="Keep the working copies after the final save."),
-        env_option("--token", help="Token for POST /save and /clone. Prefer --token-file or "
-                                   "SPACEPORT_TOKEN: a command line is visible to all users."),
+        env_option("--token", help="Token for POST /save, /clone and /confirm-deletions (the "
+                                   "page's form asks for it; without a token all three are "
+                                   "disabled). Prefer --token-file or SPACEPORT_TOKEN: a "
+                                   "command line is visible to all users."),
         env_option("--token-file", type=click.Path(dir_okay=False),
                    help="Read the token from this file (a mounted Kubernetes Secret)."),
         env_option("--instance", help="Name of this instance (pod or VM) for the lock."),

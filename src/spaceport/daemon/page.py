@@ -6,7 +6,9 @@ The badge at the top tells the truth in words and colour: green only while every
 succeeds and nothing waits; amber while the deletion guard holds deletions; red when the
 last save failed. Held deletions are confirmed with a small form that asks for the token and
 POSTs to ``confirm-deletions``: a relative URL, so the page works under any prefix a proxy
-puts it behind."""
+puts it behind. A daemon started without a token has no form (its POSTs are disabled): the
+page says instead how the deletions are carried out. Unsaved changes count held deletions
+apart: the next save does not take them."""
 
 from __future__ import annotations
 
@@ -67,10 +69,12 @@ def e(value) -> str:
     return html.escape("" if value is None else str(value))
 
 
-def render_page(s: dict) -> str:
-    """The progress page; every value from the state goes through html.escape."""
+def render_page(s: dict, *, has_token: bool = True) -> str:
+    """The progress page; every value from the state goes through html.escape.
+    ``has_token``: the daemon has an API token, so held deletions are confirmed with a form."""
     badge, tone = _badge(s)
-    refresh = FORM_REFRESH_SECONDS if s.get("held_deletions") else REFRESH_SECONDS
+    form = bool(s.get("held_deletions")) and has_token
+    refresh = FORM_REFRESH_SECONDS if form else REFRESH_SECONDS
     health = "" if s["health"] == "ok" else \
         f'<p class="err">Health: {e(s["health"])} — {e(s["health_reason"])}</p>'
     body = f"""<!doctype html>
@@ -85,7 +89,7 @@ def render_page(s: dict) -> str:
 <p class="muted">{e(s["message"])} · since {e(_ago(s["now"] - s["phase_since"]))}</p>{health}
 </section>
 <section><h2>Progress</h2>{_source_progress(s)}{_tasks(s)}</section>
-{_held(s)}<section><h2>Saves</h2>{_saves(s)}{_unsaved(s)}{_trashed(s)}</section>
+{_held(s, has_token)}<section><h2>Saves</h2>{_saves(s)}{_unsaved(s)}{_trashed(s)}</section>
 <section><h2>Errors</h2>{_errors(s)}</section>
 <footer>Updated {e(_clock(s["now"]))} · refreshes every {refresh} s · spaceport
 {e(s["version"])}{_deployment(s)}</footer>
@@ -234,17 +238,29 @@ def _unsaved(s: dict) -> str:
         what.append(count(p["moves"], "move"))
     if p["new_dirs"]:
         what.append(count(p["new_dirs"], "new folder"))
-    if p["entries_to_delete"]:
-        what.append(count(p["entries_to_delete"], "deletion"))
+    # The deletions the guard holds are among the look's deletions, but the next save does
+    # not take them: counted apart. Any other deletion the guard weighs at that save.
+    held = min((s.get("held_deletions") or {}).get("count", 0), p["entries_to_delete"])
+    others = p["entries_to_delete"] - held
+    if others:
+        what.append(count(others, "deletion") if not held else
+                    f"{count(others, 'other deletion')} (the deletion guard weighs them at the "
+                    "next save)")
     if p["links_changed"]:
         what.append("links changed")
+    if held:
+        what.append(f"{count(held, 'deletion')} confirmed, for the save under way"
+                    if _confirmed_now(s) else
+                    f"{count(held, 'deletion')} held until you confirm them")
     if not what:
         return f'<p class="muted">Unsaved changes: none ({e(seen)}).</p>'
     last = ""
     if p.get("last_change_ns"):
         last = f"; last change {_ago(s['now'] - p['last_change_ns'] / 1e9)} ago"
+    taken = "the next save takes them" if not held else \
+        "the next save takes the rest" if len(what) > 1 else "nothing else is unsaved"
     return (f'<p>Unsaved changes: <b>{e(", ".join(what))}</b>{e(last)} '
-            f'<span class="muted">({e(seen)}; the next save takes them)</span></p>')
+            f'<span class="muted">({e(seen)}; {e(taken)})</span></p>')
 
 
 def _trashed(s: dict) -> str:
@@ -260,23 +276,25 @@ def _trashed(s: dict) -> str:
             + (f'<p class="muted">… and {e(more)} more</p>' if more > 0 else ""))
 
 
-def _held(s: dict) -> str:
+def _held(s: dict, has_token: bool) -> str:
     """Deletions the deletion guard holds, and special files not saved: a section only when
-    there are any."""
+    there are any. With a token, a form confirms them; without, the page says what does."""
     parts = []
     held = s.get("held_deletions")
     if held:
         paths = "".join(f"<li>{e(p)}</li>" for p in held["sample"][:10])
         more = held["count"] - min(len(held["sample"]), 10)
+        how = ('If they were deleted on purpose, confirm below with the daemon\'s token (or '
+               '<code>POST confirm-deletions</code> with it); if not, bring them back into the '
+               'working copy.') if has_token else \
+            'If they were not deleted on purpose, bring them back into the working copy.'
         parts.append(
             f'<section><h2>Deletions held</h2><p class="err">{e(count(held["count"], "deletion"))}'
             f' held since {e(held.get("since"))}: the working copy looks wrong: '
             f'{e(held["reason"])}.</p><p>Everything else is saved; these files stay on primary '
-            f'storage. If they were deleted on purpose, confirm below with the daemon\'s token '
-            f'(or <code>POST confirm-deletions</code> with it); if not, bring them back into '
-            f'the working copy.</p><ul>{paths}</ul>'
+            f'storage. {how}</p><ul>{paths}</ul>'
             + (f'<p class="muted">… and {e(more)} more</p>' if more > 0 else "")
-            + _confirm_form(s) + "</section>")
+            + (_confirm_form(s) if has_token else _without_token(s)) + "</section>")
     special = s.get("special") or []
     if special:
         items = "".join(f"<li>{e(p)}</li>" for p in special[:20])
@@ -289,13 +307,34 @@ def _confirm_form(s: dict) -> str:
     """A form that asks for the token and posts it to ``confirm-deletions`` (relative)."""
     confirmed = s.get("confirmed")
     note = ""
-    if confirmed and confirmed["time"] >= (s.get("last_save") or {}).get("time", 0):
+    if _confirmed_now(s):
         note = (f'<p class="muted">{e(count(confirmed["count"], "deletion"))} confirmed '
                 f'{e(_ago(s["now"] - confirmed["time"]))} ago: the save under way carries '
                 'them out.</p>')
     return (note + '<form method="post" action="confirm-deletions">'
             '<label>Token <input type="password" name="token" autocomplete="off" required>'
             '</label><button type="submit">Confirm these deletions</button></form>')
+
+
+def _confirmed_now(s: dict) -> bool:
+    """Held deletions were confirmed since the last save ended: the next save takes them."""
+    confirmed = s.get("confirmed")
+    return bool(confirmed) and confirmed["time"] >= (s.get("last_save") or {}).get("time", 0)
+
+
+def _without_token(s: dict) -> str:
+    """No token, no form: what carries held deletions out instead, as it is. Nothing confirms
+    them while this daemon runs (its POSTs are disabled; a command beside it is refused); once
+    stopped it has given its working copy up, so a new deployment restores the files first."""
+    work, primary = e(s["work"]), e(s["primary"])
+    return ('<p id="confirm-how">This daemon was started without <code>--token</code>, so '
+            'they cannot be confirmed while it runs: there is no form here, and a command '
+            'beside a running daemon is refused. To carry them out, stop the daemon (the files '
+            'stay on primary storage, recorded in its journal) and start it again with '
+            '<code>--token</code> or <code>--token-file</code>: it restores the files, so '
+            'delete them again, then confirm them on its page when it holds them. Or, with the '
+            f'daemon stopped: <code>spaceport deploy {primary} {work}</code>, delete them '
+            f'again, <code>spaceport save --allow-mass-delete {work}</code>.</p>')
 
 
 def _errors(s: dict) -> str:

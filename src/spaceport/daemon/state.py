@@ -107,6 +107,10 @@ class State:
         self.pending: dict | None = None  # what a save would do now (a look, see running)
         self.pending_at: float | None = None
         self.confirmed: dict | None = None  # the last confirmation of held deletions
+        # The daemon has an API token (set by the web server; never the token itself):
+        # held deletions can be confirmed on its page. Without one, nothing confirms them
+        # while it runs, and its log says what does.
+        self.has_token = False
         self._tick = time.monotonic()
         self._last_progress_log = time.monotonic()
 
@@ -176,9 +180,8 @@ class State:
         with self._lock:
             self.held_deletions, self.special = report.held, list(report.special)
         if report.held and report.held_new:
-            log.warning("%s", held_warning(report.held, "confirm them on the daemon's page "
-                                           "(its form asks for the token) or with POST "
-                                           "/confirm-deletions (token)"),
+            log.warning("%s", held_warning(report.held, how_to_confirm(self.cfg,
+                                                                       self.has_token)),
                         extra={"fields": {"event": "deletions-held",
                                           "held": report.held["count"]}})
 
@@ -272,6 +275,23 @@ class State:
         self._last_progress_log = now
         parts = [progress_text(t) for t in self.tracker.snapshot() if t["finished"] is None]
         return "progress: " + "; ".join(parts) if parts else None
+
+
+def how_to_confirm(cfg: "DaemonConfig", has_token: bool) -> str:
+    """How a person carries out the deletions this daemon holds, as its log says it (after
+    "If you deleted them on purpose,"). Without a token nothing confirms them while it runs:
+    POST /confirm-deletions is disabled and a command beside a running daemon is refused
+    (exit 4); a stopped daemon has given its working copy up (its final save holds them too,
+    recording them in the primary's journal), so a new deployment restores the files first."""
+    if has_token:
+        return ("confirm them on the daemon's page (its form asks for the token) or with POST "
+                "/confirm-deletions (token)")
+    return ("know that this daemon cannot confirm them (it was started without --token, and "
+            "a command beside it is refused): stop it (the files stay on the primary, recorded "
+            "in its journal), start it again with --token or --token-file, delete them again "
+            "in the copy it restores, and confirm them on its page when it holds them; or, "
+            f"with the daemon stopped, run 'spaceport deploy {cfg.primary} {cfg.work}', delete "
+            f"them again, and run 'spaceport save --allow-mass-delete {cfg.work}'")
 
 
 # One size formatter for the whole tool (spaceport.wording); the daemon's modules import it

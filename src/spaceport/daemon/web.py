@@ -5,9 +5,11 @@ spaceport's own paths, at the root and under ``/spaceport/``: ``/`` progress pag
 (auto-refresh) · ``/status`` JSON · ``/metrics`` Prometheus text · ``POST /save``,
 ``POST /clone``, ``POST /confirm-deletions`` (the deletions the deletion guard holds are
 carried out by the next save; 409 when none are held) with ``Authorization: Bearer
-<token>``. The probes stay at the root, always open: ``/healthz`` 200 while the daemon
-lives (even with OneData unreachable; 503 only if its main loop is stuck), ``/readyz`` 200
-only when stage-in is done.
+<token>`` (or the page's form, a ``token`` field); all three 403 on a daemon started
+without a token, whose page then shows no form but says how held deletions are carried
+out. The probes stay at the root, always open: ``/healthz`` 200 while the daemon lives
+(even with OneData unreachable; 503 only if its main loop is stuck), ``/readyz`` 200 only
+when stage-in is done.
 
 With ``--desktop-url`` every other path belongs to the application (:mod:`.proxy`): once
 the daemon has been ready and the application answers, it is proxied there, HTTP and
@@ -79,6 +81,9 @@ class WebServer:
                                  hint="Give another --listen HOST:PORT (port 0 picks a free "
                                       "one).") from exc
         self.httpd.backend, self.httpd.token = backend, token
+        # Whether held deletions can be confirmed here (the page's form, the log's advice);
+        # a flag, never the token.
+        backend.state.has_token = bool(token)
         self.httpd.auth, self.httpd.desktop = auth, desktop
         self.httpd.registry = CollectorRegistry(auto_describe=True)
         self.httpd.registry.register(DaemonCollector(backend))
@@ -208,8 +213,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(404, {"error": "not found"})
 
     def _page(self) -> None:
-        self._send(200, render_page(self.server.backend.state.snapshot()).encode(),
-                   "text/html; charset=utf-8")
+        page = render_page(self.server.backend.state.snapshot(),
+                           has_token=bool(self.server.token))
+        self._send(200, page.encode(), "text/html; charset=utf-8")
 
     def _action(self, path: str, length: int) -> None:
         backend = self.server.backend
