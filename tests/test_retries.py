@@ -1,13 +1,17 @@
 """Every call on the primary is retried (issue 18): one family of calls at a time, faults
 injected by the OneData-like FUSE filesystem, calls counted by it.
 
-For each family (the lock's read, stat, publication, heartbeat and release; the manifest;
-the journal; trash moves and purge; folders made; folders moved; opens; uploads; the
-daemon's heartbeat) a real ``spaceport`` command runs four times over one mount:
+For each family (the lock's open, read, stat, publication, heartbeat and release; the
+manifest's write and its read by a deploy; the journal's write and its read by ``status
+--primary``; trash moves and purge; folders made, moved and their modes; opens; uploads and
+their mtimes; listings; the data read by a stage-in, an append's read-back and ``verify
+--checksum``; an append's write in place; the daemon's heartbeat) a real ``spaceport``
+command runs four times over one mount:
 
 * with a rule that only counts the family's calls (the baseline, ``b``);
-* with one, then two transient faults (EIO, ETIMEDOUT): the command succeeds, and the
-  family saw exactly ``b + 1`` and ``b + 2`` calls: each failed call was made once more;
+* with one, then two transient faults (EIO then ETIMEDOUT; for some families ESTALE and
+  ENOTCONN, which OneData answers too): the command succeeds, and the family saw exactly
+  ``b + 1`` and ``b + 2`` calls: each failed call was made once more;
 * with a permanent fault (EACCES, for ever): the failing call is made once, never again.
 
 Then the files on both sides are checked. A second table holds calls that *landed* and
@@ -63,6 +67,12 @@ class Family:
     # The kernel stats on its own (lookups, the lock read every second while a save runs):
     # the count of getattr calls is not the same from one run to the next.
     exact: bool = True
+    # Each failing call of ours said once ("retrying"). Not where one open file is read
+    # again: after a failed read the kernel drops its readahead, so a fault can reach us
+    # alone or paired (then between one and two warnings a fault).
+    said_exactly: bool = True
+    # The errnos of the rounds with one and with two faults.
+    transient: tuple[str, str] = ("EIO", "ETIMEDOUT")
 
 
 def save_new_file(ctx: Ctx, n: int) -> list[str]:
@@ -160,6 +170,73 @@ def purged(ctx: Ctx, n: int) -> None:
     assert not found
 
 
+LOG = "Logs/run.log"
+
+
+def save_an_append(ctx: Ctx, n: int) -> list[str]:
+    """A log of 1 MiB (the least an append is tried for) saved once, then grown by a line:
+    the save writes the line alone onto the primary's file, after reading back its tail."""
+    if not os.path.exists(os.path.join(ctx.work, LOG)):
+        write(ctx.work, LOG, os.urandom(1 << 20))
+        assert run_cli("save", ctx.work, *FAST).code == 0
+    with open(os.path.join(ctx.work, LOG), "ab") as f:
+        f.write(b"line %d\n" % n)
+    return ["save", ctx.work]
+
+
+def appended(ctx: Ctx, n: int) -> None:
+    """The primary's log is the working copy's, and it was appended to: not set aside in
+    the trash and uploaded whole, as an append that failed for good is."""
+    assert open(os.path.join(ctx.backing, LOG), "rb").read() == \
+        open(os.path.join(ctx.work, LOG), "rb").read()
+    trash = os.path.join(ctx.backing, S, "trash")
+    assert not [f for _, _, fs in os.walk(trash) for f in fs if f == os.path.basename(LOG)]
+
+
+def change_a_folder_mode(ctx: Ctx, n: int) -> list[str]:
+    os.chmod(os.path.join(ctx.work, "Runs/000"), 0o750 | n)
+    return ["save", ctx.work]
+
+
+def folder_mode_set(ctx: Ctx, n: int) -> None:
+    assert os.stat(os.path.join(ctx.backing, "Runs/000")).st_mode & 0o777 == 0o750 | n
+
+
+def save_new_file_with_mtime(ctx: Ctx, n: int) -> list[str]:
+    write(ctx.work, f"Runs/000/new{n}.xmd", b"round %d" % n, mtime_ns=(1_600_000_000 + n) * 10**9)
+    return ["save", ctx.work]
+
+
+def saved_with_its_mtime(ctx: Ctx, n: int) -> None:
+    saved_new_file(ctx, n)
+    st = os.stat(os.path.join(ctx.backing, f"Runs/000/new{n}.xmd"))
+    assert st.st_mtime_ns == (1_600_000_000 + n) * 10**9
+
+
+def verify_checksum(ctx: Ctx, n: int) -> list[str]:
+    return ["verify", "--checksum", ctx.work]
+
+
+def deploy_again_with_a_link(ctx: Ctx, n: int) -> list[str]:
+    """As deploy_again, the manifest holding a link the deploy reads back."""
+    if not os.path.lexists(os.path.join(ctx.work, "alink")):
+        os.symlink("Runs/000/f000.xmd", os.path.join(ctx.work, "alink"))
+        assert run_cli("save", ctx.work, *FAST).code == 0
+    return deploy_again(ctx, n)
+
+
+def deployed_with_the_link(ctx: Ctx, n: int) -> None:
+    deployed(ctx, n)
+    assert os.readlink(os.path.join(ctx.work, "alink")) == "Runs/000/f000.xmd"
+
+
+def status_of_the_primary(ctx: Ctx, n: int) -> list[str]:
+    if not os.path.exists(os.path.join(ctx.backing, S, "journal.jsonl")):
+        write(ctx.work, "Runs/000/journaled.xmd", b"a line in the journal")
+        assert run_cli("save", ctx.work, *FAST).code == 0
+    return ["status", "--primary", ctx.primary]
+
+
 FAMILIES = [
     Family("lock open", "open", f"/{S}/lock", save_new_file, saved_new_file),
     Family("lock read", "read", f"/{S}/lock", save_new_file, saved_new_file, per_fault=2),
@@ -180,6 +257,31 @@ FAMILIES = [
     Family("folder move", "rename", "/Runs/moved[0-9]", save_a_move, moved, (0,)),
     Family("open (stage-in)", "open", "/Runs/000/f000.xmd", deploy_again, deployed),
     Family("upload", "rename", "/Runs/000/new*", save_new_file, saved_new_file),
+    Family("listing (stage-in scan)", "readdir", "/Runs/000", deploy_again, deployed,
+           transient=("ENOTCONN", "ESTALE")),
+    Family("read (stage-in copy)", "read", "/Runs/000/f000.xmd", deploy_again, deployed,
+           per_fault=2, transient=("ESTALE", "ENOTCONN")),
+    # After a failed read of its 64 KiB, the kernel reads the tail again a page at a time:
+    # the mount's count of reads is not the same from one run to the next. Failed for
+    # good, the append is given up for a whole upload (the primary's file kept in the
+    # trash: docs/RELIABILITY.md, "A growing log"), and the save succeeds.
+    Family("read (append read-back)", "read", f"/{LOG}", save_an_append, appended, (0,),
+           per_fault=2, exact=False, transient=("ESTALE", "ENOTCONN")),
+    Family("append write", "write", f"/{LOG}", save_an_append, appended, (0,),
+           transient=("ENOTCONN", "ESTALE")),
+    Family("read (verify --checksum)", "read", "/Runs/000/f000.xmd", verify_checksum,
+           per_fault=2, said_exactly=False),
+    # OneData may refuse a mode or an mtime for good (reliable_chmod/mtime are False): a
+    # refusal is no error there, the file is saved all the same (exit 0).
+    Family("chmod", "chmod", "/Runs/000", change_a_folder_mode, folder_mode_set, (0,)),
+    Family("mtime", "utimens", "/Runs/000/.spaceport-tmp-*", save_new_file_with_mtime,
+           saved_with_its_mtime, (0,)),
+    Family("manifest read (deploy)", "read", f"/{S}/links.jsonl", deploy_again_with_a_link,
+           deployed_with_the_link, per_fault=2, transient=("ENOTCONN", "ETIMEDOUT")),
+    # A journal that cannot be read is named among what status shows (exit 0).
+    Family("journal read (status --primary)", "read", f"/{S}/journal.jsonl",
+           status_of_the_primary, code_when_permanent=(0,), per_fault=2,
+           transient=("ESTALE", "EIO")),
 ]
 
 
@@ -215,21 +317,24 @@ def test_each_family_of_calls_is_retried_and_a_permanent_error_is_not(deployment
     baseline = rule["seen"]
     assert baseline >= 1, f"{family.name}: the command made no such call"
     family.check(ctx, 0)
-    for n, (errno, faults) in enumerate((("EIO", 1), ("ETIMEDOUT", 2)), start=1):
+    for n, (errno, faults) in enumerate(zip(family.transient, (1, 2)), start=1):
         times = faults * family.per_fault
         res, rule = run_round(fuse, ctx, family, n, errno=errno, times=times)
         assert res.code == 0, (family.name, times, res)
         assert rule["fired"] == times
         if family.exact:  # each failed call made once more, nothing else
             assert rule["seen"] == baseline + times, (family.name, times, rule, baseline)
-            assert res.err.count("retrying") == faults, res.err  # said, with the attempt
+            said = res.err.count("retrying")  # said, with the attempt
+            assert said == faults if family.said_exactly else faults <= said <= times, res.err
         else:  # the kernel answered some of them itself
             assert 1 <= res.err.count("retrying") <= times, res.err
         family.check(ctx, n)
     res, rule = run_round(fuse, ctx, family, 3, errno="EACCES", times=None)
     assert res.code in family.code_when_permanent, (family.name, res)
     if family.exact:
-        assert rule["seen"] == rule["fired"] <= baseline, (family.name, rule, baseline)
+        # Each failing call made once (the kernel's own second read of a page aside).
+        assert rule["seen"] == rule["fired"] <= baseline * family.per_fault, \
+            (family.name, rule, baseline)
     assert "retrying" not in res.err, res
 
 

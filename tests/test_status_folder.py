@@ -84,7 +84,8 @@ def test_a_folder_in_place_of_the_journal_is_named_and_the_files_are_saved(tmp_p
     res = run_cli("save", work, *FAST)
     assert res.code == 0, res
     flat = " ".join(res.err.split())
-    assert f"the save journal {journal} is a folder" in flat and "the files themselves are saved" in flat
+    assert f"the save journal {journal} is a folder" in flat
+    assert "the files themselves are saved" in flat
     assert open(os.path.join(primary, "Runs/001/new.xmd"), "rb").read() == b"journal or not"
     res = run_cli("status", "--primary", primary)
     assert res.code == 0 and "the save journal" in res.out and "is a folder" in res.out, res
@@ -188,5 +189,120 @@ def test_a_status_file_that_cannot_be_written_is_named(tmp_path, name, op, code,
         assert {k for k in before if not k.startswith(S.encode())} <= set(snapshot(fuse.backing))
         assert run_cli("save", work, *FAST).code == 0  # once it can, it all lands
         assert "alink" in open(os.path.join(fuse.backing, S, "links.jsonl")).read()
+    finally:
+        fuse.stop()
+
+
+# -- cannot be read: permission denied for good on reading, on the FUSE mount -------------
+def said_by(res) -> str:
+    """What a command said, on both streams, its lines joined."""
+    return " ".join((res.out + res.err).split())
+
+
+@needs_fuse
+@pytest.mark.parametrize("op", ["open", "read"])
+def test_a_lock_that_cannot_be_read_fences_the_saves_off_and_is_named(tmp_path, op):
+    """Nobody can tell who holds the primary: the holder's save writes nothing (exit 4),
+    another deploy is refused (exit 3), each naming the lock, with the way out the message
+    gives (``unlock --force``, then ``deploy --resume``), which saves the edit."""
+    fuse = Mount(tmp_path)
+    try:
+        primary, work, _ = deployed(tmp_path, fuse.path, fuse.backing)
+        lock = os.path.join(fuse.backing, S, "lock")
+        record = open(lock, "rb").read()
+        write(work, "Runs/000/edit.xmd", b"edit")
+        fuse.fs.inject(op=op, path=f"/{S}/lock", errno="EACCES")
+        res = run_cli("save", work, *FAST)
+        assert res.code == 4, res
+        said = said_by(res)
+        assert f"an unreadable lock file {S}/lock" in said and "permission denied" in said
+        assert "unlock --force" in said and "deploy --resume" in said, said
+        assert "retrying" not in res.err  # permanent: never retried
+        assert not os.path.exists(os.path.join(fuse.backing, "Runs/000/edit.xmd"))
+        res = run_cli("deploy", primary, str(tmp_path / "elsewhere"), *FAST)
+        assert res.code == 3 and "permission denied" in said_by(res), res
+        assert not os.path.exists(tmp_path / "elsewhere" / "Runs")
+        res = run_cli("status", "--primary", primary)
+        assert res.code == 0 and "unreadable lock file" in res.out, res
+        assert run_cli("unlock", "--force", "--yes", primary).code == 0
+        broken = [n for n in os.listdir(os.path.join(fuse.backing, S))
+                  if n.startswith("lock.broken-")]
+        assert len(broken) == 1  # set aside, never removed: its record kept
+        assert open(os.path.join(fuse.backing, S, broken[0]), "rb").read() == record
+        fuse.fs.clear_faults()
+        assert run_cli("deploy", "--resume", primary, work, *FAST).code == 0
+        assert open(os.path.join(fuse.backing, "Runs/000/edit.xmd"), "rb").read() == b"edit"
+    finally:
+        fuse.stop()
+
+
+@needs_fuse
+def test_a_manifest_that_cannot_be_read_is_named_and_the_links_are_never_given_up(tmp_path):
+    """The links recorded on the primary cannot be compared: the undeploy's final save lands
+    the files, then it stops (exit 1) naming the manifest, with the lock and the working
+    copy (links included) kept. A deploy that cannot read it is refused (exit 1), never a
+    working copy without its links. Once it can be read, both go ahead."""
+    fuse = Mount(tmp_path)
+    try:
+        primary, work, _ = deployed(tmp_path, fuse.path, fuse.backing)
+        manifest = os.path.join(primary, S, "links.jsonl")
+        os.symlink("Runs/000/f0.xmd", os.path.join(work, "latest"))
+        assert run_cli("save", work, *FAST).code == 0
+        write(work, "Runs/000/last.xmd", b"the final save lands it")
+        fuse.fs.inject(op="read", path=f"/{S}/links.jsonl", errno="EACCES")
+        res = run_cli("undeploy", work, *FAST)
+        assert res.code == 1, res
+        said = said_by(res)
+        assert f"the link manifest {manifest} cannot be read" in said, said
+        assert "permission denied" in said and f"Check who may read and write {manifest}" in said
+        assert "retrying" not in res.err
+        assert open(os.path.join(fuse.backing, "Runs/000/last.xmd"), "rb").read() == \
+            b"the final save lands it"
+        assert read_lock_file(fuse.backing) is not None
+        assert os.readlink(os.path.join(work, "latest")) == "Runs/000/f0.xmd"
+        assert os.path.exists(os.path.join(work, "Runs/000/f0.xmd"))
+        fuse.fs.clear_faults()
+        assert run_cli("undeploy", work, *FAST).code == 0
+        again = str(tmp_path / "again")
+        fuse.fs.inject(op="read", path=f"/{S}/links.jsonl", errno="EACCES")
+        res = run_cli("deploy", primary, again, *FAST)
+        assert res.code == 1, res
+        assert f"the link manifest {manifest} cannot be read" in said_by(res)
+        assert f"Check who may read and write {manifest}" in said_by(res)
+        assert read_lock_file(fuse.backing) is None  # nothing taken
+        assert not os.path.exists(os.path.join(again, "Runs"))
+        fuse.fs.clear_faults()
+        assert run_cli("deploy", primary, again, *FAST).code == 0
+        assert os.readlink(os.path.join(again, "latest")) == "Runs/000/f0.xmd"
+    finally:
+        fuse.stop()
+
+
+@needs_fuse
+def test_a_journal_that_cannot_be_read_is_named_and_the_saves_go_on(tmp_path):
+    """Only ``status --primary`` reads the journal: it names it (exit 0); saves append to it
+    as before."""
+    fuse = Mount(tmp_path)
+    try:
+        primary, work, _ = deployed(tmp_path, fuse.path, fuse.backing)
+        journal = os.path.join(fuse.backing, S, "journal.jsonl")
+        write(work, "Runs/000/first.xmd", b"a first save starts the journal")
+        assert run_cli("save", work, *FAST).code == 0
+        before = open(journal).read().splitlines()
+        fuse.fs.inject(op="read", path=f"/{S}/journal.jsonl", errno="EACCES")
+        write(work, "Runs/001/new.xmd", b"saved")
+        res = run_cli("save", work, *FAST)
+        assert res.code == 0, res
+        assert open(os.path.join(fuse.backing, "Runs/001/new.xmd"), "rb").read() == b"saved"
+        res = run_cli("status", "--primary", primary)
+        assert res.code == 0, res
+        where = os.path.join(primary, S, "journal.jsonl")
+        said = said_by(res)
+        assert f"the save journal {where} cannot be read" in said and "permission denied" in said
+        assert f"Check who may read and write {where}" in said, said
+        assert "retrying" not in res.err
+        fuse.fs.clear_faults()
+        lines = open(journal).read().splitlines()
+        assert len(lines) == len(before) + 1 and json.loads(lines[-1])["uploaded"] == 1
     finally:
         fuse.stop()

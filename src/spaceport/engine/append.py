@@ -46,16 +46,17 @@ import stat as stat_mod
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Callable
 
 from ..errors import Interrupted
 from ..store.base import Store
+from .bytecopy import BUFFER
 from .digest import hash_range
 from .index import OTHER, UNPROVEN, Index, Known, primary_state
 from .recorder import file_known
 from .scan import Entry
 from .snapshot import fd_is_database
-from .bytecopy import BUFFER
 from .transfer import RACY_NS, UNSTABLE_PAUSE, UNSTABLE_RETRIES, racy
 
 if TYPE_CHECKING:  # the fence is a safety mechanism the save hands down
@@ -168,11 +169,14 @@ class Appender:
             if refused is not None:
                 return refused
             self.index.start_append(path, saved)  # before the first byte: see the docstring
-            self.fence.before_commit()  # the first byte written is a commit
-            written = self._copy_tail(sfd, pfd, saved, size, hasher)
-            if pst.st_size > size:  # an older unfinished append wrote further than now
-                os.ftruncate(pfd, size)
-            self.fence.committed(f"{path} (appended)")
+
+            def tail() -> int:
+                done = self._copy_tail(path, sfd, pfd, saved, size, hasher)
+                if pst.st_size > size:  # an older unfinished append wrote further than now
+                    os.ftruncate(pfd, size)
+                return done
+            # The first byte written is a commit; a write retried is fenced again.
+            written = self.fence.commit(f"{path} (appended)", tail)
             after = os.fstat(sfd)
             if (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (
                     before.st_size, before.st_mtime_ns, before.st_ctime_ns):
@@ -205,7 +209,8 @@ class Appender:
             return AppendResult(path, whole="the primary's file changed meanwhile",
                                 foreign=True)
         start = max(0, saved - TAIL)
-        if _read(pfd, start, saved) != _read(sfd, start, saved):
+        if _read(pfd, start, saved, partial(self.primary.read_at, path)) != \
+                _read(sfd, start, saved):
             return AppendResult(path, whole="the primary's file does not end with the bytes "
                                             "saved", foreign=True)
         if state == UNPROVEN:
@@ -213,7 +218,7 @@ class Appender:
                                             "its change time moved", unproven=True)
         return None
 
-    def _copy_tail(self, sfd: int, pfd: int, start: int, end: int, hasher) -> int:
+    def _copy_tail(self, path: str, sfd: int, pfd: int, start: int, end: int, hasher) -> int:
         """Write bytes ``start`` to ``end`` of the source at the same offsets on the
         primary, feeding each buffer to ``hasher`` as it is written: the digest recorded
         is of the very bytes written."""
@@ -230,16 +235,17 @@ class Appender:
             hasher.update(view[:n])
             done = 0
             while done < n:
-                done += os.pwrite(pfd, view[done:n], offset + done)
+                done += self.primary.write_at(path, pfd, view[done:n], offset + done)
             offset += n
         return offset - start
 
 
-def _read(fd: int, start: int, end: int) -> bytes:
-    """Bytes ``start`` to ``end`` of ``fd`` (fewer if it ends sooner)."""
+def _read(fd: int, start: int, end: int, pread=os.pread) -> bytes:
+    """Bytes ``start`` to ``end`` of ``fd`` (fewer if it ends sooner), read by ``pread``
+    (the primary's: retried)."""
     out = bytearray()
     while start + len(out) < end:
-        chunk = os.pread(fd, end - start - len(out), start + len(out))
+        chunk = pread(fd, end - start - len(out), start + len(out))
         if not chunk:
             break
         out += chunk

@@ -90,7 +90,7 @@ def _same(fd: int, primary: Store, rel: str, masked=()) -> bool:
             return False
         offset = 0
         while True:
-            a, b = os.pread(fd, CHUNK, offset), os.pread(pfd, CHUNK, offset)
+            a, b = os.pread(fd, CHUNK, offset), primary.read_at(rel, pfd, CHUNK, offset)
             if offset == 0 and masked:
                 a, b = _mask(a, masked), _mask(b, masked)
             if a != b:

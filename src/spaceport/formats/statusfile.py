@@ -64,11 +64,21 @@ def status_file_error(store: Store, rel: str, what: str, exc: OSError, *, meanin
     where = store.abspath(rel) if hasattr(store, "abspath") else rel
     return StatusFileError(
         f"{what} {where} {what_is_wrong(exc)}: {meaning}",
-        hint=todo.format(where=where) if todo else (
-            f"Look at what is at {where}, and move it out of the status folder (nothing "
+        hint=todo.format(where=where) if todo else default_todo(exc, where), cause=exc)
+
+
+def default_todo(exc: OSError, where: str) -> str:
+    """What to do about the status file at ``where`` that ``exc`` showed unusable. A file
+    spaceport may not read is still spaceport's, and may hold the only record of a
+    project's links: moving it away would lose them (a deploy then restores none), so the
+    way out is to give the permission back."""
+    if exc.errno in (errno_mod.EACCES, errno_mod.EPERM):
+        return (f"Check who may read and write {where} (its owner and mode, 'ls -l'; on "
+                "OneData, the space's permissions): spaceport must be able to read and write "
+                "its status folder. Once it can, run the command again.")
+    return (f"Look at what is at {where}, and move it out of the status folder (nothing "
             "but spaceport should write there); then run the command again, which writes "
-            "that file anew."),
-        cause=exc)
+            "that file anew.")
 
 
 @contextmanager

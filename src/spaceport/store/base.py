@@ -176,6 +176,18 @@ class Store(ABC):
         """After writing in place: set the mtime through ``fd``, fsync it if this store
         fsyncs, and return its stat (the caller closes ``fd``)."""
 
+    def read_at(self, rel: str, fd: int, size: int, offset: int) -> bytes:
+        """``os.pread`` of ``fd``, a file of this store that open_read or open_in_place
+        opened (``rel``: its path, for messages). A read of a file's data is a call on the
+        storage like any other: a retrying store retries it (the same read again)."""
+        return os.pread(fd, size, offset)
+
+    def write_at(self, rel: str, fd: int, data, offset: int) -> int:
+        """``os.pwrite`` of ``data`` at ``offset`` of ``fd`` (opened by open_in_place);
+        returns the bytes written. The same bytes at the same offset: a retry of an attempt
+        that landed writes nothing new."""
+        return os.pwrite(fd, data, offset)
+
     @abstractmethod
     def create_exclusive(self, rel: str, data: bytes) -> None:
         """Create ``rel`` holding ``data``; FileExistsError if it exists (lock files)."""

@@ -18,7 +18,11 @@ unlink, rmdir      the entry is gone
 mkdir              a folder is there
 create_exclusive   the file is there and holds exactly our bytes
 append_bytes       the file already ends with our record (so a journal line is never doubled)
+write_at           nothing to tell: the same bytes at the same offset (an append's new bytes)
 =================  ==========================================================================
+
+Reads of an open file's data (``read_at``: an append's read-back, ``verify --checksum``) are
+retried like the other reads.
 
 A file written whole (``write_bytes_atomic``: the heartbeat, the manifest) is retried whole,
 under a new temporary; the temporaries of a copy and their commit are not retried here: the
@@ -111,6 +115,11 @@ class RetryingStore(Store):
         # The whole read again: a read that failed half-way leaves nothing to go on from.
         return self._call(f"read {rel}", lambda: self.inner.read_file(rel))
 
+    def read_at(self, rel: str, fd: int, size: int, offset: int) -> bytes:
+        # The data of an open file (an append's read-back, verify --checksum): the same
+        # read again.
+        return self._call(f"read {rel}", lambda: self.inner.read_at(rel, fd, size, offset))
+
     def check_attached(self) -> None:
         self.inner.check_attached()  # a mount that vanished is told at once, never retried
 
@@ -138,6 +147,13 @@ class RetryingStore(Store):
         # Not retried: an fsync that failed may have dropped the pages it was to write, and
         # a second one would say nothing about them. The caller decides (spaceport.engine.append).
         return self.inner.finish_in_place(fd, mtime_ns=mtime_ns)
+
+    def write_at(self, rel: str, fd: int, data, offset: int) -> int:
+        # An append's new bytes, written in place: the same bytes at the same offset again
+        # (an attempt that landed, wholly or in part, is simply overwritten with itself).
+        # The append is a fenced commit: each retry is fenced again (the commit gate).
+        return self._call(f"write to {rel}",
+                          lambda: self.inner.write_at(rel, fd, data, offset))
 
     def create_exclusive(self, rel: str, data: bytes) -> None:
         def ours(exc: OSError) -> bool:
