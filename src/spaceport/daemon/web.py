@@ -9,7 +9,7 @@ carried out by the next save; 409 when none are held) with ``Authorization: Bear
 without a token, whose page then shows no form but says how held deletions are carried
 out. The probes stay at the root, always open: ``/healthz`` 200 while the daemon lives
 (even with OneData unreachable; 503 only if its main loop is stuck), ``/readyz`` 200 only
-when stage-in is done.
+when stage-in is done; each says a word and the phase, never why (a holder, a path).
 
 With ``--desktop-url`` every other path belongs to the application (:mod:`.proxy`): once
 the daemon has been ready and the application answers, it is proxied there, HTTP and
@@ -185,9 +185,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._drain(length)
         state = self.server.backend.state
         if path == "/healthz":
-            health, why = state.health()
+            # The probes answer anyone: a word and a phase, never the reason (it names the
+            # lock's holder, paths, errors); /status, behind the password, gives it.
+            health, _why = state.health()
             self._json(503 if health == "stalled" else 200,
-                       {"health": health, "reason": why, "phase": state.phase})
+                       {"health": health, "phase": state.phase})
         else:
             snap = state.snapshot()
             self._json(200 if snap["ready"] else 503, {"ready": snap["ready"],
