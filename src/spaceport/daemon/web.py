@@ -227,6 +227,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._refuse(413, f"a request body is at most {MAX_BODY} bytes here")
             return
         form = self._read_form(length)
+        if form is None:
+            return  # answered 400: a request cut short is never carried out
         if path not in actions:
             self._json(404, {"error": "not found"})
             return
@@ -278,9 +280,13 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         return int(next(iter(values)))
 
-    def _read_form(self, length: int) -> dict:
-        """Read an action's body: a form's fields (the page's token form), else {}."""
+    def _read_form(self, length: int) -> dict | None:
+        """Read an action's body: a form's fields (the page's token form), else {}; None once
+        a 400 was answered for a body that ended before its Content-Length."""
         body = self.rfile.read(length) if 0 < length <= MAX_BODY else b""
+        if len(body) < length:
+            self._refuse(400, f"the body ended after {len(body)} of its {length} bytes")
+            return None
         if self.headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded"):
             return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
         return {}
