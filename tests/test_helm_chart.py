@@ -39,6 +39,7 @@ from chart_helpers import (
     mounts_of,
     named_port,
     oneclient_values,
+    portal_values,
     pvc_values,
     render,
 )
@@ -198,6 +199,10 @@ BAD_VALUES = {
     "a basic-auth user with a colon": ("pvc", {"auth": {"user": "a:b"}}, "/auth/user"),
     "an unknown access mode": ("cerit", {"workVolumes": {"accessMode": "RWX"}}, "/workVolumes/accessMode"),
     "an unknown host style": ("cerit", {"ingress": {"hostStyle": "pretty"}}, "/ingress/hostStyle"),
+    "a negative lock wait": ("pvc", {"spaceport": {"waitForLock": -1}},
+                             "/spaceport/waitForLock"),
+    "a lock wait in words": ("cerit", {"spaceport": {"waitForLock": "forever"}},
+                             "/spaceport/waitForLock"),
 }
 
 
@@ -556,6 +561,7 @@ def test_spaceport_options_are_the_daemons(rendered):
         "auth-user",
         "auth-password-file",
         "source-in-background",
+        "wait-for-lock",
     }
     known = {"SPACEPORT_" + o.upper().replace("-", "_") for o in options}
     assert set(env_of(rendered.container("spaceport"))) <= known
@@ -576,6 +582,22 @@ def test_optional_spaceport_settings(chart):
     assert "SPACEPORT_KEEP_WORK" not in env
     assert env["SPACEPORT_STATUS_DIR"]["value"] == ".status"
     assert env["SPACEPORT_LOG_FORMAT"]["value"] == "json"
+
+
+def test_a_held_project_is_waited_for_in_every_mode(rendered, mode):
+    # The desktop's address shows the progress page naming the holder instead of a crash
+    # loop behind nginx's 503 (spaceport run --wait-for-lock; tests/test_wait_for_lock.py).
+    env = env_of(rendered.container("spaceport"))
+    assert env["SPACEPORT_WAIT_FOR_LOCK"] == {"name": "SPACEPORT_WAIT_FOR_LOCK", "value": "inf"}
+
+
+def test_cerits_keys_alone_wait_for_a_held_project_and_the_wait_can_be_set(chart):
+    env = env_of(render(chart, portal_values()).container("spaceport"))
+    assert env["SPACEPORT_WAIT_FOR_LOCK"]["value"] == "inf"
+    for given, said in ((0, "0"), (3600, "3600"), ("inf", "inf")):
+        values = merged(pvc_values(), {"spaceport": {"waitForLock": given}})
+        env = env_of(render(chart, values).container("spaceport"))
+        assert env["SPACEPORT_WAIT_FOR_LOCK"]["value"] == said
 
 
 def test_taking_over_a_stale_lock_is_a_flag_never_an_environment_variable(chart):

@@ -42,6 +42,8 @@ from .options import (
 log = logging.getLogger("spaceport")
 
 DEAD_PHASES = frozenset({FAILED, LOCK_LOST, RELEASED, STOPPED})
+# --wait-for-lock looks at a held lock this often (or every heartbeat, if that is sooner).
+LOCK_RETRY_SECONDS = 10.0
 
 
 def read_token(token: str | None, token_file: str | None) -> str | None:
@@ -121,6 +123,16 @@ def daemon_options(fn):
         safety_flag("--take-over-stale",
                     help="Take over a lock whose holder looks dead: its heartbeat did not "
                          "change for its stale-after time, or its process is provably gone."),
+        env_option("--wait-for-lock", metavar="SECONDS", type=click.FloatRange(min=0),
+                   default=0, show_default=True,
+                   help="When another deployment or CERIT's app holds the project, wait up "
+                        "to SECONDS for it instead of refusing (exit 3): the page and /status "
+                        "show the phase waiting-for-lock, naming the holder, the lock is "
+                        "looked at again every 10 s (every quarter of --stale-after if "
+                        "shorter), and stage-in starts once it is free. Nothing is taken "
+                        "while waiting: SIGTERM then exits 0. 0 refuses at once; 'inf' waits "
+                        "until the holder is gone. A stale lock is handled as without it "
+                        "(--take-over-stale)."),
         env_option("--bwlimit", metavar="RATE",
                    help="Limit the file data copied (stage-in, source clone, autosaves) to "
                         "RATE bytes per second, all parallel copies together (e.g. 50M; K, "
@@ -152,7 +164,8 @@ def run(ctx, **p):
     """The daemon for containers and VMs: lock, stage in, autosave, save back on SIGTERM.
 
     \b
-    Phases: locking -> staging-in (source clone and project restore in parallel) -> ready
+    Phases: locking [-> waiting-for-lock, with --wait-for-lock, while another holds the
+    project] -> staging-in (source clone and project restore in parallel) -> ready
     (--ready-file written, /readyz 200) -> running (autosave every --interval, lock
     heartbeat) -> staging-out (on SIGTERM/SIGINT: final save with retries within
     --final-save-deadline) -> released (lock removed, work cleaned unless --keep-work).
@@ -165,8 +178,8 @@ def run(ctx, **p):
     Every option can be set as SPACEPORT_<OPTION>, e.g. SPACEPORT_PRIMARY.
 
     Exit codes: 0 released (or stopped before ready), 1 error (a failed final save keeps the
-    lock and the working copy), 3 locked by another deployment, 4 lock lost, 5 refused for
-    safety, 6 primary unavailable.
+    lock and the working copy), 3 locked by another deployment (at once, or once
+    --wait-for-lock is over), 4 lock lost, 5 refused for safety, 6 primary unavailable.
     """
     from ..daemon.access import read_basic_auth
     from ..daemon.config import (
@@ -202,7 +215,9 @@ def run(ctx, **p):
                        source_in_background=p["source_in_background"],
                        final_save_deadline=p["final_save_deadline"], keep_work=p["keep_work"],
                        take_over_stale=p["take_over_stale"], ready_file=paths["ready_file"],
-                       instance_status_file=paths["instance_status_file"], linger=p["linger"])
+                       instance_status_file=paths["instance_status_file"], linger=p["linger"],
+                       wait_for_lock=p["wait_for_lock"],
+                       lock_retry=min(LOCK_RETRY_SECONDS, opts.heartbeat_interval))
     check_layout(cfg)
     daemon = Daemon(cfg, opts, tracker)
     server = WebServer(daemon, p["listen"], token, auth=auth,

@@ -24,6 +24,10 @@ class DaemonConfig:
     ready_file: str | None = None
     instance_status_file: str | None = None  # "ok" once ready: CERIT's desktop waits for it
     linger: float = 0.0  # keep serving the page this long after a failure
+    # --wait-for-lock: seconds to wait for a primary held by another deployment (or CERIT's
+    # app) instead of refusing it (exit 3); 0 refuses at once, inf waits until it is free.
+    wait_for_lock: float = 0.0
+    lock_retry: float = 10.0  # seconds between two looks at the lock while waiting
 
 
 def check_layout(cfg: DaemonConfig) -> None:

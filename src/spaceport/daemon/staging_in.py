@@ -6,16 +6,25 @@ With ``--source-in-background`` staging-in ends when the project is in (its file
 links): the source's clone goes on behind it, through the running phase (autosaves run
 meanwhile), and a failure of that clone is reported on the page instead of stopping the
 daemon, whose project is fine. Without it, both must be done, and one side failing stops
-the other."""
+the other.
+
+With ``--wait-for-lock`` a primary held by someone else (exit 3 without it) is waited for
+(:class:`LockWait`): the phase ``waiting-for-lock`` names the holder while the lock is looked
+at again every few seconds, and stage-in starts once it is free. Nothing is taken while
+waiting, so a stop then leaves nothing behind."""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import re
+import time
+from typing import Callable
 
 from ..commands.deploy import deploy
 from ..commands.options import Options
-from ..errors import Interrupted
+from ..errors import Interrupted, LockedError
 from ..formats.marker import (
     DEPLOYED,
     UNDEPLOYED,
@@ -27,6 +36,7 @@ from ..formats.marker import (
 )
 from ..safety.lock import DeploymentLock, LockInfo, WorkCopy, locked_error, read_lock
 from ..store.sides import open_primary
+from ..wording import duration
 from .cloning import SourceClone
 from .config import DaemonConfig, write_file_atomic
 from .hold import LockHold
@@ -37,6 +47,7 @@ from .state import (
     READY,
     STAGING_IN,
     STOPPED,
+    WAITING_FOR_LOCK,
     DaemonTracker,
     State,
     Worker,
@@ -54,18 +65,25 @@ class StagingIn:
                  source: SourceClone):
         self.cfg, self.opts, self.tracker, self.state = cfg, opts, tracker, state
         self.stops, self.loop, self.hold, self.source = stops, loop, hold, source
+        self.waiting = LockWait(cfg, state)
+        self._staging_text = ""
 
     def run(self) -> bool:
         """True when both sides are in place, False if a signal stopped it; raises on failure."""
         self.state.set_phase(LOCKING, f"checking the lock of {self.cfg.primary}")
-        self._precheck_lock()
+        try:
+            self._precheck_lock()
+        except LockedError as exc:
+            if not self._wait_until_free(exc, self._pause_here):
+                return False
         self.loop.apply_signals()
         if self.stops.shutdown.is_set():
             return False
         background = bool(self.cfg.source and self.cfg.source_in_background)
-        self.state.set_phase(STAGING_IN, "restoring the project" + (
+        self._staging_text = "restoring the project" + (
             "; the source is cloned behind it" if background else
-            " and cloning the source" if self.cfg.source else ""))
+            " and cloning the source" if self.cfg.source else "")
+        self.state.set_phase(STAGING_IN, self._staging_text)
         project = Worker("project", self._restore_project)
         workers = [project]
         if self.cfg.source:
@@ -89,20 +107,43 @@ class StagingIn:
             raise real[0]
         return not self.stops.shutdown.is_set() and not errors
 
-    def _precheck_lock(self) -> None:
+    def _precheck_lock(self) -> bool:
         """Refuse at once (exit 3) if another deployment holds the primary, before any copy
-        starts; deploy() takes the lock itself, race-free."""
+        starts; deploy() takes the lock itself, race-free. True if another holds it but
+        deploy() is to judge it (--take-over-stale)."""
         with open_primary(self.cfg.primary, "00000000", self.opts) as store:
             holder = read_lock(store, self.opts.status_dir)
         marker = read_marker(self.cfg.work) if os.path.isdir(self.cfg.work) else None
         if holder is None:
-            return
+            return False
         if isinstance(holder, LockInfo) and marker is not None \
                 and holder.deployment_id == marker.deployment_id:
-            return  # our own deployment; a second daemon on this copy waits for the busy lock
+            return False  # our own deployment; a second daemon on this copy waits for busy
         if self.cfg.take_over_stale:
-            return  # deploy() watches the holder's heartbeat and takes over only if stale
+            return True  # deploy() watches the holder's heartbeat and takes over only if stale
         raise locked_error(holder, self.cfg.primary)
+
+    def _wait_until_free(self, refusal: LockedError, pause: Callable[[float], bool]) -> bool:
+        """After ``refusal``, with --wait-for-lock: wait, looking at the lock again, until
+        nobody else holds it (True) or a stop came (False). Without waiting, or once its
+        time is up: the refusal, as before (exit 3). ``pause(seconds)`` is True if stopped."""
+        while self.waiting.refused(refusal):
+            if pause(self.waiting.pause()):
+                return False
+            try:
+                still_held = self._precheck_lock()
+            except LockedError as exc:
+                refusal = exc
+                continue
+            if not still_held:
+                self.waiting.ended()
+            return True
+        raise refusal
+
+    def _pause_here(self, seconds: float) -> bool:
+        """The main thread's pause while waiting: it still answers signals."""
+        self.loop.sleep(seconds, until=self.stops.shutdown.is_set)
+        return self.stops.shutdown.is_set()
 
     def _restore_project(self) -> None:
         marker = read_marker(self.cfg.work) if os.path.isdir(self.cfg.work) else None
@@ -110,9 +151,22 @@ class StagingIn:
                 and self._lock_is_ours(marker):
             self._resume(marker)
             return
-        self.tracker.start("deploy", files=0, nbytes=0)  # shows "scanning" until it starts
-        report = deploy(self.cfg.primary, self.cfg.work, self.opts,
-                        take_over_stale=self.cfg.take_over_stale, stop=self.stops.copy_stop)
+        while True:
+            self.tracker.start("deploy", files=0, nbytes=0)  # shows "scanning" until it starts
+            try:
+                report = deploy(self.cfg.primary, self.cfg.work, self.opts,
+                                take_over_stale=self.cfg.take_over_stale,
+                                stop=self.stops.copy_stop)
+                break
+            except LockedError as exc:
+                # Taken between the look and the deploy, or a live holder that
+                # --take-over-stale watched: waited for like at the look (the source's clone,
+                # if any, goes on meanwhile).
+                if not self._wait_until_free(exc, self.stops.copy_stop.wait):
+                    raise Interrupted("stopped while waiting for the lock") from None
+            # quiet while the holder is still there (deploy() watches it again)
+            self.state.set_phase(STAGING_IN, self._staging_text,
+                                 quiet=self.waiting.holder is not None)
         self.hold.took(require_marker(self.cfg.work), resumed=False)
         log.info("project restored: %d files (%d copied, %s), %d links from %s",
                  report.files, report.copied, human_bytes(report.copied_bytes), report.links,
@@ -167,6 +221,59 @@ class StagingIn:
             self.state.set_phase(STOPPED, "stopped before ready; the lock was released, "
                                           "nothing was saved")
         return 0
+
+
+class LockWait:
+    """--wait-for-lock: a deploy refused because the primary is held (LockedError, exit 3:
+    another deployment, a daemon or the command line's, or CERIT's app) waits instead, up to
+    ``cfg.wait_for_lock`` seconds (inf: until it is free). Its phase, waiting-for-lock, says
+    the refusal's own words (naming the holder) and when the lock is looked at again. How a
+    stale lock is taken over does not change (--take-over-stale, in deploy())."""
+
+    def __init__(self, cfg: DaemonConfig, state: State):
+        self.cfg, self.state = cfg, state
+        self.since: float | None = None  # the first refusal (monotonic): the limit counts from it
+        self.holder: str | None = None  # who holds the primary, as last said; None once free
+
+    def refused(self, exc: LockedError) -> bool:
+        """True: wait (:meth:`pause`) and look again; False: refuse, as without waiting."""
+        limit = self.cfg.wait_for_lock
+        if limit <= 0:
+            return False
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+        waited = now - self.since
+        if waited >= limit:
+            log.error("gave up waiting for the lock of %s after %s", self.cfg.primary,
+                      duration(waited), extra=fields(event="lock-wait-over"))
+            return False
+        text = (f"{exc.message} Waiting until it is free: the lock is looked at again every "
+                f"{self.cfg.lock_retry:g} s" + ("" if math.isinf(limit) else
+                                                 f", for up to {duration(limit)} in all")
+                + "; nothing is taken meanwhile.")
+        holder = re.sub(r"\d+", "#", exc.message)  # the same holder, whatever its times say
+        if holder != self.holder:
+            self.holder = holder
+            self.state.set_phase(WAITING_FOR_LOCK, text)  # logged: who holds it now
+        elif self.state.phase != WAITING_FOR_LOCK:
+            self.state.set_phase(WAITING_FOR_LOCK, text, quiet=True)
+        else:
+            self.state.set_message(text)
+        return True
+
+    def pause(self) -> float:
+        """Seconds until the next look: every lock_retry, and never past the limit."""
+        left = self.cfg.wait_for_lock - (time.monotonic() - (self.since or time.monotonic()))
+        return max(0.05, min(self.cfg.lock_retry, left))
+
+    def ended(self) -> None:
+        """The primary is free: said once."""
+        if self.holder is not None:
+            self.holder = None
+            log.info("the lock of %s is free after %s of waiting", self.cfg.primary,
+                     duration(time.monotonic() - self.since),
+                     extra=fields(event="lock-free"))
 
 
 def same_path(a: str, b: str) -> bool:

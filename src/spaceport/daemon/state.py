@@ -30,8 +30,11 @@ log = logging.getLogger("spaceport.daemon")
 STARTING, LOCKING, STAGING_IN = "starting", "locking", "staging-in"
 READY, RUNNING, STAGING_OUT = "ready", "running", "staging-out"
 RELEASED, STOPPED, FAILED, LOCK_LOST = "released", "stopped", "failed", "lock-lost"
-PHASES = (STARTING, LOCKING, STAGING_IN, READY, RUNNING, STAGING_OUT, RELEASED, STOPPED,
-          FAILED, LOCK_LOST)
+# --wait-for-lock: another deployment (or CERIT's app) holds the primary; nothing is taken,
+# the lock is looked at again every few seconds, and stage-in starts once it is free.
+WAITING_FOR_LOCK = "waiting-for-lock"
+PHASES = (STARTING, LOCKING, WAITING_FOR_LOCK, STAGING_IN, READY, RUNNING, STAGING_OUT,
+          RELEASED, STOPPED, FAILED, LOCK_LOST)
 READY_PHASES = frozenset({READY, RUNNING})
 ERRORS_KEPT = 50
 MAIN_LOOP_STALL = 60.0  # seconds without a tick of the main loop: /healthz says 503
@@ -122,6 +125,11 @@ class State:
         if not quiet:
                 log.info("phase %s%s", phase, f": {message}" if message else "",
                      extra={"fields": {"event": "phase", "phase": phase}})
+
+    def set_message(self, message: str) -> None:
+        """A new message for the same phase (its "since" stays); not logged."""
+        with self._lock:
+            self.message = message
 
     def tick(self) -> None:
         self._tick = time.monotonic()
