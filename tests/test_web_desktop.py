@@ -11,6 +11,7 @@ import base64
 import hashlib
 import http.client
 import json
+import re
 import signal
 import socket
 import threading
@@ -91,6 +92,13 @@ def test_progress_until_ready_then_the_desktop_http_and_websocket(slow_project, 
         assert ask(d.port, path, "HEAD")[0] == 200
     assert ask(d.port, "/spaceport/status")[0] == 200
     assert json.loads(ask(d.port, "/spaceport/status")[2])["phase"] == "staging-in"
+    # What the user reads there: the stage-in's bar, what it copies and how long is left.
+    d.wait_status(lambda s: s["phase"] == "staging-in" and any(
+        t["bytes_done"] and t.get("eta") for t in s["tasks"]), 20, "a rate and a time left")
+    body = ask(d.port, "/vnc.html")[2].decode()
+    assert 'class="bar"' in body and "Project restore" in body, body[:2000]
+    assert re.search(r"[\d.]+ [KM]iB of [\d.]+ [KM]iB · \d+ of \d+ files · [\d.]+ [KM]iB/s · "
+                     r"about [^<]+ left", body), body[:3000]
     assert ask(d.port, "/readyz")[0] == 503 and ask(d.port, "/healthz")[0] == 200
     assert ask(d.port, "/anything", "POST", body=b"x")[0] == 409  # 4xx, never 5xx
     assert standin.requests == []  # nothing reached the desktop before ready
