@@ -13,9 +13,10 @@ from rich.table import Table
 from ..commands.restore import choose, restore_into_primary, restore_into_work
 from ..engine.progress import Tracker
 from ..errors import LockedError, UsageError
-from ..formats.marker import find_working_copy, require_marker
+from ..formats.marker import find_working_copy
 from ..formats.trash import batch_content, list_batches, purge, select_batches
 from ..safety.lock import read_lock
+from ..safety.worklock import require_working_copy
 from ..store.sides import open_primary
 from ..wording import count, human_size, quote, show_path
 from .options import (
@@ -50,7 +51,7 @@ def _where(work: str | None, primary: str | None, status_dir: str):
         raise click.UsageError("give either WORK or --primary PRIMARY (or run it inside a "
                                "working copy).")
     if work:
-        marker = require_marker(os.path.abspath(work))
+        marker = require_working_copy(os.path.abspath(work))
         return marker.primary, marker.status_dir, os.path.abspath(work), marker.token
     return primary, status_dir, None, "00000000"
 

@@ -34,13 +34,12 @@ from ..formats.marker import (
     MARKER_DIR,
     Marker,
     index_path,
-    require_marker,
     work_id,
     write_marker,
 )
 from ..safety.invariant import prove_by_content, settle_asides
 from ..safety.lock import DeploymentLock, UnreadableLock, WorkCopy, lock_id, read_lock
-from ..safety.worklock import hold_work
+from ..safety.worklock import hold_work, require_working_copy
 from ..store.base import Store
 from ..store.posix import PosixStore
 from ..store.sides import open_primary, open_work
@@ -109,9 +108,9 @@ def open_copy(work_path: str, opts: Options, task: str, *,
     daemon); else it is adopted when a step asks for it. ``before(marker)`` may refuse the
     copy once it is held, before the primary is opened."""
     work_path = os.path.abspath(work_path)
-    require_marker(work_path)  # before the busy lock, which would create the marker folder
+    require_working_copy(work_path)  # before the busy lock, which would create the marker folder
     with hold_work(work_path, task, wait=opts.busy_wait, say=opts.say), ExitStack() as stack:
-        marker = require_marker(work_path)
+        marker = require_working_copy(work_path)
         if before is not None:
             before(marker)
         remember_excludes(work_path, marker, opts)

@@ -11,7 +11,7 @@ from ..commands.options import Options
 from ..commands.save import save
 from ..commands.workcopy import pending_changes
 from ..errors import LockLostError
-from ..formats.marker import require_marker
+from ..safety.worklock import require_working_copy
 from ..wording import count, duration
 from .config import DaemonConfig
 from .hold import LockHold
@@ -94,7 +94,7 @@ class Autosaves:
             self.looker.start()
 
     def _pending(self) -> dict:
-        return pending_changes(self.cfg.work, require_marker(self.cfg.work)).summary()
+        return pending_changes(self.cfg.work, require_working_copy(self.cfg.work)).summary()
 
     def _backoff(self, failures: int) -> float:
         """Sooner than the interval after a failure: unsaved work should not wait longer."""

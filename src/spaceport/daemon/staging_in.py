@@ -30,11 +30,11 @@ from ..formats.marker import (
     UNDEPLOYED,
     Marker,
     read_marker,
-    require_marker,
     work_id,
     write_marker,
 )
 from ..safety.lock import DeploymentLock, LockInfo, WorkCopy, locked_error, read_lock
+from ..safety.worklock import require_working_copy
 from ..store.sides import open_primary
 from ..wording import duration
 from .cloning import SourceClone
@@ -167,7 +167,7 @@ class StagingIn:
             # quiet while the holder is still there (deploy() watches it again)
             self.state.set_phase(STAGING_IN, self._staging_text,
                                  quiet=self.waiting.holder is not None)
-        self.hold.took(require_marker(self.cfg.work), resumed=False)
+        self.hold.took(require_working_copy(self.cfg.work), resumed=False)
         log.info("project restored: %d files (%d copied, %s), %d links from %s",
                  report.files, report.copied, human_bytes(report.copied_bytes), report.links,
                  report.links_source, extra=fields(event="restored", files=report.files,

@@ -188,14 +188,11 @@ def find_working_copy(start: str) -> str | None:
 
 
 def require_marker(work: str) -> Marker:
-    """The marker, or a refusal (exit 5) that explains the missing-volume danger; exit 4
-    instead if a live spaceport process holds the folder (its marker deleted under it)."""
+    """The marker, or a refusal (exit 5) that explains the missing-volume danger. Commands
+    ask :func:`spaceport.safety.worklock.require_working_copy`, which first refuses with
+    exit 4 if a live spaceport process holds the folder (its marker deleted under it)."""
     marker = read_marker(work)
     if marker is None:
-        # Not a working copy, unless a live spaceport process holds the folder: a daemon
-        # whose marker was deleted under it (issue 18) refuses, exit 4, with its hint.
-        from ..safety.worklock import refuse_if_kept  # safety imports this module
-        refuse_if_kept(work)
         record = read_undeployed_record(work)
         if record is not None:
             raise RefusedError(

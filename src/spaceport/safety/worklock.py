@@ -49,7 +49,7 @@ from typing import Callable, Iterator
 
 from .. import stopping
 from ..errors import LockLostError, SpaceportError
-from ..formats.marker import marker_dir
+from ..formats.marker import Marker, marker_dir, read_marker, require_marker
 from ..hostinfo import hostname
 
 BUSY_FILE = "busy"
@@ -426,3 +426,12 @@ def _take(held: WorkHold, wait: float, say: Callable[[str], None] | None) -> Non
             say(f"waiting for {holder} to finish with {work} (up to {wait:g} s)")
             told = True
         stopping.sleep(0.1)  # Ctrl-C while waiting: Interrupted, nothing was done
+
+
+def require_working_copy(work: str) -> Marker:
+    """WORK's marker, or a refusal: exit 4 if a live spaceport process holds the folder (a
+    daemon whose marker was deleted under it, issue 18), else "not a working copy" (exit 5,
+    :func:`spaceport.formats.marker.require_marker`)."""
+    if read_marker(work) is None:
+        refuse_if_kept(work)
+    return require_marker(work)
