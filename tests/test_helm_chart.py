@@ -553,7 +553,7 @@ def test_spaceport_options_are_the_daemons(rendered):
         "log-format",
         "instance",
         "status-dir",
-        # the interface the chart relies on (/work/notes/cerit-interface.md, the chart's README)
+        # the interface the chart relies on (the chart's README, docs/CERIT.md)
         "space-folder",
         "cerit",
         "instance-status-file",

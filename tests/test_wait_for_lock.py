@@ -74,9 +74,10 @@ def test_waits_while_cerits_app_holds_the_project_then_stages_in(space, tmp_path
     assert d.status()["phase"] == WAITING
     assert read_lock_file(space) is None
     assert every_check(space) == {"locked"}
-    # the page says it (it renders any phase and its message), the startup probe waits
+    # the page says it in words and names the holder; the startup probe waits
     code, body, _ = d.request("/")
     assert code == 200 and WAITING.encode() in body and b"CERIT" in body
+    assert b"It starts here by itself once they are done" in body
     assert d.request("/readyz")[0] == 503 and d.request("/healthz")[0] == 200
     assert d.log().count(f"phase {WAITING}") == 1  # said once, not at every look
 

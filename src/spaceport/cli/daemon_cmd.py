@@ -172,8 +172,8 @@ def run(ctx, **p):
 
     \b
     HTTP on --listen: /  progress page, /status JSON, /metrics Prometheus, /healthz, /readyz,
-    POST /save and POST /clone with 'Authorization: Bearer TOKEN' (each also under
-    /spaceport/). With --desktop-url, / is the application once it answers, and spaceport's
+    POST /save, /clone and /confirm-deletions with 'Authorization: Bearer TOKEN' (each also
+    under /spaceport/). With --desktop-url, / is the application once it answers, and spaceport's
     pages are /spaceport/, /spaceport/status ...; --auth-user asks for basic auth.
     Every option can be set as SPACEPORT_<OPTION>, e.g. SPACEPORT_PRIMARY.
 

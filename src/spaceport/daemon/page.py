@@ -28,6 +28,8 @@ TASK_LABELS = {"deploy": "Project restore", "clone": "Source clone", "autosave":
 PHASE_TEXT = {
     "starting": "Starting up.",
     "locking": "Checking that nobody else has this project open.",
+    "waiting-for-lock": "Someone else has this project open (named below). It starts here by "
+                        "itself once they are done; nothing is copied or changed meanwhile.",
     "staging-in": "Copying the project onto this machine. The application starts when "
                   "this is done.",
     "ready": "Everything is in place.",
