@@ -4,9 +4,9 @@ injected by the OneData-like FUSE filesystem, calls counted by it.
 For each family (the lock's open, read, stat, publication, heartbeat and release; the
 manifest's write and its read by a deploy; the journal's write and its read by ``status
 --primary``; trash moves and purge; folders made, moved and their modes; opens; uploads and
-their mtimes; listings; the data read by a stage-in, an append's read-back and ``verify
---checksum``; an append's write in place; the daemon's heartbeat) a real ``spaceport``
-command runs four times over one mount:
+their mtimes; listings; the data read by a stage-in, an append's read-back, ``verify
+--checksum`` and ``deploy --resume``'s comparison; an append's write in place; the daemon's
+heartbeat) a real ``spaceport`` command runs four times over one mount:
 
 * with a rule that only counts the family's calls (the baseline, ``b``);
 * with one, then two transient faults (EIO then ETIMEDOUT; for some families ESTALE and
@@ -237,6 +237,27 @@ def status_of_the_primary(ctx: Ctx, n: int) -> list[str]:
     return ["status", "--primary", ctx.primary]
 
 
+def resume_comparing_a_file(ctx: Ctx, n: int) -> list[str]:
+    """A working copy undeployed and kept (no faults yet), holding a file its index does not
+    know and the primary holds with the same bytes: ``deploy --resume`` compares the two
+    (safety.invariant.same_bytes) and records it as saved, uploading nothing."""
+    if os.path.exists(os.path.join(ctx.work, ".spaceport", "deployment.json")):
+        assert run_cli("undeploy", "--keep-work", ctx.work, *FAST).code == 0
+    data = b"the same on both sides, round %d" % n
+    write(ctx.backing, f"Runs/000/same{n}.xmd", data)
+    write(ctx.work, f"Runs/000/same{n}.xmd", data)
+    return ["deploy", "--resume", ctx.primary, ctx.work]
+
+
+def found_the_same(ctx: Ctx, n: int) -> None:
+    """Proven equal: neither uploaded nor kept as a conflict copy (what a comparison that
+    failed leads to: the primary's version set aside, the working copy's uploaded)."""
+    folder = os.path.join(ctx.backing, "Runs/000")
+    assert not [f for f in os.listdir(folder) if f.startswith(f"same{n}.xmd.conflict-")]
+    assert open(os.path.join(folder, f"same{n}.xmd"), "rb").read() == \
+        open(os.path.join(ctx.work, f"Runs/000/same{n}.xmd"), "rb").read()
+
+
 FAMILIES = [
     Family("lock open", "open", f"/{S}/lock", save_new_file, saved_new_file),
     Family("lock read", "read", f"/{S}/lock", save_new_file, saved_new_file, per_fault=2),
@@ -282,6 +303,11 @@ FAMILIES = [
     Family("journal read (status --primary)", "read", f"/{S}/journal.jsonl",
            status_of_the_primary, code_when_permanent=(0,), per_fault=2,
            transient=("ESTALE", "EIO")),
+    # A file that cannot be compared for good is not proven saved: the resume uploads the
+    # working copy's and keeps the primary's as a conflict copy (nothing lost, exit 0).
+    Family("read (deploy --resume comparison)", "read", "/Runs/000/same[0-9].xmd",
+           resume_comparing_a_file, found_the_same, code_when_permanent=(0,), per_fault=2,
+           said_exactly=False, transient=("EIO", "ESTALE")),
 ]
 
 

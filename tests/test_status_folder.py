@@ -306,3 +306,71 @@ def test_a_journal_that_cannot_be_read_is_named_and_the_saves_go_on(tmp_path):
         assert len(lines) == len(before) + 1 and json.loads(lines[-1])["uploaded"] == 1
     finally:
         fuse.stop()
+
+
+@needs_fuse
+@pytest.mark.parametrize("op", ["open", "read"])
+def test_a_save_that_changes_links_never_replaces_a_manifest_it_cannot_read(tmp_path, op):
+    """What the manifest on the primary holds cannot be compared or kept in the trash first:
+    it is not written over (a rename would succeed, the old links gone with it). The save
+    lands the files, then stops (exit 1) naming it and what to do; once it can be read, the
+    next save writes the new one, the old one kept in that save's trash batch."""
+    fuse = Mount(tmp_path)
+    try:
+        primary, work, _ = deployed(tmp_path, fuse.path, fuse.backing)
+        os.symlink("Runs/000/f0.xmd", os.path.join(work, "latest"))
+        assert run_cli("save", work, *FAST).code == 0
+        kept = os.path.join(fuse.backing, S, "links.jsonl")
+        old = open(kept, "rb").read()
+        assert b'"latest"' in old
+        os.unlink(os.path.join(work, "latest"))  # the link changed: removed, another made
+        os.symlink("Runs/001/f1.xmd", os.path.join(work, "newer"))
+        write(work, "Runs/000/landed.xmd", b"landed")
+        fuse.fs.inject(op=op, path=f"/{S}/links.jsonl", errno="EACCES")
+        res = run_cli("save", work, *FAST)
+        assert res.code == 1, res
+        said = said_by(res)
+        manifest = os.path.join(primary, S, "links.jsonl")
+        assert f"the link manifest {manifest} cannot be read" in said, said
+        assert "permission denied" in said and "left it as it is" in said
+        assert "links of this working copy could not be recorded" in said
+        assert f"Check who may read and write {manifest}" in said
+        assert "retrying" not in res.err and ".spaceport-tmp-" not in res.err
+        assert open(kept, "rb").read() == old  # the old manifest's bytes, in place
+        assert open(os.path.join(fuse.backing, "Runs/000/landed.xmd"), "rb").read() == b"landed"
+        assert not os.path.exists(os.path.join(fuse.backing, S, "trash"))
+        assert read_lock_file(fuse.backing) is not None
+        fuse.fs.clear_faults()
+        res = run_cli("save", work, *FAST)
+        assert res.code == 0, res
+        now = open(kept, "rb").read()
+        assert b'"newer"' in now and b'"latest"' not in now
+        [batch] = os.listdir(os.path.join(fuse.backing, S, "trash"))
+        assert open(os.path.join(fuse.backing, S, "trash", batch, S, "links.jsonl"),
+                    "rb").read() == old  # the link removed can be restored from there
+    finally:
+        fuse.stop()
+
+
+@needs_fuse
+def test_status_of_the_primary_says_a_manifest_that_cannot_be_read_is_there(tmp_path):
+    """Not 'none yet': the manifest is there and holds links; status names it and the
+    error, with what to do. Once readable, its links are counted again."""
+    fuse = Mount(tmp_path)
+    try:
+        primary, work, _ = deployed(tmp_path, fuse.path, fuse.backing)
+        os.symlink("Runs/000/f0.xmd", os.path.join(work, "latest"))
+        assert run_cli("save", work, *FAST).code == 0
+        fuse.fs.inject(op="read", path=f"/{S}/links.jsonl", errno="EACCES")
+        res = run_cli("status", "--primary", primary)
+        fuse.fs.clear_faults()
+        assert res.code == 0, res
+        manifest = os.path.join(primary, S, "links.jsonl")
+        said = said_by(res)
+        assert "none yet" not in res.out, res.out
+        assert f"manifest the link manifest {manifest} cannot be read" in said, res.out
+        assert "permission denied" in said and f"Check who may read and write {manifest}" in said
+        res = run_cli("status", "--primary", primary)
+        assert res.code == 0 and "manifest      1 link" in res.out, res.out
+    finally:
+        fuse.stop()

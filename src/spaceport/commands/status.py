@@ -149,7 +149,9 @@ def primary_status(primary_path: str, opts: Options) -> dict:
             manifest = read_manifest_full(primary, status_dir)
             facts["manifest_links"] = None if manifest is None else len(manifest.links)
         except (FormatError, StatusFileError) as exc:
-            facts["manifest_error"] = exc.message
+            # There is one, but it cannot be used: never shown as "none yet".
+            facts["manifest_links"] = None
+            facts["manifest_error"] = str(exc)  # names it, says why and what to do
         facts.update(legacy_facts(primary, status_dir, opts, manifest,
                                   "manifest_error" in facts))
         try:
@@ -251,9 +253,12 @@ def format_status(facts: dict) -> str:
     lines += held_lines(facts)
     if "recent_saves" in facts:
         links = facts.get("manifest_links")
-        lines.append("manifest      " + ("none yet (no links.jsonl)" if links is None
-                                         else count(links, "link"))
-                     + (f"  ({facts['manifest_error']})" if facts.get("manifest_error") else ""))
+        if facts.get("manifest_error"):  # it exists: unreadable or damaged, said as such
+            lines += [("manifest      " if i == 0 else "              ") + text
+                      for i, text in enumerate(facts["manifest_error"].splitlines())]
+        else:
+            lines.append("manifest      " + ("none yet (no links.jsonl)" if links is None
+                                             else count(links, "link")))
         lines += _legacy_lines(facts)
         if facts.get("journal_error"):
             lines.append(f"saved         {facts['journal_error']}")

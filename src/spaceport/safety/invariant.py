@@ -277,11 +277,19 @@ def find_unsaved(scan: ScanResult, index: Index, primary_scan: ScanResult,
 
 
 def same_bytes(a: Store, b: Store, rel: str, chunk: int = 1 << 20) -> bool:
-    fa, fb = a.open_read(rel), b.open_read(rel)
+    """Whether ``rel`` holds the same bytes in both stores. Each read goes through its
+    store's ``read_at``: a read of the primary is a call on the storage like any other,
+    retried by a retrying store (``deploy --resume`` comparing a working copy with it)."""
+    fa = a.open_read(rel)
+    try:
+        fb = b.open_read(rel)
+    except BaseException:
+        os.close(fa)
+        raise
     try:
         offset = 0
         while True:
-            x, y = os.pread(fa, chunk, offset), os.pread(fb, chunk, offset)
+            x, y = a.read_at(rel, fa, chunk, offset), b.read_at(rel, fb, chunk, offset)
             if x != y:
                 return False
             if not x:

@@ -6,7 +6,12 @@ the links whose removal the deletion guard holds (``plan.held_links``: an emptie
 never empties the manifest). A manifest that would lose a link (removed, retargeted, or
 one this copy never knew) is first kept, as it was, in this save's trash batch
 (:meth:`~spaceport.formats.trash.TrashBin.manifest_place`): ``trash restore`` brings its
-links back."""
+links back.
+
+A manifest that cannot be read (no permission, a folder in its place) is never replaced:
+what it holds cannot be compared or kept first, and it may be the only record of links this
+copy never knew. The save names it and what to do (exit 1, as when it cannot be written);
+every file of the save is on the primary by then, and the next save writes the manifest."""
 
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ from ...formats.links import (
     parse_manifest,
     write_manifest,
 )
-from ...formats.statusfile import is_status_file_problem
+from ...formats.statusfile import is_status_file_problem, status_file_error
 from ...store.base import join
 from .cerit_dump import Dump
 from .run import SaveRun
@@ -56,9 +61,18 @@ def write_links(run: SaveRun, plan: SavePlan, dump: Dump | None = None) -> None:
     run.report.manifest_written = True
 
 
+UNREAD = ("this save left it as it is (what it holds could not be compared with the links "
+          "of this working copy, nor kept in the trash first, and it may be the only record "
+          "of some links), so the links of this working copy could not be recorded on the "
+          "primary. Everything else of the save is there, and the links are kept in the "
+          "working copy; the lock and the working copy are kept until they are recorded (an "
+          "undeploy does not remove the copy before).")
+
+
 def keep_previous(run: SaveRun, links: list[Link]) -> None:
     """The manifest on the primary goes to this save's trash batch first if the new one
-    lacks any of its links (or if it cannot be read: it is replaced all the same)."""
+    lacks any of its links (or if it is damaged). One that cannot be read is not replaced
+    at all: StatusFileError (exit 1) naming it, and it stays as it is."""
     rel = join(run.marker.status_dir, MANIFEST_NAME)
     try:
         raw = run.retry(run.primary.read_bytes, rel, what=f"read {MANIFEST_NAME}")
@@ -67,9 +81,10 @@ def keep_previous(run: SaveRun, links: list[Link]) -> None:
     except OSError as exc:
         if not is_status_file_problem(exc):
             raise
-        # A folder (or a file it may not read) in its place: nothing of a manifest to keep;
-        # the write below names it, and whatever is there stays as it is.
-        return
+        # A file it may not read (or a folder) in its place: nothing is written over it;
+        # it stays as it is, named, until it can be read (or is moved away, for a folder).
+        raise status_file_error(run.primary, rel, "the link manifest", exc,
+                                meaning=UNREAD) from exc
     try:
         lost = set(parse_manifest(raw, rel).links) - set(links)
     except FormatError:
