@@ -39,7 +39,6 @@ from ..formats.marker import (
     marker_dir,
     read_marker,
     read_undeployed_record,
-    require_marker,
 )
 from ..formats.statusfile import StatusFileError
 from ..formats.trash import list_batches
@@ -51,7 +50,7 @@ from ..safety.lock import (
     read_heartbeat,
     read_lock,
 )
-from ..safety.worklock import DAEMON_COMMAND, refuse_if_kept, who_holds
+from ..safety.worklock import DAEMON_COMMAND, refuse_if_kept, require_working_copy, who_holds
 from ..store.base import Store, join
 from ..store.retry import is_unavailable, unavailable
 from ..store.sides import open_primary, open_work
@@ -413,7 +412,7 @@ class VerifyReport:
 def verify(work_path: str, opts: Options, *, checksum: bool = False) -> VerifyReport:
     """Compare the working copy with the primary, file by file, and the links."""
     work_path = os.path.abspath(work_path)
-    marker = require_marker(work_path)
+    marker = require_working_copy(work_path)
     opts = dataclasses.replace(opts, status_dir=marker.status_dir)  # the copy knows its own
     report = VerifyReport()
     with open_primary(marker.primary, marker.token, opts) as primary, \
