@@ -72,7 +72,7 @@ class StagingIn:
         """True when both sides are in place, False if a signal stopped it; raises on failure."""
         self.state.set_phase(LOCKING, f"checking the lock of {self.cfg.primary}")
         try:
-            self._precheck_lock()
+            precheck_lock(self.cfg, self.opts)
         except LockedError as exc:
             if not self._wait_until_free(exc, self._pause_here):
                 return False
@@ -107,22 +107,6 @@ class StagingIn:
             raise real[0]
         return not self.stops.shutdown.is_set() and not errors
 
-    def _precheck_lock(self) -> bool:
-        """Refuse at once (exit 3) if another deployment holds the primary, before any copy
-        starts; deploy() takes the lock itself, race-free. True if another holds it but
-        deploy() is to judge it (--take-over-stale)."""
-        with open_primary(self.cfg.primary, "00000000", self.opts) as store:
-            holder = read_lock(store, self.opts.status_dir)
-        marker = read_marker(self.cfg.work) if os.path.isdir(self.cfg.work) else None
-        if holder is None:
-            return False
-        if isinstance(holder, LockInfo) and marker is not None \
-                and holder.deployment_id == marker.deployment_id:
-            return False  # our own deployment; a second daemon on this copy waits for busy
-        if self.cfg.take_over_stale:
-            return True  # deploy() watches the holder's heartbeat and takes over only if stale
-        raise locked_error(holder, self.cfg.primary)
-
     def _wait_until_free(self, refusal: LockedError, pause: Callable[[float], bool]) -> bool:
         """After ``refusal``, with --wait-for-lock: wait, looking at the lock again, until
         nobody else holds it (True) or a stop came (False). Without waiting, or once its
@@ -131,7 +115,7 @@ class StagingIn:
             if pause(self.waiting.pause()):
                 return False
             try:
-                still_held = self._precheck_lock()
+                still_held = precheck_lock(self.cfg, self.opts)
             except LockedError as exc:
                 refusal = exc
                 continue
@@ -221,6 +205,23 @@ class StagingIn:
             self.state.set_phase(STOPPED, "stopped before ready; the lock was released, "
                                           "nothing was saved")
         return 0
+
+
+def precheck_lock(cfg: DaemonConfig, opts: Options) -> bool:
+    """Refuse at once (exit 3) if another deployment holds the primary, before any copy
+    starts; deploy() takes the lock itself, race-free. True if another holds it but
+    deploy() is to judge it (--take-over-stale)."""
+    with open_primary(cfg.primary, "00000000", opts) as store:
+        holder = read_lock(store, opts.status_dir)
+    marker = read_marker(cfg.work) if os.path.isdir(cfg.work) else None
+    if holder is None:
+        return False
+    if isinstance(holder, LockInfo) and marker is not None \
+            and holder.deployment_id == marker.deployment_id:
+        return False  # our own deployment; a second daemon on this copy waits for busy
+    if cfg.take_over_stale:
+        return True  # deploy() watches the holder's heartbeat and takes over only if stale
+    raise locked_error(holder, cfg.primary)
 
 
 class LockWait:
