@@ -97,6 +97,22 @@ def run_cli(*args: str, env: dict | None = None, cwd: str | None = None,
 
 
 @pytest.fixture
+def onedata(tmp_path):
+    """The OneData-like FUSE filesystem (kernel caches off), for faults at a chosen call.
+    Some test files keep a variant of their own (a tuple, a started server), which wins."""
+    from spaceport.testing.onedatafs import OneDataFS, fuse_available
+
+    ok, why = fuse_available()
+    if not ok:
+        pytest.skip(why)
+    backing, mnt = tmp_path / "backing", tmp_path / "mnt"
+    backing.mkdir()
+    mnt.mkdir()
+    with OneDataFS(str(backing), str(mnt), attr_timeout=0.0) as fs:
+        yield fs
+
+
+@pytest.fixture
 def opts() -> Options:
     """Fast options for API-level tests: few retries with short delays."""
     return Options(jobs=4, retry=RetryPolicy(attempts=2, initial_delay=0.01, max_delay=0.05))

@@ -217,21 +217,6 @@ def test_a_stale_takeover_makes_the_mirror_its_own(tmp_path, daemons):
     assert_free(primary)
 
 
-@pytest.fixture
-def onedata(tmp_path):
-    """The OneData-like FUSE filesystem (kernel caches off), for faults at a chosen call."""
-    from spaceport.testing.onedatafs import OneDataFS, fuse_available
-
-    ok, why = fuse_available()
-    if not ok:
-        pytest.skip(why)
-    backing, mnt = tmp_path / "backing", tmp_path / "mnt"
-    backing.mkdir()
-    mnt.mkdir()
-    with OneDataFS(str(backing), str(mnt), attr_timeout=0.0) as fs:
-        yield fs
-
-
 def locks_left(space: str) -> set[str]:
     """Which of the two locks are on the primary: spaceport's ("ours"), CERIT's ("mirror")."""
     return {name for name, rel in (("ours", os.path.join(STATUS, "lock")), ("mirror", LOCK))

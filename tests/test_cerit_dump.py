@@ -170,40 +170,32 @@ def test_a_dump_that_is_not_spaceports_is_kept_in_the_trash_and_replaced(tmp_pat
 
 
 @pytest.mark.fuse
-def test_the_dump_in_place_costs_one_stat_and_no_write(tmp_path):
+def test_the_dump_in_place_costs_one_stat_and_no_write(tmp_path, onedata):
     """Counted on the OneData-like FUSE filesystem (kernel caches off): the calls on
     ``symlink-dump`` itself, save by save. Writing it is a create of a temporary name and a
     rename onto it; a save with nothing changed makes neither, and one lookup of it."""
-    from spaceport.testing.onedatafs import OneDataFS, fuse_available
+    fs, backing = onedata, tmp_path / "backing"  # the fixture's backing folder
+    primary, work = os.path.join(fs.mountpoint, "space"), str(tmp_path / "work")
+    project(primary)
+    assert run_cli("deploy", "--cerit", primary, work).code == 0
+    link_up(work)
+    assert run_cli("save", work).code == 0
 
-    ok, why = fuse_available()
-    if not ok:
-        pytest.skip(why)
-    backing, mnt = tmp_path / "backing", tmp_path / "mnt"
-    backing.mkdir()
-    mnt.mkdir()
-    with OneDataFS(str(backing), str(mnt), attr_timeout=0.0) as fs:
-        primary, work = os.path.join(fs.mountpoint, "space"), str(tmp_path / "work")
-        project(primary)
-        assert run_cli("deploy", "--cerit", primary, work).code == 0
-        link_up(work)
-        assert run_cli("save", work).code == 0
+    def dump_calls(*args: str) -> dict[str, int]:
+        fs.clear_faults()
+        for op in ("rename", "getattr", "open"):  # rules that never fire: counters
+            fs.inject(op=op, path="/space/symlink-dump", times=0)
+        r = run_cli(*args)
+        assert r.code == 0, r.err
+        fs.settled_counts()
+        return {rule["op"]: rule["seen"] for rule in fs.faults()}
 
-        def dump_calls(*args: str) -> dict[str, int]:
-            fs.clear_faults()
-            for op in ("rename", "getattr", "open"):  # rules that never fire: counters
-                fs.inject(op=op, path="/space/symlink-dump", times=0)
-            r = run_cli(*args)
-            assert r.code == 0, r.err
-            fs.settled_counts()
-            return {rule["op"]: rule["seen"] for rule in fs.faults()}
-
-        nothing = dump_calls("save", work)
-        assert nothing["rename"] == 0 and nothing["open"] == 0, nothing  # not written, not read
-        assert 1 <= nothing["getattr"] <= 2, nothing  # the stat (a lookup, its attributes)
-        os.unlink(os.path.join(backing, "space", DUMP))
-        removed = dump_calls("save", work)
-        assert removed["rename"] == 1, removed  # written again, once
-        assert dump_calls("save", work)["rename"] == 0
-        assert run_cli("undeploy", work).code == 0
-        assert_the_working_copys_links(str(backing / "space"), tmp_path)
+    nothing = dump_calls("save", work)
+    assert nothing["rename"] == 0 and nothing["open"] == 0, nothing  # not written, not read
+    assert 1 <= nothing["getattr"] <= 2, nothing  # the stat (a lookup, its attributes)
+    os.unlink(os.path.join(backing, "space", DUMP))
+    removed = dump_calls("save", work)
+    assert removed["rename"] == 1, removed  # written again, once
+    assert dump_calls("save", work)["rename"] == 0
+    assert run_cli("undeploy", work).code == 0
+    assert_the_working_copys_links(str(backing / "space"), tmp_path)
